@@ -1,0 +1,70 @@
+namespace DoctorGlm.Engine.Backends;
+
+/// <summary>
+/// The kernel set every backend implements with the same semantics: the CPU backend is the reference, the CUDA
+/// backend is tested against it. Kernels do no autograd and no allocation of results: the caller (an op in
+/// <c>Ops</c>) allocates outputs and passes them in. Unless a member says otherwise, tensors must be contiguous,
+/// fp32 and on this backend's device; op code validates user-facing arguments before calling a kernel.
+/// </summary>
+/// <remarks>The interface is partial: each kernel family declares its members in <c>IBackend.Family.cs</c>.</remarks>
+public partial interface IBackend
+{
+    /// <summary>The device this backend runs on.</summary>
+    Device Device { get; }
+
+    /// <summary>Allocates <paramref name="bytes"/> of device memory (pooled).</summary>
+    Storage Allocate(long bytes);
+
+    /// <summary>Peak, in-use and pooled bytes of this backend's allocator.</summary>
+    MemoryStats Memory { get; }
+
+    /// <summary>Sets every element of a contiguous tensor to <paramref name="value"/> (any dtype; converted).</summary>
+    void Fill(Tensor dst, float value);
+
+    /// <summary>Copies <paramref name="src"/> into <paramref name="dst"/>: same shape, any strides on both; float dtypes convert (round to nearest even), other dtypes must match.</summary>
+    void Copy(Tensor src, Tensor dst);
+
+    /// <summary>Copies host bytes into a contiguous tensor.</summary>
+    void CopyFromHost(ReadOnlySpan<byte> src, Tensor dst);
+
+    /// <summary>Copies a contiguous tensor's bytes to the host.</summary>
+    void CopyToHost(Tensor src, Span<byte> dst);
+
+    /// <summary>y = alpha·a + beta·b elementwise over equal element counts; y may alias a or b.</summary>
+    void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y);
+
+    /// <summary>y = a ⊙ b elementwise; y may alias a or b.</summary>
+    void Mul(Tensor a, Tensor b, Tensor y);
+
+    /// <summary>y[r, j] += alpha·v[j] for y viewed as rows of length v's element count.</summary>
+    void AddRowVector(Tensor y, Tensor v, float alpha);
+
+    /// <summary>y[j] (+)= Σ_r x[r, j] with x viewed as rows of length y's element count; accumulates when <paramref name="accumulate"/>.</summary>
+    void SumRows(Tensor x, Tensor y, bool accumulate);
+
+    /// <summary>Σ x, accumulated in double (synchronises with the device).</summary>
+    double Sum(Tensor x);
+
+    /// <summary>Σ x², accumulated in double (synchronises with the device).</summary>
+    double SumOfSquares(Tensor x);
+
+    /// <summary>Number of NaN or infinite elements (synchronises with the device).</summary>
+    long CountNonFinite(Tensor x);
+
+    /// <summary>
+    /// Strided batched matrix product, row-major, BLAS-style: for each batch index i,
+    /// C_i = alpha·op(A_i)·op(B_i) + beta·C_i where op(A) is m×k, op(B) is k×n. A_i starts at element
+    /// <c>aOffset + i·strideA</c> of <paramref name="a"/> (relative to a's own offset) with row stride lda;
+    /// when transposed it is stored k×m. beta = 0 overwrites C without reading it.
+    /// </summary>
+    void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        Tensor a, long aOffset, long lda, long strideA,
+        Tensor b, long bOffset, long ldb, long strideB,
+        float beta, Tensor c, long cOffset, long ldc, long strideC, int batch);
+}
+
+/// <summary>Allocator statistics.</summary>
+/// <param name="InUseBytes">Bytes held by live tensors.</param>
+/// <param name="PeakBytes">Highest <paramref name="InUseBytes"/> since start or the last reset.</param>
+/// <param name="PooledBytes">Bytes kept for reuse, not held by any tensor.</param>
+public readonly record struct MemoryStats(long InUseBytes, long PeakBytes, long PooledBytes);

@@ -1,0 +1,77 @@
+using DoctorGlm.Engine.Autograd;
+
+namespace DoctorGlm.Engine;
+
+public static partial class Ops
+{
+    private static void SameShape(string op, Tensor a, Tensor b)
+    {
+        SameDevice(op, ("a", a), ("b", b));
+        if (a.Shape != b.Shape) throw new ArgumentException($"{op}: {a.Describe("a")} and {b.Describe("b")} must have the same shape");
+    }
+
+    /// <summary>alpha·a + beta·b (the α-scaled residual of a GLM block is <c>AddScaled(ln, α, attn, 1)</c>).</summary>
+    public static Tensor AddScaled(Tensor a, float alpha, Tensor b, float beta)
+    {
+        SameShape("AddScaled", a, b);
+        var ac = F32Contiguous(a, "AddScaled", "a");
+        var bc = F32Contiguous(b, "AddScaled", "b");
+        var y = Tensor.Empty(a.Shape, DType.F32, a.Device);
+        y.Backend.AddScaled(ac, alpha, bc, beta, y);
+        return Graph.Record("AddScaled", y, [a, b], (g, needs) => [needs(0) ? ScaledCopy(g, alpha) : null, needs(1) ? ScaledCopy(g, beta) : null]);
+    }
+
+    private static Tensor ScaledCopy(Tensor g, float s)
+    {
+        var r = Tensor.EmptyLike(g);
+        r.Backend.AddScaled(g, s, g, 0f, r);
+        return r;
+    }
+
+    /// <summary>a + b.</summary>
+    public static Tensor Add(Tensor a, Tensor b) => AddScaled(a, 1f, b, 1f);
+
+    /// <summary>a − b.</summary>
+    public static Tensor Sub(Tensor a, Tensor b) => AddScaled(a, 1f, b, -1f);
+
+    /// <summary>s·x.</summary>
+    public static Tensor Scale(Tensor x, float s)
+    {
+        var xc = F32Contiguous(x, "Scale", "x");
+        var y = ScaledCopy(xc, s);
+        return Graph.Record("Scale", y, [x], (g, _) => [ScaledCopy(g, s)]);
+    }
+
+    /// <summary>a ⊙ b elementwise.</summary>
+    public static Tensor Mul(Tensor a, Tensor b)
+    {
+        SameShape("Mul", a, b);
+        var ac = F32Contiguous(a, "Mul", "a");
+        var bc = F32Contiguous(b, "Mul", "b");
+        var y = Tensor.Empty(a.Shape, DType.F32, a.Device);
+        y.Backend.Mul(ac, bc, y);
+        return Graph.Record("Mul", y, [a, b], (g, needs) =>
+        {
+            Tensor? ga = null, gb = null;
+            if (needs(0)) { ga = Tensor.EmptyLike(g); g.Backend.Mul(g, bc, ga); }
+            if (needs(1)) { gb = Tensor.EmptyLike(g); g.Backend.Mul(g, ac, gb); }
+            return [ga, gb];
+        });
+    }
+
+    /// <summary>Σ x as a one-element tensor (accumulated in double).</summary>
+    public static Tensor Sum(Tensor x)
+    {
+        var xc = F32Contiguous(x, "Sum", "x");
+        var y = Tensor.Full(new Shape(1), (float)x.Backend.Sum(xc), DType.F32, x.Device);
+        return Graph.Record("Sum", y, [x], (g, _) =>
+        {
+            var gx = Tensor.Zeros(x.Shape, DType.F32, x.Device);
+            gx.Backend.AddRowVector(gx, g, 1f); // broadcast the scalar gradient to every element
+            return [gx];
+        });
+    }
+
+    /// <summary>Mean of x as a one-element tensor.</summary>
+    public static Tensor Mean(Tensor x) => Scale(Sum(x), 1f / Math.Max(1, x.NumElements));
+}

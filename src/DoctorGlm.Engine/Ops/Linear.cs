@@ -1,0 +1,39 @@
+using DoctorGlm.Engine.Autograd;
+
+namespace DoctorGlm.Engine;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// y = x·Wᵀ + b, with W stored [out, in] as PyTorch's <c>nn.Linear</c> does and x of shape [..., in].
+    /// A frozen W (RequiresGrad false) costs no GEMM in backward.
+    /// </summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        const string op = "Linear";
+        SameDevice(op, ("x", x), ("weight", weight), ("bias", bias));
+        ExpectRank(op, "weight", weight, 2, "[out, in]");
+        int outF = weight.Shape[0], inF = weight.Shape[1];
+        if (x.Rank < 1 || x.Shape[-1] != inF)
+            throw new ArgumentException($"{op}: {x.Describe("x")} must end in {inF} to match {weight.Describe("weight")} [out, in]");
+        if (bias is not null) ExpectShape(op, "bias", bias, new Shape(outF), "one per output feature");
+        var xc = F32Contiguous(x, op, "x");
+        var wc = F32Contiguous(weight, op, "weight");
+        var bc = bias is null ? null : F32Contiguous(bias, op, "bias");
+        int rows = checked((int)(x.NumElements / inF));
+        var outDims = x.Shape.ToArray();
+        outDims[^1] = outF;
+        var y = Tensor.Empty(new Shape(outDims), DType.F32, x.Device);
+        var be = x.Backend;
+        be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wc, 0, inF, 0, 0f, y, 0, outF, 0, 1);
+        if (bc is not null) be.AddRowVector(y, bc, 1f);
+        return Graph.Record(op, y, [x, weight, bias], (g, needs) =>
+        {
+            Tensor? gx = null, gw = null, gb = null;
+            if (needs(0)) { gx = Tensor.Empty(x.Shape, DType.F32, x.Device); be.Gemm(false, false, rows, inF, outF, 1f, g, 0, outF, 0, wc, 0, inF, 0, 0f, gx, 0, inF, 0, 1); }
+            if (needs(1)) { gw = Tensor.Empty(weight.Shape, DType.F32, x.Device); be.Gemm(true, false, outF, inF, rows, 1f, g, 0, outF, 0, xc, 0, inF, 0, 0f, gw, 0, inF, 0, 1); }
+            if (needs(2)) { gb = Tensor.Empty(new Shape(outF), DType.F32, x.Device); be.SumRows(g, gb, accumulate: false); }
+            return [gx, gw, gb];
+        });
+    }
+}
