@@ -60,7 +60,7 @@ public sealed class OpInstance
     public double ForwardTolerance { get; init; } = 2e-5;
 
     /// <summary>Gradient check: |ours − fd| ≤ tol·(max|fd| + 1e-2) per element.</summary>
-    public double GradTolerance { get; init; } = 2e-3;
+    public double GradTolerance { get; init; } = 1e-4;
 
     /// <summary>Finite-difference step (the reference is double, so a small step is accurate).</summary>
     public double Step { get; init; } = 1e-5;
