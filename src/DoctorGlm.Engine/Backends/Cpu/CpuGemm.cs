@@ -246,6 +246,9 @@ internal static unsafe class CpuGemm
         }
 
         /// <summary>Computes C[i0..i1, j0..j1] (j1 − j0 ≤ NC) on the calling thread.</summary>
+        // AggressiveOptimization on the driver, packers and kernels: a large GEMM calls them only a few
+        // times, too few for tiered compilation to promote them from tier-0 (or OSR) code in time.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Block(float* a, float* b, float* c, int i0, int i1, int j0, int j1)
         {
             Scratch s = Scratch.Current;
@@ -300,6 +303,7 @@ internal static unsafe class CpuGemm
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void MergeEdge(float* t, int ldt, float* c, long ldc, int mr, int nr, float alpha, float beta)
     {
         for (int i = 0; i < mr; i++)
@@ -320,6 +324,7 @@ internal static unsafe class CpuGemm
     /// values op(A)[i0+r·MR .. +MR, p0+p] contiguously (zero-padded past mc), so the kernel reads A
     /// with unit stride and broadcasts one value per row.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void PackA(bool transA, float* a, long lda, int i0, int p0, int mc, int kc, int mr, float* dst)
     {
         for (int ir = 0; ir < mc; ir += mr)
@@ -356,6 +361,7 @@ internal static unsafe class CpuGemm
     /// Packs op(B)[p0..p0+kc, j0..j0+nc] into NR-wide micro-panels: panel j holds, for each p, the NR
     /// values op(B)[p0+p, j0+j·NR .. +NR] contiguously (zero-padded past nc), ready for vector loads.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void PackB(bool transB, float* b, long ldb, int p0, int j0, int kc, int nc, int nr, float* dst)
     {
         for (int jr = 0; jr < nc; jr += nr)
