@@ -1,23 +1,610 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace DoctorGlm.Engine.Backends.Cpu;
 
-// Temporary straightforward GEMM, replaced by the blocked implementation on the gemm branch.
+/// <summary>Which micro-kernel <see cref="CpuGemm"/> uses. <see cref="Auto"/> picks the widest the CPU supports.</summary>
+internal enum GemmKernel
+{
+    /// <summary>Best available: AVX-512F, else AVX2+FMA, else portable.</summary>
+    Auto = 0,
+    /// <summary>12×32 register tile with 512-bit FMA (24 zmm accumulators).</summary>
+    Avx512,
+    /// <summary>6×16 register tile with 256-bit FMA (12 ymm accumulators).</summary>
+    Avx2,
+    /// <summary>4×(2·Vector&lt;float&gt;.Count) tile with <see cref="Vector{T}"/>; runs anywhere.</summary>
+    Portable,
+}
+
+/// <summary>
+/// Blocked, packed, multi-threaded single-precision GEMM in the style of GotoBLAS/BLIS.
+/// </summary>
+/// <remarks>
+/// Loop nest for one macro task (a range of rows × a range of columns of C):
+/// <code>
+///   for jc in task columns, step NC      (B block kc×nc is packed once and kept in L2)
+///     for pc in 0..k, step KC            (pack op(B)[pc.., jc..] into NR-wide strips)
+///       for ic in task rows, step MC     (pack op(A)[ic.., pc..] into MR-high strips)
+///         for ir step MR                 (A micro-panel MR×kc stays in L1)
+///           for jr step NR               (B micro-panel streams from L2)
+///             micro-kernel: C[MR×NR] = alpha·Σ_p a[:,p]·b[p,:] + beta·C
+/// </code>
+/// Packing makes both operands unit-stride in the order the micro-kernel consumes them, which is
+/// why one kernel serves all four transpose combinations: the transposes live only in the pack routines.
+/// Rows/columns past the edge of the matrix are packed as zeros, so the kernel always computes a full
+/// MR×NR tile; edge tiles are written to a small scratch tile and merged into C element by element.
+/// </remarks>
 internal static unsafe class CpuGemm
 {
-    public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, float* a, long lda, float* b, long ldb, float beta, float* c, long ldc)
+    // ---- Block sizes -------------------------------------------------------------------------
+    // Tuned for a Zen 4 core (32 KiB L1d, 1 MiB L2, shared L3) but sensible for any recent x64 core.
+    // KC: depth of one rank-kc update. The A micro-panel (MR×KC floats = 12×256×4 = 12 KiB for
+    //     AVX-512) must stay resident in the 32 KiB L1d while B micro-panels stream past it; the
+    //     longer KC is, the more FMAs amortise each load/store of the C tile.
+    // MC: rows of A packed per block: MC×KC×4 = 144 KiB sits in L2 next to the B block.
+    //     Multiple of every MR (12, 6, 4).
+    // NC: columns of B packed per block: KC×NC×4 = 512 KiB, about half of a 1 MiB L2, so the
+    //     B block plus the A block stay in L2 for the whole ic loop. Multiple of every NR.
+    internal const int KC = 256;
+    internal const int MC = 144;
+    internal const int NC = 512;
+
+    // Problems with fewer multiply-adds than this run on the calling thread: Parallel.For costs
+    // microseconds to fan out, which is more than the whole product takes below ~64k MACs.
+    internal const long ParallelThreshold = 1L << 16;
+
+    // Largest MR×NR of any kernel (AVX-512: 12×32); also covers Portable (4×2·16 at most).
+    private const int MaxTile = 12 * 32;
+
+    /// <summary>C = alpha·op(A)·op(B) + beta·C, row-major. See the class remarks for the algorithm.</summary>
+    /// <param name="transA">If true, A is stored k×m (row stride <paramref name="lda"/>) and op(A)=Aᵀ; else m×k.</param>
+    /// <param name="transB">If true, B is stored n×k (row stride <paramref name="ldb"/>) and op(B)=Bᵀ; else k×n.</param>
+    /// <param name="m">Rows of op(A) and C.</param>
+    /// <param name="n">Columns of op(B) and C.</param>
+    /// <param name="k">Columns of op(A), rows of op(B).</param>
+    /// <param name="alpha">Scale of the product.</param>
+    /// <param name="a">A's first element.</param>
+    /// <param name="lda">Row stride of A as stored, in elements.</param>
+    /// <param name="b">B's first element.</param>
+    /// <param name="ldb">Row stride of B as stored, in elements.</param>
+    /// <param name="beta">Scale of the old C; when 0, C is overwritten without being read (NaN-safe).</param>
+    /// <param name="c">C's first element.</param>
+    /// <param name="ldc">Row stride of C, in elements.</param>
+    public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha, float* a, long lda,
+        float* b, long ldb, float beta, float* c, long ldc)
+        => SgemmBatched(GemmKernel.Auto, transA, transB, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+
+    /// <summary>Same as <see cref="Sgemm(bool,bool,int,int,int,float,float*,long,float*,long,float,float*,long)"/> with a chosen kernel.</summary>
+    internal static void Sgemm(GemmKernel kernel, bool transA, bool transB, int m, int n, int k, float alpha, float* a, long lda,
+        float* b, long ldb, float beta, float* c, long ldc)
+        => SgemmBatched(kernel, transA, transB, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+
+    /// <summary>
+    /// Strided batched GEMM: for each i in [0, batch), C_i = alpha·op(A_i)·op(B_i) + beta·C_i where
+    /// A_i = a + i·strideA, B_i = b + i·strideB, C_i = c + i·strideC (strides in elements).
+    /// </summary>
+    /// <param name="transA">See <see cref="Sgemm(bool,bool,int,int,int,float,float*,long,float*,long,float,float*,long)"/>.</param>
+    /// <param name="transB">See Sgemm.</param>
+    /// <param name="m">Rows of each C.</param>
+    /// <param name="n">Columns of each C.</param>
+    /// <param name="k">Inner dimension.</param>
+    /// <param name="alpha">Scale of the product.</param>
+    /// <param name="a">First A.</param>
+    /// <param name="lda">Row stride of each A.</param>
+    /// <param name="strideA">Elements between consecutive A matrices.</param>
+    /// <param name="b">First B.</param>
+    /// <param name="ldb">Row stride of each B.</param>
+    /// <param name="strideB">Elements between consecutive B matrices.</param>
+    /// <param name="beta">Scale of the old C (0: overwrite without reading).</param>
+    /// <param name="c">First C.</param>
+    /// <param name="ldc">Row stride of each C.</param>
+    /// <param name="strideC">Elements between consecutive C matrices.</param>
+    /// <param name="batch">Number of products.</param>
+    public static void SgemmBatched(bool transA, bool transB, int m, int n, int k, float alpha, float* a, long lda, long strideA,
+        float* b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
+        => SgemmBatched(GemmKernel.Auto, transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch);
+
+    /// <summary>Batched GEMM with an explicitly chosen micro-kernel (tests force each path through this).</summary>
+    internal static void SgemmBatched(GemmKernel kernel, bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, long lda, long strideA, float* b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
     {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-            {
-                float s = 0;
-                for (int p = 0; p < k; p++)
-                    s += (transA ? a[p * lda + i] : a[i * lda + p]) * (transB ? b[j * ldb + p] : b[p * ldb + j]);
-                c[i * ldc + j] = beta == 0 ? alpha * s : alpha * s + beta * c[i * ldc + j];
-            }
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        ArgumentOutOfRangeException.ThrowIfNegative(batch);
+        if (m == 0 || n == 0 || batch == 0) return;
+        if (ldc < n) throw new ArgumentOutOfRangeException(nameof(ldc), "ldc must be at least n.");
+        if (k > 0)
+        {
+            if (lda < (transA ? m : k)) throw new ArgumentOutOfRangeException(nameof(lda), "lda is smaller than a row of A.");
+            if (ldb < (transB ? k : n)) throw new ArgumentOutOfRangeException(nameof(ldb), "ldb is smaller than a row of B.");
+        }
+
+        kernel = Resolve(kernel);
+
+        if (k == 0 || alpha == 0f)
+        {
+            // Nothing to multiply: C = beta·C (BLAS semantics; beta == 0 writes zeros without reading).
+            for (int bi = 0; bi < batch; bi++)
+                ScaleC(c + bi * strideC, m, n, ldc, beta);
+            return;
+        }
+
+        var job = new Job(kernel, transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch);
+
+        long macs = (long)m * n * k * batch;
+        int threads = Environment.ProcessorCount;
+        if (threads <= 1 || macs < ParallelThreshold)
+        {
+            job.SetTiling(1);
+            for (int t = 0; t < job.TaskCount; t++) job.RunTask(t);
+            return;
+        }
+
+        job.SetTiling(threads);
+        if (job.TaskCount == 1)
+        {
+            job.RunTask(0);
+            return;
+        }
+        Parallel.For(0, job.TaskCount, new ParallelOptions { MaxDegreeOfParallelism = threads }, job.RunTask);
     }
 
-    public static void SgemmBatched(bool transA, bool transB, int m, int n, int k, float alpha, float* a, long lda, long strideA, float* b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
+    internal static GemmKernel Resolve(GemmKernel kernel)
     {
-        for (int i = 0; i < batch; i++)
-            Sgemm(transA, transB, m, n, k, alpha, a + i * strideA, lda, b + i * strideB, ldb, beta, c + i * strideC, ldc);
+        if (kernel == GemmKernel.Auto)
+        {
+            if (Avx512F.IsSupported) return GemmKernel.Avx512;
+            if (Avx2.IsSupported && Fma.IsSupported) return GemmKernel.Avx2;
+            return GemmKernel.Portable;
+        }
+        if (kernel == GemmKernel.Avx512 && !Avx512F.IsSupported) throw new PlatformNotSupportedException("AVX-512F is not supported on this CPU.");
+        if (kernel == GemmKernel.Avx2 && !(Avx2.IsSupported && Fma.IsSupported)) throw new PlatformNotSupportedException("AVX2/FMA is not supported on this CPU.");
+        return kernel;
+    }
+
+    /// <summary>Register-tile height of a kernel.</summary>
+    internal static int TileM(GemmKernel kernel) => kernel switch
+    {
+        GemmKernel.Avx512 => 12,
+        GemmKernel.Avx2 => 6,
+        _ => 4,
+    };
+
+    /// <summary>Register-tile width of a kernel.</summary>
+    internal static int TileN(GemmKernel kernel) => kernel switch
+    {
+        GemmKernel.Avx512 => 32,
+        GemmKernel.Avx2 => 16,
+        _ => 2 * Vector<float>.Count,
+    };
+
+    private static void ScaleC(float* c, int m, int n, long ldc, float beta)
+    {
+        for (int i = 0; i < m; i++)
+        {
+            var row = new Span<float>(c + i * ldc, n);
+            if (beta == 0f) row.Clear();
+            else if (beta != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);
+        }
+    }
+
+    // ---- Work decomposition --------------------------------------------------------------------
+
+    /// <summary>One GEMM call split into independent macro tasks (batch × row chunk × column chunk).</summary>
+    private sealed class Job
+    {
+        private readonly GemmKernel _kernel;
+        private readonly bool _transA, _transB;
+        private readonly int _m, _n, _k, _batch, _mr, _nr;
+        private readonly float _alpha, _beta;
+        private readonly float* _a, _b, _c;
+        private readonly long _lda, _ldb, _ldc, _strideA, _strideB, _strideC;
+        private int _rowChunk, _colChunk, _rowTasks, _colTasks;
+
+        public Job(GemmKernel kernel, bool transA, bool transB, int m, int n, int k, float alpha, float* a, long lda, long strideA,
+            float* b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
+        {
+            _kernel = kernel; _transA = transA; _transB = transB; _m = m; _n = n; _k = k; _alpha = alpha; _beta = beta;
+            _a = a; _b = b; _c = c; _lda = lda; _ldb = ldb; _ldc = ldc; _strideA = strideA; _strideB = strideB; _strideC = strideC;
+            _batch = batch; _mr = TileM(kernel); _nr = TileN(kernel);
+        }
+
+        public int TaskCount => _batch * _rowTasks * _colTasks;
+
+        /// <summary>
+        /// Chooses chunk sizes. Column chunks are NC wide (one packed B block each). If batch × column
+        /// chunks already give every thread work, each task takes all rows, so each packed B block is
+        /// reused by as many rows as possible (packing B costs O(kc·nc) per task, amortised over its rows).
+        /// Otherwise rows are split into about threads/(batch·colTasks) chunks, rounded to MR so that only
+        /// the last chunk has an edge micro-tile.
+        /// </summary>
+        public void SetTiling(int threads)
+        {
+            _colChunk = NC;
+            _colTasks = (_n + NC - 1) / NC;
+            int outer = _batch * _colTasks;
+            int rowTasks = outer >= threads ? 1 : (threads + outer - 1) / outer;
+            int panels = (_m + _mr - 1) / _mr;
+            rowTasks = Math.Clamp(rowTasks, 1, panels);
+            _rowChunk = (panels + rowTasks - 1) / rowTasks * _mr;
+            _rowTasks = (_m + _rowChunk - 1) / _rowChunk;
+        }
+
+        public void RunTask(int t)
+        {
+            int tj = t % _colTasks;
+            int rest = t / _colTasks;
+            int ti = rest % _rowTasks;
+            int bi = rest / _rowTasks;
+            int i0 = ti * _rowChunk, i1 = Math.Min(_m, i0 + _rowChunk);
+            int j0 = tj * _colChunk, j1 = Math.Min(_n, j0 + _colChunk);
+            Block(_a + bi * _strideA, _b + bi * _strideB, _c + bi * _strideC, i0, i1, j0, j1);
+        }
+
+        /// <summary>Computes C[i0..i1, j0..j1] (j1 − j0 ≤ NC) on the calling thread.</summary>
+        // AggressiveOptimization on the driver, packers and kernels: a large GEMM calls them only a few
+        // times, too few for tiered compilation to promote them from tier-0 (or OSR) code in time.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void Block(float* a, float* b, float* c, int i0, int i1, int j0, int j1)
+        {
+            Scratch s = Scratch.Current;
+            int mr = _mr, nr = _nr;
+            int nc = j1 - j0;
+            for (int pc = 0; pc < _k; pc += KC)
+            {
+                int kc = Math.Min(KC, _k - pc);
+                // After the first rank-kc update C already holds beta·C + partial product: accumulate.
+                float beta = pc == 0 ? _beta : 1f;
+                PackB(_transB, b, _ldb, pc, j0, kc, nc, nr, s.B);
+                for (int ic = i0; ic < i1; ic += MC)
+                {
+                    int mc = Math.Min(MC, i1 - ic);
+                    PackA(_transA, a, _lda, ic, pc, mc, kc, mr, s.A);
+                    for (int ir = 0; ir < mc; ir += mr)
+                    {
+                        int mrEff = Math.Min(mr, mc - ir);
+                        float* pa = s.A + (long)ir * kc;
+                        float* crow = c + (ic + ir) * _ldc + j0;
+                        for (int jr = 0; jr < nc; jr += nr)
+                        {
+                            int nrEff = Math.Min(nr, nc - jr);
+                            float* pb = s.B + (long)jr * kc;
+                            float* ct = crow + jr;
+                            if (mrEff == mr && nrEff == nr)
+                            {
+                                MicroKernel(kc, pa, pb, ct, _ldc, _alpha, beta);
+                            }
+                            else
+                            {
+                                // Edge tile: compute the full tile into scratch (alpha = 1, beta = 0, ld = nr),
+                                // then merge only the valid part so nothing outside C is touched.
+                                MicroKernel(kc, pa, pb, s.Edge, nr, 1f, 0f);
+                                MergeEdge(s.Edge, nr, ct, _ldc, mrEff, nrEff, _alpha, beta);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void MicroKernel(int kc, float* pa, float* pb, float* c, long ldc, float alpha, float beta)
+        {
+            switch (_kernel)
+            {
+                case GemmKernel.Avx512: KernelAvx512(kc, pa, pb, c, ldc, alpha, beta); break;
+                case GemmKernel.Avx2: KernelAvx2(kc, pa, pb, c, ldc, alpha, beta); break;
+                default: KernelPortable(kc, pa, pb, c, ldc, alpha, beta); break;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MergeEdge(float* t, int ldt, float* c, long ldc, int mr, int nr, float alpha, float beta)
+    {
+        for (int i = 0; i < mr; i++)
+        {
+            float* ci = c + i * ldc;
+            float* ti = t + i * ldt;
+            if (beta == 0f)
+                for (int j = 0; j < nr; j++) ci[j] = alpha * ti[j];
+            else
+                for (int j = 0; j < nr; j++) ci[j] = alpha * ti[j] + beta * ci[j];
+        }
+    }
+
+    // ---- Packing ---------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Packs op(A)[i0..i0+mc, p0..p0+kc] into MR-high micro-panels: panel r holds, for each p, the MR
+    /// values op(A)[i0+r·MR .. +MR, p0+p] contiguously (zero-padded past mc), so the kernel reads A
+    /// with unit stride and broadcasts one value per row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void PackA(bool transA, float* a, long lda, int i0, int p0, int mc, int kc, int mr, float* dst)
+    {
+        for (int ir = 0; ir < mc; ir += mr)
+        {
+            int rows = Math.Min(mr, mc - ir);
+            float* d = dst + (long)ir * kc;
+            if (transA)
+            {
+                // A stored k×m: the MR values for one p are contiguous in memory.
+                float* src = a + (long)p0 * lda + i0 + ir;
+                for (int p = 0; p < kc; p++, src += lda, d += mr)
+                {
+                    int r = 0;
+                    for (; r < rows; r++) d[r] = src[r];
+                    for (; r < mr; r++) d[r] = 0f;
+                }
+            }
+            else
+            {
+                // A stored m×k: read each row sequentially, scatter with stride MR.
+                for (int r = 0; r < rows; r++)
+                {
+                    float* src = a + (i0 + ir + r) * lda + p0;
+                    float* dr = d + r;
+                    for (int p = 0; p < kc; p++) dr[p * mr] = src[p];
+                }
+                for (int r = rows; r < mr; r++)
+                    for (int p = 0; p < kc; p++) d[p * mr + r] = 0f;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Packs op(B)[p0..p0+kc, j0..j0+nc] into NR-wide micro-panels: panel j holds, for each p, the NR
+    /// values op(B)[p0+p, j0+j·NR .. +NR] contiguously (zero-padded past nc), ready for vector loads.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void PackB(bool transB, float* b, long ldb, int p0, int j0, int kc, int nc, int nr, float* dst)
+    {
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            int cols = Math.Min(nr, nc - jr);
+            float* d = dst + (long)jr * kc;
+            if (!transB)
+            {
+                // B stored k×n: a row segment of NR values is contiguous; straight copy.
+                float* src = b + (long)p0 * ldb + j0 + jr;
+                long bytes = (long)cols * sizeof(float);
+                for (int p = 0; p < kc; p++, src += ldb, d += nr)
+                {
+                    if (cols == nr)
+                    {
+                        Buffer.MemoryCopy(src, d, bytes, bytes);
+                    }
+                    else
+                    {
+                        int j = 0;
+                        for (; j < cols; j++) d[j] = src[j];
+                        for (; j < nr; j++) d[j] = 0f;
+                    }
+                }
+            }
+            else
+            {
+                // B stored n×k: each output column is a contiguous row of B; scatter with stride NR.
+                for (int j = 0; j < cols; j++)
+                {
+                    float* src = b + (j0 + jr + j) * ldb + p0;
+                    float* dj = d + j;
+                    for (int p = 0; p < kc; p++) dj[p * nr] = src[p];
+                }
+                for (int j = cols; j < nr; j++)
+                    for (int p = 0; p < kc; p++) d[p * nr + j] = 0f;
+            }
+        }
+    }
+
+    // ---- Micro-kernels -------------------------------------------------------------------------
+    // Each computes a full MR×NR tile: acc = Σ_p pa[p·MR + i] · pb[p·NR + j], then
+    // C = alpha·acc (beta == 0, C not read) or C = alpha·acc + beta·C.
+
+    /// <summary>
+    /// AVX-512: 12 rows × 32 columns = 24 zmm accumulators + 2 B vectors + 1 broadcast = 27 of 32 zmm
+    /// registers. 24 independent FMA chains more than cover FMA latency (4 cycles) × throughput, and each
+    /// k step does 24 FMAs for 2 vector loads + 12 broadcasts, so the kernel is FMA-bound, not load-bound.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void KernelAvx512(int kc, float* pa, float* pb, float* c, long ldc, float alpha, float beta)
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
+            c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
+            c90 = default, c91 = default, cA0 = default, cA1 = default, cB0 = default, cB1 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(pb);
+            Vector512<float> b1 = Vector512.Load(pb + 16);
+            Vector512<float> av;
+            av = Vector512.Create(pa[0]); c00 = Avx512F.FusedMultiplyAdd(av, b0, c00); c01 = Avx512F.FusedMultiplyAdd(av, b1, c01);
+            av = Vector512.Create(pa[1]); c10 = Avx512F.FusedMultiplyAdd(av, b0, c10); c11 = Avx512F.FusedMultiplyAdd(av, b1, c11);
+            av = Vector512.Create(pa[2]); c20 = Avx512F.FusedMultiplyAdd(av, b0, c20); c21 = Avx512F.FusedMultiplyAdd(av, b1, c21);
+            av = Vector512.Create(pa[3]); c30 = Avx512F.FusedMultiplyAdd(av, b0, c30); c31 = Avx512F.FusedMultiplyAdd(av, b1, c31);
+            av = Vector512.Create(pa[4]); c40 = Avx512F.FusedMultiplyAdd(av, b0, c40); c41 = Avx512F.FusedMultiplyAdd(av, b1, c41);
+            av = Vector512.Create(pa[5]); c50 = Avx512F.FusedMultiplyAdd(av, b0, c50); c51 = Avx512F.FusedMultiplyAdd(av, b1, c51);
+            av = Vector512.Create(pa[6]); c60 = Avx512F.FusedMultiplyAdd(av, b0, c60); c61 = Avx512F.FusedMultiplyAdd(av, b1, c61);
+            av = Vector512.Create(pa[7]); c70 = Avx512F.FusedMultiplyAdd(av, b0, c70); c71 = Avx512F.FusedMultiplyAdd(av, b1, c71);
+            av = Vector512.Create(pa[8]); c80 = Avx512F.FusedMultiplyAdd(av, b0, c80); c81 = Avx512F.FusedMultiplyAdd(av, b1, c81);
+            av = Vector512.Create(pa[9]); c90 = Avx512F.FusedMultiplyAdd(av, b0, c90); c91 = Avx512F.FusedMultiplyAdd(av, b1, c91);
+            av = Vector512.Create(pa[10]); cA0 = Avx512F.FusedMultiplyAdd(av, b0, cA0); cA1 = Avx512F.FusedMultiplyAdd(av, b1, cA1);
+            av = Vector512.Create(pa[11]); cB0 = Avx512F.FusedMultiplyAdd(av, b0, cB0); cB1 = Avx512F.FusedMultiplyAdd(av, b1, cB1);
+            pa += 12;
+            pb += 32;
+        }
+
+        Vector512<float> va = Vector512.Create(alpha);
+        if (beta == 0f)
+        {
+            (va * c00).Store(c); (va * c01).Store(c + 16); c += ldc;
+            (va * c10).Store(c); (va * c11).Store(c + 16); c += ldc;
+            (va * c20).Store(c); (va * c21).Store(c + 16); c += ldc;
+            (va * c30).Store(c); (va * c31).Store(c + 16); c += ldc;
+            (va * c40).Store(c); (va * c41).Store(c + 16); c += ldc;
+            (va * c50).Store(c); (va * c51).Store(c + 16); c += ldc;
+            (va * c60).Store(c); (va * c61).Store(c + 16); c += ldc;
+            (va * c70).Store(c); (va * c71).Store(c + 16); c += ldc;
+            (va * c80).Store(c); (va * c81).Store(c + 16); c += ldc;
+            (va * c90).Store(c); (va * c91).Store(c + 16); c += ldc;
+            (va * cA0).Store(c); (va * cA1).Store(c + 16); c += ldc;
+            (va * cB0).Store(c); (va * cB1).Store(c + 16);
+        }
+        else
+        {
+            Vector512<float> vb = Vector512.Create(beta);
+            Upd512(c, c00, c01, va, vb); c += ldc;
+            Upd512(c, c10, c11, va, vb); c += ldc;
+            Upd512(c, c20, c21, va, vb); c += ldc;
+            Upd512(c, c30, c31, va, vb); c += ldc;
+            Upd512(c, c40, c41, va, vb); c += ldc;
+            Upd512(c, c50, c51, va, vb); c += ldc;
+            Upd512(c, c60, c61, va, vb); c += ldc;
+            Upd512(c, c70, c71, va, vb); c += ldc;
+            Upd512(c, c80, c81, va, vb); c += ldc;
+            Upd512(c, c90, c91, va, vb); c += ldc;
+            Upd512(c, cA0, cA1, va, vb); c += ldc;
+            Upd512(c, cB0, cB1, va, vb);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Upd512(float* c, Vector512<float> x0, Vector512<float> x1, Vector512<float> va, Vector512<float> vb)
+    {
+        Avx512F.FusedMultiplyAdd(vb, Vector512.Load(c), va * x0).Store(c);
+        Avx512F.FusedMultiplyAdd(vb, Vector512.Load(c + 16), va * x1).Store(c + 16);
+    }
+
+    /// <summary>
+    /// AVX2+FMA: 6 rows × 16 columns = 12 ymm accumulators + 2 B vectors + 1 broadcast = 15 of 16 ymm
+    /// registers (the classic Haswell-class sgemm tile).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void KernelAvx2(int kc, float* pa, float* pb, float* c, long ldc, float alpha, float beta)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector256<float> b0 = Vector256.Load(pb);
+            Vector256<float> b1 = Vector256.Load(pb + 8);
+            Vector256<float> av;
+            av = Vector256.Create(pa[0]); c00 = Fma.MultiplyAdd(av, b0, c00); c01 = Fma.MultiplyAdd(av, b1, c01);
+            av = Vector256.Create(pa[1]); c10 = Fma.MultiplyAdd(av, b0, c10); c11 = Fma.MultiplyAdd(av, b1, c11);
+            av = Vector256.Create(pa[2]); c20 = Fma.MultiplyAdd(av, b0, c20); c21 = Fma.MultiplyAdd(av, b1, c21);
+            av = Vector256.Create(pa[3]); c30 = Fma.MultiplyAdd(av, b0, c30); c31 = Fma.MultiplyAdd(av, b1, c31);
+            av = Vector256.Create(pa[4]); c40 = Fma.MultiplyAdd(av, b0, c40); c41 = Fma.MultiplyAdd(av, b1, c41);
+            av = Vector256.Create(pa[5]); c50 = Fma.MultiplyAdd(av, b0, c50); c51 = Fma.MultiplyAdd(av, b1, c51);
+            pa += 6;
+            pb += 16;
+        }
+
+        Vector256<float> va = Vector256.Create(alpha);
+        if (beta == 0f)
+        {
+            (va * c00).Store(c); (va * c01).Store(c + 8); c += ldc;
+            (va * c10).Store(c); (va * c11).Store(c + 8); c += ldc;
+            (va * c20).Store(c); (va * c21).Store(c + 8); c += ldc;
+            (va * c30).Store(c); (va * c31).Store(c + 8); c += ldc;
+            (va * c40).Store(c); (va * c41).Store(c + 8); c += ldc;
+            (va * c50).Store(c); (va * c51).Store(c + 8);
+        }
+        else
+        {
+            Vector256<float> vb = Vector256.Create(beta);
+            Upd256(c, c00, c01, va, vb); c += ldc;
+            Upd256(c, c10, c11, va, vb); c += ldc;
+            Upd256(c, c20, c21, va, vb); c += ldc;
+            Upd256(c, c30, c31, va, vb); c += ldc;
+            Upd256(c, c40, c41, va, vb); c += ldc;
+            Upd256(c, c50, c51, va, vb);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Upd256(float* c, Vector256<float> x0, Vector256<float> x1, Vector256<float> va, Vector256<float> vb)
+    {
+        Fma.MultiplyAdd(vb, Vector256.Load(c), va * x0).Store(c);
+        Fma.MultiplyAdd(vb, Vector256.Load(c + 8), va * x1).Store(c + 8);
+    }
+
+    /// <summary>
+    /// Portable: 4 rows × 2 <see cref="Vector{T}"/> columns = 8 accumulators, few enough for any
+    /// SIMD register file (16 on SSE/NEON). Uses separate multiply and add (no FMA guarantee), so results
+    /// can differ from the FMA kernels in the last bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void KernelPortable(int kc, float* pa, float* pb, float* c, long ldc, float alpha, float beta)
+    {
+        int w = Vector<float>.Count;
+        Vector<float> c00 = default, c01 = default, c10 = default, c11 = default,
+            c20 = default, c21 = default, c30 = default, c31 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector<float> b0 = Unsafe.ReadUnaligned<Vector<float>>(pb);
+            Vector<float> b1 = Unsafe.ReadUnaligned<Vector<float>>(pb + w);
+            Vector<float> av;
+            av = new Vector<float>(pa[0]); c00 += av * b0; c01 += av * b1;
+            av = new Vector<float>(pa[1]); c10 += av * b0; c11 += av * b1;
+            av = new Vector<float>(pa[2]); c20 += av * b0; c21 += av * b1;
+            av = new Vector<float>(pa[3]); c30 += av * b0; c31 += av * b1;
+            pa += 4;
+            pb += 2 * w;
+        }
+        UpdPortable(c, c00, c01, alpha, beta); c += ldc;
+        UpdPortable(c, c10, c11, alpha, beta); c += ldc;
+        UpdPortable(c, c20, c21, alpha, beta); c += ldc;
+        UpdPortable(c, c30, c31, alpha, beta);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UpdPortable(float* c, Vector<float> x0, Vector<float> x1, float alpha, float beta)
+    {
+        int w = Vector<float>.Count;
+        Vector<float> r0 = x0 * alpha, r1 = x1 * alpha;
+        if (beta != 0f)
+        {
+            r0 += Unsafe.ReadUnaligned<Vector<float>>(c) * beta;
+            r1 += Unsafe.ReadUnaligned<Vector<float>>(c + w) * beta;
+        }
+        Unsafe.WriteUnaligned(c, r0);
+        Unsafe.WriteUnaligned(c + w, r1);
+    }
+
+    // ---- Scratch ---------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Per-thread packing buffers, allocated once per thread (64-byte aligned so every packed row starts
+    /// on a cache line) and reused by every call on that thread. The finalizer frees them when the thread
+    /// (and so its ThreadStatic reference) goes away.
+    /// </summary>
+    private sealed class Scratch
+    {
+        [ThreadStatic] private static Scratch? t_current;
+
+        public static Scratch Current => t_current ??= new Scratch();
+
+        public readonly float* A;
+        public readonly float* B;
+        public readonly float* Edge;
+
+        private Scratch()
+        {
+            A = (float*)NativeMemory.AlignedAlloc((nuint)MC * KC * sizeof(float), 64);
+            B = (float*)NativeMemory.AlignedAlloc((nuint)KC * NC * sizeof(float), 64);
+            Edge = (float*)NativeMemory.AlignedAlloc((nuint)MaxTile * sizeof(float), 64);
+        }
+
+        ~Scratch()
+        {
+            NativeMemory.AlignedFree(A);
+            NativeMemory.AlignedFree(B);
+            NativeMemory.AlignedFree(Edge);
+        }
     }
 }
