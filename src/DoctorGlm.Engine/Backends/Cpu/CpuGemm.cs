@@ -327,33 +327,40 @@ internal static unsafe class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void PackA(bool transA, float* a, long lda, int i0, int p0, int mc, int kc, int mr, float* dst)
     {
+        if (transA)
+        {
+            // A stored k×m: row p0+p of A holds op(A)[i0.., p0+p] contiguously. Sweep each such row once,
+            // left to right, dealing MR-value pieces out to the micro-panels. Walking one micro-panel at a
+            // time instead would read 48-byte pieces of kc rows whose (often power-of-two) stride maps them
+            // onto a few L1 sets, re-fetching every line from L2 for each panel.
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = a + (long)(p0 + p) * lda + i0;
+                for (int ir = 0; ir < mc; ir += mr)
+                {
+                    int rows = Math.Min(mr, mc - ir);
+                    float* d = dst + (long)ir * kc + (long)p * mr;
+                    int r = 0;
+                    for (; r < rows; r++) d[r] = src[ir + r];
+                    for (; r < mr; r++) d[r] = 0f;
+                }
+            }
+            return;
+        }
+
         for (int ir = 0; ir < mc; ir += mr)
         {
             int rows = Math.Min(mr, mc - ir);
             float* d = dst + (long)ir * kc;
-            if (transA)
+            // A stored m×k: read each row sequentially, scatter with stride MR (the 12 KiB panel stays in L1).
+            for (int r = 0; r < rows; r++)
             {
-                // A stored k×m: the MR values for one p are contiguous in memory.
-                float* src = a + (long)p0 * lda + i0 + ir;
-                for (int p = 0; p < kc; p++, src += lda, d += mr)
-                {
-                    int r = 0;
-                    for (; r < rows; r++) d[r] = src[r];
-                    for (; r < mr; r++) d[r] = 0f;
-                }
+                float* src = a + (i0 + ir + r) * lda + p0;
+                float* dr = d + r;
+                for (int p = 0; p < kc; p++) dr[p * mr] = src[p];
             }
-            else
-            {
-                // A stored m×k: read each row sequentially, scatter with stride MR.
-                for (int r = 0; r < rows; r++)
-                {
-                    float* src = a + (i0 + ir + r) * lda + p0;
-                    float* dr = d + r;
-                    for (int p = 0; p < kc; p++) dr[p * mr] = src[p];
-                }
-                for (int r = rows; r < mr; r++)
-                    for (int p = 0; p < kc; p++) d[p * mr + r] = 0f;
-            }
+            for (int r = rows; r < mr; r++)
+                for (int p = 0; p < kc; p++) d[p * mr + r] = 0f;
         }
     }
 
@@ -389,12 +396,19 @@ internal static unsafe class CpuGemm
             }
             else
             {
-                // B stored n×k: each output column is a contiguous row of B; scatter with stride NR.
-                for (int j = 0; j < cols; j++)
+                // B stored n×k: output column j is a contiguous row of B. Transpose in chunks of 16 k-steps
+                // (one 64-byte line of each source row): the 16×NR destination block (2 KiB) and the NR
+                // source lines both stay in L1 while the scatter writes fill each destination line.
+                const int PChunk = 16;
+                for (int pb = 0; pb < kc; pb += PChunk)
                 {
-                    float* src = b + (j0 + jr + j) * ldb + p0;
-                    float* dj = d + j;
-                    for (int p = 0; p < kc; p++) dj[p * nr] = src[p];
+                    int pn = Math.Min(PChunk, kc - pb);
+                    float* db = d + (long)pb * nr;
+                    for (int j = 0; j < cols; j++)
+                    {
+                        float* src = b + (j0 + jr + j) * ldb + p0 + pb;
+                        for (int q = 0; q < pn; q++) db[q * nr + j] = src[q];
+                    }
                 }
                 for (int j = cols; j < nr; j++)
                     for (int p = 0; p < kc; p++) d[p * nr + j] = 0f;
