@@ -1,0 +1,29 @@
+using DoctorGlm.Engine.Tests.Harness;
+
+namespace DoctorGlm.Engine.Tests.Golden;
+
+/// <summary>
+/// LayerNorm, GELU, embedding and cross-entropy against the PyTorch fixtures (tools/reference): forward and every
+/// gradient. The fixtures are float64 results rounded to fp32; ours are fp32 computations, so the tolerance is
+/// rtol 1e-5 + atol 1e-6 (a few fp32 ulps of the values involved).
+/// </summary>
+public class NormGoldenTests
+{
+    private const double Rtol = 1e-5, Atol = 1e-6;
+
+    [Fact]
+    public void LayerNormMatchesTorch()
+    {
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops("layer_norm");
+        var x = f.Load("x"); x.RequiresGrad = true;
+        var w = f.Load("weight"); w.RequiresGrad = true;
+        var b = f.Load("bias"); b.RequiresGrad = true;
+        var y = Ops.LayerNorm(x, w, b, (float)f.Meta("eps"));
+        Fixture.AssertClose(f.Floats("y"), y.ToFloatArray(), Rtol, Atol, "layer_norm y");
+        y.Backward(f.Load("dout"));
+        Fixture.AssertClose(f.Floats("dx"), x.Grad!.ToFloatArray(), Rtol, Atol, "layer_norm dx");
+        Fixture.AssertClose(f.Floats("dweight"), w.Grad!.ToFloatArray(), Rtol, Atol, "layer_norm dweight");
+        Fixture.AssertClose(f.Floats("dbias"), b.Grad!.ToFloatArray(), Rtol, Atol, "layer_norm dbias");
+    }
+}

@@ -1,0 +1,54 @@
+using DoctorGlm.Engine.Tests.Harness;
+
+namespace DoctorGlm.Engine.Tests.OpCases;
+
+/// <summary>LayerNorm, GELU, embedding, cross-entropy and dropout, each against plain double-precision loops.</summary>
+public sealed class NormOpCases : IOpCases
+{
+    private static int Odd(Random r, int lo, int hi) => r.Next(lo, hi) | 1;
+
+    public IEnumerable<OpCase> Cases
+    {
+        get
+        {
+            yield return new OpCase("layernorm.rank2", r => LayerNorm(r, [Odd(r, 1, 8)], Odd(r, 3, 40)));
+            yield return new OpCase("layernorm.rank3_h37", r => LayerNorm(r, [2, Odd(r, 1, 4)], 37));
+            yield return new OpCase("layernorm.one_row", r => LayerNorm(r, [1], Odd(r, 5, 70)));
+            // Rows with a large offset and small spread: a one-pass E[x²]−E[x]² variance in fp32 fails this.
+            yield return new OpCase("layernorm.offset", r => LayerNorm(r, [3], 41, offset: 300.0, std: 0.5));
+        }
+    }
+
+    /// <summary>Double-precision LayerNorm of rows of length h (biased variance, eps inside the root).</summary>
+    internal static double[] RefLayerNorm(double[] x, double[] w, double[] b, int h, double eps)
+    {
+        var y = new double[x.Length];
+        for (int r = 0; r < x.Length / h; r++)
+        {
+            double mean = 0, var = 0;
+            for (int j = 0; j < h; j++) mean += x[r * h + j];
+            mean /= h;
+            for (int j = 0; j < h; j++) var += (x[r * h + j] - mean) * (x[r * h + j] - mean);
+            var /= h;
+            double rs = 1 / Math.Sqrt(var + eps);
+            for (int j = 0; j < h; j++) y[r * h + j] = (x[r * h + j] - mean) * rs * w[j] + b[j];
+        }
+        return y;
+    }
+
+    private static OpInstance LayerNorm(Random r, int[] lead, int h, double offset = 0, double std = 1)
+    {
+        int[] shape = [.. lead, h];
+        var x = OpInput.Randn(r, "x", shape, std: std);
+        if (offset != 0) x = new OpInput { Name = "x", Shape = shape, Differentiable = true, Data = x.Data.Select(v => (double)(float)(v + offset)).ToArray() };
+        var w = new OpInput { Name = "weight", Shape = [h], Differentiable = true, Data = OpInput.Randn(r, "w", [h]).Data.Select(v => (double)(float)(1 + 0.5 * v)).ToArray() };
+        return new OpInstance
+        {
+            Inputs = [x, w, OpInput.Randn(r, "bias", [h])],
+            Forward = t => Ops.LayerNorm(t[0], t[1], t[2]),
+            Reference = a => RefLayerNorm(a[0], a[1], a[2], h, 1e-5),
+            // With offset 300 the fd step is scaled by |x| (step·300): keep it small enough for the curvature at σ = 0.5.
+            Step = offset != 0 ? 1e-7 : 1e-5,
+        };
+    }
+}
