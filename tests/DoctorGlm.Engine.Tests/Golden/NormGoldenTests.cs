@@ -26,4 +26,16 @@ public class NormGoldenTests
         Fixture.AssertClose(f.Floats("dweight"), w.Grad!.ToFloatArray(), Rtol, Atol, "layer_norm dweight");
         Fixture.AssertClose(f.Floats("dbias"), b.Grad!.ToFloatArray(), Rtol, Atol, "layer_norm dbias");
     }
+
+    [Fact]
+    public void GeluMatchesTorch()
+    {
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops("gelu");
+        var x = f.Load("x"); x.RequiresGrad = true;
+        var y = Ops.Gelu(x);
+        Fixture.AssertClose(f.Floats("y"), y.ToFloatArray(), Rtol, Atol, "gelu y");
+        y.Backward(f.Load("dout"));
+        Fixture.AssertClose(f.Floats("dx"), x.Grad!.ToFloatArray(), Rtol, Atol, "gelu dx");
+    }
 }

@@ -16,6 +16,14 @@ public sealed class NormOpCases : IOpCases
             yield return new OpCase("layernorm.one_row", r => LayerNorm(r, [1], Odd(r, 5, 70)));
             // Rows with a large offset and small spread: a one-pass E[x²]−E[x]² variance in fp32 fails this.
             yield return new OpCase("layernorm.offset", r => LayerNorm(r, [3], 41, offset: 300.0, std: 0.5));
+            // |x| up to 6: the saturated tails, where 1 + tanh(z) cancels in fp32.
+            yield return new OpCase("gelu.wide", r => Gelu(r, [Odd(r, 1, 6), Odd(r, 3, 30)], 3.0));
+            yield return new OpCase("gelu.tails", r => new OpInstance
+            {
+                Inputs = [new OpInput { Name = "x", Shape = [25], Differentiable = true, Data = Enumerable.Range(0, 25).Select(i => (double)(float)(-6 + 0.5 * i + 0.01 * r.NextDouble())).ToArray() }],
+                Forward = t => Ops.Gelu(t[0]),
+                Reference = a => a[0].Select(RefGelu).ToArray(),
+            });
         }
     }
 
@@ -35,6 +43,16 @@ public sealed class NormOpCases : IOpCases
         }
         return y;
     }
+
+    /// <summary>0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) in double.</summary>
+    internal static double RefGelu(double x) => 0.5 * x * (1 + Math.Tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+
+    private static OpInstance Gelu(Random r, int[] shape, double std) => new()
+    {
+        Inputs = [OpInput.Randn(r, "x", shape, std: std)],
+        Forward = t => Ops.Gelu(t[0]),
+        Reference = a => a[0].Select(RefGelu).ToArray(),
+    };
 
     private static OpInstance LayerNorm(Random r, int[] lead, int h, double offset = 0, double std = 1)
     {
