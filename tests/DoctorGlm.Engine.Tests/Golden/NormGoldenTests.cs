@@ -38,4 +38,19 @@ public class NormGoldenTests
         y.Backward(f.Load("dout"));
         Fixture.AssertClose(f.Floats("dx"), x.Grad!.ToFloatArray(), Rtol, Atol, "gelu dx");
     }
+
+    [Fact]
+    public void EmbeddingMatchesTorch()
+    {
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops("embedding");
+        var table = f.Load("table"); table.RequiresGrad = true;
+        var ids = f.Load("ids");
+        Assert.True(ids.ToIntArray().Distinct().Count() < ids.NumElements, "the fixture is meant to repeat ids");
+        var y = Ops.Embedding(ids, table);
+        Assert.Equal(new Shape(10, 6), y.Shape);
+        Fixture.AssertClose(f.Floats("y"), y.ToFloatArray(), Rtol, Atol, "embedding y");
+        y.Backward(f.Load("dout"));
+        Fixture.AssertClose(f.Floats("dtable"), table.Grad!.ToFloatArray(), Rtol, Atol, "embedding dtable");
+    }
 }

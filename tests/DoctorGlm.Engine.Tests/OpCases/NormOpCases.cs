@@ -24,6 +24,9 @@ public sealed class NormOpCases : IOpCases
                 Forward = t => Ops.Gelu(t[0]),
                 Reference = a => a[0].Select(RefGelu).ToArray(),
             });
+            // Few rows, many ids: repeats are certain, so the scatter-add must accumulate, not overwrite.
+            yield return new OpCase("embedding.repeats", r => Embedding(r, [Odd(r, 5, 14)], Odd(r, 2, 6), Odd(r, 1, 12)));
+            yield return new OpCase("embedding.rank2_ids", r => Embedding(r, [2, Odd(r, 2, 6)], Odd(r, 3, 9), 7));
         }
     }
 
@@ -53,6 +56,23 @@ public sealed class NormOpCases : IOpCases
         Forward = t => Ops.Gelu(t[0]),
         Reference = a => a[0].Select(RefGelu).ToArray(),
     };
+
+    private static OpInstance Embedding(Random r, int[] idShape, int vocab, int h)
+    {
+        int n = idShape.Aggregate(1, (a, b) => a * b);
+        var ids = new OpInput { Name = "ids", Shape = idShape, DType = DType.I32, Data = Enumerable.Range(0, n).Select(_ => (double)r.Next(vocab)).ToArray() };
+        return new OpInstance
+        {
+            Inputs = [ids, OpInput.Randn(r, "table", [vocab, h])],
+            Forward = t => Ops.Embedding(t[0], t[1]),
+            Reference = a =>
+            {
+                var y = new double[n * h];
+                for (int i = 0; i < n; i++) for (int j = 0; j < h; j++) y[i * h + j] = a[1][(int)a[0][i] * h + j];
+                return y;
+            },
+        };
+    }
 
     private static OpInstance LayerNorm(Random r, int[] lead, int h, double offset = 0, double std = 1)
     {
