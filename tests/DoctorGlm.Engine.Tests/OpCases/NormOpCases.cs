@@ -27,6 +27,9 @@ public sealed class NormOpCases : IOpCases
             // Few rows, many ids: repeats are certain, so the scatter-add must accumulate, not overwrite.
             yield return new OpCase("embedding.repeats", r => Embedding(r, [Odd(r, 5, 14)], Odd(r, 2, 6), Odd(r, 1, 12)));
             yield return new OpCase("embedding.rank2_ids", r => Embedding(r, [2, Odd(r, 2, 6)], Odd(r, 3, 9), 7));
+            yield return new OpCase("crossentropy.ignored", r => CrossEntropy(r, Odd(r, 4, 12), Odd(r, 3, 40), ignoreIndex: -100, scale: 2.0, offset: 0));
+            // A non-default ignore index, and large logits (exp overflows without the max subtraction).
+            yield return new OpCase("crossentropy.ignore0_large", r => CrossEntropy(r, Odd(r, 3, 9), Odd(r, 5, 25), ignoreIndex: 0, scale: 10.0, offset: 100.0));
         }
     }
 
@@ -56,6 +59,34 @@ public sealed class NormOpCases : IOpCases
         Forward = t => Ops.Gelu(t[0]),
         Reference = a => a[0].Select(RefGelu).ToArray(),
     };
+
+    private static OpInstance CrossEntropy(Random r, int n, int v, int ignoreIndex, double scale, double offset)
+    {
+        // Row 0 is always ignored, row 1 always kept; the rest are ignored with probability 1/4.
+        var labels = Enumerable.Range(0, n).Select(i => i == 0 || (i > 1 && r.Next(4) == 0) ? ignoreIndex : (ignoreIndex == 0 ? 1 + r.Next(v - 1) : r.Next(v))).Select(l => (double)l).ToArray();
+        return new OpInstance
+        {
+            Inputs = [new OpInput { Name = "logits", Shape = [n, v], Differentiable = true, Data = OpInput.Randn(r, "logits", [n, v], std: scale).Data.Select(x => (double)(float)(x + offset)).ToArray() }, new OpInput { Name = "labels", Shape = [n], DType = DType.I32, Data = labels }],
+            Forward = t => Ops.CrossEntropy(t[0], t[1], ignoreIndex),
+            Reference = a =>
+            {
+                double sum = 0;
+                int kept = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    int t = (int)a[1][i];
+                    if (t == ignoreIndex) continue;
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j < v; j++) max = Math.Max(max, a[0][i * v + j]);
+                    double z = 0;
+                    for (int j = 0; j < v; j++) z += Math.Exp(a[0][i * v + j] - max);
+                    sum += max + Math.Log(z) - a[0][i * v + t];
+                    kept++;
+                }
+                return [kept == 0 ? 0 : sum / kept];
+            },
+        };
+    }
 
     private static OpInstance Embedding(Random r, int[] idShape, int vocab, int h)
     {
