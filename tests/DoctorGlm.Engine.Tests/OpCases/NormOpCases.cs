@@ -27,6 +27,8 @@ public sealed class NormOpCases : IOpCases
             // Few rows, many ids: repeats are certain, so the scatter-add must accumulate, not overwrite.
             yield return new OpCase("embedding.repeats", r => Embedding(r, [Odd(r, 5, 14)], Odd(r, 2, 6), Odd(r, 1, 12)));
             yield return new OpCase("embedding.rank2_ids", r => Embedding(r, [2, Odd(r, 2, 6)], Odd(r, 3, 9), 7));
+            yield return new OpCase("dropout.p0.3", r => Dropout(r, [Odd(r, 3, 9), Odd(r, 5, 40)], 0.3f));
+            yield return new OpCase("dropout.p0.9_rank3", r => Dropout(r, [2, 3, Odd(r, 5, 21)], 0.9f));
             yield return new OpCase("crossentropy.ignored", r => CrossEntropy(r, Odd(r, 4, 12), Odd(r, 3, 40), ignoreIndex: -100, scale: 2.0, offset: 0));
             // A non-default ignore index, and large logits (exp overflows without the max subtraction).
             yield return new OpCase("crossentropy.ignore0_large", r => CrossEntropy(r, Odd(r, 3, 9), Odd(r, 5, 25), ignoreIndex: 0, scale: 10.0, offset: 100.0));
@@ -59,6 +61,23 @@ public sealed class NormOpCases : IOpCases
         Forward = t => Ops.Gelu(t[0]),
         Reference = a => a[0].Select(RefGelu).ToArray(),
     };
+
+    /// <summary>Dropout with a fixed seed: the reference redraws the same stream and rebuilds the mask from <see cref="RandomGenerator.Uniform(ulong, ulong)"/>.</summary>
+    private static OpInstance Dropout(Random r, int[] shape, float p)
+    {
+        ulong seed = (ulong)r.NextInt64();
+        return new OpInstance
+        {
+            Inputs = [OpInput.Randn(r, "x", shape)],
+            Forward = t => Ops.Dropout(t[0], p, new RandomGenerator(seed)),
+            Reference = a =>
+            {
+                ulong stream = new RandomGenerator(seed).NextStream();
+                double scale = 1.0 / (1.0 - (double)p);
+                return a[0].Select((x, i) => RandomGenerator.Uniform(stream, (ulong)i) >= p ? x * scale : 0.0).ToArray();
+            },
+        };
+    }
 
     private static OpInstance CrossEntropy(Random r, int n, int v, int ignoreIndex, double scale, double offset)
     {
