@@ -1,0 +1,12 @@
+namespace DoctorGlm.Engine.Backends;
+
+public partial interface IBackend
+{
+    /// <summary>
+    /// Inverted dropout with a counter-based mask: y[i] = x[i]·1/(1 − p) when
+    /// <c>RandomGenerator.Uniform(stream, i) ≥ p</c>, else 0, for flat element index i over equal element counts
+    /// (y may alias x). The mask is a pure function of (stream, i), so backward applies this same kernel to the
+    /// output gradient with the same stream, and every backend draws the same mask. Requires 0 ≤ p &lt; 1.
+    /// </summary>
+    void DropoutForward(Tensor x, Tensor y, float p, ulong stream);
+}

@@ -1,0 +1,19 @@
+namespace DoctorGlm.Engine.Backends;
+
+public partial interface IBackend
+{
+    /// <summary>
+    /// LayerNorm over the last dimension (torch semantics: biased variance, eps inside the square root):
+    /// with x viewed as rows of length H = weight's element count,
+    /// y[r, j] = (x[r, j] − mean[r])·rstd[r]·weight[j] + bias[j], rstd[r] = 1/√(var[r] + eps).
+    /// Writes <paramref name="mean"/> and <paramref name="rstd"/> ([rows] F32) for <see cref="LayerNormBackward"/>.
+    /// </summary>
+    void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd);
+
+    /// <summary>
+    /// Gradients of <see cref="LayerNormForward"/> from the saved statistics. Each non-null output is overwritten:
+    /// dx = rstd·(g − mean(g) − x̂·mean(g⊙x̂)) with g = dy⊙weight and x̂ = (x − mean)·rstd;
+    /// dweight = Σ_rows dy⊙x̂; dbias = Σ_rows dy. Null outputs are not computed.
+    /// </summary>
+    void LayerNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dweight, Tensor? dbias);
+}

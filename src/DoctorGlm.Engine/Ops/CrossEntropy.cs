@@ -1,0 +1,45 @@
+using DoctorGlm.Engine.Autograd;
+
+namespace DoctorGlm.Engine;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Mean softmax cross-entropy of <paramref name="logits"/> [N, V] (F32; reshape [B, S, V] to [B·S, V] first)
+    /// against <paramref name="labels"/> [N] (I32), over the rows whose label is not <paramref name="ignoreIndex"/>,
+    /// as torch's <c>cross_entropy(reduction="mean")</c>. Returns a one-element tensor.
+    /// </summary>
+    /// <remarks>
+    /// <para>When every label is ignored (or N = 0) the loss is defined as 0 and the gradient is zero (torch
+    /// returns NaN there; a batch of pure padding should not poison a training run).</para>
+    /// <para>Throws for a label outside [0, V) that is not <paramref name="ignoreIndex"/> (naming row and value), and
+    /// when a kept row's loss is not finite (naming the rows whose logits are NaN/infinite). Ignored rows are not
+    /// inspected. Only the per-row log-sum-exp ([N] floats) is saved; backward recomputes the softmax from the logits.</para>
+    /// </remarks>
+    public static Tensor CrossEntropy(Tensor logits, Tensor labels, int ignoreIndex = -100)
+    {
+        const string op = "CrossEntropy";
+        SameDevice(op, ("logits", logits), ("labels", labels));
+        ExpectRank(op, "logits", logits, 2, "[rows, vocab]");
+        ExpectDType(op, "labels", labels, DType.I32);
+        int n = logits.Shape[0], v = logits.Shape[1];
+        ExpectShape(op, "labels", labels, new Shape(n), $"one per row of {logits.Describe("logits")}");
+        if (v == 0) throw new ArgumentException($"{op}: {logits.Describe("logits")} has no classes");
+        var xc = F32Contiguous(logits, op, "logits");
+        var lc = labels.IsContiguous ? labels : ContiguousNoGrad(labels);
+        var be = logits.Backend;
+        var rowLoss = Tensor.Empty(new Shape(n), DType.F32, logits.Device);
+        var lse = Tensor.Empty(new Shape(n), DType.F32, logits.Device);
+        int kept = n == 0 ? 0 : be.CrossEntropyForward(xc, lc, ignoreIndex, rowLoss, lse);
+        double total = kept == 0 ? 0 : be.Sum(rowLoss);
+        rowLoss.Dispose();
+        var loss = Tensor.Full(new Shape(1), kept == 0 ? 0f : (float)(total / kept), DType.F32, logits.Device);
+        return Graph.Record(op, loss, [logits, null], (g, _) =>
+        {
+            var gx = Tensor.Empty(logits.Shape, DType.F32, logits.Device);
+            if (kept == 0) be.Fill(gx, 0f);
+            else be.CrossEntropyBackward(xc, lc, lse, ignoreIndex, g, 1f / kept, gx);
+            return [gx, null];
+        });
+    }
+}

@@ -1,0 +1,32 @@
+using DoctorGlm.Engine.Autograd;
+
+namespace DoctorGlm.Engine;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// Looks up rows of <paramref name="table"/> [V, H] for the token <paramref name="ids"/> (I32, any shape):
+    /// the result has shape [..ids.Shape, H]. An id outside [0, V) throws, naming its position and value. The
+    /// gradient scatter-adds into the table only (ids have none); a frozen table costs nothing in backward.
+    /// </summary>
+    public static Tensor Embedding(Tensor ids, Tensor table)
+    {
+        const string op = "Embedding";
+        SameDevice(op, ("ids", ids), ("table", table));
+        ExpectDType(op, "ids", ids, DType.I32);
+        ExpectRank(op, "table", table, 2, "[vocab, hidden]");
+        var tc = F32Contiguous(table, op, "table");
+        var ic = ids.IsContiguous ? ids : ContiguousNoGrad(ids);
+        int h = table.Shape[1];
+        var y = Tensor.Empty(new Shape([.. ids.Shape.ToArray(), h]), DType.F32, table.Device);
+        var be = table.Backend;
+        be.EmbeddingForward(ic, tc, y);
+        return Graph.Record(op, y, [null, table], (g, needs) =>
+        {
+            if (!needs(1)) return [null, null];
+            var gt = Tensor.Empty(table.Shape, DType.F32, table.Device);
+            be.EmbeddingBackward(ic, g, gt);
+            return [null, gt];
+        });
+    }
+}

@@ -1,0 +1,142 @@
+using DoctorGlm.Engine.Tests.Harness;
+
+namespace DoctorGlm.Engine.Tests.OpCases;
+
+/// <summary>LayerNorm, GELU, embedding, cross-entropy and dropout, each against plain double-precision loops.</summary>
+public sealed class NormOpCases : IOpCases
+{
+    private static int Odd(Random r, int lo, int hi) => r.Next(lo, hi) | 1;
+
+    public IEnumerable<OpCase> Cases
+    {
+        get
+        {
+            yield return new OpCase("layernorm.rank2", r => LayerNorm(r, [Odd(r, 1, 8)], Odd(r, 3, 40)));
+            yield return new OpCase("layernorm.rank3_h37", r => LayerNorm(r, [2, Odd(r, 1, 4)], 37));
+            yield return new OpCase("layernorm.one_row", r => LayerNorm(r, [1], Odd(r, 5, 70)));
+            // Rows with a large offset and small spread: a one-pass E[x²]−E[x]² variance in fp32 fails this.
+            yield return new OpCase("layernorm.offset", r => LayerNorm(r, [3], 41, offset: 300.0, std: 0.5));
+            // |x| up to 6: the saturated tails, where 1 + tanh(z) cancels in fp32.
+            yield return new OpCase("gelu.wide", r => Gelu(r, [Odd(r, 1, 6), Odd(r, 3, 30)], 3.0));
+            yield return new OpCase("gelu.tails", r => new OpInstance
+            {
+                Inputs = [new OpInput { Name = "x", Shape = [25], Differentiable = true, Data = Enumerable.Range(0, 25).Select(i => (double)(float)(-6 + 0.5 * i + 0.01 * r.NextDouble())).ToArray() }],
+                Forward = t => Ops.Gelu(t[0]),
+                Reference = a => a[0].Select(RefGelu).ToArray(),
+            });
+            // Few rows, many ids: repeats are certain, so the scatter-add must accumulate, not overwrite.
+            yield return new OpCase("embedding.repeats", r => Embedding(r, [Odd(r, 5, 14)], Odd(r, 2, 6), Odd(r, 1, 12)));
+            yield return new OpCase("embedding.rank2_ids", r => Embedding(r, [2, Odd(r, 2, 6)], Odd(r, 3, 9), 7));
+            yield return new OpCase("dropout.p0.3", r => Dropout(r, [Odd(r, 3, 9), Odd(r, 5, 40)], 0.3f));
+            yield return new OpCase("dropout.p0.9_rank3", r => Dropout(r, [2, 3, Odd(r, 5, 21)], 0.9f));
+            yield return new OpCase("crossentropy.ignored", r => CrossEntropy(r, Odd(r, 4, 12), Odd(r, 3, 40), ignoreIndex: -100, scale: 2.0, offset: 0));
+            // A non-default ignore index, and large logits (exp overflows without the max subtraction).
+            yield return new OpCase("crossentropy.ignore0_large", r => CrossEntropy(r, Odd(r, 3, 9), Odd(r, 5, 25), ignoreIndex: 0, scale: 10.0, offset: 100.0));
+        }
+    }
+
+    /// <summary>Double-precision LayerNorm of rows of length h (biased variance, eps inside the root).</summary>
+    internal static double[] RefLayerNorm(double[] x, double[] w, double[] b, int h, double eps)
+    {
+        var y = new double[x.Length];
+        for (int r = 0; r < x.Length / h; r++)
+        {
+            double mean = 0, var = 0;
+            for (int j = 0; j < h; j++) mean += x[r * h + j];
+            mean /= h;
+            for (int j = 0; j < h; j++) var += (x[r * h + j] - mean) * (x[r * h + j] - mean);
+            var /= h;
+            double rs = 1 / Math.Sqrt(var + eps);
+            for (int j = 0; j < h; j++) y[r * h + j] = (x[r * h + j] - mean) * rs * w[j] + b[j];
+        }
+        return y;
+    }
+
+    /// <summary>0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) in double.</summary>
+    internal static double RefGelu(double x) => 0.5 * x * (1 + Math.Tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+
+    private static OpInstance Gelu(Random r, int[] shape, double std) => new()
+    {
+        Inputs = [OpInput.Randn(r, "x", shape, std: std)],
+        Forward = t => Ops.Gelu(t[0]),
+        Reference = a => a[0].Select(RefGelu).ToArray(),
+    };
+
+    /// <summary>Dropout with a fixed seed: the reference redraws the same stream and rebuilds the mask from <see cref="RandomGenerator.Uniform(ulong, ulong)"/>.</summary>
+    private static OpInstance Dropout(Random r, int[] shape, float p)
+    {
+        ulong seed = (ulong)r.NextInt64();
+        return new OpInstance
+        {
+            Inputs = [OpInput.Randn(r, "x", shape)],
+            Forward = t => Ops.Dropout(t[0], p, new RandomGenerator(seed)),
+            Reference = a =>
+            {
+                ulong stream = new RandomGenerator(seed).NextStream();
+                double scale = 1.0 / (1.0 - (double)p);
+                return a[0].Select((x, i) => RandomGenerator.Uniform(stream, (ulong)i) >= p ? x * scale : 0.0).ToArray();
+            },
+        };
+    }
+
+    private static OpInstance CrossEntropy(Random r, int n, int v, int ignoreIndex, double scale, double offset)
+    {
+        // Row 0 is always ignored, row 1 always kept; the rest are ignored with probability 1/4.
+        var labels = Enumerable.Range(0, n).Select(i => i == 0 || (i > 1 && r.Next(4) == 0) ? ignoreIndex : (ignoreIndex == 0 ? 1 + r.Next(v - 1) : r.Next(v))).Select(l => (double)l).ToArray();
+        return new OpInstance
+        {
+            Inputs = [new OpInput { Name = "logits", Shape = [n, v], Differentiable = true, Data = OpInput.Randn(r, "logits", [n, v], std: scale).Data.Select(x => (double)(float)(x + offset)).ToArray() }, new OpInput { Name = "labels", Shape = [n], DType = DType.I32, Data = labels }],
+            Forward = t => Ops.CrossEntropy(t[0], t[1], ignoreIndex),
+            Reference = a =>
+            {
+                double sum = 0;
+                int kept = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    int t = (int)a[1][i];
+                    if (t == ignoreIndex) continue;
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j < v; j++) max = Math.Max(max, a[0][i * v + j]);
+                    double z = 0;
+                    for (int j = 0; j < v; j++) z += Math.Exp(a[0][i * v + j] - max);
+                    sum += max + Math.Log(z) - a[0][i * v + t];
+                    kept++;
+                }
+                return [kept == 0 ? 0 : sum / kept];
+            },
+        };
+    }
+
+    private static OpInstance Embedding(Random r, int[] idShape, int vocab, int h)
+    {
+        int n = idShape.Aggregate(1, (a, b) => a * b);
+        var ids = new OpInput { Name = "ids", Shape = idShape, DType = DType.I32, Data = Enumerable.Range(0, n).Select(_ => (double)r.Next(vocab)).ToArray() };
+        return new OpInstance
+        {
+            Inputs = [ids, OpInput.Randn(r, "table", [vocab, h])],
+            Forward = t => Ops.Embedding(t[0], t[1]),
+            Reference = a =>
+            {
+                var y = new double[n * h];
+                for (int i = 0; i < n; i++) for (int j = 0; j < h; j++) y[i * h + j] = a[1][(int)a[0][i] * h + j];
+                return y;
+            },
+        };
+    }
+
+    private static OpInstance LayerNorm(Random r, int[] lead, int h, double offset = 0, double std = 1)
+    {
+        int[] shape = [.. lead, h];
+        var x = OpInput.Randn(r, "x", shape, std: std);
+        if (offset != 0) x = new OpInput { Name = "x", Shape = shape, Differentiable = true, Data = x.Data.Select(v => (double)(float)(v + offset)).ToArray() };
+        var w = new OpInput { Name = "weight", Shape = [h], Differentiable = true, Data = OpInput.Randn(r, "w", [h]).Data.Select(v => (double)(float)(1 + 0.5 * v)).ToArray() };
+        return new OpInstance
+        {
+            Inputs = [x, w, OpInput.Randn(r, "bias", [h])],
+            Forward = t => Ops.LayerNorm(t[0], t[1], t[2]),
+            Reference = a => RefLayerNorm(a[0], a[1], a[2], h, 1e-5),
+            // With offset 300 the fd step is scaled by |x| (step·300): keep it small enough for the curvature at σ = 0.5.
+            Step = offset != 0 ? 1e-7 : 1e-5,
+        };
+    }
+}
