@@ -48,4 +48,93 @@ public class AttentionGoldenTests
         var ids = PositionIds.Glm([5, 3], [4, 1], 7);
         Assert.Equal(f.Load("position_ids").ToIntArray(), ids.ToIntArray());
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GlmAttentionMatchesPyTorch(bool prefix)
+    {
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops(prefix ? "glm_attention_prefix" : "glm_attention");
+        float c = (float)f.Meta("layer_coeff");
+        var q = Leaf(f, "q");
+        var k = Leaf(f, "k");
+        var v = Leaf(f, "v");
+        var pk = prefix ? Leaf(f, "prefix_k") : null;
+        var pv = prefix ? Leaf(f, "prefix_v") : null;
+        var output = Ops.GlmAttention(q, k, v, f.Load("mask"), c, pk, pv);
+        Check(f, "out", output);
+        output.Backward(f.Load("dout"));
+        Check(f, "dq", q.Grad!);
+        Check(f, "dk", k.Grad!);
+        Check(f, "dv", v.Grad!);
+        if (prefix)
+        {
+            Check(f, "dprefix_k", pk!.Grad!);
+            Check(f, "dprefix_v", pv!.Grad!);
+        }
+    }
+
+    [Fact]
+    public void FullyBlockedPadRowsGiveZeroQueryAndKeyGradients()
+    {
+        // The fixture documents it: sample 1's two pad query rows get dq = 0 and its two pad keys dk = 0 exactly,
+        // while their values still get gradient (the uniform attention reads them).
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops("glm_attention");
+        var q = Leaf(f, "q");
+        var k = Leaf(f, "k");
+        var v = Leaf(f, "v");
+        Ops.GlmAttention(q, k, v, f.Load("mask"), (float)f.Meta("layer_coeff")).Backward(f.Load("dout"));
+        int rowLen = q.Shape[2] * q.Shape[3], sampleLen = q.Shape[1] * rowLen;
+        var dq = q.Grad!.ToFloatArray();
+        var dk = k.Grad!.ToFloatArray();
+        var dv = v.Grad!.ToFloatArray();
+        for (int e = 0; e < 2 * rowLen; e++)
+        {
+            Assert.Equal(0f, dq[sampleLen + e]);
+            Assert.Equal(0f, dk[sampleLen + e]);
+        }
+        Assert.Contains(dv.Skip(sampleLen).Take(2 * rowLen), x => x != 0f);
+    }
+
+    [Fact]
+    public void PrefixLmMaskMatchesFixtureMask()
+    {
+        // glm_attention's mask: sample 0 unpadded with ctx 4; sample 1 ctx 2 on 4 real tokens, left-padded by 2.
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops("glm_attention");
+        var mask = AttentionMask.PrefixLm([4, 2], 6, [0, 2]);
+        Assert.Equal(DType.U8, mask.DType);
+        Assert.Equal(f.Load("mask").ToBytes(), mask.ToBytes());
+    }
+
+    [Fact]
+    public void SpecWorkedExample()
+    {
+        // Spec §4.1: "你好" = [5, 74874, 130001 ([gMASK]), 130004 (<sop>)]: ctx = 3, mask_pos = 2.
+        using var scope = TensorScope.Begin();
+        var ids = PositionIds.Glm([3], [2], 4);
+        Assert.Equal(new Shape(1, 2, 4), ids.Shape);
+        Assert.Equal([0, 1, 2, 2, 0, 0, 0, 1], ids.ToIntArray());
+        // Rows 0–2 see columns 0–2; row 3 sees 0–3.
+        var mask = AttentionMask.PrefixLm([3], 4);
+        Assert.Equal(new byte[]
+        {
+            0, 0, 0, 1,
+            0, 0, 0, 1,
+            0, 0, 0, 1,
+            0, 0, 0, 0,
+        }, mask.ToBytes());
+        // The same prompt left-padded by 2 (§4.3): pads get position 0 and fully blocked rows and columns.
+        var padded = PositionIds.Glm([3], [2], 6, [2]);
+        Assert.Equal([0, 0, 0, 1, 2, 2, 0, 0, 0, 0, 0, 1], padded.ToIntArray());
+        var pm = AttentionMask.PrefixLm([3], 6, [2]).ToBytes();
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++)
+            {
+                byte want = i < 2 || j < 2 ? (byte)1 : mask.ToBytes()[(i - 2) * 4 + (j - 2)];
+                Assert.Equal(want, pm[i * 6 + j]);
+            }
+    }
 }

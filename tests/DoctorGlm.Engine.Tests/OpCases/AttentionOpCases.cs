@@ -10,6 +10,10 @@ public sealed class AttentionOpCases : IOpCases
         get
         {
             yield return new OpCase("rotary2d.random_ids", r => Rotary(r)) { Seeds = 4 };
+            yield return new OpCase("attention.nomask", r => Attention(r, masked: false, prefix: false)) { Seeds = 3 };
+            yield return new OpCase("attention.prefixlm_padded", r => Attention(r, masked: true, prefix: false)) { Seeds = 5 };
+            yield return new OpCase("attention.prefixlm_padded_prefix", r => Attention(r, masked: true, prefix: true)) { Seeds = 5 };
+            yield return new OpCase("attention.nomask_prefix", r => Attention(r, masked: false, prefix: true)) { Seeds = 2 };
         }
     }
 
@@ -53,6 +57,105 @@ public sealed class AttentionOpCases : IOpCases
             ],
             Forward = t => Ops.Rotary2D(t[0], t[1]),
             Reference = x => RefRotary(x[0], x[1], batch, seq, heads, d),
+        };
+    }
+
+    // ---------------------------------------------------------------- attention
+
+    /// <summary>Spec §4.1/§4.3 mask written directly: blocked ⇔ pad row/column, or j &gt; i and j ≥ ctx (unpadded indices).</summary>
+    internal static double[] RefMask(int[] ctx, int[] pad, int seq)
+    {
+        var m = new double[ctx.Length * seq * seq];
+        for (int b = 0; b < ctx.Length; b++)
+            for (int i = 0; i < seq; i++)
+                for (int j = 0; j < seq; j++)
+                {
+                    bool padRowOrCol = i < pad[b] || j < pad[b];
+                    int ri = i - pad[b], rj = j - pad[b];
+                    m[(b * seq + i) * seq + j] = padRowOrCol || (rj > ri && rj >= ctx[b]) ? 1 : 0;
+                }
+        return m;
+    }
+
+    /// <summary>
+    /// The reference's own steps in double: keys = cat(prefix, k), scores = (q/(√d·c))·kᵀ, masked_fill −10000,
+    /// × c, softmax, · v.
+    /// </summary>
+    internal static double[] RefAttention(double[] q, double[] k, double[] v, double[]? mask, double[]? pk, double[]? pv,
+        int batch, int seq, int heads, int d, int nPrefix, double c)
+    {
+        var o = new double[q.Length];
+        int total = nPrefix + seq;
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < seq; i++)
+                {
+                    var s = new double[total];
+                    for (int t = 0; t < total; t++)
+                    {
+                        bool isPrefix = t < nPrefix;
+                        int j = isPrefix ? t : t - nPrefix;
+                        bool blocked = !isPrefix && mask is not null && mask[(b * seq + i) * seq + j] != 0;
+                        double dot = 0;
+                        for (int e = 0; e < d; e++)
+                        {
+                            double kv = isPrefix ? pk![((b * nPrefix + j) * heads + h) * d + e] : k[((b * seq + j) * heads + h) * d + e];
+                            dot += q[((b * seq + i) * heads + h) * d + e] / (Math.Sqrt(d) * c) * kv;
+                        }
+                        s[t] = (blocked ? -10000.0 : dot) * c;
+                    }
+                    double max = s.Max(), sum = 0;
+                    for (int t = 0; t < total; t++) { s[t] = Math.Exp(s[t] - max); sum += s[t]; }
+                    for (int e = 0; e < d; e++)
+                    {
+                        double acc = 0;
+                        for (int t = 0; t < total; t++)
+                        {
+                            bool isPrefix = t < nPrefix;
+                            int j = isPrefix ? t : t - nPrefix;
+                            acc += s[t] / sum * (isPrefix ? pv![((b * nPrefix + j) * heads + h) * d + e] : v[((b * seq + j) * heads + h) * d + e]);
+                        }
+                        o[((b * seq + i) * heads + h) * d + e] = acc;
+                    }
+                }
+        return o;
+    }
+
+    private static OpInstance Attention(Random r, bool masked, bool prefix)
+    {
+        int batch = 1 + r.Next(3), seq = 1 + r.Next(9), heads = 1 + r.Next(3), d = 4 * (1 + r.Next(3));
+        int nPrefix = prefix ? 1 + r.Next(4) : 0;
+        float c = (float)(1 + r.Next(28));
+        var ctx = new int[batch];
+        var pad = new int[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            // Sample 0 is left-padded whenever there is room, so fully blocked rows appear in most instances.
+            pad[b] = seq > 1 && (b == 0 || r.Next(2) == 0) ? r.Next(1, seq) : 0;
+            ctx[b] = r.Next(0, seq - pad[b] + 1);
+        }
+        var inputs = new List<OpInput>
+        {
+            OpInput.Randn(r, "q", [batch, seq, heads, d]),
+            OpInput.Randn(r, "k", [batch, seq, heads, d]),
+            OpInput.Randn(r, "v", [batch, seq, heads, d]),
+        };
+        if (masked) inputs.Add(new OpInput { Name = "mask", Shape = [batch, seq, seq], Data = RefMask(ctx, pad, seq), DType = DType.U8 });
+        if (prefix)
+        {
+            inputs.Add(OpInput.Randn(r, "prefix_k", [batch, nPrefix, heads, d]));
+            inputs.Add(OpInput.Randn(r, "prefix_v", [batch, nPrefix, heads, d]));
+        }
+        int mi = masked ? 3 : -1, pi = masked ? 4 : 3;
+        return new OpInstance
+        {
+            Inputs = inputs.ToArray(),
+            Forward = t => Ops.GlmAttention(t[0], t[1], t[2], masked ? t[mi] : null, c, prefix ? t[pi] : null, prefix ? t[pi + 1] : null),
+            Reference = x => RefAttention(x[0], x[1], x[2], masked ? x[mi] : null, prefix ? x[pi] : null, prefix ? x[pi + 1] : null,
+                batch, seq, heads, d, nPrefix, c),
+            // Tighter than the default: fp32 here is good to ~1e-6, and a sloppy lse (e.g. of a fully blocked row,
+            // ≈ −10000·c) shows up as ~1e-3 relative gradient error, which the default would let through.
+            GradTolerance = 2e-4,
         };
     }
 }
