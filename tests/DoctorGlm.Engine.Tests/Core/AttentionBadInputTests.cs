@@ -64,4 +64,33 @@ public class AttentionBadInputTests
         Throws<ArgumentException>(() => AttentionMask.PrefixLm([1, 2], 6, [0]), "padLeft has 1", "ctx has 2");
         Throws<ArgumentException>(() => PositionIds.Glm([1, 2], [0], 6), "maskPos has 1", "ctx has 2");
     }
+
+    [Fact]
+    public void LoraRejectsWrongShapes()
+    {
+        using var scope = TensorScope.Begin();
+        var x = Z(2, 3, 12);
+        var w = Z(18, 12);
+        // PEFT: B must be [out, r].
+        Throws<ArgumentException>(() => Ops.LoraLinear(x, w, null, Z(2, 12), Z(17, 2), 2f), "LoraLinear", "loraB [17, 2]", "[18, 2]");
+        // Grouped [T, F, T]: B must be [blockSize·2, r] = [12, 2].
+        var groups = LoraGroups.Merged(true, false, true);
+        Throws<ArgumentException>(() => Ops.LoraLinear(x, w, null, Z(4, 12), Z(18, 2), 2f, groups), "loraB [18, 2]", "[12, 2]", "blockSize 6");
+        Throws<ArgumentException>(() => Ops.LoraLinear(x, w, null, Z(3, 12), Z(12, 2), 2f, groups), "loraA [3, 12]", "[r·2, 12]");
+        Throws<ArgumentException>(() => Ops.LoraLinear(x, Z(17, 12), null, Z(4, 12), Z(12, 2), 2f, groups), "weight [17, 12]", "3 equal LoRA blocks");
+        Throws<ArgumentException>(() => Ops.LoraLinear(Z(2, 3, 11), w, null, Z(2, 12), Z(18, 2), 2f), "x [2, 3, 11]", "12");
+        Throws<ArgumentException>(() => LoraMerge.Merge(w, Z(2, 12), Z(12, 2), 2f), "LoraMerge.Merge", "loraB [12, 2]", "[18, 2]");
+        Throws<ArgumentException>(() => LoraGroups.Merged(false, false), "at least one");
+    }
+
+    [Fact]
+    public void LoraRejectsTrainableBaseAndDropoutWithoutRng()
+    {
+        using var scope = TensorScope.Begin();
+        var w = Z(18, 12);
+        w.RequiresGrad = true;
+        Throws<ArgumentException>(() => Ops.LoraLinear(Z(2, 12), w, null, Z(2, 12), Z(18, 2), 2f), "weight [18, 12]", "frozen");
+        Throws<ArgumentException>(() => Ops.LoraLinear(Z(2, 12), Z(18, 12), null, Z(2, 12), Z(18, 2), 2f, dropout: 0.1f), "RandomGenerator");
+        Throws<ArgumentOutOfRangeException>(() => Ops.LoraLinear(Z(2, 12), Z(18, 12), null, Z(2, 12), Z(18, 2), 2f, dropout: 1f), "dropout");
+    }
 }

@@ -1,3 +1,4 @@
+using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.IO;
 using DoctorGlm.Engine.Tests.Harness;
 
@@ -135,6 +136,59 @@ public class AttentionGoldenTests
             {
                 byte want = i < 2 || j < 2 ? (byte)1 : mask.ToBytes()[(i - 2) * 4 + (j - 2)];
                 Assert.Equal(want, pm[i * 6 + j]);
+            }
+    }
+
+    [Theory]
+    [InlineData("lora_linear")]
+    [InlineData("lora_linear_grouped")]
+    public void LoraLinearMatchesPyTorch(string fixture)
+    {
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops(fixture);
+        var groups = fixture.EndsWith("grouped", StringComparison.Ordinal)
+            ? LoraGroups.Merged(f.Metadata["enable_lora"].Split(',').Select(e => e == "1").ToArray())
+            : null;
+        float scaling = (float)f.Meta("scaling");
+        var x = Leaf(f, "x");
+        var a = Leaf(f, "lora_a");
+        var b = Leaf(f, "lora_b");
+        var weight = f.Load("weight");
+        var bias = f.Load("bias");
+        var y = Ops.LoraLinear(x, weight, bias, a, b, scaling, groups);
+        Check(f, "y", y);
+        y.Backward(f.Load("dout"));
+        Check(f, "dx", x.Grad!);
+        Check(f, "dlora_a", a.Grad!);
+        Check(f, "dlora_b", b.Grad!);
+        Assert.Null(weight.Grad);
+
+        // Merging the update into W gives the same layer; unmerging restores W.
+        var w0 = weight.ToFloatArray();
+        LoraMerge.Merge(weight, a, b, scaling, groups);
+        using (GradMode.NoGrad())
+            Fixture.AssertClose(f.Floats("y"), Ops.Linear(x, weight, bias).ToFloatArray(), Rtol, Atol, $"{fixture}: merged Linear");
+        LoraMerge.Unmerge(weight, a, b, scaling, groups);
+        Fixture.AssertClose(w0, weight.ToFloatArray(), 0, 1e-6, $"{fixture}: unmerged weight");
+    }
+
+    [Fact]
+    public void GroupedLoraLeavesDisabledBlockUntouched()
+    {
+        // enable_lora [T, F, T]: output rows 6..11 of the 18 equal the plain linear layer.
+        using var scope = TensorScope.Begin();
+        using var f = Fixture.Ops("lora_linear_grouped");
+        var x = f.Load("x");
+        var weight = f.Load("weight");
+        var bias = f.Load("bias");
+        var lora = Ops.LoraLinear(x, weight, bias, f.Load("lora_a"), f.Load("lora_b"), 2f, LoraGroups.Merged(true, false, true)).ToFloatArray();
+        var plain = Ops.Linear(x, weight, bias).ToFloatArray();
+        for (int row = 0; row < 6; row++)
+            for (int o = 0; o < 18; o++)
+            {
+                bool touched = o is < 6 or >= 12;
+                if (touched) Assert.NotEqual(plain[row * 18 + o], lora[row * 18 + o]);
+                else Assert.Equal(plain[row * 18 + o], lora[row * 18 + o]);
             }
     }
 }

@@ -14,6 +14,11 @@ public sealed class AttentionOpCases : IOpCases
             yield return new OpCase("attention.prefixlm_padded", r => Attention(r, masked: true, prefix: false)) { Seeds = 5 };
             yield return new OpCase("attention.prefixlm_padded_prefix", r => Attention(r, masked: true, prefix: true)) { Seeds = 5 };
             yield return new OpCase("attention.nomask_prefix", r => Attention(r, masked: false, prefix: true)) { Seeds = 2 };
+            yield return new OpCase("lora.peft.bias", r => Lora(r, grouped: false, bias: true, dropout: 0f));
+            yield return new OpCase("lora.peft.nobias", r => Lora(r, grouped: false, bias: false, dropout: 0f));
+            yield return new OpCase("lora.grouped", r => Lora(r, grouped: true, bias: true, dropout: 0f)) { Seeds = 4 };
+            yield return new OpCase("lora.peft.dropout", r => Lora(r, grouped: false, bias: true, dropout: 0.3f));
+            yield return new OpCase("lora.grouped.dropout", r => Lora(r, grouped: true, bias: false, dropout: 0.25f));
         }
     }
 
@@ -155,6 +160,81 @@ public sealed class AttentionOpCases : IOpCases
                 batch, seq, heads, d, nPrefix, c),
             // Tighter than the default: fp32 here is good to ~1e-6, and a sloppy lse (e.g. of a fully blocked row,
             // ≈ −10000·c) shows up as ~1e-3 relative gradient error, which the default would let through.
+            GradTolerance = 2e-4,
+        };
+    }
+
+    // ---------------------------------------------------------------- LoRA
+
+    /// <summary>
+    /// y = x·Wᵀ + b + s·Δ written the loralib way: z = drop(x)·Aᵀ, group i's slice of z times its B rows lands in
+    /// output block enable-index i; disabled blocks get nothing.
+    /// </summary>
+    internal static double[] RefLora(double[] x, double[] w, double[]? bias, double[] a, double[] bb, double[]? keep,
+        int rows, int inF, int outF, int r, bool[] enable, double s)
+    {
+        int groupsTotal = enable.Length, blockSize = outF / groupsTotal;
+        var y = new double[rows * outF];
+        for (int n = 0; n < rows; n++)
+        {
+            var xd = new double[inF];
+            for (int c = 0; c < inF; c++) xd[c] = x[n * inF + c] * (keep?[n * inF + c] ?? 1.0);
+            int gi = 0;
+            for (int blk = 0; blk < groupsTotal; blk++)
+            {
+                for (int o = blk * blockSize; o < (blk + 1) * blockSize; o++)
+                {
+                    double acc = bias?[o] ?? 0;
+                    for (int c = 0; c < inF; c++) acc += x[n * inF + c] * w[o * inF + c];
+                    if (enable[blk])
+                        for (int t = 0; t < r; t++)
+                        {
+                            double zt = 0;
+                            for (int c = 0; c < inF; c++) zt += xd[c] * a[(gi * r + t) * inF + c];
+                            acc += s * zt * bb[(gi * blockSize + (o - blk * blockSize)) * r + t];
+                        }
+                    y[n * outF + o] = acc;
+                }
+                if (enable[blk]) gi++;
+            }
+        }
+        return y;
+    }
+
+    private static OpInstance Lora(Random r, bool grouped, bool bias, float dropout)
+    {
+        bool[] enable = grouped
+            ? (r.Next(2) == 0 ? [true, false, true] : Enumerable.Range(0, 2 + r.Next(3)).Select(_ => r.Next(3) > 0).ToArray())
+            : [true];
+        if (!enable.Contains(true)) enable[r.Next(enable.Length)] = true;
+        int g = enable.Count(e => e);
+        int batch = 1 + r.Next(3), seq = 1 + r.Next(4), inF = 1 + 2 * r.Next(1, 10), rank = 1 + r.Next(4);
+        int blockSize = 1 + 2 * r.Next(0, 5), outF = blockSize * enable.Length; // odd blocks: out is 3·odd for [T,F,T]
+        float scaling = (float)(0.5 + 3 * r.NextDouble());
+        ulong seed = (ulong)r.Next();
+        var inputs = new List<OpInput>
+        {
+            OpInput.Randn(r, "x", [batch, seq, inF]),
+            OpInput.Randn(r, "weight", [outF, inF], grad: false, std: 0.3),
+            OpInput.Randn(r, "lora_a", [rank * g, inF], std: 0.3),
+            OpInput.Randn(r, "lora_b", [blockSize * g, rank], std: 0.3),
+        };
+        if (bias) inputs.Add(OpInput.Randn(r, "bias", [outF], grad: false));
+        var groups = grouped ? LoraGroups.Merged(enable) : null;
+        double[]? keep = null;
+        if (dropout > 0)
+        {
+            // The mask is defined by the counter-based RNG: element i kept (× 1/(1−p)) iff Uniform(stream, i) ≥ p.
+            ulong stream = new RandomGenerator(seed).NextStream();
+            keep = Enumerable.Range(0, batch * seq * inF)
+                .Select(i => RandomGenerator.Uniform(stream, (ulong)i) >= dropout ? 1.0 / (1.0 - dropout) : 0.0).ToArray();
+        }
+        return new OpInstance
+        {
+            Inputs = inputs.ToArray(),
+            Forward = t => Ops.LoraLinear(t[0], t[1], bias ? t[4] : null, t[2], t[3], scaling, groups, dropout,
+                dropout > 0 ? new RandomGenerator(seed) : null),
+            Reference = x => RefLora(x[0], x[1], bias ? x[4] : null, x[2], x[3], keep, batch * seq, inF, outF, rank, enable, scaling),
             GradTolerance = 2e-4,
         };
     }
