@@ -1,0 +1,61 @@
+namespace DoctorGlm.Engine.Backends.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    /// <summary>inv_freq for one rotary half of size <paramref name="r"/>: fp32 then rounded to fp16, as the reference's constructor does.</summary>
+    internal static double[] RotaryInvFreq(int r)
+    {
+        var inv = new double[r / 2];
+        for (int j = 0; j < inv.Length; j++)
+        {
+            float f = 1f / MathF.Pow(10000f, (2f * j) / r);
+            inv[j] = HalfConvert.RoundToF16(f);
+        }
+        return inv;
+    }
+
+    /// <inheritdoc />
+    public void Rotary2D(Tensor x, Tensor positionIds, Tensor y, bool inverse)
+    {
+        int batch = x.Shape[0], seq = x.Shape[1], heads = x.Shape[2], d = x.Shape[3];
+        int r = d / 2, h = r / 2;
+        var inv = RotaryInvFreq(r);
+        float* px = x.Ptr<float>(), py = y.Ptr<float>();
+        int* pid = positionIds.Ptr<int>();
+        float sign = inverse ? -1f : 1f;
+        // One (b, s) row covers all heads and both halves: its cos/sin table (2 halves × h angles) is computed
+        // once and shared by the nh heads, instead of one cos/sin per element.
+        ForRows((long)batch * seq, (long)heads * d, row =>
+        {
+            int b = (int)(row / seq), s = (int)(row % seq);
+            Span<float> cos = stackalloc float[2 * h];
+            Span<float> sin = stackalloc float[2 * h];
+            for (int half = 0; half < 2; half++)
+            {
+                double p = pid[(b * 2 + half) * seq + s];
+                for (int j = 0; j < h; j++)
+                {
+                    double angle = p * inv[j];
+                    cos[half * h + j] = (float)Math.Cos(angle);
+                    sin[half * h + j] = sign * (float)Math.Sin(angle);
+                }
+            }
+            for (int head = 0; head < heads; head++)
+            {
+                float* xs = px + (row * heads + head) * d;
+                float* ys = py + (row * heads + head) * d;
+                for (int half = 0; half < 2; half++)
+                {
+                    float* xh = xs + half * r, yh = ys + half * r;
+                    for (int j = 0; j < h; j++)
+                    {
+                        float c = cos[half * h + j], sn = sin[half * h + j];
+                        float a = xh[j], bb = xh[j + h];
+                        yh[j] = a * c - bb * sn;
+                        yh[j + h] = bb * c + a * sn;
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,13 @@
+namespace DoctorGlm.Engine.Backends;
+
+public partial interface IBackend
+{
+    /// <summary>
+    /// ChatGLM's 2D rotary embedding (spec §3.4). <paramref name="x"/> and <paramref name="y"/> are [B, S, nh, d]
+    /// fp32 (d divisible by 4; y may alias x); <paramref name="positionIds"/> is [B, 2, S] I32 (row 0 = position,
+    /// row 1 = block position). Dims [0, d/2) rotate with the position, [d/2, d) with the block position; inside a
+    /// half of size r the pair (j, j + r/2) is rotated by the angle p·θ_j with θ_j = fp16(1/10000^(2j/r)), the angle
+    /// evaluated in double. <paramref name="inverse"/> applies the transpose rotation (the backward pass).
+    /// </summary>
+    void Rotary2D(Tensor x, Tensor positionIds, Tensor y, bool inverse);
+}

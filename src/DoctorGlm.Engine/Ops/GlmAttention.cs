@@ -1,0 +1,75 @@
+using DoctorGlm.Engine.Autograd;
+
+namespace DoctorGlm.Engine;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// ChatGLM self-attention core (spec §3.5, §8): softmax(q·kᵀ/√d with blocked entries −10000·c)·v per (batch,
+    /// head), c = <paramref name="layerCoeff"/> (layer index + 1). This is the fp32 equivalent of the reference's
+    /// fp16 trick (scale q by 1/(√d·c), fill −10000, multiply by c): visible logits are exactly q·k/√d, blocked ones
+    /// −10000·c, so a fully blocked row (a left pad) attends uniformly to every key instead of producing NaN.
+    /// </summary>
+    /// <param name="q">Queries [B, S, nh, d] F32, already rotated.</param>
+    /// <param name="k">Keys [B, S, nh, d] F32, already rotated.</param>
+    /// <param name="v">Values [B, S, nh, d] F32.</param>
+    /// <param name="mask">U8 [B, S, S] over the non-prefix keys (query i, key j; 1 = blocked), e.g. from
+    /// <see cref="AttentionMask.PrefixLm"/>; null blocks nothing.</param>
+    /// <param name="layerCoeff">c in −10000·c, the value of a blocked logit.</param>
+    /// <param name="prefixK">P-tuning v2 prefix keys [B, N, nh, d] (no rotary), placed before k and always visible.</param>
+    /// <param name="prefixV">Prefix values [B, N, nh, d]; given exactly when <paramref name="prefixK"/> is.</param>
+    /// <returns>[B, S, nh, d]. Backward recomputes the probabilities from the saved row log-sum-exp.</returns>
+    public static Tensor GlmAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, float layerCoeff = 1f, Tensor? prefixK = null, Tensor? prefixV = null)
+    {
+        const string op = "GlmAttention";
+        SameDevice(op, ("q", q), ("k", k), ("v", v), ("mask", mask), ("prefixK", prefixK), ("prefixV", prefixV));
+        ExpectRank(op, "q", q, 4, "[B, S, heads, headDim]");
+        ExpectShape(op, "k", k, q.Shape, $"same as {q.Describe("q")}");
+        ExpectShape(op, "v", v, q.Shape, $"same as {q.Describe("q")}");
+        int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
+        if (d == 0) throw new ArgumentException($"{op}: {q.Describe("q")} has head dim 0");
+        if (!(layerCoeff > 0) || !float.IsFinite(layerCoeff)) throw new ArgumentOutOfRangeException(nameof(layerCoeff), $"{op}: layerCoeff = {layerCoeff} must be positive and finite (layer index + 1)");
+        if (mask is not null)
+        {
+            ExpectDType(op, "mask", mask, DType.U8);
+            ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), "[B, S(query), S(key)], 1 = blocked");
+        }
+        if ((prefixK is null) != (prefixV is null))
+            throw new ArgumentException($"{op}: prefixK and prefixV must be given together (got {(prefixK is null ? "only prefixV " + prefixV!.Shape : "only prefixK " + prefixK.Shape)})");
+        if (prefixK is not null)
+        {
+            ExpectRank(op, "prefixK", prefixK, 4, "[B, N, heads, headDim]");
+            int n = prefixK.Shape[1];
+            ExpectShape(op, "prefixK", prefixK, new Shape(batch, n, heads, d), $"[B, N, heads, headDim] matching {q.Describe("q")}");
+            ExpectShape(op, "prefixV", prefixV!, prefixK.Shape, $"same as {prefixK.Describe("prefixK")}");
+        }
+        if (seq == 0) throw new ArgumentException($"{op}: {q.Describe("q")} has an empty sequence");
+
+        var qc = F32Contiguous(q, op, "q");
+        var kc = F32Contiguous(k, op, "k");
+        var vc = F32Contiguous(v, op, "v");
+        var pkc = prefixK is null ? null : F32Contiguous(prefixK, op, "prefixK");
+        var pvc = prefixV is null ? null : F32Contiguous(prefixV, op, "prefixV");
+        var mc = mask is null ? null : mask.IsContiguous ? mask : ContiguousNoGrad(mask);
+        float scale = 1f / MathF.Sqrt(d);
+        float maskedValue = -10000f * layerCoeff;
+
+        var output = Tensor.Empty(q.Shape, DType.F32, q.Device);
+        var lse = Tensor.Empty(new Shape(batch, heads, seq), DType.F32, q.Device);
+        var be = q.Backend;
+        be.AttentionForward(qc, kc, vc, pkc, pvc, mc, scale, maskedValue, output, lse);
+        bool anyGrad = GradMode.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad || prefixK?.RequiresGrad == true || prefixV?.RequiresGrad == true);
+        if (!anyGrad) { lse.Dispose(); return output; } // inference keeps nothing for backward
+        return Graph.Record(op, output, [q, k, v, prefixK, prefixV], (g, needs) =>
+        {
+            var gc = g.IsContiguous ? g : ContiguousNoGrad(g);
+            Tensor? dq = needs(0) ? Tensor.Empty(q.Shape, DType.F32, q.Device) : null;
+            Tensor? dk = needs(1) ? Tensor.Empty(q.Shape, DType.F32, q.Device) : null;
+            Tensor? dv = needs(2) ? Tensor.Empty(q.Shape, DType.F32, q.Device) : null;
+            Tensor? dpk = needs(3) ? Tensor.Empty(prefixK!.Shape, DType.F32, q.Device) : null;
+            Tensor? dpv = needs(4) ? Tensor.Empty(prefixV!.Shape, DType.F32, q.Device) : null;
+            be.AttentionBackward(qc, kc, vc, pkc, pvc, mc, scale, maskedValue, output, lse, gc, dq, dk, dv, dpk, dpv);
+            return [dq, dk, dv, dpk, dpv];
+        });
+    }
+}

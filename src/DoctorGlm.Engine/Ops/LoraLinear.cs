@@ -1,0 +1,156 @@
+using DoctorGlm.Engine.Autograd;
+
+namespace DoctorGlm.Engine;
+
+public static partial class Ops
+{
+    /// <summary>
+    /// LoRA linear layer (spec §9): y = x·Wᵀ + b + scaling·(drop(x)·Aᵀ)·Bᵀ, the LoRA term added only to the output
+    /// blocks <paramref name="groups"/> enables (group i: A rows [r·i, r·(i+1)), B rows [blockSize·i, blockSize·(i+1))).
+    /// W and b are frozen: they must not require a gradient and never get one; gradients go to x, A and B, each
+    /// computed only when needed.
+    /// </summary>
+    /// <param name="x">Input [..., in] F32.</param>
+    /// <param name="weight">Frozen W [out, in] F32.</param>
+    /// <param name="bias">Frozen b [out] F32, or null.</param>
+    /// <param name="loraA">A [r·g, in] F32 (g = enabled blocks; g = 1 for PEFT).</param>
+    /// <param name="loraB">B [blockSize·g, r] F32 (blockSize = out / G; [out, r] for PEFT).</param>
+    /// <param name="scaling">lora_alpha / r.</param>
+    /// <param name="groups">Block layout; null = <see cref="LoraGroups.Full"/> (PEFT).</param>
+    /// <param name="dropout">Dropout probability on the LoRA branch's input (training only; pass 0 in evaluation).</param>
+    /// <param name="rng">Source of the dropout mask; required when <paramref name="dropout"/> &gt; 0.</param>
+    public static Tensor LoraLinear(Tensor x, Tensor weight, Tensor? bias, Tensor loraA, Tensor loraB, float scaling,
+        LoraGroups? groups = null, float dropout = 0f, RandomGenerator? rng = null)
+    {
+        const string op = "LoraLinear";
+        groups ??= LoraGroups.Full;
+        SameDevice(op, ("x", x), ("weight", weight), ("bias", bias), ("loraA", loraA), ("loraB", loraB));
+        ExpectRank(op, "weight", weight, 2, "[out, in]");
+        int outF = weight.Shape[0], inF = weight.Shape[1];
+        if (x.Rank < 1 || x.Shape[-1] != inF)
+            throw new ArgumentException($"{op}: {x.Describe("x")} must end in {inF} to match {weight.Describe("weight")} [out, in]");
+        if (bias is not null) ExpectShape(op, "bias", bias, new Shape(outF), "one per output feature");
+        var (r, blockSize) = groups.Resolve(op, outF, inF, weight, loraA, loraB);
+        if (!float.IsFinite(scaling)) throw new ArgumentOutOfRangeException(nameof(scaling), $"{op}: scaling = {scaling} must be finite");
+        if (!(dropout >= 0f && dropout < 1f)) throw new ArgumentOutOfRangeException(nameof(dropout), $"{op}: dropout = {dropout} must be in [0, 1)");
+        if (dropout > 0f && rng is null) throw new ArgumentException($"{op}: dropout = {dropout} needs a RandomGenerator (rng) for its mask");
+        if (GradMode.IsEnabled && (weight.RequiresGrad || bias?.RequiresGrad == true))
+            throw new ArgumentException($"{op}: {(weight.RequiresGrad ? weight.Describe("weight") : bias!.Describe("bias"))} requires a gradient, but LoRA keeps the base layer frozen and never computes dW or db; set RequiresGrad = false on it");
+
+        var xc = F32Contiguous(x, op, "x");
+        var wc = F32Contiguous(weight, op, "weight");
+        var bc = bias is null ? null : F32Contiguous(bias, op, "bias");
+        var ac = F32Contiguous(loraA, op, "loraA");
+        var lbc = F32Contiguous(loraB, op, "loraB");
+        int rows = checked((int)(x.NumElements / inF));
+        int g = groups.EnabledCount, rg = r * g;
+        var blocks = groups.EnabledBlocks;
+        var be = x.Backend;
+
+        var outDims = x.Shape.ToArray();
+        outDims[^1] = outF;
+        var y = Tensor.Empty(new Shape(outDims), DType.F32, x.Device);
+        be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wc, 0, inF, 0, 0f, y, 0, outF, 0, 1);
+        if (bc is not null) be.AddRowVector(y, bc, 1f);
+
+        // drop(x) = x ⊙ mask, mask ∈ {0, 1/(1−p)}: built once and kept for backward.
+        Tensor? keep = dropout > 0f ? LoraDropoutMask(x.Shape, dropout, rng!, x.Device) : null;
+        Tensor xd = xc;
+        if (keep is not null) { xd = Tensor.Empty(x.Shape, DType.F32, x.Device); be.Mul(xc, keep, xd); }
+
+        // z = drop(x)·Aᵀ [rows, r·g]; each group's slice of z times its block of B is added (× scaling) onto its
+        // output block of y — the block-diagonal product of loralib's grouped 1×1 convolution, as strided GEMMs.
+        var z = Tensor.Empty(new Shape(rows, rg), DType.F32, x.Device);
+        be.Gemm(false, true, rows, rg, inF, 1f, xd, 0, inF, 0, ac, 0, inF, 0, 0f, z, 0, rg, 0, 1);
+        for (int i = 0; i < g; i++)
+            be.Gemm(false, true, rows, blockSize, r, scaling, z, r * i, rg, 0, lbc, (long)blockSize * i * r, r, 0,
+                1f, y, (long)blocks[i] * blockSize, outF, 0, 1);
+
+        return Graph.Record(op, y, [x, loraA, loraB], (grad, needs) =>
+        {
+            var gc = grad.IsContiguous ? grad : ContiguousNoGrad(grad);
+            Tensor? gx = null, gA = null, gB = null;
+            if (needs(2))
+            {
+                // dB_i = scaling · dY_blockᵀ · z_i
+                gB = Tensor.Empty(loraB.Shape, DType.F32, x.Device);
+                for (int i = 0; i < g; i++)
+                    be.Gemm(true, false, blockSize, r, rows, scaling, gc, (long)blocks[i] * blockSize, outF, 0, z, r * i, rg, 0,
+                        0f, gB, (long)blockSize * i * r, r, 0, 1);
+            }
+            if (needs(0) || needs(1))
+            {
+                // dz_i = scaling · dY_block · B_i
+                using var dz = Tensor.Empty(new Shape(rows, rg), DType.F32, x.Device);
+                for (int i = 0; i < g; i++)
+                    be.Gemm(false, false, rows, r, blockSize, scaling, gc, (long)blocks[i] * blockSize, outF, 0, lbc, (long)blockSize * i * r, r, 0,
+                        0f, dz, r * i, rg, 0, 1);
+                if (needs(1))
+                {
+                    gA = Tensor.Empty(loraA.Shape, DType.F32, x.Device);
+                    be.Gemm(true, false, rg, inF, rows, 1f, dz, 0, rg, 0, xd, 0, inF, 0, 0f, gA, 0, inF, 0, 1);
+                }
+                if (needs(0))
+                {
+                    gx = Tensor.Empty(x.Shape, DType.F32, x.Device);
+                    be.Gemm(false, false, rows, inF, outF, 1f, gc, 0, outF, 0, wc, 0, inF, 0, 0f, gx, 0, inF, 0, 1);
+                    if (keep is null)
+                        be.Gemm(false, false, rows, inF, rg, 1f, dz, 0, rg, 0, ac, 0, inF, 0, 1f, gx, 0, inF, 0, 1);
+                    else
+                    {
+                        using var lora = Tensor.Empty(x.Shape, DType.F32, x.Device);
+                        be.Gemm(false, false, rows, inF, rg, 1f, dz, 0, rg, 0, ac, 0, inF, 0, 0f, lora, 0, inF, 0, 1);
+                        be.Mul(lora, keep, lora);
+                        be.AddScaled(gx, 1f, lora, 1f, gx);
+                    }
+                }
+            }
+            return [gx, gA, gB];
+        });
+    }
+
+    /// <summary>
+    /// Inverted-dropout mask for the LoRA branch: element i is kept (value 1/(1−p)) when
+    /// <see cref="RandomGenerator.Uniform(ulong, ulong)"/> of a fresh stream at i is ≥ p, else 0. Counter-based, so the
+    /// same on every backend; generated on the host (no device kernel needed for this rarely large tensor).
+    /// </summary>
+    internal static Tensor LoraDropoutMask(Shape shape, float p, RandomGenerator rng, Device device)
+    {
+        ulong stream = rng.NextStream();
+        float kept = 1f / (1f - p);
+        var m = new float[shape.NumElements];
+        for (long i = 0; i < m.LongLength; i++) m[i] = RandomGenerator.Uniform(stream, (ulong)i) >= p ? kept : 0f;
+        return Tensor.FromArray(m, shape, DType.F32, device);
+    }
+}
+
+/// <summary>Folds a LoRA update into (or out of) its base weight, in place (spec §9.1 "Merge").</summary>
+public static class LoraMerge
+{
+    /// <summary>W[block e_i] += scaling · B_i · A_i for every enabled group i (no autograd; W must be contiguous F32).</summary>
+    public static void Merge(Tensor weight, Tensor loraA, Tensor loraB, float scaling, LoraGroups? groups = null) =>
+        Apply("LoraMerge.Merge", weight, loraA, loraB, scaling, groups);
+
+    /// <summary>Undoes <see cref="Merge"/>: W[block e_i] −= scaling · B_i · A_i.</summary>
+    public static void Unmerge(Tensor weight, Tensor loraA, Tensor loraB, float scaling, LoraGroups? groups = null) =>
+        Apply("LoraMerge.Unmerge", weight, loraA, loraB, -scaling, groups);
+
+    private static void Apply(string op, Tensor weight, Tensor loraA, Tensor loraB, float scaling, LoraGroups? groups)
+    {
+        groups ??= LoraGroups.Full;
+        Ops.SameDevice(op, ("weight", weight), ("loraA", loraA), ("loraB", loraB));
+        Ops.ExpectRank(op, "weight", weight, 2, "[out, in]");
+        Ops.ExpectDType(op, "weight", weight, DType.F32);
+        if (!weight.IsContiguous) throw new ArgumentException($"{op}: {weight.Describe("weight")} must be contiguous (it is updated in place)");
+        int outF = weight.Shape[0], inF = weight.Shape[1];
+        var (r, blockSize) = groups.Resolve(op, outF, inF, weight, loraA, loraB);
+        var ac = Ops.F32Contiguous(loraA, op, "loraA");
+        var bc = Ops.F32Contiguous(loraB, op, "loraB");
+        var be = weight.Backend;
+        for (int i = 0; i < groups.EnabledCount; i++)
+            be.Gemm(false, false, blockSize, inF, r, scaling, bc, (long)blockSize * i * r, r, 0, ac, (long)r * i * inF, inF, 0,
+                1f, weight, (long)groups.EnabledBlocks[i] * blockSize * inF, inF, 0, 1);
+        if (!ReferenceEquals(ac, loraA)) ac.Dispose();
+        if (!ReferenceEquals(bc, loraB)) bc.Dispose();
+    }
+}
