@@ -58,8 +58,7 @@ public sealed class AdamW : Optimizer
         // Bias corrections in double from the double betas, as PyTorch computes them from Python floats.
         double bc1 = 1 - Math.Pow(Beta1, step);
         double bc2 = 1 - Math.Pow(Beta2, step);
-        param.Backend.AdamWStep(param, grad, state[0], state[1], (float)LearningRate, (float)Beta1, (float)Beta2, (float)Eps,
-            (float)WeightDecay, (float)bc1, (float)bc2);
+        param.Backend.AdamWStep(param, grad, state[0], state[1], LearningRate, Beta1, Beta2, Eps, WeightDecay, bc1, bc2);
     }
 
     /// <inheritdoc />

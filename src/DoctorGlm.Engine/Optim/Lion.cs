@@ -47,7 +47,7 @@ public sealed class Lion : Optimizer
 
     /// <inheritdoc />
     protected override void Update(Tensor param, Tensor grad, Tensor[] state, long step) =>
-        param.Backend.LionStep(param, grad, state[0], (float)LearningRate, (float)Beta1, (float)Beta2, (float)WeightDecay);
+        param.Backend.LionStep(param, grad, state[0], LearningRate, Beta1, Beta2, WeightDecay);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, string> HyperParameters() => new Dictionary<string, string>

@@ -9,18 +9,18 @@ public sealed unsafe partial class CpuBackend
     // whatever the core count.
 
     /// <inheritdoc />
-    public void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, float lr, float beta1, float beta2,
-        float eps, float weightDecay, float biasCorrection1, float biasCorrection2)
+    public void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, double lr, double beta1, double beta2,
+        double eps, double weightDecay, double biasCorrection1, double biasCorrection2)
     {
         float* pp = param.Ptr<float>(), pg = grad.Ptr<float>(), pm = expAvg.Ptr<float>(), pv = expAvgSq.Ptr<float>();
         // Scalars are derived in double as PyTorch does with its Python-float hyper-parameters, then applied in fp32.
         var k = new AdamWScalars(
-            Decay: (float)(1.0 - (double)lr * weightDecay),
-            Beta1: beta1, OneMinusBeta1: (float)(1.0 - beta1),
-            Beta2: beta2, OneMinusBeta2: (float)(1.0 - beta2),
-            StepSize: (float)((double)lr / biasCorrection1),
+            Decay: (float)(1.0 - lr * weightDecay),
+            Beta1: (float)beta1, OneMinusBeta1: (float)(1.0 - beta1),
+            Beta2: (float)beta2, OneMinusBeta2: (float)(1.0 - beta2),
+            StepSize: (float)(lr / biasCorrection1),
             Bc2Sqrt: (float)Math.Sqrt(biasCorrection2),
-            Eps: eps);
+            Eps: (float)eps);
         ForChunks(param.NumElements, (start, len) => AdamWChunk(pp + start, pg + start, pm + start, pv + start, len, k));
     }
 
@@ -67,12 +67,13 @@ public sealed unsafe partial class CpuBackend
     }
 
     /// <inheritdoc />
-    public void LionStep(Tensor param, Tensor grad, Tensor expAvg, float lr, float beta1, float beta2, float weightDecay)
+    public void LionStep(Tensor param, Tensor grad, Tensor expAvg, double lr, double beta1, double beta2, double weightDecay)
     {
         float* pp = param.Ptr<float>(), pg = grad.Ptr<float>(), pm = expAvg.Ptr<float>();
-        float decay = (float)(1.0 - (double)lr * weightDecay);
+        float decay = (float)(1.0 - lr * weightDecay);
+        float flr = (float)lr, b1 = (float)beta1, b2 = (float)beta2;
         float omb1 = (float)(1.0 - beta1), omb2 = (float)(1.0 - beta2);
-        ForChunks(param.NumElements, (start, len) => LionChunk(pp + start, pg + start, pm + start, len, decay, lr, beta1, omb1, beta2, omb2));
+        ForChunks(param.NumElements, (start, len) => LionChunk(pp + start, pg + start, pm + start, len, decay, flr, b1, omb1, b2, omb2));
     }
 
     private static void LionChunk(float* p, float* g, float* m, int n, float decay, float lr, float beta1, float omb1, float beta2, float omb2)
