@@ -12,7 +12,7 @@ namespace DoctorGlm.Engine.Optim;
 /// <remarks>
 /// <para>Only parameters with <see cref="Tensor.RequiresGrad"/> set when the optimizer is built are trainable; the
 /// others are ignored for good (never changed, never given state). A trainable parameter whose
-/// <see cref="Tensor.Grad"/> is null (or disposed) at a step is skipped for that step, and — as in PyTorch — its own
+/// <see cref="Tensor.Grad"/> is null (or disposed), or whose RequiresGrad was turned off since, is skipped for that step, and — as in PyTorch — its own
 /// step count does not advance, so its bias corrections stay in step with the updates it actually received.</para>
 /// <para>State tensors are created lazily at a parameter's first update, outside any <see cref="TensorScope"/>
 /// (they outlive the step's scope), and are released by <see cref="Dispose"/>.</para>

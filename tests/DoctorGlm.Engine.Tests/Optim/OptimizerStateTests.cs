@@ -123,6 +123,24 @@ public sealed class OptimizerStateTests : IDisposable
     }
 
     [Fact]
+    public void DisposedGradientOrLaterFreezeSkipsTheStep()
+    {
+        using var m = new Model();
+        using var opt = new Lion(m.Named, lr: 1e-2);
+        m.Grads(1);
+        m.A.Grad!.Dispose();          // e.g. its scope ended: treated like no gradient, as autograd does
+        m.B.RequiresGrad = false;     // frozen after the optimizer was built: not updated either
+        var a0 = m.A.ToBytes();
+        var b0 = m.B.ToBytes();
+        opt.Step();
+        Assert.Equal(a0, m.A.ToBytes());
+        Assert.Equal(b0, m.B.ToBytes());
+        Assert.Null(opt.GetState("a", "exp_avg"));
+        Assert.Null(opt.GetState("b", "exp_avg"));
+        Assert.Equal(1, opt.StepCount);
+    }
+
+    [Fact]
     public void ZeroGradClearsOrZeroes()
     {
         using var m = new Model();
