@@ -1,0 +1,23 @@
+namespace DoctorGlm.Engine.Backends;
+
+public partial interface IBackend
+{
+    /// <summary>
+    /// One fused AdamW update (PyTorch 1.13 <c>torch.optim.AdamW</c>, amsgrad off) over equal-length contiguous fp32
+    /// tensors, all updated in place: <c>p ← p·(1 − lr·wd)</c>; <c>m ← β1·m + (1−β1)·g</c>;
+    /// <c>v ← β2·v + (1−β2)·g²</c>; <c>p ← p − (lr/bc1)·m / (√v/√bc2 + eps)</c>, where
+    /// <paramref name="biasCorrection1"/> = 1 − β1ᵗ and <paramref name="biasCorrection2"/> = 1 − β2ᵗ for step t.
+    /// </summary>
+    /// <remarks>Hyper-parameters are doubles, as PyTorch's Python floats are: the fp32 factors are derived from them
+    /// (e.g. 1 − β2 = 0.001 exactly rounded, where 1 − (float)0.999 would be off by 1.3e-5 relative).</remarks>
+    void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, double lr, double beta1, double beta2,
+        double eps, double weightDecay, double biasCorrection1, double biasCorrection2);
+
+    /// <summary>
+    /// One fused Lion update (lucidrains/lion-pytorch) over equal-length contiguous fp32 tensors, in place:
+    /// <c>p ← p·(1 − lr·wd)</c>; <c>c = β1·m + (1−β1)·g</c>; <c>p ← p − lr·sign(c)</c> (sign(0) = 0, NaN propagates);
+    /// <c>m ← β2·m + (1−β2)·g</c>.
+    /// </summary>
+    /// <remarks>Hyper-parameters are doubles for the same reason as in <see cref="AdamWStep"/>.</remarks>
+    void LionStep(Tensor param, Tensor grad, Tensor expAvg, double lr, double beta1, double beta2, double weightDecay);
+}
