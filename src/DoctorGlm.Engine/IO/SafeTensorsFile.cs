@@ -17,7 +17,7 @@ public sealed record SafeTensorsEntry(string Name, string DTypeName, int[] Shape
 /// Every inconsistency — truncated file, offsets outside the data, a size that does not match dtype × shape,
 /// overlapping tensors — throws <see cref="InvalidDataException"/> naming the file and the key.
 /// </summary>
-public sealed class SafeTensorsFile : IDisposable
+public sealed class SafeTensorsFile : ITensorSource
 {
     private readonly FileStream _stream;
     private readonly long _dataStart;
@@ -36,6 +36,46 @@ public sealed class SafeTensorsFile : IDisposable
 
     /// <summary>The <c>__metadata__</c> strings (empty when absent).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <inheritdoc />
+    public string Description => Path;
+
+    /// <inheritdoc />
+    public IReadOnlyCollection<TensorInfo> Tensors => _entries.Values.Select(e => ToInfo(e)).ToArray();
+
+    /// <inheritdoc />
+    public TensorInfo Info(string name) => ToInfo(this[name]);
+
+    private TensorInfo ToInfo(SafeTensorsEntry e) => new(e.Name, ToDType(e.DTypeName) ?? DType.F32, new Shape(e.Shape), Path);
+
+    private static DType? ToDType(string name) => name switch
+    {
+        "F32" => DType.F32, "F16" => DType.F16, "BF16" => DType.BF16, "I32" => DType.I32, "U8" or "BOOL" => DType.U8, "I8" => DType.I8, _ => null,
+    };
+
+    /// <inheritdoc />
+    public void ReadInto(string name, Tensor destination)
+    {
+        var e = this[name];
+        if (!destination.Shape.Dims.SequenceEqual(e.Shape))
+            throw new InvalidDataException($"{Path}: tensor '{name}' is {e.DTypeName} {Shape.Format(e.Shape)} but the destination is {destination.Shape}");
+        var stored = ToDType(e.DTypeName);
+        if (stored == destination.DType)
+        {
+            var bytes = new byte[e.End - e.Begin];
+            ReadBytes(name, bytes);
+            destination.Backend.CopyFromHost(bytes, destination);
+            return;
+        }
+        if (stored is not null && stored.Value.IsFloat() && destination.DType.IsFloat() || e.DTypeName == "F64" && destination.DType.IsFloat())
+        {
+            using var _ = TensorScope.Unscoped();
+            using var tmp = Load(name, destination.Device);
+            destination.Backend.Copy(tmp, destination);
+            return;
+        }
+        throw new InvalidDataException($"{Path}: tensor '{name}' is {e.DTypeName}; it cannot be loaded into a {destination.DType} tensor");
+    }
 
     /// <summary>Entries in header order.</summary>
     public IReadOnlyCollection<SafeTensorsEntry> Entries => _entries.Values;
