@@ -1,29 +1,46 @@
+using System.Buffers;
 using System.Numerics.Tensors;
 
 namespace DoctorGlm.Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
 {
-    /// <summary>Pointer to element (b, s, head, 0) of a [B, L, nh, d] tensor, or null.</summary>
-    private static float* Row(float* p, int b, int s, int len, int heads, int head, int d) => p + (((long)b * len + s) * heads + head) * d;
+    // Layout: q, k, v, output are [B, S, nh, d]; prefix keys/values [B, N, nh, d]. For one (batch, head) pair each
+    // of them is an S×d (or N×d) matrix with row stride nh·d, so every product below is one strided GEMM on
+    // CpuGemm. The score matrix of a pair is S×(N+S): prefix columns first, then the sequence's own keys.
 
-    private static float DotF(float* a, float* b, int n) => TensorPrimitives.Dot(new ReadOnlySpan<float>(a, n), new ReadOnlySpan<float>(b, n));
+    /// <summary>Start of (batch b, row 0, head h) in a [B, L, nh, d] tensor.</summary>
+    private static float* HeadBase(float* p, int b, int len, int heads, int head, int d) => p + ((long)b * len * heads + head) * d;
 
-    private static void Axpy(float alpha, float* x, float* y, int n)
+    /// <summary>
+    /// Fills <paramref name="p"/> (S×total, row-major) with softmax probabilities of one (batch, head) pair and
+    /// returns nothing else; optionally writes each row's log-sum-exp. Blocked scores are set to
+    /// <paramref name="maskedValue"/> (−10000·c) before the softmax, exactly like the reference's masked_fill, so a
+    /// fully blocked row (left padding) comes out uniform rather than NaN.
+    /// </summary>
+    private static void AttentionProbabilities(float* q, float* k, float* pk, byte* mask, int b, int head, int seq, int nPrefix,
+        int heads, int d, float scale, float maskedValue, float* p, float* lseRow)
     {
-        var ys = new Span<float>(y, n);
-        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x, n), alpha, ys, ys);
-    }
-
-    /// <summary>Scores of query row i against all N + S keys (prefix first) into <paramref name="scores"/>.</summary>
-    private static void AttentionScores(float* q, float* k, float* pk, byte* mask, int b, int i, int head,
-        int seq, int nPrefix, int heads, int d, float scale, float maskedValue, Span<float> scores)
-    {
-        float* qi = Row(q, b, i, seq, heads, head, d);
-        for (int j = 0; j < nPrefix; j++) scores[j] = scale * DotF(qi, Row(pk, b, j, nPrefix, heads, head, d), d);
-        byte* mrow = mask == null ? null : mask + ((long)b * seq + i) * seq;
-        for (int j = 0; j < seq; j++)
-            scores[nPrefix + j] = mrow != null && mrow[j] != 0 ? maskedValue : scale * DotF(qi, Row(k, b, j, seq, heads, head, d), d);
+        int total = nPrefix + seq;
+        long ld = (long)heads * d;
+        if (nPrefix > 0)
+            CpuGemm.Sgemm(false, true, seq, nPrefix, d, scale, HeadBase(q, b, seq, heads, head, d), ld, HeadBase(pk, b, nPrefix, heads, head, d), ld, 0f, p, total);
+        CpuGemm.Sgemm(false, true, seq, seq, d, scale, HeadBase(q, b, seq, heads, head, d), ld, HeadBase(k, b, seq, heads, head, d), ld, 0f, p + nPrefix, total);
+        for (int i = 0; i < seq; i++)
+        {
+            var row = new Span<float>(p + (long)i * total, total);
+            if (mask != null)
+            {
+                byte* mrow = mask + ((long)b * seq + i) * seq;
+                for (int j = 0; j < seq; j++) if (mrow[j] != 0) row[nPrefix + j] = maskedValue;
+            }
+            float max = TensorPrimitives.Max(row);
+            TensorPrimitives.Subtract(row, max, row);
+            TensorPrimitives.Exp(row, row);
+            float sum = TensorPrimitives.Sum(row);
+            TensorPrimitives.Multiply(row, 1f / sum, row);
+            if (lseRow != null) lseRow[i] = max + MathF.Log(sum);
+        }
     }
 
     /// <inheritdoc />
@@ -32,6 +49,7 @@ public sealed unsafe partial class CpuBackend
     {
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
+        long ld = (long)heads * d;
         float* pq = q.Ptr<float>(), pk = k.Ptr<float>(), pv = v.Ptr<float>(), po = output.Ptr<float>(), pl = lse.Ptr<float>();
         float* ppk = prefixK is null ? null : prefixK.Ptr<float>(), ppv = prefixV is null ? null : prefixV.Ptr<float>();
         byte* pm = mask is null ? null : mask.Ptr<byte>();
@@ -39,92 +57,81 @@ public sealed unsafe partial class CpuBackend
         ForRows((long)batch * heads, (long)seq * total * d, bh =>
         {
             int b = (int)(bh / heads), head = (int)(bh % heads);
-            var scores = new float[total];
-            for (int i = 0; i < seq; i++)
+            var buf = ArrayPool<float>.Shared.Rent(seq * total);
+            fixed (float* p = buf)
             {
-                AttentionScores(pq, pk, ppk, pm, b, i, head, seq, nPrefix, heads, d, scale, maskedValue, scores);
-                float max = TensorPrimitives.Max(scores);
-                TensorPrimitives.Subtract(scores, max, scores);
-                TensorPrimitives.Exp(scores, scores);
-                float sum = TensorPrimitives.Sum(scores);
-                pl[bh * seq + i] = max + MathF.Log(sum);
-                float inv = 1f / sum;
-                float* oi = Row(po, b, i, seq, heads, head, d);
-                new Span<float>(oi, d).Clear();
-                for (int j = 0; j < nPrefix; j++) Axpy(scores[j] * inv, Row(ppv, b, j, nPrefix, heads, head, d), oi, d);
-                for (int j = 0; j < seq; j++)
-                    if (scores[nPrefix + j] != 0f) Axpy(scores[nPrefix + j] * inv, Row(pv, b, j, seq, heads, head, d), oi, d);
+                AttentionProbabilities(pq, pk, ppk, pm, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, pl + bh * seq);
+                float* o = HeadBase(po, b, seq, heads, head, d);
+                if (nPrefix > 0) CpuGemm.Sgemm(false, false, seq, d, nPrefix, 1f, p, total, HeadBase(ppv, b, nPrefix, heads, head, d), ld, 0f, o, ld);
+                CpuGemm.Sgemm(false, false, seq, d, seq, 1f, p + nPrefix, total, HeadBase(pv, b, seq, heads, head, d), ld, nPrefix > 0 ? 1f : 0f, o, ld);
             }
+            ArrayPool<float>.Shared.Return(buf);
         });
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// The CPU recomputes each row's softmax from the scores (max and sum) rather than from the saved lse: it is
+    /// cheap here and exact for fully blocked rows, where lse ≈ −10000·c + log S has an fp32 ulp of ~2e-3.
+    /// </remarks>
     public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
         float scale, float maskedValue, Tensor output, Tensor lse, Tensor dOutput,
         Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dPrefixK, Tensor? dPrefixV)
     {
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
-        float* pq = q.Ptr<float>(), pk = k.Ptr<float>(), pv = v.Ptr<float>(), po = output.Ptr<float>(), pl = lse.Ptr<float>(), pdo = dOutput.Ptr<float>();
+        long ld = (long)heads * d;
+        float* pq = q.Ptr<float>(), pk = k.Ptr<float>(), pv = v.Ptr<float>(), po = output.Ptr<float>(), pdo = dOutput.Ptr<float>();
         float* ppk = prefixK is null ? null : prefixK.Ptr<float>(), ppv = prefixV is null ? null : prefixV.Ptr<float>();
         byte* pm = mask is null ? null : mask.Ptr<byte>();
         float* pdq = dq is null ? null : dq.Ptr<float>(), pdk = dk is null ? null : dk.Ptr<float>(), pdv = dv is null ? null : dv.Ptr<float>();
         float* pdpk = dPrefixK is null ? null : dPrefixK.Ptr<float>(), pdpv = dPrefixV is null ? null : dPrefixV.Ptr<float>();
-        // Each (batch, head) owns the gradient rows of its head, so the pairs run in parallel without races;
-        // the rows are cleared by their owner before accumulating.
+        // Each (batch, head) pair owns its heads' gradient rows, so the pairs run in parallel without races.
         ForRows((long)batch * heads, (long)seq * total * d, bh =>
         {
             int b = (int)(bh / heads), head = (int)(bh % heads);
-            for (int j = 0; j < seq; j++)
+            var pBuf = ArrayPool<float>.Shared.Rent(seq * total);
+            var dBuf = ArrayPool<float>.Shared.Rent(seq * total);
+            fixed (float* p = pBuf, ds = dBuf)
             {
-                if (pdk != null) new Span<float>(Row(pdk, b, j, seq, heads, head, d), d).Clear();
-                if (pdv != null) new Span<float>(Row(pdv, b, j, seq, heads, head, d), d).Clear();
-            }
-            for (int j = 0; j < nPrefix; j++)
-            {
-                if (pdpk != null) new Span<float>(Row(pdpk, b, j, nPrefix, heads, head, d), d).Clear();
-                if (pdpv != null) new Span<float>(Row(pdpv, b, j, nPrefix, heads, head, d), d).Clear();
-            }
-            var p = new float[total];
-            for (int i = 0; i < seq; i++)
-            {
-                byte* mrow = pm == null ? null : pm + ((long)b * seq + i) * seq;
-                if (nPrefix == 0 && mrow != null && new ReadOnlySpan<byte>(mrow, seq).IndexOf((byte)0) < 0)
+                AttentionProbabilities(pq, pk, ppk, pm, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, null);
+                float* dO = HeadBase(pdo, b, seq, heads, head, d);
+                float* o = HeadBase(po, b, seq, heads, head, d);
+                float* qh = HeadBase(pq, b, seq, heads, head, d);
+                // dV = Pᵀ·dO (prefix and sequence parts).
+                if (pdpv != null) CpuGemm.Sgemm(true, false, nPrefix, d, seq, 1f, p, total, dO, ld, 0f, HeadBase(pdpv, b, nPrefix, heads, head, d), ld);
+                if (pdv != null) CpuGemm.Sgemm(true, false, seq, d, seq, 1f, p + nPrefix, total, dO, ld, 0f, HeadBase(pdv, b, seq, heads, head, d), ld);
+                if (pdq != null || pdk != null || pdpk != null)
                 {
-                    // No visible key (a left-pad row): every score is maskedValue, so P is exactly uniform. It is
-                    // taken from the mask, not from lse ≈ maskedValue + log S, whose fp32 rounding (ulp 2e-3 at
-                    // −30000) would put a relative error of that size on every P_ij.
-                    p.AsSpan().Fill(1f / total);
-                }
-                else
-                {
-                    AttentionScores(pq, pk, ppk, pm, b, i, head, seq, nPrefix, heads, d, scale, maskedValue, p);
-                    TensorPrimitives.Subtract(p, pl[bh * seq + i], p);
-                    TensorPrimitives.Exp(p, p);
-                }
-                float* qi = Row(pq, b, i, seq, heads, head, d);
-                float* doi = Row(pdo, b, i, seq, heads, head, d);
-                float rowTerm = DotF(doi, Row(po, b, i, seq, heads, head, d), d); // Σ_j P_ij·dP_ij
-                float* dqi = pdq == null ? null : Row(pdq, b, i, seq, heads, head, d);
-                if (dqi != null) new Span<float>(dqi, d).Clear();
-                for (int jj = 0; jj < total; jj++)
-                {
-                    bool isPrefix = jj < nPrefix;
-                    int j = isPrefix ? jj : jj - nPrefix;
-                    float pij = p[jj];
-                    if (pij == 0f) continue; // nothing flows through an underflowed probability
-                    float* vj = isPrefix ? Row(ppv, b, j, nPrefix, heads, head, d) : Row(pv, b, j, seq, heads, head, d);
-                    float* dvj = isPrefix ? (pdpv == null ? null : Row(pdpv, b, j, nPrefix, heads, head, d)) : (pdv == null ? null : Row(pdv, b, j, seq, heads, head, d));
-                    if (dvj != null) Axpy(pij, doi, dvj, d);
-                    // A blocked score is a constant (masked_fill), so neither q nor k gets gradient through it.
-                    if (!isPrefix && mrow != null && mrow[j] != 0) continue;
-                    float ds = scale * pij * (DotF(doi, vj, d) - rowTerm);
-                    float* kj = isPrefix ? Row(ppk, b, j, nPrefix, heads, head, d) : Row(pk, b, j, seq, heads, head, d);
-                    if (dqi != null) Axpy(ds, kj, dqi, d);
-                    float* dkj = isPrefix ? (pdpk == null ? null : Row(pdpk, b, j, nPrefix, heads, head, d)) : (pdk == null ? null : Row(pdk, b, j, seq, heads, head, d));
-                    if (dkj != null) Axpy(ds, qi, dkj, d);
+                    // dP = dO·Vᵀ, then dS = scale·P⊙(dP − Σ_j P_ij dP_ij), with Σ_j P_ij dP_ij = dO_i·O_i.
+                    if (nPrefix > 0) CpuGemm.Sgemm(false, true, seq, nPrefix, d, 1f, dO, ld, HeadBase(ppv, b, nPrefix, heads, head, d), ld, 0f, ds, total);
+                    CpuGemm.Sgemm(false, true, seq, seq, d, 1f, dO, ld, HeadBase(pv, b, seq, heads, head, d), ld, 0f, ds + nPrefix, total);
+                    for (int i = 0; i < seq; i++)
+                    {
+                        float rowTerm = TensorPrimitives.Dot(new ReadOnlySpan<float>(dO + i * ld, d), new ReadOnlySpan<float>(o + i * ld, d));
+                        var dsRow = new Span<float>(ds + (long)i * total, total);
+                        TensorPrimitives.Subtract(dsRow, rowTerm, dsRow);
+                        TensorPrimitives.Multiply(dsRow, new ReadOnlySpan<float>(p + (long)i * total, total), dsRow);
+                        TensorPrimitives.Multiply(dsRow, scale, dsRow);
+                        // A blocked score is a constant (masked_fill): neither q nor k gets gradient through it.
+                        if (pm != null)
+                        {
+                            byte* mrow = pm + ((long)b * seq + i) * seq;
+                            for (int j = 0; j < seq; j++) if (mrow[j] != 0) dsRow[nPrefix + j] = 0f;
+                        }
+                    }
+                    if (pdq != null)
+                    {
+                        float* dqh = HeadBase(pdq, b, seq, heads, head, d);
+                        if (nPrefix > 0) CpuGemm.Sgemm(false, false, seq, d, nPrefix, 1f, ds, total, HeadBase(ppk, b, nPrefix, heads, head, d), ld, 0f, dqh, ld);
+                        CpuGemm.Sgemm(false, false, seq, d, seq, 1f, ds + nPrefix, total, HeadBase(pk, b, seq, heads, head, d), ld, nPrefix > 0 ? 1f : 0f, dqh, ld);
+                    }
+                    if (pdk != null) CpuGemm.Sgemm(true, false, seq, d, seq, 1f, ds + nPrefix, total, qh, ld, 0f, HeadBase(pdk, b, seq, heads, head, d), ld);
+                    if (pdpk != null) CpuGemm.Sgemm(true, false, nPrefix, d, seq, 1f, ds, total, qh, ld, 0f, HeadBase(pdpk, b, nPrefix, heads, head, d), ld);
                 }
             }
+            ArrayPool<float>.Shared.Return(pBuf);
+            ArrayPool<float>.Shared.Return(dBuf);
         });
     }
 }
