@@ -53,10 +53,12 @@ public static partial class Ops
         be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wc, 0, inF, 0, 0f, y, 0, outF, 0, 1);
         if (bc is not null) be.AddRowVector(y, bc, 1f);
 
-        // drop(x) = x ⊙ mask, mask ∈ {0, 1/(1−p)}: built once and kept for backward.
-        Tensor? keep = dropout > 0f ? LoraDropoutMask(x.Shape, dropout, rng!, x.Device) : null;
+        // drop(x) with the dropout kernel (the same counter-based mask as Ops.Dropout); backward reapplies the
+        // same stream to the LoRA branch's dx instead of storing a mask.
+        bool drop = dropout > 0f;
+        ulong stream = drop ? rng!.NextStream() : 0;
         Tensor xd = xc;
-        if (keep is not null) { xd = Tensor.Empty(x.Shape, DType.F32, x.Device); be.Mul(xc, keep, xd); }
+        if (drop) { xd = Tensor.Empty(x.Shape, DType.F32, x.Device); be.DropoutForward(xc, xd, dropout, stream); }
 
         // z = drop(x)·Aᵀ [rows, r·g]; each group's slice of z times its block of B is added (× scaling) onto its
         // output block of y — the block-diagonal product of loralib's grouped 1×1 convolution, as strided GEMMs.
@@ -94,33 +96,20 @@ public static partial class Ops
                 {
                     gx = Tensor.Empty(x.Shape, DType.F32, x.Device);
                     be.Gemm(false, false, rows, inF, outF, 1f, gc, 0, outF, 0, wc, 0, inF, 0, 0f, gx, 0, inF, 0, 1);
-                    if (keep is null)
+                    if (!drop)
                         be.Gemm(false, false, rows, inF, rg, 1f, dz, 0, rg, 0, ac, 0, inF, 0, 1f, gx, 0, inF, 0, 1);
                     else
                     {
                         using var lora = Tensor.Empty(x.Shape, DType.F32, x.Device);
+                        using var dropped = Tensor.Empty(x.Shape, DType.F32, x.Device);
                         be.Gemm(false, false, rows, inF, rg, 1f, dz, 0, rg, 0, ac, 0, inF, 0, 0f, lora, 0, inF, 0, 1);
-                        be.Mul(lora, keep, lora);
-                        be.AddScaled(gx, 1f, lora, 1f, gx);
+                        be.DropoutForward(lora, dropped, dropout, stream);
+                        be.AddScaled(gx, 1f, dropped, 1f, gx);
                     }
                 }
             }
             return [gx, gA, gB];
         });
-    }
-
-    /// <summary>
-    /// Inverted-dropout mask for the LoRA branch: element i is kept (value 1/(1−p)) when
-    /// <see cref="RandomGenerator.Uniform(ulong, ulong)"/> of a fresh stream at i is ≥ p, else 0. Counter-based, so the
-    /// same on every backend; generated on the host (no device kernel needed for this rarely large tensor).
-    /// </summary>
-    internal static Tensor LoraDropoutMask(Shape shape, float p, RandomGenerator rng, Device device)
-    {
-        ulong stream = rng.NextStream();
-        float kept = 1f / (1f - p);
-        var m = new float[shape.NumElements];
-        for (long i = 0; i < m.LongLength; i++) m[i] = RandomGenerator.Uniform(stream, (ulong)i) >= p ? kept : 0f;
-        return Tensor.FromArray(m, shape, DType.F32, device);
     }
 }
 
