@@ -16,6 +16,7 @@ Job job = shortRun
 
 IConfig config = DefaultConfig.Instance
     .AddJob(job)
-    .AddColumn(new GflopsColumn());
+    .AddColumn(new GflopsColumn())
+    .AddColumn(new GbpsColumn());
 
 BenchmarkSwitcher.FromAssembly(typeof(GflopsColumn).Assembly).Run(args, config);
