@@ -17,6 +17,7 @@ Outputs (default tests/DoctorGlm.Engine.Tests/Fixtures/tokenizer/):
   <model>.decoded.txt          spm_decode --input_format=id of those ids
   chatglm_cases.json           raw texts for the ChatGLM tokenizer (may contain \\n, \\t, space runs)
   chatglm_like_*.chatglm.ids.txt  spm_encode of those texts after ChatGLM's preprocessing (§6.3 step 2)
+  chatglm_like_*.chatglm.decoded.txt  spm_decode of those ids (before ChatGLM's <n>/tab/blank postprocessing)
   LICENSE-cmd-internal-medicine.txt  the data licence of the text excerpt in corpus.txt
 """
 import argparse
@@ -166,17 +167,20 @@ def main() -> None:
             f.write("\n".join(chatglm_preprocess(t) for t in CHATGLM_CASES) + "\n")
 
         for name, opts in MODELS.items():
+            # Relative paths (run inside tmp): the trainer_spec stored in the model records them, and a
+            # random temp-dir name there would make every rerun produce different bytes.
             prefix = os.path.join(tmp, name)
-            subprocess.run(["spm_train", f"--input={train_path}", f"--model_prefix={prefix}",
+            subprocess.run(["spm_train", "--input=train.txt", f"--model_prefix={name}",
                             "--vocab_size=3000", "--character_coverage=0.9995", "--byte_fallback=true",
                             "--num_threads=2", "--seed_sentencepiece_size=100000", *opts],  # later flags win
-                           check=True, capture_output=True)
+                           check=True, capture_output=True, cwd=tmp)
             model = os.path.join(args.out, name + ".model")
             shutil.copyfile(prefix + ".model", model)
             encode(model, corpus_path, os.path.join(args.out, name + ".ids.txt"),
                    os.path.join(args.out, name + ".decoded.txt"))
             if name.startswith("chatglm_like"):
-                encode(model, chatglm_pre, os.path.join(args.out, name + ".chatglm.ids.txt"), None)
+                encode(model, chatglm_pre, os.path.join(args.out, name + ".chatglm.ids.txt"),
+                       os.path.join(args.out, name + ".chatglm.decoded.txt"))
     finally:
         shutil.rmtree(tmp)
 
