@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.IO.MemoryMappedFiles;
 using System.Text;
 using System.Text.Json;
 
@@ -14,19 +15,25 @@ public sealed record SafeTensorsEntry(string Name, string DTypeName, int[] Shape
 
 /// <summary>
 /// Reader for the safetensors format (an 8-byte little-endian header length, a JSON header, raw row-major data).
+/// The file is memory-mapped: <see cref="ReadInto"/> copies (and converts) straight from the mapping into the
+/// destination, so loading a model never holds a second copy of a tensor.
 /// Every inconsistency — truncated file, offsets outside the data, a size that does not match dtype × shape,
 /// overlapping tensors — throws <see cref="InvalidDataException"/> naming the file and the key.
 /// </summary>
-public sealed class SafeTensorsFile : ITensorSource
+public sealed unsafe class SafeTensorsFile : ITensorSource
 {
-    private readonly FileStream _stream;
+    private readonly MemoryMappedFile _map;
+    private readonly MemoryMappedViewAccessor _view;
+    private byte* _base; // start of the mapping (null once disposed)
     private readonly long _dataStart;
     private readonly Dictionary<string, SafeTensorsEntry> _entries = new(StringComparer.Ordinal);
 
-    private SafeTensorsFile(string path, FileStream stream, long dataStart, Dictionary<string, string> metadata)
+    private SafeTensorsFile(string path, MemoryMappedFile map, MemoryMappedViewAccessor view, byte* basePtr, long dataStart, Dictionary<string, string> metadata)
     {
         Path = path;
-        _stream = stream;
+        _map = map;
+        _view = view;
+        _base = basePtr;
         _dataStart = dataStart;
         Metadata = metadata;
     }
@@ -46,12 +53,7 @@ public sealed class SafeTensorsFile : ITensorSource
     /// <inheritdoc />
     public TensorInfo Info(string name) => ToInfo(this[name]);
 
-    private TensorInfo ToInfo(SafeTensorsEntry e) => new(e.Name, ToDType(e.DTypeName) ?? DType.F32, new Shape(e.Shape), Path);
-
-    private static DType? ToDType(string name) => name switch
-    {
-        "F32" => DType.F32, "F16" => DType.F16, "BF16" => DType.BF16, "I32" => DType.I32, "U8" or "BOOL" => DType.U8, "I8" => DType.I8, _ => null,
-    };
+    private TensorInfo ToInfo(SafeTensorsEntry e) => new(e.Name, StoredTypes.FromSafeTensors(e.DTypeName).Loaded(), new Shape(e.Shape), Path);
 
     /// <inheritdoc />
     public void ReadInto(string name, Tensor destination)
@@ -59,22 +61,17 @@ public sealed class SafeTensorsFile : ITensorSource
         var e = this[name];
         if (!destination.Shape.Dims.SequenceEqual(e.Shape))
             throw new InvalidDataException($"{Path}: tensor '{name}' is {e.DTypeName} {Shape.Format(e.Shape)} but the destination is {destination.Shape}");
-        var stored = ToDType(e.DTypeName);
-        if (stored == destination.DType)
-        {
-            var bytes = new byte[e.End - e.Begin];
-            ReadBytes(name, bytes);
-            destination.Backend.CopyFromHost(bytes, destination);
-            return;
-        }
-        if (stored is not null && stored.Value.IsFloat() && destination.DType.IsFloat() || e.DTypeName == "F64" && destination.DType.IsFloat())
-        {
-            using var _ = TensorScope.Unscoped();
-            using var tmp = Load(name, destination.Device);
-            destination.Backend.Copy(tmp, destination);
-            return;
-        }
-        throw new InvalidDataException($"{Path}: tensor '{name}' is {e.DTypeName}; it cannot be loaded into a {destination.DType} tensor");
+        var stored = StoredTypes.FromSafeTensors(e.DTypeName);
+        if (!stored.CanReadInto(destination.DType))
+            throw new InvalidDataException($"{Path}: tensor '{name}' is {e.DTypeName}; it cannot be loaded into a {destination.DType} tensor");
+        using var fill = new TensorFiller(stored, destination, $"{Path}: tensor '{name}'");
+        fill.Write(DataPointer(e), destination.NumElements);
+    }
+
+    private byte* DataPointer(SafeTensorsEntry e)
+    {
+        if (_base is null) throw new ObjectDisposedException(Path, $"{Path} was closed");
+        return _base + _dataStart + e.Begin;
     }
 
     /// <summary>Entries in header order.</summary>
@@ -89,30 +86,34 @@ public sealed class SafeTensorsFile : ITensorSource
 
     internal static int ElementSize(string dtype) => dtype switch
     {
-        "F64" or "I64" or "U64" => 8,
-        "F32" or "I32" or "U32" => 4,
-        "F16" or "BF16" or "I16" or "U16" => 2,
-        "U8" or "I8" or "BOOL" or "F8_E4M3" or "F8_E5M2" => 1,
-        _ => -1,
+        "F64" or "I64" => 8,
+        "F32" or "I32" => 4,
+        "F16" or "BF16" or "I16" => 2,
+        "U8" or "I8" or "BOOL" => 1,
+        _ => -1, // U16/U32/U64/F8 have no engine dtype: refused at open rather than misread later
     };
 
-    /// <summary>Opens and validates a file's header (the data is read on demand).</summary>
+    /// <summary>Opens and validates a file's header (the data is mapped, not read).</summary>
     public static SafeTensorsFile Open(string path)
     {
-        var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.RandomAccess);
+        long length = new FileInfo(path).Length; // throws FileNotFoundException naming the path
+        if (length < 8) throw new InvalidDataException($"{path}: truncated: {length} bytes is shorter than the 8-byte header length");
+        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        MemoryMappedViewAccessor? view = null;
+        byte* p = null;
         try
         {
-            Span<byte> lenBytes = stackalloc byte[8];
-            if (fs.Length < 8 || fs.Read(lenBytes) != 8) throw new InvalidDataException($"{path}: truncated: shorter than the 8-byte header length");
-            ulong headerLen = BinaryPrimitives.ReadUInt64LittleEndian(lenBytes);
-            if (headerLen > 100_000_000 || (long)headerLen > fs.Length - 8)
-                throw new InvalidDataException($"{path}: header length {headerLen} does not fit in a file of {fs.Length} bytes");
-            var header = new byte[headerLen];
-            fs.ReadExactly(header);
+            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            byte* basePtr = p + view.PointerOffset;
+            ulong headerLen = BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(basePtr, 8));
+            if (headerLen > 100_000_000 || (long)headerLen > length - 8)
+                throw new InvalidDataException($"{path}: header length {headerLen} does not fit in a file of {length} bytes (truncated?)");
+            var header = new ReadOnlySpan<byte>(basePtr + 8, (int)headerLen);
             long dataStart = 8 + (long)headerLen;
-            long dataLen = fs.Length - dataStart;
+            long dataLen = length - dataStart;
             JsonDocument doc;
-            try { doc = JsonDocument.Parse(header); }
+            try { doc = JsonDocument.Parse(header.ToArray()); }
             catch (JsonException e) { throw new InvalidDataException($"{path}: header is not valid JSON: {e.Message}", e); }
             using (doc)
             {
@@ -129,16 +130,23 @@ public sealed class SafeTensorsFile : ITensorSource
                     }
                     list.Add(ParseEntry(path, prop, dataLen));
                 }
-                var f = new SafeTensorsFile(path, fs, dataStart, meta);
-                foreach (var e in list) f._entries[e.Name] = e;
                 var sorted = list.OrderBy(e => e.Begin).ToList();
                 for (int i = 1; i < sorted.Count; i++)
                     if (sorted[i].Begin < sorted[i - 1].End && sorted[i].End > sorted[i].Begin)
                         throw new InvalidDataException($"{path}: tensors '{sorted[i - 1].Name}' and '{sorted[i].Name}' overlap");
+                var f = new SafeTensorsFile(path, map, view, basePtr, dataStart, meta);
+                foreach (var e in list)
+                    if (!f._entries.TryAdd(e.Name, e)) throw new InvalidDataException($"{path}: tensor '{e.Name}' is listed twice");
                 return f;
             }
         }
-        catch { fs.Dispose(); throw; }
+        catch
+        {
+            if (p is not null) view!.SafeMemoryMappedViewHandle.ReleasePointer();
+            view?.Dispose();
+            map.Dispose();
+            throw;
+        }
     }
 
     private static SafeTensorsEntry ParseEntry(string path, JsonProperty prop, long dataLen)
@@ -149,20 +157,20 @@ public sealed class SafeTensorsFile : ITensorSource
             var v = prop.Value;
             string dtype = v.GetProperty("dtype").GetString() ?? "";
             int esize = ElementSize(dtype);
-            if (esize < 0) throw new InvalidDataException($"{path}: tensor '{key}' has unknown dtype '{dtype}'");
+            if (esize < 0) throw new InvalidDataException($"{path}: tensor '{key}' has unsupported dtype '{dtype}'");
             var shape = v.GetProperty("shape").EnumerateArray().Select(d => d.GetInt32()).ToArray();
             if (shape.Any(d => d < 0)) throw new InvalidDataException($"{path}: tensor '{key}' has a negative dimension");
             var offs = v.GetProperty("data_offsets").EnumerateArray().Select(o => o.GetInt64()).ToArray();
             if (offs.Length != 2) throw new InvalidDataException($"{path}: tensor '{key}' data_offsets must have two entries");
             long numel = 1;
-            foreach (int d in shape) numel *= d;
+            foreach (int d in shape) numel = checked(numel * d);
             if (offs[0] < 0 || offs[1] < offs[0] || offs[1] > dataLen)
                 throw new InvalidDataException($"{path}: tensor '{key}' data_offsets [{offs[0]}, {offs[1]}) lie outside the {dataLen} data bytes (truncated file?)");
             if (offs[1] - offs[0] != numel * esize)
                 throw new InvalidDataException($"{path}: tensor '{key}' holds {offs[1] - offs[0]} bytes but {dtype} {Shape.Format(shape)} needs {numel * esize}");
             return new SafeTensorsEntry(key, dtype, shape, offs[0], offs[1]);
         }
-        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException or OverflowException)
         {
             throw new InvalidDataException($"{path}: tensor '{key}' has a malformed header entry: {e.Message}", e);
         }
@@ -173,41 +181,17 @@ public sealed class SafeTensorsFile : ITensorSource
     {
         var e = this[name];
         if (destination.Length != e.End - e.Begin) throw new ArgumentException($"{Path}: '{name}' has {e.End - e.Begin} bytes, destination {destination.Length}");
-        lock (_stream)
-        {
-            _stream.Position = _dataStart + e.Begin;
-            _stream.ReadExactly(destination);
-        }
+        new ReadOnlySpan<byte>(DataPointer(e), destination.Length).CopyTo(destination);
     }
 
-    /// <summary>Loads <paramref name="name"/> as a tensor (F32/F16/BF16/I32/U8/I8 as stored; F64 converted to F32; I64 and BOOL to I32/U8).</summary>
+    /// <summary>Loads <paramref name="name"/> as a tensor (F32/F16/BF16/I32/U8/I8 as stored; F64 converted to F32; I64 and I16 to I32; BOOL to U8).</summary>
     public Tensor Load(string name, Device? device = null)
     {
-        var e = this[name];
-        var bytes = new byte[e.End - e.Begin];
-        ReadBytes(name, bytes);
-        var shape = new Shape(e.Shape);
-        switch (e.DTypeName)
-        {
-            case "F32": return Tensor.FromBytes(bytes, shape, DType.F32, device);
-            case "F16": return Tensor.FromBytes(bytes, shape, DType.F16, device);
-            case "BF16": return Tensor.FromBytes(bytes, shape, DType.BF16, device);
-            case "I32": return Tensor.FromBytes(bytes, shape, DType.I32, device);
-            case "U8": case "BOOL": return Tensor.FromBytes(bytes, shape, DType.U8, device);
-            case "I8": return Tensor.FromBytes(bytes, shape, DType.I8, device);
-            case "F64": return Tensor.FromArray(ReadDoubles(name).Select(d => (float)d).ToArray(), shape, DType.F32, device);
-            case "I64":
-            {
-                var ints = new int[bytes.Length / 8];
-                for (int i = 0; i < ints.Length; i++)
-                {
-                    long v = BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(i * 8));
-                    ints[i] = v is >= int.MinValue and <= int.MaxValue ? (int)v : throw new InvalidDataException($"{Path}: '{name}' element {i} = {v} does not fit in I32");
-                }
-                return Tensor.FromArray(ints, shape, device);
-            }
-            default: throw new InvalidDataException($"{Path}: tensor '{name}' has dtype {e.DTypeName}, which this engine does not load");
-        }
+        var info = Info(name);
+        var t = Tensor.Empty(info.Shape, info.DType, device);
+        try { ReadInto(name, t); }
+        catch { t.Dispose(); throw; }
+        return t;
     }
 
     /// <summary>Reads an F64 or F32 tensor as doubles (exact).</summary>
@@ -224,8 +208,15 @@ public sealed class SafeTensorsFile : ITensorSource
         };
     }
 
-    /// <inheritdoc />
-    public void Dispose() => _stream.Dispose();
+    /// <summary>Unmaps the file; tensors already read are unaffected.</summary>
+    public void Dispose()
+    {
+        if (_base is null) return;
+        _base = null;
+        _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        _view.Dispose();
+        _map.Dispose();
+    }
 
     /// <summary>
     /// Writes tensors (in the given order) and metadata to <paramref name="path"/> atomically: the file is written
@@ -279,7 +270,7 @@ public sealed class SafeTensorsFile : ITensorSource
                 BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)headerBytes.Length);
                 fs.Write(len);
                 fs.Write(headerBytes);
-                foreach (var (_, t) in items) fs.Write(t.ToBytes());
+                foreach (var (_, t) in items) WriteTensor(fs, t);
                 fs.Flush(flushToDisk: true);
             }
             File.Move(tmp, path, overwrite: true);
@@ -289,5 +280,23 @@ public sealed class SafeTensorsFile : ITensorSource
             try { File.Delete(tmp); } catch (IOException) { }
             throw;
         }
+    }
+
+    private static void WriteTensor(Stream fs, Tensor t)
+    {
+        if (t.Device.Kind == DeviceKind.Cpu && t.IsContiguous)
+        {
+            // Write straight from the tensor's memory (no copy the size of the tensor).
+            byte* p = t.Ptr<byte>();
+            long bytes = t.NumElements * t.DType.SizeOf();
+            while (bytes > 0)
+            {
+                int k = (int)Math.Min(bytes, 1 << 30);
+                fs.Write(new ReadOnlySpan<byte>(p, k));
+                p += k;
+                bytes -= k;
+            }
+        }
+        else fs.Write(t.ToBytes());
     }
 }
