@@ -3,7 +3,8 @@
 
     /usr/bin/python3 tools/reference/make_model_fixtures.py [--out DIR]
 
-Writes tests/DoctorGlm.Engine.Tests/Fixtures/model/ (see README.md, "Model fixtures"):
+Writes tests/DoctorGlm.Engine.Tests/Fixtures/model/ (committed; rerun only when a fixture changes, output is
+byte-identical between runs):
   config.json               tiny HF-style config (2 layers, H 64, 4 heads → d 16, F 256, V 200)
   weights.safetensors       HF keys, F32, plus a tied lm_head.weight copy and per-layer rotary inv_freq (ignored on load)
   logits.safetensors        3 sequences ([gMASK] prompt, [MASK] prompt, a left-padded one): inputs and logits [B,S,V]

@@ -169,4 +169,18 @@ public sealed class GlmAdapterTests
         loss.Backward();
         Assert.NotNull(a.Parameter(GlmModel.EmbeddingKey).Grad);
     }
+
+    [Fact]
+    public void The_config_prefix_length_sizes_a_fresh_encoder_and_freezes_the_base()
+    {
+        var c = GlmConfig.Tiny(vocabSize: 40, hiddenSize: 16, numLayers: 2, numHeads: 2) with { PreSeqLen = 4, PrefixProjection = true };
+        using var model = GlmModel.CreateRandom(c, new RandomGenerator(1));
+        var p = model.AttachPrefixEncoder(new RandomGenerator(2));
+        Assert.Equal(4, p.Length);
+        Assert.True(p.Projection);
+        Assert.Equal(new Shape(2 * 2 * 16, 16), model.TrainableParameters().Single(kv => kv.Key == "transformer.prefix_encoder.trans.2.weight").Value.Shape);
+        Assert.Equal(5, model.TrainableParameters().Count);
+        using var plain = GlmModel.CreateRandom(GlmConfig.Tiny(40, 16, 2, 2), new RandomGenerator(1));
+        Assert.Throws<InvalidOperationException>(() => plain.AttachPrefixEncoder(new RandomGenerator(2)));
+    }
 }

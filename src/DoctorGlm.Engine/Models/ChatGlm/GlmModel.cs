@@ -356,6 +356,14 @@ public sealed class GlmModel : IDisposable
     public GlmPrefixEncoder AttachPrefixEncoder(int length, bool projection, RandomGenerator rng) =>
         AttachPrefixEncoder(GlmPrefixEncoder.Create(Config, length, projection, rng, Device));
 
+    /// <summary>
+    /// Creates and attaches a fresh prefix encoder sized by the config's <c>pre_seq_len</c> and
+    /// <c>prefix_projection</c> (as HF builds one when pre_seq_len is set); freezes the base.
+    /// </summary>
+    public GlmPrefixEncoder AttachPrefixEncoder(RandomGenerator rng) =>
+        AttachPrefixEncoder(Config.PreSeqLen ?? throw new InvalidOperationException("GlmModel.AttachPrefixEncoder: the config has no pre_seq_len; pass the prefix length"),
+            Config.PrefixProjection, rng);
+
     /// <summary>Attaches <paramref name="encoder"/> (the model takes ownership); freezes the base (spec §8).</summary>
     public GlmPrefixEncoder AttachPrefixEncoder(GlmPrefixEncoder encoder)
     {
