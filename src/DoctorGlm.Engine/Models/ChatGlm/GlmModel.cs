@@ -1,0 +1,522 @@
+using DoctorGlm.Engine.Autograd;
+using DoctorGlm.Engine.IO;
+
+namespace DoctorGlm.Engine.Models.ChatGlm;
+
+/// <summary>
+/// ChatGLM-6B (spec §3), batch-major: token ids [B, S] → logits [B, S, V]. Parameters are fp32 tensors named like
+/// the Hugging Face checkpoint keys; lm_head is tied to <c>transformer.word_embeddings.weight</c> (one buffer).
+/// Optional LoRA on <c>query_key_value</c> (§9), P-Tuning v2 prefix (§8) and per-block gradient checkpointing (§11).
+/// </summary>
+/// <remarks>
+/// Block l (§3.3): a = LN₁(x); qkv = a·W_qkvᵀ + b viewed [B, S, nh, 3d] and split per head into q | k | v; 2D
+/// rotary on q and k; attention with layer coefficient l + 1 (prefix keys/values first when present); o = dense;
+/// h = α·a + o; m = LN₂(h); y = α·m + MLP(m) with tanh-GELU; α = √(2L). There is no identity skip.
+/// </remarks>
+public sealed class GlmModel : IDisposable
+{
+    /// <summary>Key of the tied output head in HF checkpoints (not a separate parameter here).</summary>
+    public const string LmHeadKey = "lm_head.weight";
+
+    /// <summary>Key of the token embedding (also the output head).</summary>
+    public const string EmbeddingKey = "transformer.word_embeddings.weight";
+
+    private static readonly string[] LayerSuffixes =
+    [
+        "input_layernorm.weight", "input_layernorm.bias",
+        "attention.query_key_value.weight", "attention.query_key_value.bias",
+        "attention.dense.weight", "attention.dense.bias",
+        "post_attention_layernorm.weight", "post_attention_layernorm.bias",
+        "mlp.dense_h_to_4h.weight", "mlp.dense_h_to_4h.bias",
+        "mlp.dense_4h_to_h.weight", "mlp.dense_4h_to_h.bias",
+    ];
+
+    // Indices into a layer's parameter array (same order as LayerSuffixes).
+    private const int Ln1W = 0, Ln1B = 1, QkvW = 2, QkvB = 3, DenseW = 4, DenseB = 5, Ln2W = 6, Ln2B = 7, H4W = 8, H4B = 9, FourHW = 10, FourHB = 11;
+
+    private readonly Dictionary<string, Tensor> _params;
+    private readonly string[][] _layerKeys;
+    private bool _disposed;
+
+    private GlmModel(GlmConfig config, Dictionary<string, Tensor> parameters, Device device)
+    {
+        Config = config;
+        Device = device;
+        _params = parameters;
+        _layerKeys = Enumerable.Range(0, config.NumLayers).Select(i => LayerSuffixes.Select(s => $"transformer.layers.{i}.{s}").ToArray()).ToArray();
+        foreach (var (k, t) in _params) t.Name = k;
+    }
+
+    /// <summary>The hyper-parameters.</summary>
+    public GlmConfig Config { get; }
+
+    /// <summary>Where the parameters live.</summary>
+    public Device Device { get; }
+
+    /// <summary>Training mode: enables LoRA dropout and the prefix dropout (Ops.Dropout). The base model has no dropout.</summary>
+    public bool Training { get; set; }
+
+    /// <summary>Recompute each block in backward instead of storing its activations (spec §11).</summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>Source of every dropout mask (LoRA and prefix); replayed exactly by gradient checkpointing.</summary>
+    public RandomGenerator Rng { get; set; } = new(0);
+
+    /// <summary>Dropout probability on the P-Tuning prefix while training (HF: 0.1).</summary>
+    public float PrefixDropout { get; set; } = 0.1f;
+
+    /// <summary>The attached LoRA adapter, if any.</summary>
+    public GlmLora? Lora { get; private set; }
+
+    /// <summary>The attached P-Tuning v2 prefix encoder, if any.</summary>
+    public GlmPrefixEncoder? Prefix { get; private set; }
+
+    // ------------------------------------------------------------------ shapes and construction
+
+    /// <summary>
+    /// Every base parameter's HF key and shape, in checkpoint order (embedding, layers, final LayerNorm), without
+    /// the tied lm_head and the ignored rotary <c>inv_freq</c>. Allocates nothing: usable for the 6B shape.
+    /// </summary>
+    public static IEnumerable<(string Name, Shape Shape)> ParameterShapes(GlmConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        int h = config.HiddenSize, f = config.InnerHiddenSize;
+        yield return (EmbeddingKey, new Shape(config.VocabSize, h));
+        var shapes = new[]
+        {
+            new Shape(h), new Shape(h),
+            new Shape(3 * h, h), new Shape(3 * h),
+            new Shape(h, h), new Shape(h),
+            new Shape(h), new Shape(h),
+            new Shape(f, h), new Shape(f),
+            new Shape(h, f), new Shape(h),
+        };
+        for (int i = 0; i < config.NumLayers; i++)
+            for (int j = 0; j < LayerSuffixes.Length; j++)
+                yield return ($"transformer.layers.{i}.{LayerSuffixes[j]}", shapes[j]);
+        yield return ("transformer.final_layernorm.weight", new Shape(h));
+        yield return ("transformer.final_layernorm.bias", new Shape(h));
+    }
+
+    private static void CheckSupported(GlmConfig config)
+    {
+        config.Validated("GlmModel");
+        if (!config.TieWordEmbeddings) throw new NotSupportedException("GlmModel: tie_word_embeddings = false is not supported (ChatGLM-6B ties lm_head to the embedding)");
+        if (config.QuantizationBit != 0) throw new NotSupportedException($"GlmModel: quantization_bit = {config.QuantizationBit}: quantized layers are not supported here; load the fp16 weights");
+    }
+
+    /// <summary>
+    /// A randomly initialised model for from-scratch training: embedding and linear weights N(0, <paramref name="std"/>)
+    /// (config initializer_range 0.02), biases 0, LayerNorm weight 1 and bias 0. Parameters are trainable.
+    /// </summary>
+    public static GlmModel CreateRandom(GlmConfig config, RandomGenerator rng, Device? device = null, float std = 0.02f)
+    {
+        ArgumentNullException.ThrowIfNull(rng);
+        CheckSupported(config);
+        var dev = device ?? Device.Cpu;
+        var p = new Dictionary<string, Tensor>();
+        using (TensorScope.Unscoped())
+            foreach (var (name, shape) in ParameterShapes(config))
+            {
+                Tensor t = name.EndsWith("layernorm.weight", StringComparison.Ordinal) ? Tensor.Full(shape, 1f, DType.F32, dev)
+                    : shape.Rank == 1 ? Tensor.Zeros(shape, DType.F32, dev)
+                    : rng.Normal(shape, std, dev);
+                t.RequiresGrad = true;
+                p[name] = t;
+            }
+        return new GlmModel(config, p, dev);
+    }
+
+    /// <summary>
+    /// Loads a model from <paramref name="source"/> (see <see cref="LoadWeights"/> for the checks). Parameters are
+    /// frozen unless <paramref name="trainable"/> (full fine-tuning).
+    /// </summary>
+    public static GlmModel Load(GlmConfig config, ITensorSource source, Device? device = null, bool trainable = false)
+    {
+        CheckSupported(config);
+        var dev = device ?? Device.Cpu;
+        var p = ReadBase(config, source, dev, prefix: null);
+        foreach (var t in p.Values) t.RequiresGrad = trainable;
+        return new GlmModel(config, p, dev);
+    }
+
+    /// <summary>
+    /// Replaces the base weights with those of <paramref name="source"/>. Every key of
+    /// <see cref="ParameterShapes"/> must be stored with exactly its shape and a float dtype; no other key may be
+    /// stored except <c>lm_head.weight</c> (which must equal the embedding, torch allclose; only the embedding is kept),
+    /// the recomputed <c>*.attention.rotary_emb.inv_freq</c>, and the prefix encoder's keys when one is attached
+    /// (then loaded too). Errors name the source and the key. Everything is read into fresh tensors first, so on any
+    /// failure the model is left untouched. Trainability flags are kept.
+    /// </summary>
+    public void LoadWeights(ITensorSource source)
+    {
+        ThrowIfDisposed();
+        if (Lora is { Merged: true }) throw new InvalidOperationException("GlmModel.LoadWeights: a LoRA adapter is merged into the current weights; unmerge or detach it first");
+        var fresh = ReadBase(Config, source, Device, Prefix);
+        foreach (var (name, t) in fresh)
+        {
+            if (_params.TryGetValue(name, out var old))
+            {
+                t.RequiresGrad = old.RequiresGrad;
+                t.Name = name;
+                old.Grad?.Dispose();
+                old.Dispose();
+                _params[name] = t;
+            }
+            else
+            {
+                // A prefix-encoder tensor: copy into the encoder's own tensor (it owns them).
+                var dst = Prefix!.NamedParameters().First(kv => kv.Key == name).Value;
+                dst.Backend.Copy(t, dst);
+                t.Dispose();
+            }
+        }
+    }
+
+    private static Dictionary<string, Tensor> ReadBase(GlmConfig config, ITensorSource source, Device device, GlmPrefixEncoder? prefix)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var expected = ParameterShapes(config).ToList();
+        if (prefix is not null)
+            expected.AddRange(prefix.NamedParameters().Select(kv => (kv.Key, kv.Value.Shape)));
+        var known = expected.Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+        // Validate everything from the headers before reading a byte.
+        foreach (var (name, shape) in expected)
+        {
+            if (!source.Contains(name)) throw new InvalidDataException($"{source.Description}: missing tensor '{name}' (expected shape {shape})");
+            CheckInfo(source, source.Info(name), shape);
+        }
+        bool hasHead = false;
+        foreach (var info in source.Tensors)
+        {
+            if (known.Contains(info.Name)) continue;
+            if (info.Name == LmHeadKey) { CheckInfo(source, info, new Shape(config.VocabSize, config.HiddenSize)); hasHead = true; continue; }
+            if (info.Name.StartsWith("transformer.layers.", StringComparison.Ordinal) && info.Name.EndsWith(".attention.rotary_emb.inv_freq", StringComparison.Ordinal)) continue; // recomputed (spec §2)
+            throw new InvalidDataException(info.Name.StartsWith(GlmPrefixEncoder.KeyPrefix, StringComparison.Ordinal)
+                ? $"{source.Description}: tensor '{info.Name}' belongs to a P-Tuning prefix encoder, but none is attached to the model"
+                : $"{source.Description}: unexpected tensor '{info.Name}' {info.Shape} (not a ChatGLM parameter for this config)");
+        }
+
+        var fresh = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            using (TensorScope.Unscoped())
+            {
+                foreach (var (name, shape) in expected)
+                {
+                    var t = Tensor.Empty(shape, DType.F32, device);
+                    fresh[name] = t;
+                    source.ReadInto(name, t);
+                }
+                if (hasHead)
+                {
+                    using var head = Tensor.Empty(new Shape(config.VocabSize, config.HiddenSize), DType.F32, device);
+                    source.ReadInto(LmHeadKey, head);
+                    CheckTied(source, fresh[EmbeddingKey], head);
+                }
+            }
+        }
+        catch
+        {
+            foreach (var t in fresh.Values) t.Dispose();
+            throw;
+        }
+        return fresh;
+    }
+
+    private static void CheckInfo(ITensorSource source, TensorInfo info, Shape shape)
+    {
+        if (info.Shape != shape)
+            throw new InvalidDataException($"{source.Description}: tensor '{info.Name}' has shape {info.Shape}, the model needs {shape}");
+        if (!info.DType.IsFloat())
+            throw new InvalidDataException($"{source.Description}: tensor '{info.Name}' is {info.DType}, not a float type (quantized checkpoints are not supported here)");
+    }
+
+    /// <summary>torch.allclose(lm_head, embedding) with its defaults (rtol 1e-5, atol 1e-8), as chatglm.cpp requires before keeping one copy.</summary>
+    private static void CheckTied(ITensorSource source, Tensor embedding, Tensor head)
+    {
+        // Compare a row block at a time so the 6B head (2 GB in fp32) is not copied to a managed array at once.
+        int rows = embedding.Shape[0], h = embedding.Shape[1];
+        int block = Math.Max(1, (1 << 22) / Math.Max(1, h));
+        for (int r0 = 0; r0 < rows; r0 += block)
+        {
+            int n = Math.Min(block, rows - r0);
+            using var e = embedding.Narrow(0, r0, n);
+            using var l = head.Narrow(0, r0, n);
+            var ev = e.ToFloatArray();
+            var lv = l.ToFloatArray();
+            for (int i = 0; i < ev.Length; i++)
+                if (!(Math.Abs(lv[i] - ev[i]) <= 1e-8 + 1e-5 * Math.Abs(ev[i])))
+                    throw new InvalidDataException($"{source.Description}: '{LmHeadKey}' differs from '{EmbeddingKey}' at [{r0 + i / h}, {i % h}] ({lv[i]} vs {ev[i]}); ChatGLM ties them and keeps one buffer");
+        }
+    }
+
+    // ------------------------------------------------------------------ parameters
+
+    /// <summary>The base parameters under their HF keys, in <see cref="ParameterShapes"/> order.</summary>
+    public IEnumerable<KeyValuePair<string, Tensor>> BaseParameters()
+    {
+        ThrowIfDisposed();
+        foreach (var (name, _) in ParameterShapes(Config)) yield return new(name, _params[name]);
+    }
+
+    /// <summary>Every parameter: base, then LoRA (PEFT keys), then the prefix encoder (HF keys).</summary>
+    public IEnumerable<KeyValuePair<string, Tensor>> NamedParameters()
+    {
+        foreach (var kv in BaseParameters()) yield return kv;
+        if (Lora is not null) foreach (var kv in Lora.NamedParameters()) yield return kv;
+        if (Prefix is not null) foreach (var kv in Prefix.NamedParameters()) yield return kv;
+    }
+
+    /// <summary>The parameters that require a gradient (what an optimizer should update and a trainer save), named as
+    /// PEFT / HF save them.</summary>
+    public IReadOnlyList<KeyValuePair<string, Tensor>> TrainableParameters() => NamedParameters().Where(kv => kv.Value.RequiresGrad).ToList();
+
+    /// <summary>The base parameter stored under <paramref name="key"/>.</summary>
+    public Tensor Parameter(string key)
+    {
+        ThrowIfDisposed();
+        return _params.TryGetValue(key, out var t) ? t : throw new KeyNotFoundException($"GlmModel: no parameter '{key}'");
+    }
+
+    /// <summary>Freezes (false) or unfreezes (true) every base parameter.</summary>
+    public void SetBaseTrainable(bool trainable)
+    {
+        ThrowIfDisposed();
+        foreach (var t in _params.Values) t.RequiresGrad = trainable;
+    }
+
+    /// <summary>Total elements of <see cref="TrainableParameters"/>.</summary>
+    public long TrainableParameterCount => TrainableParameters().Sum(kv => kv.Value.NumElements);
+
+    // ------------------------------------------------------------------ LoRA
+
+    /// <summary>Creates and attaches a fresh LoRA adapter (<see cref="GlmLora.Create"/>); freezes the base.</summary>
+    public GlmLora AttachLora(LoraSettings settings, RandomGenerator rng) => AttachLora(GlmLora.Create(Config, settings, rng, Device));
+
+    /// <summary>
+    /// Attaches <paramref name="adapter"/> (the model takes ownership) after checking its shapes against every
+    /// layer's query_key_value; freezes the base weights (spec §9: only A and B train).
+    /// </summary>
+    public GlmLora AttachLora(GlmLora adapter)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(adapter);
+        if (Lora is not null) throw new InvalidOperationException("GlmModel.AttachLora: an adapter is already attached; detach it first");
+        if (adapter.Layers.Count != Config.NumLayers)
+            throw new ArgumentException($"GlmModel.AttachLora: the adapter has {adapter.Layers.Count} layers, the model {Config.NumLayers}");
+        for (int i = 0; i < Config.NumLayers; i++)
+        {
+            var w = _params[_layerKeys[i][QkvW]];
+            var (a, b) = adapter.Layers[i];
+            adapter.Groups.Resolve($"GlmModel.AttachLora (layer {i})", w.Shape[0], w.Shape[1], w, a, b);
+            if (a.Device != Device || b.Device != Device) throw new ArgumentException($"GlmModel.AttachLora: layer {i}'s adapter is on {a.Device}/{b.Device}, the model on {Device}");
+        }
+        SetBaseTrainable(false);
+        Lora = adapter;
+        return adapter;
+    }
+
+    /// <summary>Removes the adapter (unmerging it first if merged) and hands it to the caller; the base stays frozen.</summary>
+    public GlmLora? DetachLora()
+    {
+        ThrowIfDisposed();
+        if (Lora is null) return null;
+        if (Lora.Merged) UnmergeLora();
+        var a = Lora;
+        Lora = null;
+        return a;
+    }
+
+    /// <summary>Folds the adapter into every layer's W_qkv (W += s·B·A per enabled block, <see cref="LoraMerge.Merge"/>); the block then runs a plain linear layer.</summary>
+    public void MergeLora()
+    {
+        ThrowIfDisposed();
+        var lora = Lora ?? throw new InvalidOperationException("GlmModel.MergeLora: no LoRA adapter is attached");
+        if (lora.Merged) throw new InvalidOperationException("GlmModel.MergeLora: the adapter is already merged");
+        for (int i = 0; i < Config.NumLayers; i++)
+            LoraMerge.Merge(_params[_layerKeys[i][QkvW]], lora.Layers[i].A, lora.Layers[i].B, lora.Scaling, lora.Groups);
+        lora.Merged = true;
+    }
+
+    /// <summary>Undoes <see cref="MergeLora"/> (W −= s·B·A; equal to the original up to fp32 rounding).</summary>
+    public void UnmergeLora()
+    {
+        ThrowIfDisposed();
+        var lora = Lora ?? throw new InvalidOperationException("GlmModel.UnmergeLora: no LoRA adapter is attached");
+        if (!lora.Merged) throw new InvalidOperationException("GlmModel.UnmergeLora: the adapter is not merged");
+        for (int i = 0; i < Config.NumLayers; i++)
+            LoraMerge.Unmerge(_params[_layerKeys[i][QkvW]], lora.Layers[i].A, lora.Layers[i].B, lora.Scaling, lora.Groups);
+        lora.Merged = false;
+    }
+
+    // ------------------------------------------------------------------ P-Tuning v2
+
+    /// <summary>Creates and attaches a fresh prefix encoder of length <paramref name="length"/>; freezes the base.</summary>
+    public GlmPrefixEncoder AttachPrefixEncoder(int length, bool projection, RandomGenerator rng) =>
+        AttachPrefixEncoder(GlmPrefixEncoder.Create(Config, length, projection, rng, Device));
+
+    /// <summary>
+    /// Creates and attaches a fresh prefix encoder sized by the config's <c>pre_seq_len</c> and
+    /// <c>prefix_projection</c> (as HF builds one when pre_seq_len is set); freezes the base.
+    /// </summary>
+    public GlmPrefixEncoder AttachPrefixEncoder(RandomGenerator rng) =>
+        AttachPrefixEncoder(Config.PreSeqLen ?? throw new InvalidOperationException("GlmModel.AttachPrefixEncoder: the config has no pre_seq_len; pass the prefix length"),
+            Config.PrefixProjection, rng);
+
+    /// <summary>Attaches <paramref name="encoder"/> (the model takes ownership); freezes the base (spec §8).</summary>
+    public GlmPrefixEncoder AttachPrefixEncoder(GlmPrefixEncoder encoder)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(encoder);
+        if (Prefix is not null) throw new InvalidOperationException("GlmModel.AttachPrefixEncoder: a prefix encoder is already attached; detach it first");
+        int w = 2 * Config.NumLayers * Config.HiddenSize;
+        if (encoder.Width != w) throw new ArgumentException($"GlmModel.AttachPrefixEncoder: the encoder produces width {encoder.Width}, the model needs 2·L·H = {w}");
+        SetBaseTrainable(false);
+        Prefix = encoder;
+        return encoder;
+    }
+
+    /// <summary>Removes the prefix encoder and hands it to the caller.</summary>
+    public GlmPrefixEncoder? DetachPrefixEncoder()
+    {
+        ThrowIfDisposed();
+        var p = Prefix;
+        Prefix = null;
+        return p;
+    }
+
+    // ------------------------------------------------------------------ forward
+
+    /// <summary>Logits [B, S, V] F32 for a batch built by <see cref="GlmInputs.Build"/>.</summary>
+    public Tensor Forward(GlmInputs inputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        return Forward(inputs.Ids, inputs.PositionIds, inputs.Mask);
+    }
+
+    /// <summary>
+    /// Logits [B, S, V] F32 from token ids [B, S] I32, position ids [B, 2, S] I32 and the attention mask
+    /// [B, S, S] U8 (1 = blocked; the P-Tuning prefix columns are always visible and need no mask entries).
+    /// </summary>
+    public Tensor Forward(Tensor ids, Tensor positionIds, Tensor mask)
+    {
+        const string op = "GlmModel.Forward";
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(ids);
+        Ops.ExpectDType(op, "ids", ids, DType.I32);
+        Ops.ExpectRank(op, "ids", ids, 2, "[B, S]");
+        int batch = ids.Shape[0], seq = ids.Shape[1];
+        Ops.ExpectDType(op, "positionIds", positionIds, DType.I32);
+        Ops.ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]");
+        Ops.ExpectDType(op, "mask", mask, DType.U8);
+        Ops.ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), "[B, S, S], 1 = blocked");
+
+        var embedding = _params[EmbeddingKey];
+        var h = Ops.Embedding(ids, embedding);
+        var prefix = PrefixKeyValues(batch);
+        var generators = Lora is { Merged: false } && Training && Lora.Settings.Dropout > 0 ? new[] { Rng } : [];
+        for (int i = 0; i < Config.NumLayers; i++)
+        {
+            int layer = i;
+            var (pk, pv) = prefix is null ? (null, null) : prefix[i];
+            Tensor Run(Tensor x) => Block(layer, x, positionIds, mask, pk, pv);
+            h = GradientCheckpointing && GradMode.IsEnabled ? Checkpoint.Run(Run, h, generators) : Run(h);
+        }
+        h = Ops.LayerNorm(h, _params["transformer.final_layernorm.weight"], _params["transformer.final_layernorm.bias"], Config.LayerNormEpsilon);
+        return Ops.Linear(h, embedding); // tied lm_head, no bias
+    }
+
+    /// <summary>
+    /// Per layer the prefix key and value [B, N, nh, d] (spec §8): the encoder's [N, 2LH] table repeated over the
+    /// batch, dropout while training, viewed [B, N, 2L, nh, d]; layer i takes slices 2i (key) and 2i + 1 (value).
+    /// </summary>
+    private (Tensor K, Tensor V)[]? PrefixKeyValues(int batch)
+    {
+        if (Prefix is null) return null;
+        int n = Prefix.Length, nh = Config.NumAttentionHeads, d = Config.HeadDim, layers = Config.NumLayers;
+        var table = GlmPrefixEncoder.BroadcastBatch(Prefix.Forward(), batch);
+        table = Ops.Dropout(table, PrefixDropout, Rng, Training);
+        var view = table.Reshape(batch, n, 2 * layers, nh, d);
+        var result = new (Tensor, Tensor)[layers];
+        for (int i = 0; i < layers; i++)
+            result[i] = (view.Narrow(2, 2 * i, 1).Reshape(batch, n, nh, d), view.Narrow(2, 2 * i + 1, 1).Reshape(batch, n, nh, d));
+        return result;
+    }
+
+    private Tensor Block(int layer, Tensor x, Tensor positionIds, Tensor mask, Tensor? prefixK, Tensor? prefixV)
+    {
+        var p = _layerKeys[layer];
+        Tensor P(int j) => _params[p[j]];
+        int batch = x.Shape[0], seq = x.Shape[1], nh = Config.NumAttentionHeads, d = Config.HeadDim, hidden = Config.HiddenSize;
+        float eps = Config.LayerNormEpsilon, alpha = Config.Alpha;
+
+        var a = Ops.LayerNorm(x, P(Ln1W), P(Ln1B), eps);
+        Tensor qkv;
+        if (Lora is { Merged: false } lora)
+        {
+            var (la, lb) = lora.Layers[layer];
+            float drop = Training ? lora.Settings.Dropout : 0f;
+            qkv = Ops.LoraLinear(a, P(QkvW), P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null);
+        }
+        else qkv = Ops.Linear(a, P(QkvW), P(QkvB));
+        // Per-head interleaved rows (spec §3.3): head h's q, k, v are rows [3dh, 3dh + d), [.. + d, .. + 2d), [.. + 2d, .. + 3d).
+        var heads = qkv.Reshape(batch, seq, nh, 3 * d);
+        var q = Ops.Rotary2D(heads.Narrow(3, 0, d), positionIds);
+        var k = Ops.Rotary2D(heads.Narrow(3, d, d), positionIds);
+        var v = heads.Narrow(3, 2 * d, d);
+        var context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV).Reshape(batch, seq, hidden);
+        var o = Ops.Linear(context, P(DenseW), P(DenseB));
+        var h = Ops.AddScaled(a, alpha, o, 1f);
+        var m = Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
+        var mlp = Ops.Linear(Ops.Gelu(Ops.Linear(m, P(H4W), P(H4B))), P(FourHW), P(FourHB));
+        return Ops.AddScaled(m, alpha, mlp, 1f);
+    }
+
+    // ------------------------------------------------------------------ loss
+
+    /// <summary>Training loss of a batch whose <see cref="GlmInputs.Labels"/> are set (see <see cref="LanguageModelLoss"/>).</summary>
+    public Tensor Loss(GlmInputs inputs)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        var labels = inputs.Labels ?? throw new ArgumentException("GlmModel.Loss: the inputs have no labels (pass them to GlmInputs.Build)");
+        return LanguageModelLoss(Forward(inputs), labels);
+    }
+
+    /// <summary>
+    /// Causal-LM loss (spec §5.1): logits [B, S, V] at position t predict labels[:, t + 1]; mean cross-entropy over
+    /// the labels that are not −100. The last position predicts nothing.
+    /// </summary>
+    public static Tensor LanguageModelLoss(Tensor logits, Tensor labels)
+    {
+        const string op = "GlmModel.LanguageModelLoss";
+        Ops.ExpectRank(op, "logits", logits, 3, "[B, S, V]");
+        int batch = logits.Shape[0], seq = logits.Shape[1], vocab = logits.Shape[2];
+        Ops.ExpectDType(op, "labels", labels, DType.I32);
+        Ops.ExpectShape(op, "labels", labels, new Shape(batch, seq), "[B, S]");
+        var l = labels.ToIntArray();
+        var shifted = new int[batch * seq];
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < seq; t++)
+                shifted[b * seq + t] = t + 1 < seq ? l[b * seq + t + 1] : -100;
+        var target = Tensor.FromArray(shifted, new Shape(batch * seq), logits.Device);
+        return Ops.CrossEntropy(logits.Reshape(batch * seq, vocab), target);
+    }
+
+    // ------------------------------------------------------------------ lifetime
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed) throw new ObjectDisposedException(nameof(GlmModel));
+    }
+
+    /// <summary>Releases every parameter (and gradient), the adapter and the prefix encoder.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var t in _params.Values) { t.Grad?.Dispose(); t.Dispose(); }
+        Lora?.Dispose();
+        Prefix?.Dispose();
+    }
+}
