@@ -137,8 +137,9 @@ internal sealed record LibrarySearch(bool Windows, Func<string, string?> GetEnv,
             $"Set {NativeLibraries.PathVariable} to the folder that holds it.");
     }
 
-    private static IEnumerable<string> Split(string? value) =>
-        string.IsNullOrEmpty(value) ? [] : value.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    // The target platform's list separator (not the host's: the tests describe Windows environments on Linux).
+    private IEnumerable<string> Split(string? value) =>
+        string.IsNullOrEmpty(value) ? [] : value.Split(Windows ? ';' : ':', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     /// <summary>The version in a <c>cuda-12.4</c> style folder name (<c>cuda</c> alone counts as newest: it is the symlink to the default).</summary>
     internal static Version VersionOf(string root)
