@@ -1,0 +1,276 @@
+// GLM attention (CpuBackend.Attention.cs), a straightforward tiled flash-attention: correctness first.
+// Layout: q, k, v, out are [B, S, nh, d]; prefix keys/values [B, N, nh, d] come before the sequence's own keys
+// (combined key index kk ∈ [0, N + S), prefix first) and are never blocked; mask is U8 [B, S, S] over the
+// sequence keys (1 = blocked → the score becomes the constant masked_value, as masked_fill does).
+// Forward: one block per (query tile, head, batch); key tiles stream through shared memory with an online
+// softmax, so the S×(N+S) matrix never exists; only the row log-sum-exp is saved. Backward recomputes P from
+// the saved lse in two kernels, one owning query rows (dQ) and one owning key rows (dK, dV), so every gradient
+// element is written by exactly one block: no atomics, deterministic results.
+// Tiles are T×T with T chosen by the host so the shared memory fits in 48 KiB (T = 16 for d ≤ 64, 8 for d = 128).
+#include "common.cuh"
+
+__device__ __forceinline__ const float* key_row(const float* k, const float* pk, int b, int kk, int S, int N, int H, int h, int D) {
+    return kk < N ? pk + (((i64)b * N + kk) * H + h) * D : k + (((i64)b * S + (kk - N)) * H + h) * D;
+}
+
+__device__ __forceinline__ const float* seq_row(const float* x, int b, int i, int S, int H, int h, int D) {
+    return x + (((i64)b * S + i) * H + h) * D;
+}
+
+// Score of query row qi and combined key kk from the shared tiles; -inf outside the matrix. `blocked` reports a
+// masked entry (whose gradient must be zero).
+__device__ __forceinline__ float tile_score(const float* qs, const float* ks, int D, float scale, int qi, int kk,
+                                            int S, int N, const u8* mask, int b, float masked, bool& blocked) {
+    blocked = false;
+    if (qi >= S || kk >= N + S) return -DGLM_INF;
+    if (kk >= N && mask && mask[((i64)b * S + qi) * S + (kk - N)]) { blocked = true; return masked; }
+    float acc = 0.0f;
+    for (int c = 0; c < D; c++) acc += qs[c] * ks[c];
+    return scale * acc;
+}
+
+extern "C" __global__ void attention_forward(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+                                             const u8* mask, int S, int N, int H, int D, float scale, float masked, int T,
+                                             float* out, float* lse) {
+    extern __shared__ float smem[];
+    float* Qs = smem;
+    float* Ks = Qs + T * D;
+    float* Vs = Ks + T * D;
+    float* Os = Vs + T * D;
+    float* Ps = Os + T * D;
+    float* rm = Ps + T * T;   // running max per row
+    float* rl = rm + T;       // running Σ exp(s − max)
+    float* ra = rl + T;       // this tile's rescale factor
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * T, total = N + S;
+    int tid = threadIdx.x, nt = blockDim.x;
+    for (int e = tid; e < T * D; e += nt) {
+        int i = e / D, c = e % D, qi = q0 + i;
+        Qs[e] = qi < S ? seq_row(q, b, qi, S, H, h, D)[c] : 0.0f;
+        Os[e] = 0.0f;
+    }
+    for (int i = tid; i < T; i += nt) { rm[i] = -DGLM_INF; rl[i] = 0.0f; }
+    for (int k0 = 0; k0 < total; k0 += T) {
+        __syncthreads(); // the previous tile's readers are done with Ks/Vs/Ps
+        for (int e = tid; e < T * D; e += nt) {
+            int j = e / D, c = e % D, kk = k0 + j;
+            Ks[e] = kk < total ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
+            Vs[e] = kk < total ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
+        }
+        __syncthreads();
+        for (int e = tid; e < T * T; e += nt) {
+            int i = e / T, j = e % T;
+            bool blocked;
+            Ps[e] = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, b, masked, blocked);
+        }
+        __syncthreads();
+        for (int i = tid; i < T; i += nt) {
+            float mt = -DGLM_INF;
+            for (int j = 0; j < T; j++) mt = fmaxf(mt, Ps[i * T + j]);
+            float mo = rm[i], mn = fmaxf(mo, mt);
+            // mn = −inf only for padding rows past S: keep them at zero without forming −inf − (−inf).
+            float alpha = mn == -DGLM_INF ? 1.0f : expf(mo - mn);
+            float sum = 0.0f;
+            for (int j = 0; j < T; j++) {
+                float s = Ps[i * T + j];
+                float p = s == -DGLM_INF ? 0.0f : expf(s - mn);
+                Ps[i * T + j] = p;
+                sum += p;
+            }
+            rl[i] = rl[i] * alpha + sum;
+            rm[i] = mn;
+            ra[i] = alpha;
+        }
+        __syncthreads();
+        for (int e = tid; e < T * D; e += nt) {
+            int i = e / D, c = e % D;
+            float acc = Os[e] * ra[i];
+            for (int j = 0; j < T; j++) acc += Ps[i * T + j] * Vs[j * D + c];
+            Os[e] = acc;
+        }
+    }
+    __syncthreads();
+    for (int e = tid; e < T * D; e += nt) {
+        int i = e / D, c = e % D, qi = q0 + i;
+        if (qi < S) ((float*)seq_row(out, b, qi, S, H, h, D))[c] = Os[e] / rl[i];
+    }
+    for (int i = tid; i < T; i += nt)
+        if (q0 + i < S) lse[((i64)b * H + h) * S + q0 + i] = rm[i] + logf(rl[i]);
+}
+
+// Per query row: delta = dO·O (= Σ_j P_ij·dP_ij) and whether the row sees no key at all (no prefix, every mask
+// entry set). Such a row is exactly uniform, but its lse ≈ masked_value + log S is too large for fp32 to give P
+// to full precision, so the backward kernels use 1/S there instead of exp(s − lse).
+extern "C" __global__ void attention_backward_prep(const float* out, const float* dout, const u8* mask, int B, int S, int N,
+                                                   int H, int D, float* delta, int* fully_blocked) {
+    GRID_STRIDE(t, (i64)B * H * S) {
+        int i = (int)(t % S), h = (int)((t / S) % H), b = (int)(t / ((i64)S * H));
+        const float* o = seq_row(out, b, i, S, H, h, D);
+        const float* g = seq_row(dout, b, i, S, H, h, D);
+        float acc = 0.0f;
+        for (int c = 0; c < D; c++) acc += g[c] * o[c];
+        delta[t] = acc;
+        int blk = 0;
+        if (N == 0 && mask) {
+            blk = 1;
+            const u8* mr = mask + ((i64)b * S + i) * S;
+            for (int j = 0; j < S && blk; j++) blk = mr[j] != 0;
+        }
+        fully_blocked[t] = blk;
+    }
+}
+
+__device__ __forceinline__ float recomputed_p(float s, float row_lse, int row_blocked, int S) {
+    if (s == -DGLM_INF) return 0.0f;
+    return row_blocked ? 1.0f / (float)S : expf(s - row_lse);
+}
+
+// dQ_i = Σ_j dS_ij·K_j with dS_ij = ((dP_ij − delta_i)·P_ij)·scale (0 where blocked), dP_ij = dO_i·V_j.
+// One block per (query tile, head, batch).
+extern "C" __global__ void attention_backward_dq(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+                                                 const u8* mask, const float* lse, const float* delta, const int* fully_blocked,
+                                                 const float* dout, int S, int N, int H, int D, float scale, float masked, int T,
+                                                 float* dq) {
+    extern __shared__ float smem[];
+    float* Qs = smem;
+    float* dOs = Qs + T * D;
+    float* dQs = dOs + T * D;
+    float* Ks = dQs + T * D;
+    float* Vs = Ks + T * D;
+    float* dSs = Vs + T * D;
+    float* rl = dSs + T * T;
+    float* rd = rl + T;
+    int* rb = (int*)(rd + T);
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * T, total = N + S;
+    int tid = threadIdx.x, nt = blockDim.x;
+    for (int e = tid; e < T * D; e += nt) {
+        int i = e / D, c = e % D, qi = q0 + i;
+        Qs[e] = qi < S ? seq_row(q, b, qi, S, H, h, D)[c] : 0.0f;
+        dOs[e] = qi < S ? seq_row(dout, b, qi, S, H, h, D)[c] : 0.0f;
+        dQs[e] = 0.0f;
+    }
+    for (int i = tid; i < T; i += nt) {
+        i64 row = ((i64)b * H + h) * S + q0 + i;
+        bool in = q0 + i < S;
+        rl[i] = in ? lse[row] : 0.0f;
+        rd[i] = in ? delta[row] : 0.0f;
+        rb[i] = in ? fully_blocked[row] : 0;
+    }
+    for (int k0 = 0; k0 < total; k0 += T) {
+        __syncthreads();
+        for (int e = tid; e < T * D; e += nt) {
+            int j = e / D, c = e % D, kk = k0 + j;
+            Ks[e] = kk < total ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
+            Vs[e] = kk < total ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
+        }
+        __syncthreads();
+        for (int e = tid; e < T * T; e += nt) {
+            int i = e / T, j = e % T;
+            bool blocked;
+            float s = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, b, masked, blocked);
+            float ds = 0.0f;
+            if (s != -DGLM_INF && !blocked) {
+                float p = recomputed_p(s, rl[i], rb[i], S);
+                float dp = 0.0f;
+                for (int c = 0; c < D; c++) dp += dOs[i * D + c] * Vs[j * D + c];
+                ds = ((dp - rd[i]) * p) * scale;
+            }
+            dSs[e] = ds;
+        }
+        __syncthreads();
+        for (int e = tid; e < T * D; e += nt) {
+            int i = e / D, c = e % D;
+            float acc = dQs[e];
+            for (int j = 0; j < T; j++) acc += dSs[i * T + j] * Ks[j * D + c];
+            dQs[e] = acc;
+        }
+    }
+    __syncthreads();
+    for (int e = tid; e < T * D; e += nt) {
+        int i = e / D, c = e % D, qi = q0 + i;
+        if (qi < S) dq[(((i64)b * S + qi) * H + h) * D + c] = dQs[e];
+    }
+}
+
+// dV_j = Σ_i P_ij·dO_i and dK_j = Σ_i dS_ij·Q_i for a tile of combined keys (prefix keys write dpk/dpv, the
+// sequence's own keys dk/dv; any of them may be null). One block per (key tile, head, batch).
+extern "C" __global__ void attention_backward_dkv(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+                                                  const u8* mask, const float* lse, const float* delta, const int* fully_blocked,
+                                                  const float* dout, int S, int N, int H, int D, float scale, float masked, int T,
+                                                  float* dk, float* dv, float* dpk, float* dpv) {
+    extern __shared__ float smem[];
+    float* Ks = smem;
+    float* Vs = Ks + T * D;
+    float* dKs = Vs + T * D;
+    float* dVs = dKs + T * D;
+    float* Qs = dVs + T * D;
+    float* dOs = Qs + T * D;
+    float* Ps = dOs + T * D;
+    float* dSs = Ps + T * T;
+    float* rl = dSs + T * T;
+    float* rd = rl + T;
+    int* rb = (int*)(rd + T);
+    int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * T, total = N + S;
+    int tid = threadIdx.x, nt = blockDim.x;
+    for (int e = tid; e < T * D; e += nt) {
+        int j = e / D, c = e % D, kk = k0 + j;
+        Ks[e] = kk < total ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
+        Vs[e] = kk < total ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
+        dKs[e] = 0.0f;
+        dVs[e] = 0.0f;
+    }
+    for (int q0 = 0; q0 < S; q0 += T) {
+        __syncthreads();
+        for (int e = tid; e < T * D; e += nt) {
+            int i = e / D, c = e % D, qi = q0 + i;
+            Qs[e] = qi < S ? seq_row(q, b, qi, S, H, h, D)[c] : 0.0f;
+            dOs[e] = qi < S ? seq_row(dout, b, qi, S, H, h, D)[c] : 0.0f;
+        }
+        for (int i = tid; i < T; i += nt) {
+            i64 row = ((i64)b * H + h) * S + q0 + i;
+            bool in = q0 + i < S;
+            rl[i] = in ? lse[row] : 0.0f;
+            rd[i] = in ? delta[row] : 0.0f;
+            rb[i] = in ? fully_blocked[row] : 0;
+        }
+        __syncthreads();
+        for (int e = tid; e < T * T; e += nt) {
+            int i = e / T, j = e % T;
+            bool blocked;
+            float s = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, b, masked, blocked);
+            float p = recomputed_p(s, rl[i], rb[i], S);
+            float ds = 0.0f;
+            if (s != -DGLM_INF && !blocked) {
+                float dp = 0.0f;
+                for (int c = 0; c < D; c++) dp += dOs[i * D + c] * Vs[j * D + c];
+                ds = ((dp - rd[i]) * p) * scale;
+            }
+            Ps[e] = p;
+            dSs[e] = ds;
+        }
+        __syncthreads();
+        for (int e = tid; e < T * D; e += nt) {
+            int j = e / D, c = e % D;
+            float av = dVs[e], ak = dKs[e];
+            for (int i = 0; i < T; i++) {
+                av += Ps[i * T + j] * dOs[i * D + c];
+                ak += dSs[i * T + j] * Qs[i * D + c];
+            }
+            dVs[e] = av;
+            dKs[e] = ak;
+        }
+    }
+    __syncthreads();
+    for (int e = tid; e < T * D; e += nt) {
+        int j = e / D, c = e % D, kk = k0 + j;
+        if (kk >= total) continue;
+        if (kk < N) {
+            i64 o = (((i64)b * N + kk) * H + h) * D + c;
+            if (dpk) dpk[o] = dKs[e];
+            if (dpv) dpv[o] = dVs[e];
+        } else {
+            i64 o = (((i64)b * S + (kk - N)) * H + h) * D + c;
+            if (dk) dk[o] = dKs[e];
+            if (dv) dv[o] = dVs[e];
+        }
+    }
+}

@@ -1,0 +1,122 @@
+// Shared helpers for every kernel file. NVRTC compiles these sources at run time without NVIDIA's headers
+// (cuda_fp16.h / cuda_bf16.h are not shipped with us), so the 16-bit conversions are defined here with inline
+// PTX or plain bit manipulation, chosen to round exactly like the CPU reference (Core/HalfConvert.cs).
+#pragma once
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define DGLM_INF __int_as_float(0x7f800000)
+
+// dtype codes: the numeric values of the C# DType enum.
+enum DTypeCode { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2, DT_I32 = 3, DT_U8 = 4, DT_I8 = 5 };
+
+// fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN with the same top bits, exactly as
+// HalfConvert.FloatToBf16 does (PTX cvt.rn.bf16.f32 would return the canonical NaN instead, breaking bit parity).
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+    u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x0040u);
+    u32 lsb = (u >> 16) & 1u;
+    u += 0x7fffu + lsb;
+    return (u16)(u >> 16);
+}
+
+// bf16 -> fp32 is exact: the bf16 bits are the top half of the float.
+__device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u32)b) << 16); }
+
+// fp32 -> fp16 with the hardware's IEEE round-to-nearest-even conversion (same as System.Half).
+__device__ __forceinline__ u16 f32_to_f16(float f) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+// fp16 -> fp32 (exact).
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// Reads element i of a float-format buffer of the given dtype as fp32.
+__device__ __forceinline__ float load_as_f32(const void* p, i64 i, int dtype) {
+    switch (dtype) {
+        case DT_F16: return f16_to_f32(((const u16*)p)[i]);
+        case DT_BF16: return bf16_to_f32(((const u16*)p)[i]);
+        default: return ((const float*)p)[i];
+    }
+}
+
+// Writes an fp32 value to element i of a float-format buffer, rounding to nearest even.
+__device__ __forceinline__ void store_from_f32(void* p, i64 i, int dtype, float v) {
+    switch (dtype) {
+        case DT_F16: ((u16*)p)[i] = f32_to_f16(v); break;
+        case DT_BF16: ((u16*)p)[i] = f32_to_bf16(v); break;
+        default: ((float*)p)[i] = v; break;
+    }
+}
+
+// Grid-stride loop over [0, n): kernels stay correct for any launch size.
+#define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Block-wide sum (blockDim.x a multiple of 32, at most 1024). Every thread gets the result. The reduction tree is
+// fixed by the launch shape, so a given input always sums in the same order (deterministic).
+template <typename T>
+__device__ T block_sum(T v) {
+    __shared__ T partial[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads(); // partial may still be read by a previous call
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    T r = lane < warps ? partial[lane] : (T)0;
+    return warp_sum(r);
+}
+
+// Block-wide max; NaN propagates (fmaxf would drop it, and the CPU's Max returns NaN for a row containing one).
+__device__ float block_max_nan(float v) {
+    __shared__ float partial[32];
+    __shared__ int any_nan;
+    if (threadIdx.x == 0) any_nan = 0;
+    __syncthreads();
+    if (v != v) any_nan = 1;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    float r = lane < warps ? partial[lane] : -DGLM_INF;
+    r = warp_max(r);
+    return any_nan ? __int_as_float(0x7fc00000) : r;
+}
+
+// SplitMix64's finaliser, as RandomGenerator.Mix.
+__device__ __forceinline__ u64 splitmix_mix(u64 z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// RandomGenerator.Uniform: 24 random bits scaled by 2^-24 (exact in fp32), same value on every backend.
+__device__ __forceinline__ float counter_uniform(u64 stream, u64 index) {
+    return (float)(splitmix_mix(stream ^ (index * 0xD1B54A32D192ED03ull)) >> 40) * (1.0f / 16777216.0f);
+}

@@ -1,0 +1,30 @@
+// GELU, tanh form, computed through the equivalent sigmoid form like the CPU kernel (CpuBackend.Gelu.cs):
+// 0.5·(1 + tanh(z)) = σ(2z), which avoids 1 + tanh(z) ≈ 0 losing every digit for very negative x.
+#include "common.cuh"
+
+#define GELU_K 0.7978845608028654f
+#define GELU_C 0.044715f
+
+// s = σ(2k(x + c·x³)), written in the CPU's operation order.
+__device__ __forceinline__ float gelu_sigmoid(float x) {
+    float z = ((x * x) * (2.0f * GELU_K * GELU_C) + 2.0f * GELU_K) * x;
+    return 1.0f / (1.0f + expf(-z));
+}
+
+extern "C" __global__ void gelu_forward(const float* x, float* y, i64 n) {
+    GRID_STRIDE(i, n) {
+        float v = x[i];
+        y[i] = v * gelu_sigmoid(v);
+    }
+}
+
+// gelu′ = s + x·2s(1 − s)·k(1 + 3c·x²); dx may alias dy (each element reads dy before writing dx).
+extern "C" __global__ void gelu_backward(const float* x, const float* dy, float* dx, i64 n) {
+    GRID_STRIDE(i, n) {
+        float v = x[i];
+        float s = gelu_sigmoid(v);
+        float t = (v * v) * (3.0f * GELU_C * GELU_K) + GELU_K;
+        t = (t * v) * (2.0f * s * (1.0f - s)) + s;
+        dx[i] = dy[i] * t;
+    }
+}

@@ -1,0 +1,28 @@
+// ChatGLM's 2D rotary embedding (CpuBackend.Rotary.cs): dims [0, d/2) rotate with the position, [d/2, d) with
+// the block position; inside a half of size r the pair (j, j + r/2) turns by p·θ_j. θ_j (fp16-rounded, as the
+// reference builds it) comes from the host as doubles so both backends use identical frequencies, and the angle,
+// cos and sin are evaluated in double then rounded to fp32 exactly as the CPU does.
+#include "common.cuh"
+
+// One thread per (b, s, head, half, j) pair; x and y may alias (each thread reads its pair before writing it).
+extern "C" __global__ void rotary2d(const float* x, const int* pos, float* y, const double* inv_freq,
+                                    int batch, int seq, int heads, int d, int inverse) {
+    int r = d / 2, h = r / 2;
+    i64 pairs = (i64)batch * seq * heads * 2 * h;
+    GRID_STRIDE(t, pairs) {
+        int j = (int)(t % h);
+        i64 rest = t / h;
+        int half = (int)(rest % 2); rest /= 2;
+        int head = (int)(rest % heads); rest /= heads;
+        int s = (int)(rest % seq);
+        int b = (int)(rest / seq);
+        double p = (double)pos[((i64)b * 2 + half) * seq + s];
+        double angle = p * inv_freq[j];
+        float c = (float)cos(angle);
+        float sn = (inverse ? -1.0f : 1.0f) * (float)sin(angle);
+        i64 base = ((((i64)b * seq + s) * heads + head) * d) + (i64)half * r;
+        float a = x[base + j], bb = x[base + j + h];
+        y[base + j] = a * c - bb * sn;
+        y[base + j + h] = bb * c + a * sn;
+    }
+}

@@ -1,0 +1,293 @@
+using System.Collections.Concurrent;
+using DoctorGlm.Engine.Backends.Cpu;
+
+namespace DoctorGlm.Engine.Backends.Cuda;
+
+// The kernel families of IBackend (one section per IBackend.Family.cs), each a thin launch of kernels/<family>.cu.
+// Argument validation that the CPU kernels do (ids, labels, non-finite losses) is done here with the same
+// exception types and messages.
+public sealed unsafe partial class CudaBackend
+{
+    // ---------------------------------------------------------------- LayerNorm
+
+    /// <summary>Threads per block for row kernels (a multiple of 32 for the warp reductions).</summary>
+    private const int RowBlock = 256;
+
+    /// <summary>Rows per partial sum of dweight/dbias: the CPU's constant, so both sum in the same order.</summary>
+    private const int LayerNormRowsPerChunk = 64;
+
+    /// <inheritdoc />
+    public void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd)
+    {
+        long h = weight.NumElements, rows = x.NumElements / h;
+        if (rows == 0) return;
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(weight)).Add(Ptr(bias)).Add(eps).Add(Ptr(y)).Add(Ptr(mean)).Add(Ptr(rstd)).Add(h);
+        Launch("layernorm.cu", "layernorm_forward", ((uint)rows, 1, 1), (RowBlock, 1, 1), 0, a);
+    }
+
+    /// <inheritdoc />
+    public void LayerNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dweight, Tensor? dbias)
+    {
+        long h = weight.NumElements, rows = x.NumElements / h;
+        if (dx is not null && rows > 0)
+        {
+            using var a = new KernelArgs().Add(Ptr(dy)).Add(Ptr(x)).Add(Ptr(weight)).Add(Ptr(mean)).Add(Ptr(rstd)).Add(Ptr(dx)).Add(h);
+            Launch("layernorm.cu", "layernorm_backward_dx", ((uint)rows, 1, 1), (RowBlock, 1, 1), 0, a);
+        }
+        if (dweight is null && dbias is null) return;
+        long chunks = Math.Max(1, (rows + LayerNormRowsPerChunk - 1) / LayerNormRowsPerChunk);
+        if (chunks > 65535) throw new NotSupportedException($"LayerNormBackward: {rows} rows exceed the kernel's {65535 * LayerNormRowsPerChunk}-row limit");
+        using var pw = dweight is null ? null : Temp(chunks * h * sizeof(double));
+        using var pb = dbias is null ? null : Temp(chunks * h * sizeof(double));
+        if (rows == 0)
+        {
+            if (dweight is not null) Fill(dweight, 0f);
+            if (dbias is not null) Fill(dbias, 0f);
+            return;
+        }
+        using (var a = new KernelArgs().Add(Ptr(dy)).Add(Ptr(x)).Add(Ptr(mean)).Add(Ptr(rstd))
+                   .Add(pw?.Pointer ?? 0UL).Add(pb?.Pointer ?? 0UL).Add(rows).Add(h).Add(LayerNormRowsPerChunk))
+            Launch("layernorm.cu", "layernorm_backward_partials", ((uint)((h + RowBlock - 1) / RowBlock), (uint)chunks, 1), (RowBlock, 1, 1), 0, a);
+        foreach (var (part, dst) in new[] { (pw, dweight), (pb, dbias) })
+        {
+            if (part is null || dst is null) continue;
+            using var r = new KernelArgs().Add(part.Pointer).Add(Ptr(dst)).Add(chunks).Add(h);
+            LaunchElementwise("layernorm.cu", "layernorm_backward_reduce", h, r);
+        }
+    }
+
+    // ---------------------------------------------------------------- GELU, dropout
+
+    /// <inheritdoc />
+    public void GeluForward(Tensor x, Tensor y)
+    {
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(y)).Add(y.NumElements);
+        LaunchElementwise("gelu.cu", "gelu_forward", y.NumElements, a);
+    }
+
+    /// <inheritdoc />
+    public void GeluBackward(Tensor x, Tensor dy, Tensor dx)
+    {
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(dy)).Add(Ptr(dx)).Add(dx.NumElements);
+        LaunchElementwise("gelu.cu", "gelu_backward", dx.NumElements, a);
+    }
+
+    /// <inheritdoc />
+    public void DropoutForward(Tensor x, Tensor y, float p, ulong stream)
+    {
+        float scale = 1f / (1f - p); // the CPU's fp32 expression, so kept values are bit-identical
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(y)).Add(p).Add(scale).Add(stream).Add(y.NumElements);
+        LaunchElementwise("dropout.cu", "dropout_forward", y.NumElements, a);
+    }
+
+    // ---------------------------------------------------------------- embedding
+
+    /// <inheritdoc />
+    public void EmbeddingForward(Tensor ids, Tensor table, Tensor y)
+    {
+        int v = table.Shape[0];
+        long h = table.Shape[1], n = ids.NumElements;
+        if (n == 0) return;
+        // Validate on the device (one atomicMin), then read back a single position: no host copy of the ids.
+        using (var slot = Temp(sizeof(ulong)))
+        {
+            Upload<ulong>([(ulong)n], slot.Pointer);
+            using (var a = new KernelArgs().Add(Ptr(ids)).Add(n).Add(v).Add(slot.Pointer))
+                LaunchElementwise("embedding.cu", "embedding_validate", n, a);
+            long first = (long)Download<ulong>(slot.Pointer, 1)[0];
+            if (first < n)
+            {
+                int id = Download<int>(Ptr(ids) + (ulong)(first * sizeof(int)), 1)[0];
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Embedding: ids[{first}] = {id} is outside the table's {v} rows");
+            }
+        }
+        using var f = new KernelArgs().Add(Ptr(ids)).Add(Ptr(table)).Add(Ptr(y)).Add(n).Add(h);
+        LaunchElementwise("embedding.cu", "embedding_forward", n * h, f);
+    }
+
+    /// <inheritdoc />
+    public void EmbeddingBackward(Tensor ids, Tensor dy, Tensor dtable)
+    {
+        long h = dtable.Shape[1], n = ids.NumElements;
+        Fill(dtable, 0f);
+        using var a = new KernelArgs().Add(Ptr(ids)).Add(Ptr(dy)).Add(Ptr(dtable)).Add(n).Add(h);
+        LaunchElementwise("embedding.cu", "embedding_backward", h, a);
+    }
+
+    // ---------------------------------------------------------------- cross-entropy
+
+    /// <inheritdoc />
+    public int CrossEntropyForward(Tensor logits, Tensor labels, int ignoreIndex, Tensor rowLoss, Tensor lse)
+    {
+        int n = logits.Shape[0], v = logits.Shape[1];
+        // Labels are one int per row: checking them on the host costs one small copy and gives the CPU's messages.
+        var pl = Download<int>(Ptr(labels), n);
+        int kept = 0;
+        for (int r = 0; r < n; r++)
+        {
+            int t = pl[r];
+            if (t == ignoreIndex) continue;
+            if ((uint)t >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(labels), t, $"CrossEntropy: labels[{r}] = {t} is outside [0, {v}) and is not the ignore index {ignoreIndex}");
+            kept++;
+        }
+        if (n == 0) return 0;
+        using (var a = new KernelArgs().Add(Ptr(logits)).Add(Ptr(labels)).Add(ignoreIndex).Add(Ptr(rowLoss)).Add(Ptr(lse)).Add((long)v))
+            Launch("cross_entropy.cu", "cross_entropy_forward", ((uint)n, 1, 1), (RowBlock * 2, 1, 1), 0, a);
+        var loss = Download<float>(Ptr(rowLoss), n);
+        List<int>? bad = null;
+        for (int r = 0; r < n; r++)
+            if (pl[r] != ignoreIndex && !float.IsFinite(loss[r])) (bad ??= []).Add(r);
+        if (bad is not null)
+            throw new ArgumentException($"CrossEntropy: the loss is not finite: logits rows {string.Join(", ", bad.Take(16))}{(bad.Count > 16 ? $", … ({bad.Count} rows)" : "")} contain NaN or infinite values", nameof(logits));
+        return kept;
+    }
+
+    /// <inheritdoc />
+    public void CrossEntropyBackward(Tensor logits, Tensor labels, Tensor lse, int ignoreIndex, Tensor dloss, float invCount, Tensor dlogits)
+    {
+        long n = logits.Shape[0], v = logits.Shape[1];
+        using var a = new KernelArgs().Add(Ptr(logits)).Add(Ptr(labels)).Add(Ptr(lse)).Add(ignoreIndex).Add(Ptr(dloss)).Add(invCount)
+            .Add(Ptr(dlogits)).Add(n).Add(v);
+        LaunchElementwise("cross_entropy.cu", "cross_entropy_backward", n * v, a);
+    }
+
+    // ---------------------------------------------------------------- rotary
+
+    private readonly ConcurrentDictionary<int, Tensor> _invFreq = new();
+
+    /// <inheritdoc />
+    public void Rotary2D(Tensor x, Tensor positionIds, Tensor y, bool inverse)
+    {
+        int batch = x.Shape[0], seq = x.Shape[1], heads = x.Shape[2], d = x.Shape[3];
+        // θ_j from the CPU backend's own function (fp16-rounded, as doubles): both backends rotate by identical angles.
+        var inv = _invFreq.GetOrAdd(d / 2, r =>
+        {
+            using var _ = TensorScope.Unscoped();
+            var f = CpuBackend.RotaryInvFreq(r);
+            var bytes = new byte[f.Length * sizeof(double)];
+            Buffer.BlockCopy(f, 0, bytes, 0, bytes.Length);
+            return Tensor.FromBytes(bytes, new Shape(Math.Max(1, f.Length * 2)), DType.F32, Device); // 2 floats per double
+        });
+        long pairs = (long)batch * seq * heads * (d / 2);
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(positionIds)).Add(Ptr(y)).Add(Ptr(inv))
+            .Add(batch).Add(seq).Add(heads).Add(d).Add(inverse ? 1 : 0);
+        LaunchElementwise("rotary.cu", "rotary2d", pairs, a);
+    }
+
+    // ---------------------------------------------------------------- optimizers
+
+    /// <inheritdoc />
+    public void AdamWStep(Tensor param, Tensor grad, Tensor expAvg, Tensor expAvgSq, double lr, double beta1, double beta2,
+        double eps, double weightDecay, double biasCorrection1, double biasCorrection2)
+    {
+        // The same fp32 factors, derived in double, as CpuBackend.AdamWStep.
+        using var a = new KernelArgs().Add(Ptr(param)).Add(Ptr(grad)).Add(Ptr(expAvg)).Add(Ptr(expAvgSq)).Add(param.NumElements)
+            .Add((float)(1.0 - lr * weightDecay)).Add((float)beta1).Add((float)(1.0 - beta1)).Add((float)beta2).Add((float)(1.0 - beta2))
+            .Add((float)(lr / biasCorrection1)).Add((float)Math.Sqrt(biasCorrection2)).Add((float)eps);
+        LaunchElementwise("optim.cu", "adamw_step", param.NumElements, a);
+    }
+
+    /// <inheritdoc />
+    public void LionStep(Tensor param, Tensor grad, Tensor expAvg, double lr, double beta1, double beta2, double weightDecay)
+    {
+        using var a = new KernelArgs().Add(Ptr(param)).Add(Ptr(grad)).Add(Ptr(expAvg)).Add(param.NumElements)
+            .Add((float)(1.0 - lr * weightDecay)).Add((float)lr).Add((float)beta1).Add((float)(1.0 - beta1)).Add((float)beta2).Add((float)(1.0 - beta2));
+        LaunchElementwise("optim.cu", "lion_step", param.NumElements, a);
+    }
+
+    // ---------------------------------------------------------------- attention
+
+    /// <summary>Largest square tile whose backward shared memory (the biggest of the three kernels) fits the default 48 KiB.</summary>
+    internal static int AttentionTile(int d)
+    {
+        for (int t = 32; t > 1; t /= 2)
+            if (AttentionSharedBytes(t, d, backwardKeys: true) <= 48 * 1024) return t;
+        return 1;
+    }
+
+    internal static int AttentionSharedBytes(int t, int d, bool backwardKeys) =>
+        backwardKeys ? (6 * t * d + 2 * t * t + 3 * t) * sizeof(float) : (5 * t * d + 2 * t * t + 3 * t) * sizeof(float);
+
+    private const int AttentionThreads = 128;
+
+    /// <inheritdoc />
+    public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
+        float scale, float maskedValue, Tensor output, Tensor lse)
+    {
+        int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
+        int nPrefix = prefixK?.Shape[1] ?? 0;
+        if (batch == 0 || seq == 0) return;
+        int t = AttentionTile(d);
+        int shared = (4 * t * d + t * t + 3 * t) * sizeof(float);
+        using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+            .Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(output)).Add(Ptr(lse));
+        Launch("attention.cu", "attention_forward", ((uint)((seq + t - 1) / t), (uint)heads, (uint)batch), (AttentionThreads, 1, 1), (uint)shared, a);
+    }
+
+    /// <inheritdoc />
+    public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
+        float scale, float maskedValue, Tensor output, Tensor lse, Tensor dOutput,
+        Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dPrefixK, Tensor? dPrefixV)
+    {
+        int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
+        int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
+        if (batch == 0 || seq == 0) return;
+        int t = AttentionTile(d);
+        long rows = (long)batch * heads * seq;
+        using var delta = Temp(rows * sizeof(float));
+        using var blocked = Temp(rows * sizeof(int));
+        using (var p = new KernelArgs().Add(Ptr(output)).Add(Ptr(dOutput)).Add(PtrOrNull(mask)).Add(batch).Add(seq).Add(nPrefix)
+                   .Add(heads).Add(d).Add(delta.Pointer).Add(blocked.Pointer))
+            LaunchElementwise("attention.cu", "attention_backward_prep", rows, p);
+        var grid = ((uint)((seq + t - 1) / t), (uint)heads, (uint)batch);
+        if (dq is not null)
+        {
+            using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+                .Add(Ptr(lse)).Add(delta.Pointer).Add(blocked.Pointer).Add(Ptr(dOutput))
+                .Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(dq));
+            Launch("attention.cu", "attention_backward_dq", grid, (AttentionThreads, 1, 1), (uint)AttentionSharedBytes(t, d, false), a);
+        }
+        if (dk is not null || dv is not null || dPrefixK is not null || dPrefixV is not null)
+        {
+            using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+                .Add(Ptr(lse)).Add(delta.Pointer).Add(blocked.Pointer).Add(Ptr(dOutput))
+                .Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t)
+                .Add(PtrOrNull(dk)).Add(PtrOrNull(dv)).Add(PtrOrNull(dPrefixK)).Add(PtrOrNull(dPrefixV));
+            Launch("attention.cu", "attention_backward_dkv", ((uint)((total + t - 1) / t), (uint)heads, (uint)batch), (AttentionThreads, 1, 1),
+                (uint)AttentionSharedBytes(t, d, true), a);
+        }
+    }
+
+    // ---------------------------------------------------------------- weight-only quantisation (spec §10)
+
+    /// <summary>
+    /// De-quantises an INT8 weight: <paramref name="w"/>[r, c] = <paramref name="q"/>[r, c]·<paramref name="scale"/>[r]
+    /// for <paramref name="q"/> I8 [rows, cols], <paramref name="scale"/> F16 [rows], <paramref name="w"/> [rows, cols]
+    /// F32, F16 or BF16.
+    /// </summary>
+    public void DequantizeInt8(Tensor q, Tensor scale, Tensor w) => Dequantize("dequant_int8", q, scale, w, packedCols: w.Shape[^1]);
+
+    /// <summary>
+    /// De-quantises an INT4 weight packed two per byte, high nibble = even column: <paramref name="packed"/> is I8
+    /// [rows, cols/2], <paramref name="scale"/> F16 [rows], <paramref name="w"/> [rows, cols] F32, F16 or BF16.
+    /// </summary>
+    public void DequantizeInt4(Tensor packed, Tensor scale, Tensor w) => Dequantize("dequant_int4", packed, scale, w, packedCols: w.Shape[^1] / 2);
+
+    private void Dequantize(string kernel, Tensor q, Tensor scale, Tensor w, int packedCols)
+    {
+        if (w.Rank != 2) throw new ArgumentException($"{kernel}: {w.Describe("output")} must be 2-D [rows, cols]");
+        int rows = w.Shape[0], cols = w.Shape[1];
+        if (q.DType != DType.I8 || q.Shape != new Shape(rows, packedCols))
+            throw new ArgumentException($"{kernel}: {q.Describe("quantized weight")} must be I8 [{rows}, {packedCols}] for {w.Describe("output")}");
+        if (kernel == "dequant_int4" && cols % 2 != 0) throw new ArgumentException($"{kernel}: {w.Describe("output")} needs an even column count");
+        if (scale.DType != DType.F16 || scale.NumElements != rows)
+            throw new ArgumentException($"{kernel}: {scale.Describe("scale")} must be F16 with {rows} elements");
+        if (!w.DType.IsFloat()) throw new ArgumentException($"{kernel}: {w.Describe("output")} must be F32, F16 or BF16");
+        RequireContiguous(q, "quantized weight");
+        RequireContiguous(w, "output");
+        long n = (long)rows * cols;
+        using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(scale)).Add(Ptr(w)).Add((int)w.DType).Add((long)rows).Add((long)cols);
+        LaunchElementwise("quant.cu", kernel, n, a);
+    }
+}

@@ -1,0 +1,445 @@
+using System.Runtime.InteropServices;
+using DoctorGlm.Engine.Backends.Cuda.Native;
+
+namespace DoctorGlm.Engine.Backends.Cuda;
+
+/// <summary>
+/// The GPU backend: NVRTC-compiled kernels (<c>kernels/*.cu</c>) and cuBLAS GEMMs on one stream of one device,
+/// with pooled device memory. Semantics equal <see cref="Cpu.CpuBackend"/>'s, against which it is tested.
+/// </summary>
+/// <remarks>
+/// Create it with <see cref="TryInitialize(int, out string?)"/>, which registers it in <see cref="BackendRegistry"/>.
+/// Every call may come from any thread: the primary context is made current on the calling thread, and all work
+/// goes to the backend's stream, so it executes in submission order. Calls that return host values
+/// (<see cref="Sum"/>, <see cref="CrossEntropyForward"/>, copies to the host) synchronise.
+/// </remarks>
+public sealed unsafe partial class CudaBackend : IBackend, IDisposable
+{
+    private static readonly Dictionary<int, CudaBackend> s_instances = new();
+    private static readonly object s_initLock = new();
+
+    [ThreadStatic] private static nint t_currentContext;
+
+    private readonly nint _context;
+    private readonly nint _stream;
+    private readonly nint _cublas;
+    private readonly object _cublasLock = new();
+    private readonly CudaAllocator _allocator;
+    private readonly KernelCompiler _compiler;
+    private readonly Dictionary<string, nint> _modules = new();
+    private readonly Dictionary<string, nint> _functions = new();
+    private readonly object _moduleLock = new();
+    private readonly int _multiprocessors;
+    private bool _disposed;
+
+    private CudaBackend(int ordinal, KernelCompiler compiler)
+    {
+        int dev = CudaDriver.DeviceGet(ordinal);
+        Device = Device.Cuda(ordinal);
+        DeviceName = CudaDriver.DeviceName(dev);
+        ComputeCapability = CudaDriver.DeviceAttribute(dev, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR) * 10
+                          + CudaDriver.DeviceAttribute(dev, CudaDriver.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+        _multiprocessors = CudaDriver.DeviceAttribute(dev, CudaDriver.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+        _ordinal = dev;
+        _context = CudaDriver.PrimaryContextRetain(dev);
+        MakeCurrent();
+        _stream = CudaDriver.StreamCreate();
+        _cublas = Cublas.Create();
+        Cublas.SetStream(_cublas, _stream);
+        // Pedantic math: fp32 GEMMs must not silently drop to TF32, or they would stop matching the CPU reference.
+        Cublas.SetMathMode(_cublas, Cublas.CUBLAS_PEDANTIC_MATH);
+        _allocator = new CudaAllocator(this);
+        _compiler = compiler;
+    }
+
+    private readonly int _ordinal;
+
+    /// <summary>
+    /// Initialises CUDA device <paramref name="ordinal"/> (once per process) and registers its backend. Returns null
+    /// with <paramref name="reason"/> saying why when there is no driver, no NVRTC/cuBLAS, or no such GPU.
+    /// </summary>
+    public static CudaBackend? TryInitialize(int ordinal, out string? reason)
+    {
+        lock (s_initLock)
+        {
+            if (s_instances.TryGetValue(ordinal, out var existing)) { reason = null; return existing; }
+            try
+            {
+                int status = CudaDriver.InitRaw();
+                if (status != CudaDriver.CUDA_SUCCESS) throw CudaDriver.Error(status, "cuInit");
+                int count = CudaDriver.DeviceCount();
+                if (ordinal >= count) { reason = $"CUDA device {ordinal} requested but the driver reports {count} device(s)"; return null; }
+                var backend = new CudaBackend(ordinal, new KernelCompiler());
+                _ = backend._compiler.NvrtcVersion; // fail here, with the reason, rather than at the first kernel
+                s_instances[ordinal] = backend;
+                BackendRegistry.Register(backend);
+                reason = null;
+                return backend;
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or CudaException)
+            {
+                reason = e.Message;
+                return null;
+            }
+        }
+    }
+
+    /// <summary><see cref="TryInitialize(int, out string?)"/> for device 0.</summary>
+    public static CudaBackend? TryInitialize() => TryInitialize(0, out _);
+
+    /// <inheritdoc />
+    public Device Device { get; }
+
+    /// <summary>The GPU's name as the driver reports it.</summary>
+    public string DeviceName { get; }
+
+    /// <summary>Compute capability as major·10 + minor (80 for A100, 90 for H100).</summary>
+    public int ComputeCapability { get; }
+
+    /// <inheritdoc />
+    public Storage Allocate(long bytes) => new CudaStorage(_allocator, Device, bytes);
+
+    /// <inheritdoc />
+    public MemoryStats Memory => _allocator.Stats;
+
+    /// <summary>Returns every pooled (idle) block to the driver.</summary>
+    public void TrimPool() => _allocator.Trim();
+
+    /// <summary>Starts peak tracking afresh from the bytes in use now.</summary>
+    public void ResetPeak() => _allocator.ResetPeak();
+
+    /// <summary>Blocks until all queued work on this backend's stream has finished.</summary>
+    public void Synchronize() { MakeCurrent(); CudaDriver.StreamSynchronize(_stream); }
+
+    /// <summary>Makes this device's primary context current on the calling thread (a no-op when it already is).</summary>
+    internal void MakeCurrent()
+    {
+        if (t_currentContext == _context) return;
+        CudaDriver.SetCurrent(_context);
+        t_currentContext = _context;
+    }
+
+    /// <summary>Releases the stream, cuBLAS handle, modules and pooled memory; the backend is unusable afterwards.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        MakeCurrent();
+        CudaDriver.StreamSynchronize(_stream);
+        _allocator.Trim();
+        lock (_moduleLock) foreach (var m in _modules.Values) CudaDriver.ModuleUnload(m);
+        Cublas.Destroy(_cublas);
+        CudaDriver.StreamDestroy(_stream);
+        CudaDriver.PrimaryContextRelease(_ordinal);
+        lock (s_initLock) s_instances.Remove(Device.Index);
+    }
+
+    // ---------------------------------------------------------------- kernels and launches
+
+    /// <summary>The function <paramref name="kernel"/> of kernel file <paramref name="file"/>, compiling and loading the file on first use.</summary>
+    private nint Function(string file, string kernel)
+    {
+        string key = file + "/" + kernel;
+        lock (_moduleLock)
+        {
+            if (_functions.TryGetValue(key, out var f)) return f;
+            if (!_modules.TryGetValue(file, out var module))
+            {
+                var compiled = _compiler.CompileEmbedded(file, ComputeCapability);
+                MakeCurrent();
+                _modules[file] = module = CudaDriver.ModuleLoadData(compiled.Image);
+            }
+            return _functions[key] = CudaDriver.ModuleGetFunction(module, kernel);
+        }
+    }
+
+    /// <summary>Threads per block for elementwise kernels.</summary>
+    private const int Block = 256;
+
+    /// <summary>Grid size for a grid-stride loop over <paramref name="n"/> elements: enough blocks to fill the GPU, no more.</summary>
+    private uint GridFor(long n) => (uint)Math.Clamp((n + Block - 1) / Block, 1, (long)_multiprocessors * 32);
+
+    private void Launch(string file, string kernel, (uint, uint, uint) grid, (uint, uint, uint) block, uint sharedBytes, KernelArgs args)
+    {
+        var f = Function(file, kernel);
+        MakeCurrent();
+        CudaDriver.LaunchKernel(f, kernel, grid, block, sharedBytes, _stream, args.Pointers);
+    }
+
+    /// <summary>Launches a grid-stride kernel over <paramref name="n"/> elements.</summary>
+    private void LaunchElementwise(string file, string kernel, long n, KernelArgs args)
+    {
+        if (n <= 0) return;
+        Launch(file, kernel, (GridFor(n), 1, 1), (Block, 1, 1), 0, args);
+    }
+
+    /// <summary>Device address of a tensor's first element (the tensor must live on this device).</summary>
+    internal ulong Ptr(Tensor t)
+    {
+        t.ThrowIfDisposed();
+        if (t.Storage is not CudaStorage cs || t.Device != Device)
+            throw new InvalidOperationException($"{t.Describe("tensor")} is on {t.Device}, not {Device}");
+        return cs.Pointer + (ulong)(t.Offset * t.DType.SizeOf());
+    }
+
+    private ulong PtrOrNull(Tensor? t) => t is null ? 0 : Ptr(t);
+
+    private static void RequireContiguous(Tensor t, string what)
+    {
+        if (!t.IsContiguous) throw new InvalidOperationException($"{t.Describe(what)} must be contiguous");
+    }
+
+    /// <summary>Temporary device memory for one call (returned to the pool at the end of the call, stream-ordered).</summary>
+    private sealed class Scratch : IDisposable
+    {
+        private readonly CudaAllocator _allocator;
+        private readonly long _capacity;
+
+        public Scratch(CudaAllocator allocator, long bytes)
+        {
+            _allocator = allocator;
+            Pointer = allocator.Rent(bytes, out _capacity);
+        }
+
+        public ulong Pointer { get; }
+
+        // Back to the pool right away: later users of the block are queued on the same stream, after our kernels.
+        public void Dispose() => _allocator.Return(Pointer, _capacity);
+    }
+
+    private Scratch Temp(long bytes) => new(_allocator, Math.Max(bytes, 8));
+
+    // ---------------------------------------------------------------- host transfers
+
+    /// <inheritdoc />
+    public void CopyFromHost(ReadOnlySpan<byte> src, Tensor dst)
+    {
+        RequireContiguous(dst, "destination");
+        long bytes = dst.NumElements * dst.DType.SizeOf();
+        if (bytes != src.Length) throw new ArgumentException($"CopyFromHost: {src.Length} bytes for {dst.Describe("tensor")} of {bytes} bytes");
+        if (bytes == 0) return;
+        MakeCurrent();
+        // Pageable host memory: the async copy is staged by the driver; synchronising keeps the span's lifetime simple.
+        fixed (byte* p = src) CudaDriver.MemcpyHtoDAsync(Ptr(dst), p, bytes, _stream);
+        CudaDriver.StreamSynchronize(_stream);
+    }
+
+    /// <inheritdoc />
+    public void CopyToHost(Tensor src, Span<byte> dst)
+    {
+        RequireContiguous(src, "source");
+        long bytes = src.NumElements * src.DType.SizeOf();
+        if (bytes > dst.Length) throw new ArgumentException($"CopyToHost: {src.Describe("tensor")} has {bytes} bytes, the destination {dst.Length}");
+        if (bytes == 0) return;
+        MakeCurrent();
+        fixed (byte* p = dst) CudaDriver.MemcpyDtoHAsync(p, Ptr(src), bytes, _stream);
+        CudaDriver.StreamSynchronize(_stream);
+    }
+
+    private T[] Download<T>(ulong ptr, long count) where T : unmanaged
+    {
+        var a = new T[count];
+        if (count == 0) return a;
+        MakeCurrent();
+        fixed (T* p = a) CudaDriver.MemcpyDtoHAsync(p, ptr, count * sizeof(T), _stream);
+        CudaDriver.StreamSynchronize(_stream);
+        return a;
+    }
+
+    private void Upload<T>(ReadOnlySpan<T> data, ulong ptr) where T : unmanaged
+    {
+        if (data.IsEmpty) return;
+        MakeCurrent();
+        fixed (T* p = data) CudaDriver.MemcpyHtoDAsync(ptr, p, (long)data.Length * sizeof(T), _stream);
+        CudaDriver.StreamSynchronize(_stream);
+    }
+
+    // ---------------------------------------------------------------- core members
+
+    /// <inheritdoc />
+    public void Fill(Tensor dst, float value)
+    {
+        RequireContiguous(dst, "destination");
+        long n = dst.NumElements;
+        if (n == 0) return;
+        ulong p = Ptr(dst);
+        MakeCurrent();
+        switch (dst.DType)
+        {
+            case DType.F32: CudaDriver.MemsetD32Async(p, BitConverter.SingleToUInt32Bits(value), n, _stream); break;
+            case DType.I32: CudaDriver.MemsetD32Async(p, unchecked((uint)checked((int)value)), n, _stream); break;
+            case DType.U8: CudaDriver.MemsetD8Async(p, checked((byte)value), n, _stream); break;
+            case DType.I8: CudaDriver.MemsetD8Async(p, unchecked((byte)checked((sbyte)value)), n, _stream); break;
+            default:
+            {
+                ushort bits = dst.DType == DType.F16 ? HalfConvert.FloatToF16(value) : HalfConvert.FloatToBf16(value);
+                using var a = new KernelArgs().Add(p).Add(bits).Add(n);
+                LaunchElementwise("elementwise.cu", "fill_u16", n, a);
+                break;
+            }
+        }
+    }
+
+    /// <summary>The kernels' strided layout (elementwise.cu's StridedLayout).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct StridedLayout
+    {
+        public long Rank;
+        public fixed long Shape[8];
+        public fixed long SrcStride[8];
+        public fixed long DstStride[8];
+    }
+
+    /// <inheritdoc />
+    public void Copy(Tensor src, Tensor dst)
+    {
+        if (src.Shape != dst.Shape) throw new ArgumentException($"Copy: {src.Describe("source")} and {dst.Describe("destination")} differ in shape");
+        bool floats = src.DType.IsFloat() && dst.DType.IsFloat();
+        if (!floats && src.DType != dst.DType) throw new ArgumentException($"Copy: cannot convert {src.DType} to {dst.DType}");
+        long n = src.NumElements;
+        if (n == 0) return;
+        ulong ps = Ptr(src), pd = Ptr(dst);
+        if (src.IsContiguous && dst.IsContiguous)
+        {
+            if (src.DType == dst.DType)
+            {
+                MakeCurrent();
+                CudaDriver.MemcpyDtoDAsync(pd, ps, n * src.DType.SizeOf(), _stream);
+                return;
+            }
+            using var c = new KernelArgs().Add(ps).Add((int)src.DType).Add(pd).Add((int)dst.DType).Add(n);
+            LaunchElementwise("elementwise.cu", "cast_contiguous", n, c);
+            return;
+        }
+        if (src.Rank > 8) throw new NotSupportedException($"Copy: {src.Describe("source")} has more than 8 dimensions");
+        var layout = new StridedLayout { Rank = src.Rank };
+        for (int d = 0; d < src.Rank; d++)
+        {
+            layout.Shape[d] = src.Shape[d];
+            layout.SrcStride[d] = src.Strides[d];
+            layout.DstStride[d] = dst.Strides[d];
+        }
+        using var a = new KernelArgs().Add(ps).Add((int)src.DType).Add(pd).Add((int)dst.DType).Add(layout).Add(n);
+        LaunchElementwise("elementwise.cu", "strided_copy", n, a);
+    }
+
+    /// <inheritdoc />
+    public void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y)
+    {
+        ulong pa = Ptr(a), pb = Ptr(b);
+        using var k = new KernelArgs().Add(pa).Add(alpha).Add(pb).Add(beta).Add(Ptr(y)).Add(pa == pb ? 1 : 0).Add(y.NumElements);
+        LaunchElementwise("elementwise.cu", "add_scaled", y.NumElements, k);
+    }
+
+    /// <inheritdoc />
+    public void Mul(Tensor a, Tensor b, Tensor y)
+    {
+        using var k = new KernelArgs().Add(Ptr(a)).Add(Ptr(b)).Add(Ptr(y)).Add(y.NumElements);
+        LaunchElementwise("elementwise.cu", "mul", y.NumElements, k);
+    }
+
+    /// <inheritdoc />
+    public void AddRowVector(Tensor y, Tensor v, float alpha)
+    {
+        using var k = new KernelArgs().Add(Ptr(y)).Add(Ptr(v)).Add(alpha).Add(v.NumElements).Add(y.NumElements);
+        LaunchElementwise("elementwise.cu", "add_row_vector", y.NumElements, k);
+    }
+
+    /// <inheritdoc />
+    public void SumRows(Tensor x, Tensor y, bool accumulate)
+    {
+        long cols = y.NumElements, rows = x.NumElements / cols;
+        using var k = new KernelArgs().Add(Ptr(x)).Add(Ptr(y)).Add(rows).Add(cols).Add(accumulate ? 1 : 0);
+        LaunchElementwise("elementwise.cu", "sum_rows", cols, k);
+    }
+
+    private double Reduce(Tensor x, int mode)
+    {
+        long n = x.NumElements;
+        if (n == 0) return 0;
+        // A fixed grid for a given n: the partials, and their in-order host sum, do not depend on timing.
+        uint blocks = (uint)Math.Min((n + Block - 1) / Block, 1024);
+        using var partials = Temp(blocks * sizeof(double));
+        using var k = new KernelArgs().Add(Ptr(x)).Add(partials.Pointer).Add(n).Add(mode);
+        Launch("elementwise.cu", "reduce_partials", (blocks, 1, 1), (Block, 1, 1), 0, k);
+        double s = 0;
+        foreach (var p in Download<double>(partials.Pointer, blocks)) s += p;
+        return s;
+    }
+
+    /// <inheritdoc />
+    public double Sum(Tensor x) => Reduce(x, 0);
+
+    /// <inheritdoc />
+    public double SumOfSquares(Tensor x) => Reduce(x, 1);
+
+    /// <inheritdoc />
+    public long CountNonFinite(Tensor x) => (long)Reduce(x, 2);
+
+    private static int CublasType(DType t) => t switch
+    {
+        DType.F32 => Cublas.CUDA_R_32F,
+        DType.BF16 => Cublas.CUDA_R_16BF,
+        DType.F16 => Cublas.CUDA_R_16F,
+        _ => throw new NotSupportedException($"Gemm: {t} operands are not supported"),
+    };
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// cuBLAS is column-major; a row-major matrix is the column-major transpose, so C = op(A)·op(B) row-major is
+    /// computed as Cᵀ = op(B)ᵀ·op(A)ᵀ column-major: operands swapped, m and n swapped, transposes kept. Operands
+    /// may be fp32, bf16 or fp16 (A and B alike); accumulation is always fp32 without TF32.
+    /// </remarks>
+    public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        Tensor a, long aOffset, long lda, long strideA,
+        Tensor b, long bOffset, long ldb, long strideB,
+        float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
+    {
+        if (m == 0 || n == 0 || batch == 0) return;
+        if (a.DType != b.DType) throw new NotSupportedException($"Gemm: {a.Describe("A")} and {b.Describe("B")} must have the same dtype");
+        // cuBLAS checks ld ≥ rows of each column-major operand even where a single stored row makes it irrelevant.
+        static int Ld(long ld, long storedRows, long storedCols) => checked((int)(storedRows == 1 ? Math.Max(Math.Max(ld, storedCols), 1) : ld));
+        int la = transA ? Ld(lda, k, m) : Ld(lda, m, k);
+        int lb = transB ? Ld(ldb, n, k) : Ld(ldb, k, n);
+        int lc = Ld(ldc, m, n);
+        ulong pa = Ptr(a) + (ulong)(aOffset * a.DType.SizeOf());
+        ulong pb = Ptr(b) + (ulong)(bOffset * b.DType.SizeOf());
+        ulong pc = Ptr(c) + (ulong)(cOffset * c.DType.SizeOf());
+        MakeCurrent();
+        lock (_cublasLock)
+            Cublas.GemmStridedBatched(_cublas, transB, transA, n, m, k, alpha,
+                pb, CublasType(b.DType), lb, strideB, pa, CublasType(a.DType), la, strideA,
+                beta, pc, CublasType(c.DType), lc, strideC, batch);
+    }
+}
+
+/// <summary>
+/// Kernel arguments for cuLaunchKernel: each value is copied into native memory at its natural alignment and
+/// the launch gets an array of pointers to them (what <c>void** kernelParams</c> means).
+/// </summary>
+internal sealed unsafe class KernelArgs : IDisposable
+{
+    private const int Capacity = 1024, MaxArgs = 32;
+    private readonly byte* _data = (byte*)NativeMemory.AlignedAlloc(Capacity, 16);
+    private readonly void** _ptrs = (void**)NativeMemory.Alloc(MaxArgs, (nuint)sizeof(void*));
+    private int _used, _count;
+
+    public KernelArgs Add<T>(T value) where T : unmanaged
+    {
+        int align = Math.Min(sizeof(T), 8);
+        _used = (_used + align - 1) / align * align;
+        if (_used + sizeof(T) > Capacity || _count == MaxArgs) throw new InvalidOperationException("too many kernel arguments");
+        *(T*)(_data + _used) = value;
+        _ptrs[_count++] = _data + _used;
+        _used += sizeof(T);
+        return this;
+    }
+
+    public void** Pointers => _ptrs;
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(_data);
+        NativeMemory.Free(_ptrs);
+    }
+}

@@ -1,0 +1,320 @@
+using DoctorGlm.Engine.Backends;
+using DoctorGlm.Engine.Backends.Cpu;
+using DoctorGlm.Engine.Backends.Cuda;
+using DoctorGlm.Engine.Tests.Harness;
+
+namespace DoctorGlm.Engine.Tests.Cuda;
+
+/// <summary>
+/// Every CUDA kernel against the CPU reference on the same inputs. Outputs are poisoned with NaN before each
+/// kernel, so an element the kernel forgets to write fails the comparison. Skipped (dynamically) without a GPU.
+/// </summary>
+public class CudaBackendTests
+{
+    private static readonly Random s_rng = new(1234);
+
+    private static float[] Randn(int n, double std = 1)
+    {
+        lock (s_rng) return Enumerable.Range(0, n).Select(_ => (float)(std * OpInput.Gauss(s_rng))).ToArray();
+    }
+
+    private static Tensor T(float[] data, Device dev, params int[] shape) => Tensor.FromArray(data, new Shape(shape), DType.F32, dev);
+    private static Tensor Poison(Device dev, params int[] shape) => Tensor.Full(new Shape(shape), float.NaN, DType.F32, dev);
+
+    /// <summary>Runs <paramref name="body"/> on the CPU and on CUDA and returns the outputs of each as host arrays.</summary>
+    private static (float[][] Cpu, float[][] Gpu) Both(Func<IBackend, Device, Tensor[]> body)
+    {
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        var c = body(CpuBackend.Instance, Device.Cpu).Select(t => t.ToFloatArray()).ToArray();
+        var g = body(gpu, gpu.Device).Select(t => t.ToFloatArray()).ToArray();
+        return (c, g);
+    }
+
+    private static void Close((float[][] Cpu, float[][] Gpu) r, double rtol, double atol, string what)
+    {
+        for (int i = 0; i < r.Cpu.Length; i++) Fixture.AssertClose(r.Cpu[i], r.Gpu[i], rtol, atol, $"{what} output {i}");
+    }
+
+    private static void Identical((float[][] Cpu, float[][] Gpu) r, string what)
+    {
+        for (int i = 0; i < r.Cpu.Length; i++)
+            for (int j = 0; j < r.Cpu[i].Length; j++)
+                Assert.True(BitConverter.SingleToInt32Bits(r.Cpu[i][j]) == BitConverter.SingleToInt32Bits(r.Gpu[i][j]),
+                    $"{what} output {i}[{j}]: CPU {r.Cpu[i][j]:R}, CUDA {r.Gpu[i][j]:R} (must be bit-identical)");
+    }
+
+    [Fact]
+    public void Elementwise()
+    {
+        var a = Randn(1000); var b = Randn(1000); var v = Randn(40);
+        Close(Both((be, d) =>
+        {
+            var (ta, tb) = (T(a, d, 25, 40), T(b, d, 25, 40));
+            var y1 = Poison(d, 25, 40); be.AddScaled(ta, 0.5f, tb, -2f, y1);
+            var y2 = Poison(d, 25, 40); be.AddScaled(ta, 0.5f, ta, 0.25f, y2);
+            var y3 = Poison(d, 25, 40); be.Mul(ta, tb, y3);
+            var y4 = T(a, d, 25, 40); be.AddRowVector(y4, T(v, d, 40), 3f);
+            var y5 = Poison(d, 40); be.SumRows(ta, y5, false);
+            var y6 = T(v, d, 40); be.SumRows(tb, y6, true);
+            return [y1, y2, y3, y4, y5, y6];
+        }), 1e-6, 1e-6, "elementwise");
+    }
+
+    [Fact]
+    public void ReductionsAndFill()
+    {
+        var gpu = CudaTestSetup.Require();
+        var x = Randn(100_003);
+        x[17] = float.NaN; x[99_999] = float.PositiveInfinity;
+        using var tc = T(x, Device.Cpu, x.Length);
+        using var tg = T(x, gpu.Device, x.Length);
+        Assert.Equal(2, gpu.CountNonFinite(tg));
+        x[17] = 1; x[99_999] = 2;
+        using var fc = T(x, Device.Cpu, x.Length);
+        using var fg = T(x, gpu.Device, x.Length);
+        Assert.Equal(CpuBackend.Instance.Sum(fc), gpu.Sum(fg), 1e-9);
+        Assert.Equal(CpuBackend.Instance.SumOfSquares(fc), gpu.SumOfSquares(fg), 1e-8 * CpuBackend.Instance.SumOfSquares(fc));
+        foreach (var dt in new[] { DType.F32, DType.F16, DType.BF16, DType.I32, DType.U8, DType.I8 })
+        {
+            using var t = Tensor.Empty(new Shape(1001), dt, gpu.Device);
+            gpu.Fill(t, 3f);
+            Assert.All(t.ToFloatArray(), e => Assert.Equal(3f, e));
+        }
+    }
+
+    [Fact]
+    public void StridedCopyAndCasts()
+    {
+        var x = Randn(2 * 3 * 5 * 7, 100);
+        x[3] = float.NaN; x[4] = 1e30f; x[5] = 1.00390625f; // overflow to ∞ in fp16, a bf16 tie
+        Identical(Both((be, d) =>
+        {
+            var t = T(x, d, 2, 3, 5, 7);
+            var perm = t.Permute(3, 1, 0, 2);
+            var y = Poison(d, 7, 3, 2, 5); be.Copy(perm, y);
+            var h = Tensor.Empty(new Shape(2, 3, 5, 7), DType.F16, d); be.Copy(t, h);
+            var bf = Tensor.Empty(new Shape(2, 3, 5, 7), DType.BF16, d); be.Copy(t, bf);
+            var bfT = Tensor.Empty(new Shape(7, 3, 2, 5), DType.BF16, d); be.Copy(perm, bfT);
+            var back = Poison(d, 2, 3, 5, 7); be.Copy(bf, back);
+            return [y, h, bf, bfT, back];
+        }), "copy");
+    }
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public void GemmMatchesCpu(bool ta, bool tb)
+    {
+        int m = 33, n = 17, k = 45, batch = 3;
+        var a = Randn(batch * m * k + 5); var b = Randn(batch * k * n + 7); var c0 = Randn(batch * m * n);
+        Close(Both((be, d) =>
+        {
+            var A = T(a, d, a.Length); var B = T(b, d, b.Length);
+            var C = T(c0, d, c0.Length);
+            be.Gemm(ta, tb, m, n, k, 0.75f, A, 5, ta ? m : k, m * k, B, 7, tb ? k : n, k * n, 0.5f, C, 0, n, m * n, batch);
+            var C2 = Poison(d, m * n); // beta = 0 must not read C (NaN·0 would leak)
+            be.Gemm(ta, tb, m, n, k, 1f, A, 5, ta ? m : k, 0, B, 7, tb ? k : n, 0, 0f, C2, 0, n, 0, 1);
+            return [C, C2];
+        }), 1e-5, 1e-5, $"gemm ta={ta} tb={tb}");
+    }
+
+    [Fact]
+    public void GemmWithBf16Operands()
+    {
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        int m = 8, n = 9, k = 16;
+        var a = Randn(m * k).Select(v => HalfConvert.Bf16ToFloat(HalfConvert.FloatToBf16(v))).ToArray();
+        var b = Randn(k * n).Select(v => HalfConvert.Bf16ToFloat(HalfConvert.FloatToBf16(v))).ToArray();
+        var c = Poison(gpu.Device, m * n);
+        gpu.Gemm(false, false, m, n, k, 1f, Tensor.FromArray(a, new Shape(m * k), DType.BF16, gpu.Device), 0, k, 0,
+            Tensor.FromArray(b, new Shape(k * n), DType.BF16, gpu.Device), 0, n, 0, 0f, c, 0, n, 0, 1);
+        var cpu = Poison(Device.Cpu, m * n);
+        CpuBackend.Instance.Gemm(false, false, m, n, k, 1f, T(a, Device.Cpu, m * k), 0, k, 0, T(b, Device.Cpu, k * n), 0, n, 0, 0f, cpu, 0, n, 0, 1);
+        Fixture.AssertClose(cpu.ToFloatArray(), c.ToFloatArray(), 1e-5, 1e-5, "bf16 gemm");
+    }
+
+    [Fact]
+    public void LayerNorm()
+    {
+        int rows = 130, h = 96;
+        var x = Randn(rows * h).Select(v => v + 50f).ToArray(); var w = Randn(h); var bb = Randn(h); var dy = Randn(rows * h);
+        Close(Both((be, d) =>
+        {
+            var (tx, tw, tb) = (T(x, d, rows, h), T(w, d, h), T(bb, d, h));
+            var y = Poison(d, rows, h); var mean = Poison(d, rows); var rstd = Poison(d, rows);
+            be.LayerNormForward(tx, tw, tb, 1e-5f, y, mean, rstd);
+            var dx = Poison(d, rows, h); var dw = Poison(d, h); var db = Poison(d, h);
+            be.LayerNormBackward(T(dy, d, rows, h), tx, tw, mean, rstd, dx, dw, db);
+            return [y, mean, rstd, dx, dw, db];
+        }), 1e-5, 1e-5, "layernorm");
+    }
+
+    [Fact]
+    public void GeluAndDropout()
+    {
+        var x = Randn(5000, 3); var dy = Randn(5000);
+        Close(Both((be, d) =>
+        {
+            var tx = T(x, d, 5000);
+            var y = Poison(d, 5000); be.GeluForward(tx, y);
+            var dx = Poison(d, 5000); be.GeluBackward(tx, T(dy, d, 5000), dx);
+            return [y, dx];
+        }), 1e-6, 1e-6, "gelu");
+        Identical(Both((be, d) =>
+        {
+            var y = Poison(d, 5000); be.DropoutForward(T(x, d, 5000), y, 0.3f, 0xDEADBEEFCAFEul);
+            return [y];
+        }), "dropout");
+    }
+
+    [Fact]
+    public void Embedding()
+    {
+        int v = 50, h = 300;
+        var table = Randn(v * h); var ids = new[] { 3, 7, 3, 49, 0, 3, 12 }; var dy = Randn(ids.Length * h);
+        Identical(Both((be, d) =>
+        {
+            var ti = Tensor.FromArray(ids, new Shape(ids.Length), d);
+            var y = Poison(d, ids.Length, h); be.EmbeddingForward(ti, T(table, d, v, h), y);
+            var dt = Poison(d, v, h); be.EmbeddingBackward(ti, T(dy, d, ids.Length, h), dt);
+            return [y, dt];
+        }), "embedding");
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        var bad = Tensor.FromArray([1, 2, 50, -1], new Shape(4), gpu.Device);
+        var yb = Poison(gpu.Device, 4, h);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => gpu.EmbeddingForward(bad, T(table, gpu.Device, v, h), yb));
+        Assert.Contains("ids[2] = 50", e.Message);
+        Assert.All(yb.ToFloatArray(), f => Assert.True(float.IsNaN(f))); // nothing written
+    }
+
+    [Fact]
+    public void CrossEntropy()
+    {
+        int n = 6, v = 5000;
+        var logits = Randn(n * v, 4); var labels = new[] { 1, -100, 4999, 0, 17, -100 };
+        Close(Both((be, d) =>
+        {
+            var tl = T(logits, d, n, v); var tlab = Tensor.FromArray(labels, new Shape(n), d);
+            var loss = Poison(d, n); var lse = Poison(d, n);
+            Assert.Equal(4, be.CrossEntropyForward(tl, tlab, -100, loss, lse));
+            var dl = Poison(d, n, v); be.CrossEntropyBackward(tl, tlab, lse, -100, T([2f], d, 1), 0.25f, dl);
+            return [loss, lse, dl];
+        }), 1e-5, 1e-6, "cross-entropy");
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        var l2 = (float[])logits.Clone(); l2[3 * v + 5] = float.NaN;
+        var ex = Assert.Throws<ArgumentException>(() => gpu.CrossEntropyForward(T(l2, gpu.Device, n, v), Tensor.FromArray(labels, new Shape(n), gpu.Device),
+            -100, Poison(gpu.Device, n), Poison(gpu.Device, n)));
+        Assert.Contains("rows 3", ex.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => gpu.CrossEntropyForward(T(logits, gpu.Device, n, v),
+            Tensor.FromArray([1, 2, 3, 4, 5000, 6], new Shape(n), gpu.Device), -100, Poison(gpu.Device, n), Poison(gpu.Device, n)));
+    }
+
+    [Fact]
+    public void Rotary()
+    {
+        int b = 2, s = 5, nh = 3, dd = 16;
+        var x = Randn(b * s * nh * dd); var pos = new int[b * 2 * s];
+        for (int i = 0; i < pos.Length; i++) pos[i] = (i * 7) % 2000;
+        Close(Both((be, d) =>
+        {
+            var tx = T(x, d, b, s, nh, dd); var tp = Tensor.FromArray(pos, new Shape(b, 2, s), d);
+            var y = Poison(d, b, s, nh, dd); be.Rotary2D(tx, tp, y, false);
+            var yi = Poison(d, b, s, nh, dd); be.Rotary2D(tx, tp, yi, true);
+            return [y, yi];
+        }), 1e-6, 1e-6, "rotary");
+    }
+
+    [Theory]
+    [InlineData(2, 13, 3, 8, 0, true)]
+    [InlineData(1, 37, 2, 128, 0, true)]
+    [InlineData(2, 9, 2, 64, 4, true)]
+    [InlineData(1, 20, 1, 32, 3, false)]
+    public void Attention(int b, int s, int nh, int dd, int nPrefix, bool masked)
+    {
+        var q = Randn(b * s * nh * dd); var k = Randn(b * s * nh * dd); var v = Randn(b * s * nh * dd); var dO = Randn(b * s * nh * dd);
+        var pk = Randn(b * Math.Max(1, nPrefix) * nh * dd); var pv = Randn(b * Math.Max(1, nPrefix) * nh * dd);
+        var mask = new byte[b * s * s];
+        for (int bi = 0; bi < b; bi++)
+            for (int i = 0; i < s; i++)
+                for (int j = 0; j < s; j++)
+                    mask[(bi * s + i) * s + j] = (byte)(j > i || (bi == 0 && i == 1) ? 1 : 0); // causal, row 1 of batch 0 fully blocked
+        float scale = 1f / MathF.Sqrt(dd), mv = -10000f * 3;
+        Close(Both((be, d) =>
+        {
+            Tensor X(float[] a) => T(a, d, b, s, nh, dd);
+            Tensor? P(float[] a) => nPrefix == 0 ? null : T(a, d, b, nPrefix, nh, dd);
+            var tm = masked ? Tensor.FromArray(mask, new Shape(b, s, s), d) : null;
+            var (tq, tk, tv, tpk, tpv) = (X(q), X(k), X(v), P(pk), P(pv));
+            var o = Poison(d, b, s, nh, dd); var lse = Poison(d, b, nh, s);
+            be.AttentionForward(tq, tk, tv, tpk, tpv, tm, scale, mv, o, lse);
+            var dq = Poison(d, b, s, nh, dd); var dk = Poison(d, b, s, nh, dd); var dv = Poison(d, b, s, nh, dd);
+            var dpk = nPrefix == 0 ? null : Poison(d, b, nPrefix, nh, dd); var dpv = nPrefix == 0 ? null : Poison(d, b, nPrefix, nh, dd);
+            be.AttentionBackward(tq, tk, tv, tpk, tpv, tm, scale, mv, o, lse, X(dO), dq, dk, dv, dpk, dpv);
+            Tensor[] outs = [o, dq, dk, dv];
+            // lse of a fully blocked row is ≈ mv + log S, too large for a 1e-5 absolute comparison: checked relatively.
+            return nPrefix == 0 ? [.. outs, lse] : [.. outs, lse, dpk!, dpv!];
+        }), 1e-4, 1e-4, $"attention b={b} s={s} nh={nh} d={dd} prefix={nPrefix}");
+    }
+
+    [Fact]
+    public void OptimizersAreBitIdentical()
+    {
+        int n = 10_007;
+        var p = Randn(n); var g = Randn(n); var m = Randn(n, 0.1); var v = Randn(n).Select(x => x * x).ToArray();
+        g[5] = 0; m[5] = 0; // Lion's sign(0)
+        Identical(Both((be, d) =>
+        {
+            var (tp, tg, tm, tv) = (T(p, d, n), T(g, d, n), T(m, d, n), T(v, d, n));
+            be.AdamWStep(tp, tg, tm, tv, 1e-3, 0.9, 0.999, 1e-8, 0.01, 1 - Math.Pow(0.9, 3), 1 - Math.Pow(0.999, 3));
+            var (lp, lm) = (T(p, d, n), T(m, d, n));
+            be.LionStep(lp, tg, lm, 1e-4, 0.9, 0.99, 0.1);
+            return [tp, tm, tv, lp, lm];
+        }), "optimizers");
+    }
+
+    [Fact]
+    public void DequantizeMatchesSpec()
+    {
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        int rows = 3, cols = 10;
+        var q8 = Enumerable.Range(0, rows * cols).Select(i => (sbyte)((i * 37) % 255 - 127)).ToArray();
+        var packed = Enumerable.Range(0, rows * cols / 2).Select(i => (sbyte)(byte)(i * 53)).ToArray();
+        var scales = new[] { 0.5f, 0.01f, 3f }.Select(HalfConvert.RoundToF16).ToArray();
+        var scaleT = Tensor.FromArray(scales, new Shape(rows), DType.F16, gpu.Device);
+        var w8 = Poison(gpu.Device, rows, cols);
+        gpu.DequantizeInt8(Tensor.FromBytes(q8.Select(s => (byte)s).ToArray(), new Shape(rows, cols), DType.I8, gpu.Device), scaleT, w8);
+        var w4 = Poison(gpu.Device, rows, cols);
+        gpu.DequantizeInt4(Tensor.FromBytes(packed.Select(s => (byte)s).ToArray(), new Shape(rows, cols / 2), DType.I8, gpu.Device), scaleT, w4);
+        var e8 = new float[rows * cols]; var e4 = new float[rows * cols];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+            {
+                e8[r * cols + c] = q8[r * cols + c] * scales[r];
+                sbyte by = packed[r * cols / 2 + c / 2];
+                int nib = c % 2 == 0 ? by >> 4 : (sbyte)(by << 4) >> 4; // high nibble = even element
+                e4[r * cols + c] = nib * scales[r];
+            }
+        Assert.Equal(e8, w8.ToFloatArray());
+        Assert.Equal(e4, w4.ToFloatArray());
+    }
+
+    [Fact]
+    public void AllocatorReusesPooledBlocks()
+    {
+        var gpu = CudaTestSetup.Require();
+        var before = gpu.Memory;
+        using (Tensor.Empty(new Shape(1 << 20), DType.F32, gpu.Device)) { }
+        var pooled = gpu.Memory.PooledBytes;
+        Assert.True(pooled >= 4L << 20, $"a released 4 MiB block should be pooled ({gpu.Memory})");
+        using (Tensor.Empty(new Shape(1 << 20), DType.F32, gpu.Device))
+            Assert.True(gpu.Memory.PooledBytes == pooled - (4L << 20), "the same size class must be reused from the pool");
+        Assert.True(gpu.Memory.PeakBytes >= before.InUseBytes + (4L << 20));
+    }
+}
