@@ -73,6 +73,20 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <inheritdoc />
+    public void TanhForward(Tensor x, Tensor y)
+    {
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(y)).Add(y.NumElements);
+        LaunchElementwise("tanh.cu", "tanh_forward", y.NumElements, a);
+    }
+
+    /// <inheritdoc />
+    public void TanhBackward(Tensor y, Tensor dy, Tensor dx)
+    {
+        using var a = new KernelArgs().Add(Ptr(y)).Add(Ptr(dy)).Add(Ptr(dx)).Add(dx.NumElements);
+        LaunchElementwise("tanh.cu", "tanh_backward", dx.NumElements, a);
+    }
+
+    /// <inheritdoc />
     public void DropoutForward(Tensor x, Tensor y, float p, ulong stream)
     {
         float scale = 1f / (1f - p); // the CPU's fp32 expression, so kept values are bit-identical
