@@ -6,7 +6,16 @@ namespace DoctorGlm.Engine.Tests.Data;
 /// <summary>Readers for Alpaca, P-tuning and the CMD CSV; issue reporting with file:line; the bad-fraction threshold.</summary>
 public sealed class DatasetReaderTests : IDisposable
 {
-    private const string CmdDir = "/work/shared/data/cmd-internal-medicine";
+    /// <summary>The project's shared data folder sits beside the checkout (../shared), on developers' machines and in CI.</summary>
+    private static readonly string CmdDir = FindSharedData();
+
+    private static string FindSharedData()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "DoctorGlm.Engine.sln")))
+                return Path.Combine(dir.FullName, "..", "shared", "data", "cmd-internal-medicine");
+        return Path.Combine("..", "shared", "data", "cmd-internal-medicine");
+    }
     private readonly string _dir = Directory.CreateTempSubdirectory("dglm-data-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
