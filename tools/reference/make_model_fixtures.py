@@ -14,6 +14,25 @@ byte-identical between runs):
   ptuning.safetensors       P-Tuning v2 without projection: prefix embedding, loss, gradient
   ptuning_proj.safetensors  P-Tuning v2 with projection: encoder tensors, loss, gradients of all five
 
+and the same weights as checkpoint folders saved the way torch / HF / PEFT / the Trainer save them (for
+GlmModel.FromPretrained, LoadLoraAdapter and LoadPrefixEncoder; all fp32 so parity stays exact):
+  hf_bin/                   config.json + pytorch_model.bin (torch.save of the state dict; lm_head.weight is the *same*
+                            tensor as the embedding, so the zip holds one shared storage, as a tied HF model saves it)
+  hf_bin_sharded/           2 torch.save shards + pytorch_model.bin.index.json (weight_map; metadata.total_size stale,
+                            as on the hub); lm_head in the last shard, like the hub's shard 8
+  hf_safetensors_sharded/   2 safetensors shards + model.safetensors.index.json; no lm_head (HF drops the tied copy
+                            when saving safetensors)
+  peft_adapter/             adapter_config.json as PEFT 0.3 writes it + adapter_model.bin (torch.save), keys
+                            base_model.model.transformer.layers.{i}.attention.query_key_value.lora_A.weight / lora_B.weight;
+                            the lora_peft tensors
+  doctorglm_adapter/        deep_training adapter_config.json (spec §9.1, with this fixture's r / alpha) + adapter_model.bin
+                            with keys model.transformer.transformer.layers.{i}.attention.query_key_value.lora_A / lora_B
+                            (no .weight); the lora_grouped tensors, kept fp32 (DoctorGLM's are fp16)
+  ptuning_checkpoint/       config.json (the model config + pre_seq_len 3, prefix_projection false, as the Trainer saves
+                            it) + pytorch_model.bin with transformer.prefix_encoder.embedding.weight; the ptuning tensors
+torch 1.13's torch.save writes no timestamps, no random serialization id and numbers storages in order, so the zips
+are byte-identical between runs (checked by running the script twice and comparing; see tools/reference/README.md).
+
 The model math is tools/reference/chatglm_reference.py (written from the spec). Weights are drawn in float32 and
 stored as F32; everything is computed in float64 from those values and rounded once to F32 on storage.
 Dropout is off (evaluation mode) so the fixtures are deterministic.
@@ -138,6 +157,111 @@ def train_batch(cfg):
     return ids_t, pos, mask, torch.tensor(labels, dtype=torch.long)
 
 
+def write_json(path, obj, sort_keys=False):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=sort_keys)
+        f.write("\n")
+
+
+def hf_state_dict(w32, cfg):
+    """The state dict a tied HF ChatGLM model returns: parameters, the rotary inv_freq buffers, and lm_head.weight as
+    the very tensor object of the embedding (tie_weights shares the Parameter)."""
+    sd = OrderedDict()
+    d = cfg["hidden_size"] // cfg["num_attention_heads"]
+    for k, v in w32.items():
+        sd[k] = v
+        if k.endswith("attention.query_key_value.bias"):
+            layer = k.split(".")[2]
+            sd[f"transformer.layers.{layer}.attention.rotary_emb.inv_freq"] = ref.rotary_inv_freq(d // 2).to(torch.float32)
+    sd["lm_head.weight"] = sd["transformer.word_embeddings.weight"]
+    return sd
+
+
+def save_sharded(folder, sd, split, kind):
+    """Two shards named as HF names them, and the index json (stale total_size, sorted weight_map)."""
+    os.makedirs(folder, exist_ok=True)
+    keys = list(sd)
+    shards = [keys[:split], keys[split:]]
+    stem, ext, index = ("pytorch_model", "bin", "pytorch_model.bin.index.json") if kind == "bin" \
+        else ("model", "safetensors", "model.safetensors.index.json")
+    wm = OrderedDict()
+    for i, ks in enumerate(shards):
+        fname = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}"
+        part = OrderedDict((k, sd[k]) for k in ks)
+        if kind == "bin":
+            torch.save(part, os.path.join(folder, fname))
+        else:
+            safetensors_io.save(os.path.join(folder, fname), OrderedDict((k, v.contiguous().numpy()) for k, v in part.items()),
+                                {"format": "pt"})
+        for k in ks:
+            wm[k] = fname
+    # total_size deliberately wrong: the ChatGLM hub index was never updated after the vocabulary change (spec §2).
+    write_json(os.path.join(folder, index), {"metadata": {"total_size": 13744473856}, "weight_map": wm}, sort_keys=True)
+
+
+def save_folders(out, w32, cfg, lora_tensors, prefix_tensors):
+    sd = hf_state_dict(w32, cfg)
+    layer1 = next(i for i, k in enumerate(sd) if k.startswith("transformer.layers.1."))
+
+    d = os.path.join(out, "hf_bin")
+    os.makedirs(d, exist_ok=True)
+    write_json(os.path.join(d, "config.json"), CONFIG)
+    torch.save(sd, os.path.join(d, "pytorch_model.bin"))
+
+    d = os.path.join(out, "hf_bin_sharded")
+    save_sharded(d, sd, layer1, "bin")  # shard 1: embedding + layer 0; shard 2: layer 1, final LN, lm_head
+    write_json(os.path.join(d, "config.json"), CONFIG)
+
+    d = os.path.join(out, "hf_safetensors_sharded")
+    st = OrderedDict((k, v) for k, v in sd.items() if k != "lm_head.weight")
+    save_sharded(d, st, layer1, "safetensors")
+    write_json(os.path.join(d, "config.json"), CONFIG)
+
+    L = cfg["num_layers"]
+    A, B, r, alpha, enable = lora_tensors["lora_peft"]
+    assert enable is None
+    peft = OrderedDict()
+    for i in range(L):
+        pre = f"base_model.model.transformer.layers.{i}.attention.query_key_value"
+        peft[f"{pre}.lora_A.weight"] = A[i]
+        peft[f"{pre}.lora_B.weight"] = B[i]
+    d = os.path.join(out, "peft_adapter")
+    os.makedirs(d, exist_ok=True)
+    torch.save(peft, os.path.join(d, "adapter_model.bin"))
+    # PEFT 0.3.0's LoraConfig.save_pretrained: the dataclass fields as json.dump(indent=2, sort_keys=True).
+    write_json(os.path.join(d, "adapter_config.json"), {
+        "base_model_name_or_path": "THUDM/chatglm-6b", "bias": "none", "fan_in_fan_out": False,
+        "inference_mode": True, "init_lora_weights": True, "lora_alpha": int(alpha), "lora_dropout": 0.1,
+        "modules_to_save": None, "peft_type": "LORA", "r": r, "target_modules": ["query_key_value"],
+        "task_type": "CAUSAL_LM"}, sort_keys=True)
+
+    A, B, r, alpha, enable = lora_tensors["lora_grouped"]
+    dg = OrderedDict()
+    for i in range(L):
+        pre = f"model.transformer.transformer.layers.{i}.attention.query_key_value"
+        dg[f"{pre}.lora_A"] = A[i]
+        dg[f"{pre}.lora_B"] = B[i]
+    d = os.path.join(out, "doctorglm_adapter")
+    os.makedirs(d, exist_ok=True)
+    torch.save(dg, os.path.join(d, "adapter_model.bin"))
+    # deep_training 0.1.0's LoraArguments as DoctorGLM's ckpt/lora/adapter_config.json lists them (spec §9.1), in that order.
+    write_json(os.path.join(d, "adapter_config.json"), OrderedDict([
+        ("r", r), ("lora_alpha", int(alpha)), ("lora_dropout", 0.05), ("target_modules", ["query_key_value"]),
+        ("enable_lora", enable), ("fan_in_fan_out", True), ("merge_weights", False), ("bias", "none"),
+        ("modules_to_save", None), ("inference_mode", True), ("with_lora", True), ("target_dtype", "16"),
+        ("lora_model_name_or_path", None)]))
+
+    p32 = prefix_tensors["ptuning"]
+    d = os.path.join(out, "ptuning_checkpoint")
+    os.makedirs(d, exist_ok=True)
+    torch.save(OrderedDict([("transformer.prefix_encoder.embedding.weight", p32["embedding.weight"])]),
+               os.path.join(d, "pytorch_model.bin"))
+    pcfg = OrderedDict(CONFIG)
+    pcfg["pre_seq_len"] = p32["embedding.weight"].shape[0]
+    pcfg["prefix_projection"] = False
+    write_json(os.path.join(d, "config.json"), pcfg)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=DEFAULT_OUT)
@@ -191,6 +315,7 @@ def main():
 
     # ---- LoRA (both forms)
     L, H = cfg["num_layers"], cfg["hidden_size"]
+    lora_tensors = {}
     for name, r, alpha, enable, seed in [("lora_peft", 4, 8.0, None, 77), ("lora_grouped", 2, 6.0, [True, False, True], 78)]:
         gen = torch.Generator().manual_seed(seed)
         g = 1 if enable is None else sum(enable)
@@ -209,6 +334,7 @@ def main():
             put(t, f"lora_b.{i}", B32[i])
             put(t, f"grad_a.{i}", A[i].grad)
             put(t, f"grad_b.{i}", B[i].grad)
+        lora_tensors[name] = (A32, B32, r, alpha, enable)
         meta = {"r": r, "alpha": alpha, "scaling": alpha / r}
         if enable is not None:
             meta["enable_lora"] = ",".join("1" if e else "0" for e in enable)
@@ -217,6 +343,7 @@ def main():
     # ---- P-Tuning v2 (both forms)
     N = 3
     W = 2 * L * H
+    prefix_tensors = {}
     for name, projection, seed in [("ptuning", False, 91), ("ptuning_proj", True, 92)]:
         gen = torch.Generator().manual_seed(seed)
         p32 = OrderedDict()
@@ -228,6 +355,7 @@ def main():
             p32["trans.2.bias"] = f32_uniform(gen, W, bound=1.0 / math.sqrt(H))
         else:
             p32["embedding.weight"] = f32_randn(gen, N, W)
+        prefix_tensors[name] = p32
         p = OrderedDict((k, v.double().requires_grad_(True)) for k, v in p32.items())
         loss = ref.lm_loss(ref.forward(w, cfg, ids, pos, mask, prefix=p, prefix_projection=projection), labels)
         loss.backward()
@@ -238,6 +366,7 @@ def main():
             put(t, "grad.transformer.prefix_encoder." + k, p[k].grad)
         save(args.out, name, t, {"pre_seq_len": N, "prefix_projection": str(projection).lower()})
 
+    save_folders(args.out, w32, cfg, lora_tensors, prefix_tensors)
     print("wrote", args.out)
 
 

@@ -78,7 +78,9 @@ public sealed class ShardedTensorSource : ITensorSource
                     string shardPath = Path.Combine(dir, file);
                     if (!File.Exists(shardPath))
                         throw new InvalidDataException($"{indexPath}: shard '{file}' (holding '{key}') does not exist at {shardPath}");
-                    shard = CheckpointReader.OpenFile(shardPath);
+                    // Say which entry needed the shard: a truncated or corrupt file's own error can name no tensor.
+                    try { shard = CheckpointReader.OpenFile(shardPath); }
+                    catch (InvalidDataException e) { throw new InvalidDataException($"{indexPath}: shard '{file}' (holding '{key}') cannot be read: {e.Message}", e); }
                     opened[file] = shard;
                 }
                 if (!shard.Contains(key))

@@ -13,7 +13,7 @@ namespace DoctorGlm.Engine.Models.ChatGlm;
 /// rotary on q and k; attention with layer coefficient l + 1 (prefix keys/values first when present); o = dense;
 /// h = α·a + o; m = LN₂(h); y = α·m + MLP(m) with tanh-GELU; α = √(2L). There is no identity skip.
 /// </remarks>
-public sealed class GlmModel : IDisposable
+public sealed partial class GlmModel : IDisposable
 {
     /// <summary>Key of the tied output head in HF checkpoints (not a separate parameter here).</summary>
     public const string LmHeadKey = "lm_head.weight";
@@ -128,7 +128,7 @@ public sealed class GlmModel : IDisposable
     }
 
     /// <summary>
-    /// Loads a model from <paramref name="source"/> (see <see cref="LoadWeights"/> for the checks). Parameters are
+    /// Loads a model from <paramref name="source"/> (see <see cref="LoadWeights(ITensorSource)"/> for the checks). Parameters are
     /// frozen unless <paramref name="trainable"/> (full fine-tuning).
     /// </summary>
     public static GlmModel Load(GlmConfig config, ITensorSource source, Device? device = null, bool trainable = false)
@@ -226,10 +226,12 @@ public sealed class GlmModel : IDisposable
 
     private static void CheckInfo(ITensorSource source, TensorInfo info, Shape shape)
     {
+        // Name the shard that holds the tensor too: for a sharded folder the description is only the index.
+        string where = info.File == source.Description ? source.Description : $"{source.Description} ({info.File})";
         if (info.Shape != shape)
-            throw new InvalidDataException($"{source.Description}: tensor '{info.Name}' has shape {info.Shape}, the model needs {shape}");
+            throw new InvalidDataException($"{where}: tensor '{info.Name}' has shape {info.Shape}, the model needs {shape}");
         if (!info.DType.IsFloat())
-            throw new InvalidDataException($"{source.Description}: tensor '{info.Name}' is {info.DType}, not a float type (quantized checkpoints are not supported here)");
+            throw new InvalidDataException($"{where}: tensor '{info.Name}' is {info.DType}, not a float type (quantized checkpoints are not supported here)");
     }
 
     /// <summary>torch.allclose(lm_head, embedding) with its defaults (rtol 1e-5, atol 1e-8), as chatglm.cpp requires before keeping one copy.</summary>

@@ -113,6 +113,34 @@ public sealed class GlmPrefixEncoder : IDisposable
         return new GlmPrefixEncoder(length, projection, 2 * config.NumLayers * config.HiddenSize, p);
     }
 
+    /// <summary>
+    /// Takes ownership of the tensors of <paramref name="data"/> (read and validated by
+    /// <see cref="IO.Adapters.PTuningCheckpoint.Load"/>) without copying them; the caller must not dispose
+    /// <paramref name="data"/> afterwards. The width is checked against <paramref name="config"/>.
+    /// </summary>
+    internal static GlmPrefixEncoder Adopt(GlmConfig config, IO.Adapters.PrefixEncoderData data)
+    {
+        var p = new Dictionary<string, Tensor> { [KeyPrefix + "embedding.weight"] = data.Embedding };
+        if (data.PrefixProjection)
+        {
+            p[KeyPrefix + "trans.0.weight"] = data.Trans0Weight!;
+            p[KeyPrefix + "trans.0.bias"] = data.Trans0Bias!;
+            p[KeyPrefix + "trans.2.weight"] = data.Trans2Weight!;
+            p[KeyPrefix + "trans.2.bias"] = data.Trans2Bias!;
+        }
+        foreach (var (name, shape) in ParameterShapes(config, data.PreSeqLen, data.PrefixProjection))
+            if (p[name].Shape != shape || p[name].DType != DType.F32)
+                throw new InvalidDataException($"{data.Source}: prefix encoder tensor '{name}' is {p[name].DType} {p[name].Shape}; the model needs F32 {shape} (L = {config.NumLayers}, H = {config.HiddenSize})");
+        return new GlmPrefixEncoder(data.PreSeqLen, data.PrefixProjection, 2 * config.NumLayers * config.HiddenSize, p);
+    }
+
+    /// <summary>The tensors as the plain data <see cref="IO.Adapters.PTuningCheckpoint.Save"/> writes (a view: still owned by this encoder).</summary>
+    internal IO.Adapters.PrefixEncoderData AsData(string source)
+    {
+        Tensor? Get(string part) => _params.TryGetValue(KeyPrefix + part, out var t) ? t : null;
+        return new IO.Adapters.PrefixEncoderData(Get("embedding.weight")!, Get("trans.0.weight"), Get("trans.0.bias"), Get("trans.2.weight"), Get("trans.2.bias"), source);
+    }
+
     /// <summary>The tensors under their HF keys.</summary>
     public IEnumerable<KeyValuePair<string, Tensor>> NamedParameters() => _params;
 

@@ -1,0 +1,55 @@
+using DoctorGlm.Engine.IO;
+
+namespace DoctorGlm.Engine.Models.ChatGlm;
+
+// Loading a Hugging Face model folder (config.json + weights) in one call.
+public sealed partial class GlmModel
+{
+    /// <summary>The model config's file name in a Hugging Face folder.</summary>
+    public const string ConfigFileName = "config.json";
+
+    /// <summary>
+    /// Loads a Hugging Face ChatGLM-6B folder: <c>config.json</c> (<see cref="GlmConfig.FromJson"/>) and the weights
+    /// that <see cref="CheckpointReader.Open"/> finds there — <c>model.safetensors.index.json</c>,
+    /// <c>model.safetensors</c>, <c>pytorch_model.bin.index.json</c> (the hub's 8 shards) or <c>pytorch_model.bin</c>.
+    /// Every weight is checked against the config before any is read (see <see cref="LoadWeights(ITensorSource)"/>), and
+    /// on any failure nothing stays allocated. Weights are converted to fp32 (the hub's fp16 6B takes ~25 GB of host
+    /// memory on the CPU backend). Parameters are frozen unless <paramref name="trainable"/> (full fine-tuning).
+    /// </summary>
+    /// <param name="folder">The model folder (e.g. a clone of THUDM/chatglm-6b).</param>
+    /// <param name="device">Where to put the weights (default: CPU).</param>
+    /// <param name="trainable">Whether the base parameters require gradients.</param>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">config.json or every weights file is missing (the message lists what was looked for).</exception>
+    /// <exception cref="InvalidDataException">A missing shard or tensor, a truncated file, a wrong shape: the message names the file and key.</exception>
+    public static GlmModel FromPretrained(string folder, Device? device = null, bool trainable = false)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        if (!Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"GlmModel.FromPretrained: {folder} is not a folder (expected a Hugging Face ChatGLM-6B folder with {ConfigFileName} and the weights)");
+        string configPath = Path.Combine(folder, ConfigFileName);
+        if (!File.Exists(configPath))
+        {
+            string hint = File.Exists(Path.Combine(folder, "adapter_config.json"))
+                ? "; it holds adapter_config.json, so it is a LoRA adapter: load the base model and call LoadLoraAdapter on it" : "";
+            throw new FileNotFoundException($"{folder}: no {ConfigFileName} (a Hugging Face ChatGLM-6B folder holds {ConfigFileName} and pytorch_model*.bin or model*.safetensors){hint}", configPath);
+        }
+        var config = GlmConfig.FromJson(configPath);
+        using var source = CheckpointReader.Open(folder);
+        if (source.Tensors.Count > 0 && source.Tensors.All(t => t.Name.StartsWith(GlmPrefixEncoder.KeyPrefix, StringComparison.Ordinal)))
+            throw new InvalidDataException($"{source.Description}: holds only a P-Tuning prefix encoder, no base weights; load the base model and call LoadPrefixEncoder on this folder");
+        return Load(config, source, device, trainable);
+    }
+
+    /// <summary>
+    /// Replaces the base weights with those of a checkpoint file or folder (opened with <see cref="CheckpointReader.Open"/>);
+    /// all-or-nothing as <see cref="LoadWeights(ITensorSource)"/>: on failure the model keeps its current weights.
+    /// </summary>
+    public void LoadWeights(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        ThrowIfDisposed();
+        using var source = CheckpointReader.Open(path);
+        LoadWeights(source);
+    }
+}
