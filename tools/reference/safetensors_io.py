@@ -22,6 +22,8 @@ _DTYPES = {
     "I64": np.dtype("<i8"),
     "I32": np.dtype("<i4"),
     "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),
+    "F16": np.dtype("<f2"),
 }
 
 

@@ -1,0 +1,52 @@
+namespace DoctorGlm.Engine.Backends.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    /// <inheritdoc />
+    public void DequantizeInt8(Tensor q, Tensor scale, Tensor w) => Dequantize(q, scale, w, int4: false);
+
+    /// <inheritdoc />
+    public void DequantizeInt4(Tensor packed, Tensor scale, Tensor w) => Dequantize(packed, scale, w, int4: true);
+
+    private static void Dequantize(Tensor q, Tensor scale, Tensor w, bool int4)
+    {
+        string op = int4 ? "DequantizeInt4" : "DequantizeInt8";
+        if (w.Rank != 2) throw new ArgumentException($"{op}: {w.Describe("output")} must be 2-D [rows, cols]");
+        int rows = w.Shape[0], cols = w.Shape[1];
+        if (int4 && cols % 2 != 0) throw new ArgumentException($"{op}: {w.Describe("output")} needs an even column count");
+        int packedCols = int4 ? cols / 2 : cols;
+        if (q.DType != DType.I8 || q.Shape != new Shape(rows, packedCols))
+            throw new ArgumentException($"{op}: {q.Describe("quantized weight")} must be I8 [{rows}, {packedCols}] for {w.Describe("output")}");
+        if (scale.DType != DType.F16 || scale.NumElements != rows)
+            throw new ArgumentException($"{op}: {scale.Describe("scale")} must be F16 with {rows} elements");
+        if (!w.DType.IsFloat()) throw new ArgumentException($"{op}: {w.Describe("output")} must be F32, F16 or BF16");
+        sbyte* pq = q.Ptr<sbyte>();
+        ushort* ps = scale.Ptr<ushort>();
+        DType dt = w.DType;
+        byte* pw = w.Ptr<byte>();
+        ForRows(rows, cols, r =>
+        {
+            float s = HalfConvert.F16ToFloat(ps[r]);
+            sbyte* qr = pq + r * packedCols;
+            for (int c = 0; c < cols; c++)
+            {
+                int v;
+                if (!int4) v = qr[c];
+                else
+                {
+                    sbyte b = qr[c >> 1];
+                    // high nibble = even column; arithmetic shifts sign-extend the 4-bit values
+                    v = (c & 1) == 0 ? b >> 4 : (sbyte)(b << 4) >> 4;
+                }
+                float x = v * s; // exact in fp32 (≤ 8 + 11 significant bits); rounded once below
+                long e = (long)r * cols + c;
+                switch (dt)
+                {
+                    case DType.F32: ((float*)pw)[e] = x; break;
+                    case DType.F16: ((ushort*)pw)[e] = HalfConvert.FloatToF16(x); break;
+                    default: ((ushort*)pw)[e] = HalfConvert.FloatToBf16(x); break;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,104 @@
+namespace DoctorGlm.Engine.Quantization;
+
+/// <summary>
+/// A weight-only quantized matrix in ChatGLM's scheme (spec §10): per output row an fp16 scale
+/// max|W_r|/(2^(b−1)−1), values round(W/scale) in [−127, 127] (INT8) or [−7, 7] (INT4, two per byte, the high
+/// nibble holding the even column), no zero point. Same layout as THUDM's <c>weight</c> / <c>weight_scale</c> keys.
+/// </summary>
+public sealed class QuantizedWeight : IDisposable
+{
+    private QuantizedWeight(int bits, int rows, int columns, Tensor data, Tensor scale)
+    {
+        Bits = bits; Rows = rows; Columns = columns; Data = data; Scale = scale;
+    }
+
+    /// <summary>8 or 4.</summary>
+    public int Bits { get; }
+
+    /// <summary>Output features (rows of the [out, in] weight).</summary>
+    public int Rows { get; }
+
+    /// <summary>Input features (columns of the de-quantized weight).</summary>
+    public int Columns { get; }
+
+    /// <summary>I8 [rows, cols] (INT8) or [rows, cols/2] (INT4, packed).</summary>
+    public Tensor Data { get; }
+
+    /// <summary>F16 [rows].</summary>
+    public Tensor Scale { get; }
+
+    /// <summary>
+    /// Quantizes <paramref name="weight"/> ([out, in], any float dtype; rounded to fp16 first, as the reference
+    /// quantizes an fp16 checkpoint) exactly like THUDM's <c>quantization.py</c>: scale = fp16(max|w|/(2^(b−1)−1)),
+    /// q = round_half_even(fp16(w/scale)). An all-zero row gets scale 0 and q 0 (the reference would divide 0 by 0).
+    /// </summary>
+    public static QuantizedWeight Quantize(Tensor weight, int bits)
+    {
+        if (bits is not (8 or 4)) throw new ArgumentOutOfRangeException(nameof(bits), bits, "QuantizedWeight.Quantize: bits must be 8 or 4");
+        if (weight.Rank != 2) throw new ArgumentException($"QuantizedWeight.Quantize: {weight.Describe("weight")} must be 2-D [out, in]");
+        int rows = weight.Shape[0], cols = weight.Shape[1];
+        if (bits == 4 && cols % 2 != 0) throw new ArgumentException($"QuantizedWeight.Quantize: INT4 needs an even number of input features; {weight.Describe("weight")}");
+        var w = weight.ToFloatArray();
+        float qmax = (1 << (bits - 1)) - 1;
+        var scales = new ushort[rows];
+        var q = new sbyte[(long)rows * cols];
+        Parallel.For(0, rows, r =>
+        {
+            float max = 0;
+            for (int c = 0; c < cols; c++) max = MathF.Max(max, MathF.Abs(HalfConvert.RoundToF16(w[(long)r * cols + c])));
+            ushort sBits = HalfConvert.FloatToF16(max / qmax); // fp16 ÷ int in fp32, rounded to fp16 as torch does
+            scales[r] = sBits;
+            float s = HalfConvert.F16ToFloat(sBits);
+            if (s == 0) return; // all-zero row: q stays 0
+            for (int c = 0; c < cols; c++)
+            {
+                float x = HalfConvert.RoundToF16(w[(long)r * cols + c]);
+                float ratio = HalfConvert.RoundToF16(x / s); // the fp16 quotient of two fp16 values
+                q[(long)r * cols + c] = (sbyte)Math.Clamp(MathF.Round(ratio, MidpointRounding.ToEven), -qmax, qmax);
+            }
+        });
+        using var _ = TensorScope.Unscoped();
+        var scale = Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(scales.AsSpan()), new Shape(rows), DType.F16, weight.Device);
+        var data = bits == 8
+            ? Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(q.AsSpan()), new Shape(rows, cols), DType.I8, weight.Device)
+            : Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(PackInt4(q, rows, cols).AsSpan()), new Shape(rows, cols / 2), DType.I8, weight.Device);
+        return new QuantizedWeight(bits, rows, cols, data, scale);
+    }
+
+    /// <summary>Packs INT4 values two per byte: byte k of a row = (q[2k] &amp; 0xF) &lt;&lt; 4 | (q[2k+1] &amp; 0xF).</summary>
+    public static sbyte[] PackInt4(ReadOnlySpan<sbyte> q, int rows, int cols)
+    {
+        var packed = new sbyte[(long)rows * cols / 2];
+        for (long i = 0; i < packed.LongLength; i++)
+            packed[i] = unchecked((sbyte)(((q[(int)(2 * i)] & 0xF) << 4) | (q[(int)(2 * i + 1)] & 0xF)));
+        return packed;
+    }
+
+    /// <summary>
+    /// Wraps stored tensors (a pre-quantized checkpoint's <c>weight</c> and <c>weight_scale</c>), checking their
+    /// dtypes and shapes; <paramref name="columns"/> is the de-quantized input width. Takes ownership of both.
+    /// </summary>
+    public static QuantizedWeight FromTensors(Tensor data, Tensor scale, int bits, int columns, string what = "quantized weight")
+    {
+        if (bits is not (8 or 4)) throw new ArgumentOutOfRangeException(nameof(bits), bits, $"{what}: bits must be 8 or 4");
+        int rows = data.Rank == 2 ? data.Shape[0] : -1;
+        int packed = bits == 8 ? columns : columns / 2;
+        if (data.DType != DType.I8 || data.Shape != new Shape(rows, packed))
+            throw new ArgumentException($"{what}: {data.Describe("weight")} must be I8 [out, {packed}] for INT{bits} with {columns} input features");
+        if (scale.DType != DType.F16 || scale.Shape != new Shape(rows))
+            throw new ArgumentException($"{what}: {scale.Describe("weight_scale")} must be F16 [{rows}]");
+        return new QuantizedWeight(bits, rows, columns, data, scale);
+    }
+
+    /// <summary>The de-quantized weight [rows, cols] in <paramref name="dtype"/> (w = q·scale, rounded once).</summary>
+    public Tensor Dequantize(DType dtype = DType.F32)
+    {
+        var w = Tensor.Empty(new Shape(Rows, Columns), dtype, Data.Device);
+        if (Bits == 8) w.Backend.DequantizeInt8(Data, Scale, w);
+        else w.Backend.DequantizeInt4(Data, Scale, w);
+        return w;
+    }
+
+    /// <inheritdoc />
+    public void Dispose() { Data.Dispose(); Scale.Dispose(); }
+}

@@ -1,0 +1,89 @@
+using DoctorGlm.Engine.IO;
+using DoctorGlm.Engine.Quantization;
+using DoctorGlm.Engine.Tests.Harness;
+
+namespace DoctorGlm.Engine.Tests.Quantization;
+
+/// <summary>ChatGLM's INT8/INT4 scheme against PyTorch (tools/reference/make_quant_fixtures.py), bit for bit.</summary>
+public class QuantizationTests
+{
+    private static SafeTensorsFile Open() => SafeTensorsFile.Open(Path.Combine(Fixture.Dir("quant"), "quant.safetensors"));
+
+    [Theory]
+    [InlineData(8)]
+    [InlineData(4)]
+    public void QuantizeMatchesTheReferenceBitForBit(int bits)
+    {
+        using var f = Open();
+        using var scope = TensorScope.Begin();
+        var w = f.Load("weight");
+        using var q = QuantizedWeight.Quantize(w, bits);
+        Assert.Equal(f.Load($"scale{bits}").ToBytes(), q.Scale.ToBytes());
+        Assert.Equal(f.Load(bits == 8 ? "q8" : "packed4").ToBytes(), q.Data.ToBytes());
+        // de-quantized to fp16 as the reference does (fp16 product), compared exactly
+        var deq16 = q.Dequantize(DType.F16).ToFloatArray();
+        Assert.Equal(f.Floats($"dequant{bits}"), deq16);
+        // and the fp32 de-quantization is the exact product
+        var deq32 = q.Dequantize(DType.F32).ToFloatArray();
+        var qv = f.Floats($"q{bits}");
+        var sv = f.Floats($"scale{bits}");
+        int cols = w.Shape[1];
+        for (int i = 0; i < deq32.Length; i++) Assert.Equal(qv[i] * sv[i / cols], deq32[i]);
+    }
+
+    [Fact]
+    public void RoundsHalfToEvenAndPacksTheEvenColumnHigh()
+    {
+        using var scope = TensorScope.Begin();
+        // max |w| = 7 → INT4 scale 1: halves must round to even (0.5 → 0, 1.5 → 2, 2.5 → 2, −2.5 → −2).
+        var w = Tensor.FromArray([7f, 0.5f, 1.5f, 2.5f, -2.5f, -7f], new Shape(1, 6));
+        using var q = QuantizedWeight.Quantize(w, 4);
+        var packed = q.Data.ToBytes().Select(b => (sbyte)b).ToArray();
+        // pairs (7, 0), (2, 2), (−2, −7): high nibble = first
+        Assert.Equal(new sbyte[] { 0x70, 0x22, unchecked((sbyte)0xE9) }, packed);
+        Assert.Equal(new float[] { 7, 0, 2, 2, -2, -7 }, q.Dequantize().ToFloatArray());
+    }
+
+    [Fact]
+    public void AllZeroRowsStayZero()
+    {
+        using var scope = TensorScope.Begin();
+        using var q = QuantizedWeight.Quantize(Tensor.Zeros(new Shape(2, 4)), 8);
+        Assert.All(q.Dequantize().ToFloatArray(), v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
+    public void QuantizedLinearEqualsLinearOnTheDequantizedWeightAndTrainsItsInput()
+    {
+        var rng = new RandomGenerator(11);
+        using var scope = TensorScope.Begin();
+        var w = rng.Normal(new Shape(9, 12), 0.2f);
+        var b = rng.Normal(new Shape(9));
+        using var q = QuantizedWeight.Quantize(w, 4);
+        var x1 = rng.Normal(new Shape(2, 3, 12)); x1.RequiresGrad = true;
+        var x2 = x1.Detach(); x2.RequiresGrad = true;
+        var y1 = Ops.QuantizedLinear(x1, q, b);
+        var y2 = Ops.Linear(x2, q.Dequantize(), b);
+        Assert.Equal(y2.ToFloatArray(), y1.ToFloatArray());
+        Ops.Sum(Ops.Mul(y1, y1)).Backward();
+        Ops.Sum(Ops.Mul(y2, y2)).Backward();
+        Assert.Equal(x2.Grad!.ToFloatArray(), x1.Grad!.ToFloatArray());
+        // the quantization error is real but bounded by half a step per weight
+        var wq = q.Dequantize().ToFloatArray();
+        var wf = w.ToFloatArray();
+        var sc = q.Scale.ToFloatArray();
+        for (int i = 0; i < wf.Length; i++) Assert.True(Math.Abs(wq[i] - wf[i]) <= 0.5f * sc[i / 12] + 1e-3f, $"w[{i}]");
+    }
+
+    [Fact]
+    public void StoredTensorsWithWrongShapesAreRejectedByName()
+    {
+        using var scope = TensorScope.Begin();
+        var data = Tensor.FromBytes(new byte[12], new Shape(2, 6), DType.I8);
+        var scale = Tensor.FromBytes(new byte[4], new Shape(2), DType.F16);
+        var e = Assert.Throws<ArgumentException>(() => QuantizedWeight.FromTensors(data, scale, 4, 10, "layers.0.mlp.dense_h_to_4h"));
+        Assert.Contains("layers.0.mlp.dense_h_to_4h", e.Message);
+        Assert.Contains("[out, 5]", e.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => QuantizedWeight.Quantize(Tensor.Zeros(new Shape(2, 4)), 3));
+    }
+}
