@@ -29,12 +29,16 @@ internal static class ChatModelFixture
         return m;
     }
 
-    /// <summary>Writes config.json, model.safetensors and tokenizer.model into <paramref name="dir"/>.</summary>
-    public static void WriteFolder(string dir, ulong seed = 5)
+    /// <summary>
+    /// Writes config.json, model.safetensors and tokenizer.model into <paramref name="dir"/>.
+    /// <paramref name="eosPiece"/> makes a frequent piece the config's eos so that answers of the random model end early.
+    /// </summary>
+    public static void WriteFolder(string dir, ulong seed = 5, string? eosPiece = null)
     {
         Directory.CreateDirectory(dir);
         var tok = Tokenizer();
         var c = Config(tok);
+        if (eosPiece is not null) c = c with { EosTokenId = tok.TokenToId(eosPiece) };
         string I(int v) => v.ToString(CultureInfo.InvariantCulture);
         File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
             {
