@@ -430,6 +430,78 @@ public sealed partial class GlmModel : IDisposable
     }
 
     /// <summary>
+    /// A fresh KV cache for <paramref name="batch"/> sequences (spec §4.2). When a P-Tuning prefix encoder is attached
+    /// its per-layer keys and values are the initial content (§8: "past = prefix"), computed now in evaluation mode.
+    /// </summary>
+    public GlmKvCache CreateCache(int batch = 1)
+    {
+        ThrowIfDisposed();
+        ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
+        var cache = new GlmKvCache(Config, batch, Device);
+        if (Prefix is null) return cache;
+        using (GradMode.NoGrad())
+        using (TensorScope.Begin())
+        {
+            bool training = Training;
+            Training = false; // no prefix dropout when serving
+            try
+            {
+                var prefix = PrefixKeyValues(batch)!;
+                for (int i = 0; i < Config.NumLayers; i++) cache.Write(i, prefix[i].K, prefix[i].V);
+            }
+            finally { Training = training; }
+        }
+        cache.Advance(Prefix.Length);
+        cache.PrefixLength = Prefix.Length;
+        return cache;
+    }
+
+    /// <summary>
+    /// Incremental forward (spec §4.2): runs the new tokens <paramref name="ids"/> [B, S] I32 with positions
+    /// [B, 2, S] I32 against every past key of <paramref name="cache"/> (always visible, prefix included), then
+    /// appends their keys (after rotary) and values to the cache. <paramref name="mask"/> [B, S, S] U8 (1 = blocked)
+    /// covers the new tokens among themselves: the prompt pass uses the prompt's prefix-LM mask (§4.1); a
+    /// single-token step needs none (null). Runs without gradients. Returns logits [B, S, V] F32, or [B, 1, V] for
+    /// the last position only when <paramref name="lastOnly"/> (what generation needs: it skips the LM head on the
+    /// rest of the prompt).
+    /// </summary>
+    public Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly = false)
+    {
+        const string op = "GlmModel.Forward(cache)";
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(ids);
+        ArgumentNullException.ThrowIfNull(cache);
+        Ops.ExpectDType(op, "ids", ids, DType.I32);
+        Ops.ExpectRank(op, "ids", ids, 2, "[B, S]");
+        int batch = ids.Shape[0], seq = ids.Shape[1];
+        Ops.ExpectDType(op, "positionIds", positionIds, DType.I32);
+        Ops.ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]");
+        if (mask is not null)
+        {
+            Ops.ExpectDType(op, "mask", mask, DType.U8);
+            Ops.ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), "[B, S, S] over the new tokens, 1 = blocked");
+        }
+        if (cache.Batch != batch) throw new ArgumentException($"{op}: the cache holds {cache.Batch} sequences, ids have {batch}");
+        if (!ReferenceEquals(cache.Config, Config) && cache.Config != Config) throw new ArgumentException($"{op}: the cache was made for another model config");
+        if (cache.Device != Device) throw new ArgumentException($"{op}: the cache is on {cache.Device}, the model on {Device}");
+        if (Prefix is not null && cache.PrefixLength != Prefix.Length)
+            throw new ArgumentException($"{op}: the model has a {Prefix.Length}-token prefix but the cache starts with {cache.PrefixLength} prefix positions; create it with CreateCache after attaching the prefix");
+
+        using var _ = GradMode.NoGrad(); // the cache copies are outside autograd anyway
+        var embedding = _params[EmbeddingKey];
+        var h = Ops.Embedding(ids, embedding);
+        for (int i = 0; i < Config.NumLayers; i++)
+        {
+            var (pk, pv) = cache.Past(i);
+            h = Block(i, h, positionIds, mask, pk, pv, cache);
+        }
+        cache.Advance(seq);
+        if (lastOnly && seq > 1) h = h.Narrow(1, seq - 1, 1);
+        h = Ops.LayerNorm(h, _params["transformer.final_layernorm.weight"], _params["transformer.final_layernorm.bias"], Config.LayerNormEpsilon);
+        return Ops.Linear(h, embedding);
+    }
+
+    /// <summary>
     /// Per layer the prefix key and value [B, N, nh, d] (spec §8): the encoder's [N, 2LH] table repeated over the
     /// batch, dropout while training, viewed [B, N, 2L, nh, d]; layer i takes slices 2i (key) and 2i + 1 (value).
     /// </summary>
@@ -446,7 +518,7 @@ public sealed partial class GlmModel : IDisposable
         return result;
     }
 
-    private Tensor Block(int layer, Tensor x, Tensor positionIds, Tensor mask, Tensor? prefixK, Tensor? prefixV)
+    private Tensor Block(int layer, Tensor x, Tensor positionIds, Tensor? mask, Tensor? prefixK, Tensor? prefixV, GlmKvCache? cache = null)
     {
         var p = _layerKeys[layer];
         Tensor P(int j) => _params[p[j]];
@@ -468,6 +540,8 @@ public sealed partial class GlmModel : IDisposable
         var k = Ops.Rotary2D(heads.Narrow(3, d, d), positionIds);
         var v = heads.Narrow(3, 2 * d, d);
         var context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV).Reshape(batch, seq, hidden);
+        // Stored after use: this step's tokens see the past through prefixK/V and each other through k/v and the mask.
+        cache?.Write(layer, k, v);
         var o = Ops.Linear(context, P(DenseW), P(DenseB));
         var h = Ops.AddScaled(a, alpha, o, 1f);
         var m = Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);

@@ -1,0 +1,194 @@
+using System.CommandLine;
+using DoctorGlm.Engine;
+using DoctorGlm.Engine.Backends;
+using DoctorGlm.Engine.Generation;
+using DoctorGlm.Engine.IO;
+using DoctorGlm.Engine.Models.ChatGlm;
+using DoctorGlm.Engine.Tokenization;
+using Spectre.Console;
+
+namespace DoctorGlm.Samples.Chat;
+
+/// <summary>
+/// The Chat sample: loads a ChatGLM model folder and either answers one <c>--prompt</c> or runs an interactive,
+/// streaming conversation (<c>/clear</c>, <c>/history</c>, <c>/exit</c>).
+/// </summary>
+public static class ChatApp
+{
+    /// <summary>Where the Train sample leaves its model, relative to the repository root.</summary>
+    public const string TrainOutput = "samples/Train/out";
+
+    /// <summary>Runs the app with <paramref name="args"/>, writing to <paramref name="output"/> and reading
+    /// interactive input from <paramref name="input"/>. Returns the process exit code.</summary>
+    public static int Run(string[] args, TextWriter output, TextReader? input = null) =>
+        RunAsync(args, output, input ?? TextReader.Null).GetAwaiter().GetResult();
+
+    /// <summary>Asynchronous <see cref="Run"/>.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextReader input, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(input);
+        var model = new Option<DirectoryInfo?>("--model", "-m") { Description = $"HF model folder (config.json, model.safetensors / pytorch_model*.bin, ice_text.model); default: {TrainOutput}" };
+        var tokenizer = new Option<FileInfo?>("--tokenizer") { Description = "SentencePiece tokenizer (default: MODEL/ice_text.model, else MODEL/tokenizer.model)" };
+        var prompt = new Option<string?>("--prompt", "-p") { Description = "answer this one question and exit" };
+        var greedy = new Option<bool>("--greedy") { Description = "arg-max decoding instead of sampling" };
+        var maxLength = new Option<int>("--max-length") { Description = "total tokens, prompt included", DefaultValueFactory = _ => 2048 };
+        var topP = new Option<float>("--top-p") { Description = "nucleus sampling threshold", DefaultValueFactory = _ => 0.7f };
+        var temperature = new Option<float>("--temperature") { Description = "sampling temperature", DefaultValueFactory = _ => 0.95f };
+        var topK = new Option<int>("--top-k") { Description = "keep the k best tokens (0: off)", DefaultValueFactory = _ => 50 };
+        var penalty = new Option<float>("--repetition-penalty") { Description = "CTRL repetition penalty (1: off; DoctorGLM used 10)", DefaultValueFactory = _ => 1f };
+        var seed = new Option<ulong?>("--seed") { Description = "sampling seed (default: random)" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "cpu" };
+
+        var root = new RootCommand("DoctorGlm.Chat — chat with a ChatGLM model (spec §7 generation, streamed).")
+        {
+            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device,
+        };
+        int exit = 0;
+        root.SetAction(async (parse, ct) =>
+        {
+            var console = AnsiConsole.Create(new AnsiConsoleSettings
+            {
+                Out = new AnsiConsoleOutput(output),
+                Ansi = ReferenceEquals(output, Console.Out) ? AnsiSupport.Detect : AnsiSupport.No,
+                ColorSystem = ReferenceEquals(output, Console.Out) ? ColorSystemSupport.Detect : ColorSystemSupport.NoColors,
+                Interactive = InteractionSupport.No,
+            });
+            // A redirected writer has no width; Spectre would otherwise wrap markup lines at 80 columns.
+            if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected) console.Profile.Width = 4096;
+            var options = new GenerationOptions
+            {
+                DoSample = !parse.GetValue(greedy),
+                MaxLength = parse.GetValue(maxLength),
+                TopP = parse.GetValue(topP),
+                Temperature = parse.GetValue(temperature),
+                TopK = parse.GetValue(topK),
+                RepetitionPenalty = parse.GetValue(penalty),
+                Seed = parse.GetValue(seed),
+            };
+            exit = await ExecuteAsync(console, output, input, parse.GetValue(model), parse.GetValue(tokenizer), parse.GetValue(prompt),
+                parse.GetValue(device)!, options, ct).ConfigureAwait(false);
+            return exit;
+        });
+        var result = root.Parse(args);
+        int code = await result.InvokeAsync(new InvocationConfiguration { Output = output, Error = output }, cancellationToken).ConfigureAwait(false);
+        return code != 0 ? code : exit;
+    }
+
+    private static async Task<int> ExecuteAsync(IAnsiConsole console, TextWriter output, TextReader input, DirectoryInfo? modelDir, FileInfo? tokenizerFile,
+        string? prompt, string deviceSpec, GenerationOptions options, CancellationToken ct)
+    {
+        try { options.Validate(); }
+        catch (ArgumentOutOfRangeException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 2; }
+
+        string? dir = modelDir?.FullName ?? FindTrainOutput();
+        if (dir is null)
+        {
+            console.MarkupLine($"[red]No --model given and no {TrainOutput} folder found.[/]");
+            console.MarkupLine($"Train a model first with [bold]dotnet run --project samples/Train -c Release[/] (it will write {TrainOutput}), " +
+                               "or pass [bold]--model DIR[/] with an HF ChatGLM folder: config.json, model.safetensors or pytorch_model*.bin, ice_text.model.");
+            return 1;
+        }
+        if (!Directory.Exists(dir)) { console.MarkupLineInterpolated($"[red]error:[/] model folder {dir} does not exist"); return 1; }
+        string? tokPath = tokenizerFile?.FullName ?? new[] { "ice_text.model", "tokenizer.model" }.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists);
+        if (tokPath is null || !File.Exists(tokPath))
+        {
+            console.MarkupLineInterpolated($"[red]error:[/] no tokenizer: {(tokPath ?? Path.Combine(dir, "ice_text.model"))} not found (pass --tokenizer FILE)");
+            return 1;
+        }
+
+        Device device;
+        GlmModel model;
+        ChatGlmTokenizer tok;
+        try
+        {
+            device = DeviceSelector.Resolve(deviceSpec, out string? note);
+            if (note is not null) console.MarkupLineInterpolated($"[grey]{note}[/]");
+            var config = GlmConfig.FromJson(Path.Combine(dir, "config.json"));
+            tok = ChatGlmTokenizer.Load(tokPath, config.NumImageTokens);
+            using var source = CheckpointReader.Open(dir);
+            model = GlmModel.Load(config, source, device);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or InvalidOperationException or ArgumentException or NotSupportedException)
+        {
+            console.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            return 1;
+        }
+
+        using (model)
+        {
+            GlmChat chat;
+            try { chat = new GlmChat(model, tok); }
+            catch (ArgumentException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 1; }
+            console.MarkupLineInterpolated($"[grey]ChatGLM: {model.Config.NumLayers} layers, hidden {model.Config.HiddenSize}, vocabulary {model.Config.VocabSize}, {model.Config.ParameterCount:N0} parameters on {device}; {(options.DoSample ? $"sampling (T {options.Temperature}, top-k {options.TopK}, top-p {options.TopP})" : "greedy")}, max length {options.MaxLength}[/]");
+            var session = new ChatSession(chat, options);
+            if (prompt is not null) return await AnswerAsync(session, prompt, output, console, ct).ConfigureAwait(false) ? 0 : 1;
+
+            console.MarkupLine("Type a question. Commands: [bold]/clear[/] forget the conversation, [bold]/history[/] show it, [bold]/exit[/] quit.");
+            while (!ct.IsCancellationRequested)
+            {
+                console.Markup("[bold green]用户:[/] ");
+                string? line = await input.ReadLineAsync(ct).ConfigureAwait(false);
+                if (line is null) { console.WriteLine(); break; }
+                line = line.Trim();
+                if (line.Length == 0) continue;
+                switch (line)
+                {
+                    case "/exit" or "/quit":
+                        return 0;
+                    case "/clear":
+                        session.Clear();
+                        console.MarkupLine("[grey](conversation cleared)[/]");
+                        continue;
+                    case "/history":
+                        if (session.History.Count == 0) console.MarkupLine("[grey](no history)[/]");
+                        for (int i = 0; i < session.History.Count; i++)
+                        {
+                            console.MarkupLineInterpolated($"[grey][[Round {i}]][/] [green]问：[/]{session.History[i].Query}");
+                            console.MarkupLineInterpolated($"          [blue]答：[/]{session.History[i].Response}");
+                        }
+                        continue;
+                }
+                if (line.StartsWith('/')) { console.MarkupLineInterpolated($"[yellow]unknown command {line}[/] (/clear, /history, /exit)"); continue; }
+                await AnswerAsync(session, line, output, console, ct).ConfigureAwait(false);
+            }
+            return 0;
+        }
+    }
+
+    /// <summary>Streams one answer; deltas go to the raw writer so Spectre's line wrapping does not cut them.</summary>
+    private static async Task<bool> AnswerAsync(ChatSession session, string query, TextWriter output, IAnsiConsole console, CancellationToken ct)
+    {
+        console.Markup("[bold blue]ChatGLM:[/] ");
+        try
+        {
+            await foreach (var delta in session.AskStreaming(query, ct).ConfigureAwait(false))
+            {
+                await output.WriteAsync(delta).ConfigureAwait(false);
+                await output.FlushAsync(ct).ConfigureAwait(false);
+            }
+            await output.WriteLineAsync().ConfigureAwait(false);
+            return true;
+        }
+        catch (ArgumentException e)
+        {
+            // e.g. the conversation outgrew --max-length: say so and keep the session usable.
+            await output.WriteLineAsync().ConfigureAwait(false);
+            console.MarkupLineInterpolated($"[red]error:[/] {e.Message} (use /clear or a larger --max-length)");
+            return false;
+        }
+    }
+
+    /// <summary>The Train sample's output folder, looked up from the working directory and the app's folder upwards.</summary>
+    private static string? FindTrainOutput()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+            {
+                string p = Path.Combine(d.FullName, TrainOutput.Replace('/', Path.DirectorySeparatorChar));
+                if (File.Exists(Path.Combine(p, "config.json"))) return p;
+            }
+        return null;
+    }
+}

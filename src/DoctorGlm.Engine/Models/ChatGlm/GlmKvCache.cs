@@ -1,0 +1,118 @@
+namespace DoctorGlm.Engine.Models.ChatGlm;
+
+/// <summary>
+/// Per-layer past keys (after rotary) and values of one generation (spec §3.1, §4.2, §8): [B, P, nh, d] F32 each,
+/// P = prefix length + tokens seen so far. A P-Tuning v2 prefix is simply the initial content (its keys carry no
+/// rotary), so prefix and cache go through the same "always visible past" path of <see cref="Ops.GlmAttention"/>.
+/// Created by <see cref="GlmModel.CreateCache"/> and filled by
+/// <see cref="GlmModel.Forward(Tensor, Tensor, Tensor?, GlmKvCache, bool)"/>.
+/// </summary>
+/// <remarks>
+/// The buffers are allocated outside any <see cref="TensorScope"/> (they outlive every step) and grow by doubling,
+/// so appending a token costs one strided copy per layer. Past entries are never masked: the cache serves one
+/// unpadded sequence per batch row (chat generation); left-padded batches would let new tokens see the pads.
+/// Multi-turn chat cannot reuse a cache across turns (§4.2: the previous answer becomes bidirectional context), so a
+/// turn starts from a fresh cache.
+/// </remarks>
+public sealed class GlmKvCache : IDisposable
+{
+    private readonly Tensor?[] _keys;
+    private readonly Tensor?[] _values;
+    private int _capacity;
+    private bool _disposed;
+
+    internal GlmKvCache(GlmConfig config, int batch, Device device)
+    {
+        Config = config;
+        Batch = batch;
+        Device = device;
+        _keys = new Tensor?[config.NumLayers];
+        _values = new Tensor?[config.NumLayers];
+    }
+
+    /// <summary>The model's hyper-parameters (layer count, heads, head dim).</summary>
+    public GlmConfig Config { get; }
+
+    /// <summary>Batch size B.</summary>
+    public int Batch { get; }
+
+    /// <summary>Where the buffers live.</summary>
+    public Device Device { get; }
+
+    /// <summary>Number of past positions P held (prefix length plus tokens appended).</summary>
+    public int Length { get; private set; }
+
+    /// <summary>Number of leading positions that came from the P-Tuning prefix (no rotary, never part of the text).</summary>
+    public int PrefixLength { get; internal set; }
+
+    /// <summary>Number of text tokens appended so far (<see cref="Length"/> − <see cref="PrefixLength"/>).</summary>
+    public int TokenCount => Length - PrefixLength;
+
+    /// <summary>Layer <paramref name="layer"/>'s past keys and values as [B, P, nh, d] views, or nulls while empty.</summary>
+    public (Tensor? Keys, Tensor? Values) Past(int layer)
+    {
+        ThrowIfDisposed();
+        if (Length == 0) return (null, null);
+        return (_keys[layer]!.Narrow(1, 0, Length), _values[layer]!.Narrow(1, 0, Length));
+    }
+
+    /// <summary>Writes layer <paramref name="layer"/>'s new keys and values [B, S, nh, d] after the current past;
+    /// <see cref="Advance"/> commits them once every layer has been written.</summary>
+    internal void Write(int layer, Tensor keys, Tensor values)
+    {
+        ThrowIfDisposed();
+        int s = keys.Shape[1];
+        EnsureCapacity(Length + s);
+        using var k = _keys[layer]!.Narrow(1, Length, s);
+        using var v = _values[layer]!.Narrow(1, Length, s);
+        k.Backend.Copy(keys, k);
+        v.Backend.Copy(values, v);
+    }
+
+    /// <summary>Makes the last <paramref name="count"/> written positions part of the past.</summary>
+    internal void Advance(int count) => Length += count;
+
+    private void EnsureCapacity(int needed)
+    {
+        if (needed <= _capacity) return;
+        int cap = Math.Max(needed, Math.Max(16, 2 * _capacity));
+        var shape = new Shape(Batch, cap, Config.NumAttentionHeads, Config.HeadDim);
+        using (TensorScope.Unscoped())
+            for (int i = 0; i < Config.NumLayers; i++)
+            {
+                _keys[i] = Grow(_keys[i], shape);
+                _values[i] = Grow(_values[i], shape);
+            }
+        _capacity = cap;
+    }
+
+    private Tensor Grow(Tensor? old, Shape shape)
+    {
+        var t = Tensor.Empty(shape, DType.F32, Device);
+        if (old is null) return t;
+        // Everything written so far (committed or pending for this step) moves over.
+        int used = Math.Min(old.Shape[1], _capacity);
+        using (var src = old.Narrow(1, 0, used))
+        using (var dst = t.Narrow(1, 0, used))
+            dst.Backend.Copy(src, dst);
+        old.Dispose();
+        return t;
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (_disposed) throw new ObjectDisposedException(nameof(GlmKvCache));
+    }
+
+    /// <summary>Releases the buffers.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        for (int i = 0; i < _keys.Length; i++)
+        {
+            _keys[i]?.Dispose();
+            _values[i]?.Dispose();
+        }
+    }
+}

@@ -1,0 +1,83 @@
+using DoctorGlm.Engine.Generation;
+using DoctorGlm.Engine.Tests.Models;
+using DoctorGlm.Samples.Chat;
+
+namespace DoctorGlm.Engine.Tests.Samples;
+
+/// <summary>The Chat sample end to end, in-process, on a tiny random model folder sized to the chatglm-like tokenizer.</summary>
+public sealed class ChatAppTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "doctorglm-chat-" + Guid.NewGuid().ToString("N"));
+
+    public ChatAppTests() => ChatModelFixture.WriteFolder(_dir);
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private static (int Code, string Output) Run(string input, params string[] args)
+    {
+        var output = new StringWriter();
+        int code = ChatApp.Run(args, output, new StringReader(input));
+        return (code, output.ToString());
+    }
+
+    [Fact]
+    public void Prompt_mode_prints_the_same_answer_as_the_library()
+    {
+        var (code, text) = Run("", "--model", _dir, "--prompt", "头疼怎么办", "--seed", "3", "--max-length", "40", "--temperature", "1.2", "--top-p", "0.9");
+        Assert.True(code == 0, text);
+        var tok = ChatModelFixture.Tokenizer();
+        using var model = ChatModelFixture.Model(tok);
+        var (expected, _) = new GlmChat(model, tok).Chat("头疼怎么办", null,
+            new GenerationOptions { Seed = 3, MaxLength = 40, Temperature = 1.2f, TopP = 0.9f }, TestContext.Current.CancellationToken);
+        Assert.NotEmpty(expected);
+        Assert.Contains("ChatGLM: " + expected + Environment.NewLine, text);
+    }
+
+    [Fact]
+    public void Greedy_prompt_mode_is_deterministic()
+    {
+        var a = Run("", "--model", _dir, "--tokenizer", Path.Combine(_dir, "tokenizer.model"), "--prompt", "你好", "--greedy", "--max-length", "30", "--repetition-penalty", "5");
+        var b = Run("", "--model", _dir, "--prompt", "你好", "--greedy", "--max-length", "30", "--repetition-penalty", "5", "--device", "cpu");
+        Assert.Equal(0, a.Code);
+        Assert.Equal(a.Output, b.Output);
+    }
+
+    [Fact]
+    public void Interactive_mode_streams_and_handles_history_clear_and_exit()
+    {
+        // The random model rarely ends an answer: a frequent piece as eos keeps the second turn's prompt short.
+        string dir = Path.Combine(_dir, "short");
+        ChatModelFixture.WriteFolder(dir, eosPiece: "理解");
+        var (code, text) = Run("你好\n/history\n还有呢\n/history\n/clear\n/history\n/bogus\n/exit\n这句不会被回答\n",
+            "--model", dir, "--seed", "1", "--max-length", "300");
+        Assert.True(code == 0, text);
+        Assert.Contains("[Round 0] 问：你好", text);
+        Assert.Contains("[Round 1] 问：还有呢", text);
+        Assert.Contains("(conversation cleared)", text);
+        Assert.Contains("(no history)", text);
+        Assert.Contains("unknown command /bogus", text);
+        Assert.DoesNotContain("这句不会被回答", text);
+        Assert.Equal(3, text.Split("用户: ChatGLM: ").Length); // two answers (input is not echoed, so each follows the prompt)
+    }
+
+    [Fact]
+    public void Without_a_model_it_explains_how_to_make_one_and_exits_1()
+    {
+        var (code, text) = Run("");
+        Assert.Equal(1, code);
+        Assert.Contains("samples/Train/out", text);
+        Assert.Contains("--model", text);
+    }
+
+    [Fact]
+    public void Bad_arguments_and_missing_files_fail_with_a_message()
+    {
+        Assert.NotEqual(0, Run("", "--model", _dir, "--top-k", "many").Code);
+        var (code, text) = Run("", "--model", _dir, "--temperature", "0", "--prompt", "x");
+        Assert.Equal(2, code);
+        Assert.Contains("Temperature", text);
+        var missing = Run("", "--model", Path.Combine(_dir, "nope"), "--prompt", "x");
+        Assert.Equal(1, missing.Code);
+        Assert.Contains("does not exist", missing.Output);
+    }
+}
