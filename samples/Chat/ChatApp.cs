@@ -20,11 +20,17 @@ public static class ChatApp
 
     /// <summary>Runs the app with <paramref name="args"/>, writing to <paramref name="output"/> and reading
     /// interactive input from <paramref name="input"/>. Returns the process exit code.</summary>
-    public static int Run(string[] args, TextWriter output, TextReader? input = null) =>
-        RunAsync(args, output, input ?? TextReader.Null).GetAwaiter().GetResult();
+    /// <param name="args">Command-line arguments.</param>
+    /// <param name="output">Where answers and messages go.</param>
+    /// <param name="input">Interactive input (none: end of input).</param>
+    /// <param name="searchRoots">Folders from which the default model (<see cref="TrainOutput"/>) is looked up,
+    /// upwards; null = the working directory and the app's folder.</param>
+    public static int Run(string[] args, TextWriter output, TextReader? input = null, IReadOnlyList<string>? searchRoots = null) =>
+        RunAsync(args, output, input ?? TextReader.Null, searchRoots: searchRoots).GetAwaiter().GetResult();
 
     /// <summary>Asynchronous <see cref="Run"/>.</summary>
-    public static async Task<int> RunAsync(string[] args, TextWriter output, TextReader input, CancellationToken cancellationToken = default)
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextReader input, CancellationToken cancellationToken = default,
+        IReadOnlyList<string>? searchRoots = null)
     {
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(output);
@@ -40,10 +46,12 @@ public static class ChatApp
         var penalty = new Option<float>("--repetition-penalty") { Description = "CTRL repetition penalty (1: off; DoctorGLM used 10)", DefaultValueFactory = _ => 1f };
         var seed = new Option<ulong?>("--seed") { Description = "sampling seed (default: random)" };
         var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "cpu" };
+        var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (HF PEFT or DoctorGLM's deep_training format, detected) or P-Tuning v2 checkpoint (pytorch_model.bin / .safetensors, or its folder)" };
+        var merge = new Option<bool>("--merge") { Description = "fold the LoRA adapter into the weights (faster decoding; same answers)" };
 
         var root = new RootCommand("DoctorGlm.Chat — chat with a ChatGLM model (spec §7 generation, streamed).")
         {
-            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device,
+            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, adapter, merge,
         };
         int exit = 0;
         root.SetAction(async (parse, ct) =>
@@ -67,8 +75,8 @@ public static class ChatApp
                 RepetitionPenalty = parse.GetValue(penalty),
                 Seed = parse.GetValue(seed),
             };
-            exit = await ExecuteAsync(console, output, input, parse.GetValue(model), parse.GetValue(tokenizer), parse.GetValue(prompt),
-                parse.GetValue(device)!, options, ct).ConfigureAwait(false);
+            exit = await ExecuteAsync(console, output, input, searchRoots, parse.GetValue(model), parse.GetValue(tokenizer), parse.GetValue(prompt),
+                parse.GetValue(device)!, parse.GetValue(adapter), parse.GetValue(merge), options, ct).ConfigureAwait(false);
             return exit;
         });
         var result = root.Parse(args);
@@ -76,13 +84,13 @@ public static class ChatApp
         return code != 0 ? code : exit;
     }
 
-    private static async Task<int> ExecuteAsync(IAnsiConsole console, TextWriter output, TextReader input, DirectoryInfo? modelDir, FileInfo? tokenizerFile,
-        string? prompt, string deviceSpec, GenerationOptions options, CancellationToken ct)
+    private static async Task<int> ExecuteAsync(IAnsiConsole console, TextWriter output, TextReader input, IReadOnlyList<string>? searchRoots, DirectoryInfo? modelDir, FileInfo? tokenizerFile,
+        string? prompt, string deviceSpec, string? adapterPath, bool merge, GenerationOptions options, CancellationToken ct)
     {
         try { options.Validate(); }
         catch (ArgumentOutOfRangeException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 2; }
 
-        string? dir = modelDir?.FullName ?? FindTrainOutput();
+        string? dir = modelDir?.FullName ?? FindTrainOutput(searchRoots ?? [Directory.GetCurrentDirectory(), AppContext.BaseDirectory]);
         if (dir is null)
         {
             console.MarkupLine($"[red]No --model given and no {TrainOutput} folder found.[/]");
@@ -105,10 +113,14 @@ public static class ChatApp
         {
             device = DeviceSelector.Resolve(deviceSpec, out string? note);
             if (note is not null) console.MarkupLineInterpolated($"[grey]{note}[/]");
-            var config = GlmConfig.FromJson(Path.Combine(dir, "config.json"));
-            tok = ChatGlmTokenizer.Load(tokPath, config.NumImageTokens);
-            using var source = CheckpointReader.Open(dir);
-            model = GlmModel.Load(config, source, device);
+            model = GlmModel.FromPretrained(dir, device);
+            tok = ChatGlmTokenizer.Load(tokPath, model.Config.NumImageTokens);
+            try
+            {
+                if (adapterPath is not null) AttachAdapter(console, model, adapterPath, merge);
+                else if (merge) throw new ArgumentException("--merge needs --adapter");
+            }
+            catch { model.Dispose(); throw; }
         }
         catch (Exception e) when (e is IOException or InvalidDataException or InvalidOperationException or ArgumentException or NotSupportedException)
         {
@@ -157,6 +169,21 @@ public static class ChatApp
         }
     }
 
+    /// <summary>Attaches a LoRA adapter (folder with adapter_config.json) or a P-Tuning v2 prefix (file or folder).</summary>
+    private static void AttachAdapter(IAnsiConsole console, GlmModel model, string path, bool merge)
+    {
+        if (Directory.Exists(path) && File.Exists(Path.Combine(path, "adapter_config.json")))
+        {
+            var lora = model.LoadLoraAdapter(path);
+            if (merge) model.MergeLora();
+            console.MarkupLineInterpolated($"[grey]LoRA adapter {path}: rank {lora.Settings.Rank}, alpha {lora.Settings.Alpha}{(lora.Settings.EnableLora is null ? "" : ", grouped (DoctorGLM)")}{(merge ? ", merged" : "")}[/]");
+            return;
+        }
+        if (merge) throw new ArgumentException($"--merge applies to LoRA adapters; {path} has no adapter_config.json");
+        var prefix = model.LoadPrefixEncoder(path);
+        console.MarkupLineInterpolated($"[grey]P-Tuning v2 prefix {path}: {prefix.Length} virtual tokens[/]");
+    }
+
     /// <summary>Streams one answer; deltas go to the raw writer so Spectre's line wrapping does not cut them.</summary>
     private static async Task<bool> AnswerAsync(ChatSession session, string query, TextWriter output, IAnsiConsole console, CancellationToken ct)
     {
@@ -181,9 +208,9 @@ public static class ChatApp
     }
 
     /// <summary>The Train sample's output folder, looked up from the working directory and the app's folder upwards.</summary>
-    private static string? FindTrainOutput()
+    private static string? FindTrainOutput(IReadOnlyList<string> roots)
     {
-        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        foreach (var start in roots)
             for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
             {
                 string p = Path.Combine(d.FullName, TrainOutput.Replace('/', Path.DirectorySeparatorChar));

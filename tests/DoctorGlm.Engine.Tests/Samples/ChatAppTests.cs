@@ -13,10 +13,11 @@ public sealed class ChatAppTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Output) Run(string input, params string[] args)
+    private (int Code, string Output) Run(string input, params string[] args)
     {
         var output = new StringWriter();
-        int code = ChatApp.Run(args, output, new StringReader(input));
+        // Look for the default model only under this test's temp folder, not in a checkout where the Train sample ran.
+        int code = ChatApp.Run(args, output, new StringReader(input), searchRoots: [_dir]);
         return (code, output.ToString());
     }
 
@@ -58,6 +59,38 @@ public sealed class ChatAppTests : IDisposable
         Assert.Contains("unknown command /bogus", text);
         Assert.DoesNotContain("这句不会被回答", text);
         Assert.Equal(3, text.Split("用户: ChatGLM: ").Length); // two answers (input is not echoed, so each follows the prompt)
+    }
+
+    [Fact]
+    public void A_lora_adapter_loads_from_its_folder_and_merging_gives_the_same_greedy_answer()
+    {
+        // An adapter with non-zero B, so it changes the model; saved in PEFT format next to the model.
+        var tok = ChatModelFixture.Tokenizer();
+        string adapterDir = Path.Combine(_dir, "adapter");
+        using (var model = ChatModelFixture.Model(tok))
+        {
+            model.AttachLora(new DoctorGlm.Engine.Models.ChatGlm.LoraSettings(4, 8f), new RandomGenerator(9));
+            foreach (var (_, b) in model.Lora!.Layers)
+            {
+                var noise = new RandomGenerator(10).Normal(b.Shape, 0.5f);
+                b.Backend.Copy(noise, b);
+                noise.Dispose();
+            }
+            model.SaveLoraAdapter(adapterDir);
+        }
+        string[] common = ["--model", _dir, "--prompt", "头疼怎么办", "--greedy", "--max-length", "24", "--repetition-penalty", "5"];
+        var plain = Run("", common);
+        var withLora = Run("", [.. common, "--adapter", adapterDir]);
+        var merged = Run("", [.. common, "--adapter", adapterDir, "--merge"]);
+        Assert.True(withLora.Code == 0, withLora.Output);
+        Assert.True(merged.Code == 0, merged.Output);
+        Assert.Contains("LoRA adapter", withLora.Output);
+        string Answer(string o) => o[o.LastIndexOf("ChatGLM: ", StringComparison.Ordinal)..];
+        Assert.NotEqual(Answer(plain.Output), Answer(withLora.Output));
+        Assert.Equal(Answer(withLora.Output), Answer(merged.Output));
+        var bad = Run("", [.. common, "--merge"]);
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("--merge needs --adapter", bad.Output);
     }
 
     [Fact]
