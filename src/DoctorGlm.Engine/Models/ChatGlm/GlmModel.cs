@@ -151,6 +151,7 @@ public sealed partial class GlmModel : IDisposable
     public void LoadWeights(ITensorSource source)
     {
         ThrowIfDisposed();
+        if (IsQuantized) throw new InvalidOperationException("GlmModel.LoadWeights: the model is quantized; load the weights into a new model and quantize that");
         if (Lora is { Merged: true }) throw new InvalidOperationException("GlmModel.LoadWeights: a LoRA adapter is merged into the current weights; unmerge or detach it first");
         var fresh = ReadBase(Config, source, Device, Prefix);
         foreach (var (name, t) in fresh)
@@ -259,7 +260,9 @@ public sealed partial class GlmModel : IDisposable
     public IEnumerable<KeyValuePair<string, Tensor>> BaseParameters()
     {
         ThrowIfDisposed();
-        foreach (var (name, _) in ParameterShapes(Config)) yield return new(name, _params[name]);
+        // Quantized weights (see Quantize) are no longer fp32 parameters and are not listed.
+        foreach (var (name, _) in ParameterShapes(Config))
+            if (_params.TryGetValue(name, out var t)) yield return new(name, t);
     }
 
     /// <summary>Every parameter: base, then LoRA (PEFT keys), then the prefix encoder (HF keys).</summary>
@@ -305,6 +308,7 @@ public sealed partial class GlmModel : IDisposable
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(adapter);
         if (Lora is not null) throw new InvalidOperationException("GlmModel.AttachLora: an adapter is already attached; detach it first");
+        if (IsQuantized) throw new InvalidOperationException("GlmModel.AttachLora: the model is quantized; attach (and merge) the adapter before Quantize");
         if (adapter.Layers.Count != Config.NumLayers)
             throw new ArgumentException($"GlmModel.AttachLora: the adapter has {adapter.Layers.Count} layers, the model {Config.NumLayers}");
         for (int i = 0; i < Config.NumLayers; i++)
@@ -335,6 +339,7 @@ public sealed partial class GlmModel : IDisposable
     {
         ThrowIfDisposed();
         var lora = Lora ?? throw new InvalidOperationException("GlmModel.MergeLora: no LoRA adapter is attached");
+        if (IsQuantized) throw new InvalidOperationException("GlmModel.MergeLora: the model is quantized; merge the adapter before Quantize");
         if (lora.Merged) throw new InvalidOperationException("GlmModel.MergeLora: the adapter is already merged");
         for (int i = 0; i < Config.NumLayers; i++)
             LoraMerge.Merge(_params[_layerKeys[i][QkvW]], lora.Layers[i].A, lora.Layers[i].B, lora.Scaling, lora.Groups);
@@ -347,6 +352,7 @@ public sealed partial class GlmModel : IDisposable
         ThrowIfDisposed();
         var lora = Lora ?? throw new InvalidOperationException("GlmModel.UnmergeLora: no LoRA adapter is attached");
         if (!lora.Merged) throw new InvalidOperationException("GlmModel.UnmergeLora: the adapter is not merged");
+        if (IsQuantized) throw new InvalidOperationException("GlmModel.UnmergeLora: the merged weights were quantized; reload the model to get them back");
         for (int i = 0; i < Config.NumLayers; i++)
             LoraMerge.Unmerge(_params[_layerKeys[i][QkvW]], lora.Layers[i].A, lora.Layers[i].B, lora.Scaling, lora.Groups);
         lora.Merged = false;
@@ -533,7 +539,7 @@ public sealed partial class GlmModel : IDisposable
             float drop = Training ? lora.Settings.Dropout : 0f;
             qkv = Ops.LoraLinear(a, P(QkvW), P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null);
         }
-        else qkv = Ops.Linear(a, P(QkvW), P(QkvB));
+        else qkv = LayerLinear(layer, QkvW, a);
         // Per-head interleaved rows (spec §3.3): head h's q, k, v are rows [3dh, 3dh + d), [.. + d, .. + 2d), [.. + 2d, .. + 3d).
         var heads = qkv.Reshape(batch, seq, nh, 3 * d);
         var q = Ops.Rotary2D(heads.Narrow(3, 0, d), positionIds);
@@ -542,10 +548,10 @@ public sealed partial class GlmModel : IDisposable
         var context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV).Reshape(batch, seq, hidden);
         // Stored after use: this step's tokens see the past through prefixK/V and each other through k/v and the mask.
         cache?.Write(layer, k, v);
-        var o = Ops.Linear(context, P(DenseW), P(DenseB));
+        var o = LayerLinear(layer, DenseW, context);
         var h = Ops.AddScaled(a, alpha, o, 1f);
         var m = Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
-        var mlp = Ops.Linear(Ops.Gelu(Ops.Linear(m, P(H4W), P(H4B))), P(FourHW), P(FourHB));
+        var mlp = LayerLinear(layer, FourHW, Ops.Gelu(LayerLinear(layer, H4W, m)));
         return Ops.AddScaled(m, alpha, mlp, 1f);
     }
 
@@ -592,6 +598,7 @@ public sealed partial class GlmModel : IDisposable
         if (_disposed) return;
         _disposed = true;
         foreach (var t in _params.Values) { t.Grad?.Dispose(); t.Dispose(); }
+        foreach (var q in _quantized.Values) q.Dispose();
         Lora?.Dispose();
         Prefix?.Dispose();
     }

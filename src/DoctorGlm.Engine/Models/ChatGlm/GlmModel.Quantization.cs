@@ -1,0 +1,68 @@
+using DoctorGlm.Engine.Quantization;
+
+namespace DoctorGlm.Engine.Models.ChatGlm;
+
+public sealed partial class GlmModel
+{
+    // Weight-only quantized linears (spec §10), keyed like the fp32 parameters they replace.
+    private readonly Dictionary<string, QuantizedWeight> _quantized = new(StringComparer.Ordinal);
+
+    /// <summary>0 for fp32 weights; 8 or 4 after <see cref="Quantize"/>.</summary>
+    public int QuantizationBits { get; private set; }
+
+    /// <summary>True once the block linears hold INT8/INT4 weights.</summary>
+    public bool IsQuantized => QuantizationBits != 0;
+
+    /// <summary>
+    /// Replaces the four linear weights of every block (query_key_value, dense, dense_h_to_4h, dense_4h_to_h) by
+    /// ChatGLM's per-row INT8 or INT4 quantization (spec §10; embeddings, LayerNorms and biases stay as they are) and
+    /// frees the fp32 copies. A LoRA adapter must be merged first (as DoctorGLM's "6merge" files are); an unmerged one
+    /// is refused. The quantized linears are frozen: gradients still flow to their inputs.
+    /// </summary>
+    public void Quantize(int bits)
+    {
+        ThrowIfDisposed();
+        if (bits is not (8 or 4)) throw new ArgumentOutOfRangeException(nameof(bits), bits, "GlmModel.Quantize: bits must be 8 or 4");
+        if (IsQuantized) throw new InvalidOperationException($"GlmModel.Quantize: the model is already INT{QuantizationBits}");
+        if (Lora is { Merged: false }) throw new InvalidOperationException("GlmModel.Quantize: a LoRA adapter is attached unmerged; call MergeLora first");
+        if (bits == 4 && (Config.HiddenSize % 2 != 0 || Config.InnerHiddenSize % 2 != 0))
+            throw new InvalidOperationException("GlmModel.Quantize: INT4 packs two columns per byte and needs even hidden and inner sizes");
+        // Quantize everything before touching the model, so a failure leaves it as it was.
+        var made = new Dictionary<string, QuantizedWeight>(StringComparer.Ordinal);
+        try
+        {
+            for (int i = 0; i < Config.NumLayers; i++)
+                foreach (int j in QuantizedSlots)
+                {
+                    string key = _layerKeys[i][j];
+                    made[key] = QuantizedWeight.Quantize(_params[key], bits);
+                }
+        }
+        catch
+        {
+            foreach (var q in made.Values) q.Dispose();
+            throw;
+        }
+        foreach (var (key, q) in made)
+        {
+            var old = _params[key];
+            _params.Remove(key);
+            old.Grad?.Dispose();
+            old.Dispose();
+            _quantized[key] = q;
+        }
+        QuantizationBits = bits;
+    }
+
+    private static readonly int[] QuantizedSlots = [QkvW, DenseW, H4W, FourHW];
+
+    /// <summary>One of a block's four linears (<paramref name="weightSlot"/>; its bias is the next slot), fp32 or quantized.</summary>
+    private Tensor LayerLinear(int layer, int weightSlot, Tensor input)
+    {
+        var keys = _layerKeys[layer];
+        var bias = _params[keys[weightSlot + 1]];
+        return _quantized.TryGetValue(keys[weightSlot], out var q)
+            ? Ops.QuantizedLinear(input, q, bias)
+            : Ops.Linear(input, _params[keys[weightSlot]], bias);
+    }
+}
