@@ -47,11 +47,12 @@ public static class ChatApp
         var seed = new Option<ulong?>("--seed") { Description = "sampling seed (default: random)" };
         var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "cpu" };
         var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (HF PEFT or DoctorGLM's deep_training format, detected) or P-Tuning v2 checkpoint (pytorch_model.bin / .safetensors, or its folder)" };
+        var quantize = new Option<int?>("--quantize") { Description = "8 or 4: ChatGLM's weight-only INT8/INT4 quantization of the block linears on load (a LoRA adapter is merged first)" };
         var merge = new Option<bool>("--merge") { Description = "fold the LoRA adapter into the weights (faster decoding; same answers)" };
 
         var root = new RootCommand("DoctorGlm.Chat — chat with a ChatGLM model (spec §7 generation, streamed).")
         {
-            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, adapter, merge,
+            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, adapter, merge, quantize,
         };
         int exit = 0;
         root.SetAction(async (parse, ct) =>
@@ -76,7 +77,7 @@ public static class ChatApp
                 Seed = parse.GetValue(seed),
             };
             exit = await ExecuteAsync(console, output, input, searchRoots, parse.GetValue(model), parse.GetValue(tokenizer), parse.GetValue(prompt),
-                parse.GetValue(device)!, parse.GetValue(adapter), parse.GetValue(merge), options, ct).ConfigureAwait(false);
+                parse.GetValue(device)!, parse.GetValue(adapter), parse.GetValue(merge), parse.GetValue(quantize), options, ct).ConfigureAwait(false);
             return exit;
         });
         var result = root.Parse(args);
@@ -85,7 +86,7 @@ public static class ChatApp
     }
 
     private static async Task<int> ExecuteAsync(IAnsiConsole console, TextWriter output, TextReader input, IReadOnlyList<string>? searchRoots, DirectoryInfo? modelDir, FileInfo? tokenizerFile,
-        string? prompt, string deviceSpec, string? adapterPath, bool merge, GenerationOptions options, CancellationToken ct)
+        string? prompt, string deviceSpec, string? adapterPath, bool merge, int? quantize, GenerationOptions options, CancellationToken ct)
     {
         try { options.Validate(); }
         catch (ArgumentOutOfRangeException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 2; }
@@ -117,8 +118,14 @@ public static class ChatApp
             tok = ChatGlmTokenizer.Load(tokPath, model.Config.NumImageTokens);
             try
             {
-                if (adapterPath is not null) AttachAdapter(console, model, adapterPath, merge);
+                if (quantize is not null and not (8 or 4)) throw new ArgumentException($"--quantize {quantize}: use 8 or 4");
+                if (adapterPath is not null) AttachAdapter(console, model, adapterPath, merge || quantize is not null);
                 else if (merge) throw new ArgumentException("--merge needs --adapter");
+                if (quantize is int bits)
+                {
+                    model.Quantize(bits);
+                    console.MarkupLineInterpolated($"[grey]weights quantized to INT{bits}[/]");
+                }
             }
             catch { model.Dispose(); throw; }
         }
@@ -179,7 +186,7 @@ public static class ChatApp
             console.MarkupLineInterpolated($"[grey]LoRA adapter {path}: rank {lora.Settings.Rank}, alpha {lora.Settings.Alpha}{(lora.Settings.EnableLora is null ? "" : ", grouped (DoctorGLM)")}{(merge ? ", merged" : "")}[/]");
             return;
         }
-        if (merge) throw new ArgumentException($"--merge applies to LoRA adapters; {path} has no adapter_config.json");
+        if (merge && Directory.Exists(path)) throw new ArgumentException($"--merge applies to LoRA adapters; {path} has no adapter_config.json");
         var prefix = model.LoadPrefixEncoder(path);
         console.MarkupLineInterpolated($"[grey]P-Tuning v2 prefix {path}: {prefix.Length} virtual tokens[/]");
     }

@@ -88,6 +88,10 @@ public sealed class ChatAppTests : IDisposable
         string Answer(string o) => o[o.LastIndexOf("ChatGLM: ", StringComparison.Ordinal)..];
         Assert.NotEqual(Answer(plain.Output), Answer(withLora.Output));
         Assert.Equal(Answer(withLora.Output), Answer(merged.Output));
+        var int8 = Run("", [.. common, "--adapter", adapterDir, "--quantize", "8"]);
+        Assert.True(int8.Code == 0, int8.Output);
+        Assert.Contains("INT8", int8.Output);
+        Assert.Equal(1, Run("", [.. common, "--quantize", "5"]).Code);
         var bad = Run("", [.. common, "--merge"]);
         Assert.Equal(1, bad.Code);
         Assert.Contains("--merge needs --adapter", bad.Output);
