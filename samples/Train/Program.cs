@@ -1,100 +1,249 @@
-// samples/Train — for now: trains a tiny ChatGLM-shaped model from scratch, on the CPU, on real medical Q&A,
-// character-level. It exercises the whole engine: embedding, GLM blocks (2D rotary, prefix-LM attention, the
-// α-scaled LayerNorm residual, GELU MLP), tied output head, cross-entropy on the answer only, AdamW with warmup and
-// cosine decay, gradient clipping. The LoRA fine-tuning job of the DoctorGLM paper replaces it once the ChatGLM
-// model and tokenizer land (see the issues).
+// samples/Train — fine-tunes ChatGLM-6B-architecture models with the engine's Trainer: LoRA (PEFT or DoctorGLM's grouped
+// form), P-Tuning v2, or full training (also from a random init, which is how the sample's small base model is made).
+// This file is only the command line: the loop, checkpoints, resume and the outputs live in DoctorGlm.Engine.Training.
+using System.CommandLine;
 using System.Diagnostics;
 using DoctorGlm.Engine;
-using DoctorGlm.Engine.Autograd;
-using DoctorGlm.Engine.Optim;
-using DoctorGlm.Samples.Train;
+using DoctorGlm.Engine.Backends;
+using DoctorGlm.Engine.Data;
+using DoctorGlm.Engine.IO;
+using DoctorGlm.Engine.Models.ChatGlm;
+using DoctorGlm.Engine.Tokenization;
+using DoctorGlm.Engine.Training;
 using Spectre.Console;
 
-var options = TrainOptions.Parse(args);
-if (options is null) return 1;
+string here = AppContext.BaseDirectory;
+string shippedBase = Path.Combine(here, "base");
 
-string dataPath = Path.Combine(AppContext.BaseDirectory, "data", "cmd-excerpt.tsv");
-var pairs = File.ReadLines(dataPath).Skip(1).Select((line, i) =>
+Option<T> Opt<T>(string name, string description, T? defaultValue = default, bool hasDefault = true)
 {
-    var cols = line.Split('\t');
-    if (cols.Length != 2) throw new InvalidDataException($"{dataPath}:{i + 2}: expected 2 tab-separated columns, found {cols.Length}");
-    return (Question: cols[0], Answer: cols[1]);
-}).ToList();
-var vocab = CharVocab.Build(pairs.SelectMany(p => new[] { p.Question, p.Answer }), minCount: 2);
-var eval = pairs.Take(40).ToList();
-var train = pairs.Skip(40).ToList();
-
-var config = new TinyGlmConfig(vocab.Count, Hidden: 96, Heads: 4, Layers: 2, Inner: 384);
-using var model = new TinyGlm(config, new RandomGenerator(options.Seed));
-AnsiConsole.MarkupLine($"[bold]DoctorGlm.Engine[/] — tiny GLM ({config.Layers} layers, hidden {config.Hidden}, {model.ParameterCount:N0} parameters), " +
-                       $"{vocab.Count} characters, {train.Count} training / {eval.Count} evaluation dialogues, device cpu");
-
-var batcher = new Batcher(vocab, maxQuestion: 24, maxAnswer: 64);
-double evalBefore = Evaluate();
-AnsiConsole.MarkupLine($"evaluation loss before training: [yellow]{evalBefore:F3}[/] (uniform guess: {Math.Log(vocab.Count):F3})");
-
-using var optimizer = new AdamW(model.Parameters, lr: options.LearningRate, weightDecay: 0.01);
-var schedule = LrSchedule.CosineWithWarmup(options.LearningRate, warmupSteps: options.Steps / 20, totalSteps: options.Steps);
-var losses = new List<double>();
-var order = new Random((int)options.Seed);
-var clock = Stopwatch.StartNew();
-long tokens = 0;
-
-AnsiConsole.Progress()
-    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-    .Start(ctx =>
-    {
-        var task = ctx.AddTask("training", maxValue: options.Steps);
-        for (int step = 0; step < options.Steps; step++)
-        {
-            var batch = Enumerable.Range(0, options.BatchSize).Select(_ => train[order.Next(train.Count)]).ToList();
-            using var scope = TensorScope.Begin();
-            var inputs = batcher.Make(batch);
-            var loss = model.Loss(inputs);
-            loss.Backward();
-            GradientClipping.ClipByGlobalNorm(model.Parameters.Select(p => p.Param), 1f);
-            schedule.Apply(optimizer, step);
-            optimizer.Step();
-            optimizer.ZeroGrad();
-            losses.Add(loss.Item());
-            tokens += inputs.TokenCount;
-            double avg = losses.TakeLast(20).Average();
-            task.Description = $"step {step + 1}/{options.Steps}  loss {avg:F3}  {tokens / clock.Elapsed.TotalSeconds:N0} tok/s  mem {DoctorGlm.Engine.Backends.BackendRegistry.For(Device.Cpu).Memory.PeakBytes / 1048576.0:N0} MiB";
-            task.Increment(1);
-        }
-    });
-
-double evalAfter = Evaluate();
-AnsiConsole.WriteLine();
-AnsiConsole.Write(LossCurve.Render(losses));
-AnsiConsole.MarkupLine($"evaluation loss: [yellow]{evalBefore:F3}[/] → [green]{evalAfter:F3}[/] in {clock.Elapsed.TotalSeconds:F0} s ({tokens / clock.Elapsed.TotalSeconds:N0} tokens/s)");
-foreach (var (q, a) in eval.Take(3))
-{
-    string answer = model.Greedy(batcher, q, maxNew: 40);
-    // Plain writes: CJK text in markup gets re-wrapped by the console renderer.
-    Console.WriteLine($"问：{q}");
-    Console.WriteLine($"答：{answer}");
-    Console.WriteLine($"参考：{a[..Math.Min(40, a.Length)]}…");
-    Console.WriteLine();
+    var o = new Option<T>(name) { Description = description };
+    if (hasDefault) o.DefaultValueFactory = _ => defaultValue!;
+    return o;
 }
-if (evalAfter >= evalBefore)
-{
-    AnsiConsole.MarkupLine("[red]evaluation loss did not improve[/]");
-    return 2;
-}
-return 0;
 
-double Evaluate()
+var model = Opt<string?>("--model", "Base model folder: a Hugging Face ChatGLM-6B folder (config.json, *.bin/*.safetensors, ice_text.model) or one written by --method full (model.safetensors, config.json, tokenizer.model). Default: samples/Train/base when it holds a model, else a random init (--init random).", null);
+var init = Opt("--init", "pretrained: load --model; random: a new model of --config (from-scratch training, use with --method full).", "auto");
+var config = Opt("--config", "Size of a random init: tiny (hidden 128, 2 layers, 4 heads, vocabulary of the tokenizer), small (256, 4, 8) or 6b (ChatGLM-6B's shape).", "tiny");
+var tokenizer = Opt<string?>("--tokenizer", "SentencePiece model (ChatGLM pieces). Default: the model folder's ice_text.model / tokenizer.model, else samples/Train/base/tokenizer.model.", null);
+var device = Opt("--device", "cpu, cuda or auto (CUDA when available, else CPU).", "cpu");
+var dtype = Opt("--dtype", "bf16, fp16 or fp32: the storage type of the written weights. Training itself runs in fp32 (master weights and activations) on every device.", "fp32");
+var method = Opt<string?>("--method", "lora, ptuning or full. Default: lora on a pretrained base, full on a random init.", null);
+var loraRank = Opt("--lora-rank", "LoRA rank r.", 8);
+var loraAlpha = Opt("--lora-alpha", "LoRA alpha (the update is scaled by alpha / r).", 32f);
+var loraDropout = Opt("--lora-dropout", "Dropout on the LoRA branch's input.", 0.1f);
+var loraTarget = Opt("--lora-target", "LoRA target module (ChatGLM: query_key_value).", "query_key_value");
+var loraGrouped = Opt("--lora-grouped", "DoctorGLM's grouped loralib form, enable_lora [true, false, true] (written in deep_training format) instead of PEFT's full rows.", false);
+var preSeqLen = Opt("--pre-seq-len", "P-Tuning v2 prefix length.", 128);
+var prefixProjection = Opt("--prefix-projection", "P-Tuning prefix encoder with the two-layer MLP projection.", false);
+var train = Opt<string?>("--train", "Training data: Alpaca JSON/JSONL, ChatGLM P-Tuning JSONL or the CMD CSV (format detected). Default: the shipped medical dialogues.", null);
+var eval = Opt<string?>("--eval", "Evaluation data (same formats). Default: the shipped held-out dialogues.", null);
+var maxTrainSamples = Opt("--max-train-samples", "Use only the first N training dialogues (0 = all).", 0);
+var maxEvalSamples = Opt("--max-eval-samples", "Use only the first N evaluation dialogues (0 = all).", 0);
+var maxSource = Opt("--max-source-length", "Prompt tokens kept (max_source_length; the prompt is cut to this − 1).", 64);
+var maxTarget = Opt("--max-target-length", "Answer tokens kept (max_target_length; the answer is cut to this − 2).", 128);
+var optimizer = Opt("--optimizer", "adamw or lion.", "adamw");
+var lr = Opt<double?>("--lr", "Peak learning rate. Default: 2e-3 for LoRA / full, 2e-2 for P-Tuning.", null);
+var weightDecay = Opt("--weight-decay", "Decoupled weight decay.", 0.0);
+var schedule = Opt("--schedule", "linear, cosine or constant decay after warm-up.", "cosine");
+var warmup = Opt("--warmup-steps", "Linear warm-up steps from 0.", 20);
+var batch = Opt("--batch-size", "Sequences per micro-batch.", 8);
+var accum = Opt("--grad-accum", "Micro-batches per optimizer step (gradient accumulation).", 1);
+var clip = Opt("--max-grad-norm", "Clip the global gradient norm to this (0 = no clipping).", 1f);
+var epochs = Opt("--epochs", "Passes over the training data (when --max-steps is 0).", 6.0);
+var maxSteps = Opt("--max-steps", "Optimizer steps (0 = from --epochs).", 0);
+var seed = Opt("--seed", "Seed of the data order, initialisation and dropout.", 42UL);
+var checkpointing = Opt("--gradient-checkpointing", "Recompute each GLM block in backward (less memory, ~30% more time).", false);
+var saveSteps = Opt("--save-steps", "Write a checkpoint every N steps (0 = only at the end and on Ctrl+C).", 50);
+var output = Opt("--output", "Output folder: adapter / prefix / model, trainer_options.json, loss.csv, loss.png, checkpoints/.", Path.Combine("out", "train"));
+var resume = Opt("--resume", "Continue from the newest checkpoint in --output (same settings and data).", false);
+
+var root = new RootCommand("Fine-tune a ChatGLM-6B-architecture model (LoRA, P-Tuning v2 or full) on medical dialogues with DoctorGlm.Engine. " +
+    "With no arguments: a small real job on the CPU in about three minutes, on the dialogues shipped with the sample.");
+foreach (var o in new Option[] { model, init, config, tokenizer, device, dtype, method, loraRank, loraAlpha, loraDropout, loraTarget, loraGrouped, preSeqLen,
+             prefixProjection, train, eval, maxTrainSamples, maxEvalSamples, maxSource, maxTarget, optimizer, lr, weightDecay, schedule, warmup, batch, accum,
+             clip, epochs, maxSteps, seed, checkpointing, saveSteps, output, resume })
+    root.Options.Add(o);
+
+root.SetAction(parse =>
 {
-    using var _ = GradMode.NoGrad();
-    double sum = 0;
-    int n = 0;
-    foreach (var chunk in eval.Chunk(options.BatchSize))
+    try { return Run(parse); }
+    catch (Exception e) when (e is ArgumentException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException or NotSupportedException or InvalidOperationException)
     {
-        using var scope = TensorScope.Begin();
-        var inputs = batcher.Make(chunk);
-        sum += model.Loss(inputs).Item() * inputs.LabelCount;
-        n += inputs.LabelCount;
+        AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+        return 1;
     }
-    return sum / n;
+});
+return root.Parse(args).Invoke();
+
+int Run(ParseResult p)
+{
+    var total = Stopwatch.StartNew();
+    // ---- the base model and tokenizer
+    string? modelDir = p.GetValue(model);
+    string initMode = p.GetValue(init)!.ToLowerInvariant();
+    if (initMode is not ("auto" or "pretrained" or "random")) throw new ArgumentException($"--init {initMode}: must be pretrained or random");
+    if (modelDir is null && initMode != "random" && File.Exists(Path.Combine(shippedBase, "config.json"))) modelDir = shippedBase;
+    bool random = initMode == "random" || (initMode == "auto" && modelDir is null);
+    if (!random && modelDir is null) throw new ArgumentException("--init pretrained needs --model DIR");
+    var trainingMethod = p.GetValue(method) is { } m ? TrainerOptions.ParseMethod(m) : random ? TrainingMethod.Full : TrainingMethod.Lora;
+    var exportType = TrainerOptions.ParseDType(p.GetValue(dtype)!);
+    var dev = DeviceSelector.Resolve(p.GetValue(device)!, out var deviceNote);
+    if (deviceNote is not null) AnsiConsole.MarkupLineInterpolated($"[yellow]{deviceNote}[/]");
+
+    string tokPath = p.GetValue(tokenizer)
+        ?? new[] { "ice_text.model", "tokenizer.model" }.Select(f => modelDir is null ? null : Path.Combine(modelDir, f)).FirstOrDefault(File.Exists)
+        ?? Path.Combine(shippedBase, "tokenizer.model");
+    var tok = ChatGlmTokenizer.Load(tokPath, modelDir is null ? 0 : GlmConfigFor(modelDir).NumImageTokens);
+
+    GlmModel glm;
+    string modelDescription;
+    if (random)
+    {
+        var cfg = RandomConfig(p.GetValue(config)!, tok);
+        glm = GlmModel.CreateRandom(cfg, new RandomGenerator(p.GetValue(seed)), dev);
+        modelDescription = $"random init '{p.GetValue(config)}'";
+    }
+    else
+    {
+        var cfg = GlmConfigFor(modelDir!);
+        using var src = CheckpointReader.Open(modelDir!);
+        glm = GlmModel.Load(cfg, src, dev, trainable: trainingMethod == TrainingMethod.Full);
+        modelDescription = modelDir!;
+    }
+    using var _ = glm;
+    var c = glm.Config;
+    if (tok.VocabSize > c.VocabSize) throw new InvalidDataException($"{tokPath}: the tokenizer has {tok.VocabSize} ids, the model's vocabulary only {c.VocabSize}");
+
+    // ---- data
+    var builder = new ChatGlmSampleBuilder(s => tok.Encode(s), c.GMaskTokenId, c.BosTokenId, c.EosTokenId, c.PadTokenId,
+        p.GetValue(maxSource), p.GetValue(maxTarget));
+    List<ChatGlmTrainSample> Read(string path, int limit, string what)
+    {
+        var r = DatasetReader.Read(path);
+        foreach (var issue in r.Issues.Take(5)) AnsiConsole.MarkupLineInterpolated($"[yellow]skipped[/] {issue.ToString()}");
+        if (r.Issues.Count > 5) AnsiConsole.MarkupLineInterpolated($"[yellow]… and {r.Issues.Count - 5} more skipped records[/]");
+        var ex = limit > 0 ? r.Examples.Take(limit) : r.Examples;
+        var samples = ex.Select(builder.BuildTrain).ToList();
+        AnsiConsole.MarkupLineInterpolated($"{what}: {samples.Count} dialogues from {path} ({r.Format}{(r.SkippedRecords > 0 ? $", {r.SkippedRecords} skipped" : "")}), mean {samples.Average(s => s.Length):F0} tokens");
+        return samples;
+    }
+    string trainPath = p.GetValue(train) ?? Path.Combine(here, "data", "train.jsonl");
+    string evalPath = p.GetValue(eval) ?? Path.Combine(here, "data", "eval.jsonl");
+    var trainSet = Read(trainPath, p.GetValue(maxTrainSamples), "train");
+    var evalSet = Read(evalPath, p.GetValue(maxEvalSamples), "eval ");
+
+    // ---- the run
+    var options = new TrainerOptions
+    {
+        Method = trainingMethod,
+        LoraRank = p.GetValue(loraRank), LoraAlpha = p.GetValue(loraAlpha), LoraDropout = p.GetValue(loraDropout),
+        LoraTarget = p.GetValue(loraTarget)!, LoraGrouped = p.GetValue(loraGrouped),
+        PreSeqLen = p.GetValue(preSeqLen), PrefixProjection = p.GetValue(prefixProjection),
+        MaxSourceLength = p.GetValue(maxSource), MaxTargetLength = p.GetValue(maxTarget),
+        Optimizer = TrainerOptions.ParseOptimizer(p.GetValue(optimizer)!),
+        LearningRate = p.GetValue(lr) ?? (trainingMethod == TrainingMethod.PTuning ? 2e-2 : 2e-3),
+        WeightDecay = p.GetValue(weightDecay), Schedule = TrainerOptions.ParseSchedule(p.GetValue(schedule)!), WarmupSteps = p.GetValue(warmup),
+        BatchSize = p.GetValue(batch), GradientAccumulation = p.GetValue(accum), MaxGradNorm = p.GetValue(clip),
+        Epochs = p.GetValue(epochs), MaxSteps = p.GetValue(maxSteps), Seed = p.GetValue(seed),
+        GradientCheckpointing = p.GetValue(checkpointing), SaveSteps = p.GetValue(saveSteps),
+    }.Validate();
+    string outDir = Path.GetFullPath(p.GetValue(output)!);
+    using var trainer = new Trainer(glm, options, trainSet, evalSet, outDir) { ExportDType = exportType };
+    trainer.RunInfo["model"] = modelDescription;
+    trainer.RunInfo["tokenizer"] = Path.GetFullPath(tokPath);
+    trainer.RunInfo["train_file"] = Path.GetFullPath(trainPath);
+    trainer.RunInfo["eval_file"] = Path.GetFullPath(evalPath);
+    trainer.RunInfo["command_line"] = string.Join(' ', args);
+
+    AnsiConsole.MarkupLineInterpolated($"[bold]DoctorGlm.Engine[/] — {trainingMethod.ToString().ToLowerInvariant()} on {modelDescription}: {c.NumLayers} layers, hidden {c.HiddenSize}, vocabulary {c.VocabSize}, {c.ParameterCount:N0} base parameters, {trainer.TrainableParameterCount:N0} trainable; device {dev}");
+    AnsiConsole.MarkupLineInterpolated($"{trainer.TotalSteps} steps × {options.BatchSize * options.GradientAccumulation} sequences, {options.Optimizer} lr {options.LearningRate:G3} ({options.Schedule}, warm-up {options.WarmupSteps}), output {outDir}");
+    if (trainingMethod != TrainingMethod.Full)
+        AnsiConsole.MarkupLine("[grey]BLEU-4 / ROUGE need generated answers; no generator is wired into the trainer yet (Trainer.GenerationEvaluator), so only the loss is evaluated.[/]");
+
+    using var cts = new CancellationTokenSource();
+    Console.CancelKeyPress += (_, e) =>
+    {
+        if (cts.IsCancellationRequested) return; // a second Ctrl+C kills the process
+        e.Cancel = true;
+        cts.Cancel();
+    };
+    TrainingResult result = null!;
+    AnsiConsole.Progress()
+        .AutoClear(false)
+        .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+        .Start(ctx =>
+        {
+            var task = ctx.AddTask("evaluating before training", maxValue: trainer.TotalSteps);
+            trainer.Progress = r =>
+            {
+                task.Value = r.Step;
+                task.Description = $"step {r.Step}/{r.TotalSteps}  loss {r.SmoothedLoss:F3}  lr {r.LearningRate:G2}  {r.TokensPerSecond:N0} tok/s  ETA {r.Remaining:mm\\:ss}  mem {r.PeakMemoryBytes / 1048576.0:N0} MiB"
+                    + (cts.IsCancellationRequested ? "  (stopping: saving a checkpoint)" : "");
+            };
+            result = trainer.Run(p.GetValue(resume), cts.Token);
+            task.StopTask();
+        });
+
+    // ---- summary
+    if (result.ResumedFrom is not null) AnsiConsole.MarkupLineInterpolated($"resumed from {result.ResumedFrom}");
+    var before = result.Evals.FirstOrDefault(e => e.Step == 0);
+    var after = result.Evals.LastOrDefault();
+    if (result.Cancelled)
+    {
+        AnsiConsole.MarkupLineInterpolated($"[yellow]stopped at step {result.StepsDone}/{result.TotalSteps}[/]; checkpoint {result.CheckpointDir}");
+        AnsiConsole.MarkupLineInterpolated($"continue with: dotnet run --project samples/Train -- {string.Join(' ', args)} --resume");
+        return 130;
+    }
+    var table = new Table().AddColumns("", "value");
+    if (before.Step == 0 && result.Evals.Count > 0) table.AddRow("eval loss before", $"{before.Loss:F4}");
+    if (after.Step == result.TotalSteps) table.AddRow("eval loss after", $"{after.Loss:F4}");
+    table.AddRow("train loss (last 20 steps)", $"{result.History.TakeLast(20).Average(h => h.Loss):F4}");
+    table.AddRow("steps", $"{result.StepsDone}");
+    table.AddRow("time", $"{result.Elapsed.TotalSeconds:F0} s training, {total.Elapsed.TotalSeconds:F0} s in all");
+    table.AddRow("tokens/s", $"{result.Tokens / Math.Max(1e-9, result.Elapsed.TotalSeconds):N0}");
+    table.AddRow("peak memory", $"{BackendRegistry.For(dev).Memory.PeakBytes / 1048576.0:N0} MiB");
+    if (result.Generation is { } g) foreach (var (k, v) in g) table.AddRow(k, $"{v:F4}");
+    table.AddRow("output", outDir);
+    AnsiConsole.Write(table);
+    if (trainingMethod == TrainingMethod.Full)
+        File.Copy(tokPath, Path.Combine(outDir, "tokenizer.model"), overwrite: true); // the folder is then a complete --model
+
+    string chatModel = trainingMethod == TrainingMethod.Full ? outDir : Path.GetFullPath(modelDescription);
+    string chat = trainingMethod switch
+    {
+        TrainingMethod.Lora => $"dotnet run --project samples/Chat -- --model \"{chatModel}\" --lora \"{outDir}\"",
+        TrainingMethod.PTuning => $"dotnet run --project samples/Chat -- --model \"{chatModel}\" --ptuning \"{Path.Combine(outDir, ModelExport.PrefixFileName)}\" --pre-seq-len {options.PreSeqLen}",
+        _ => $"dotnet run --project samples/Chat -- --model \"{chatModel}\"",
+    };
+    AnsiConsole.MarkupLineInterpolated($"loss curve: {Path.Combine(outDir, "loss.png")}, per step: {Path.Combine(outDir, "loss.csv")}");
+    AnsiConsole.MarkupLine("talk to the result:");
+    Console.WriteLine("  " + chat);
+    if (before.Step == 0 && after.Step == result.TotalSteps && !(after.Loss < before.Loss))
+    {
+        AnsiConsole.MarkupLine("[red]the evaluation loss did not improve[/]");
+        return 2;
+    }
+    return 0;
+}
+
+static GlmConfig GlmConfigFor(string dir)
+{
+    string file = Path.Combine(dir, "config.json");
+    if (!File.Exists(file)) throw new FileNotFoundException($"{dir}: no config.json (is --model a ChatGLM folder?)", file);
+    return GlmConfig.FromJson(file);
+}
+
+static GlmConfig RandomConfig(string name, ChatGlmTokenizer tok)
+{
+    var (hidden, layers, heads) = name.ToLowerInvariant() switch
+    {
+        "tiny" => (128, 2, 4),
+        "small" => (256, 4, 8),
+        "6b" => (4096, 28, 32),
+        _ => throw new ArgumentException($"--config {name}: must be tiny, small or 6b"),
+    };
+    return new GlmConfig(tok.VocabSize, hidden, layers, heads, 4 * hidden, MaxSequenceLength: 2048,
+        BosTokenId: tok.SopId, EosTokenId: tok.EopId, MaskTokenId: tok.MaskId, GMaskTokenId: tok.GMaskId,
+        PadTokenId: tok.PadId >= 0 ? tok.PadId : 0, TorchDType: "float32").Validated($"--config {name}");
 }
