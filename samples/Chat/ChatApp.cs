@@ -15,8 +15,9 @@ namespace DoctorGlm.Samples.Chat;
 /// </summary>
 public static class ChatApp
 {
-    /// <summary>Where the Train sample leaves its model, relative to the repository root.</summary>
-    public const string TrainOutput = "samples/Train/out";
+    /// <summary>Where the Train sample's default run leaves its result (a LoRA adapter whose adapter_config.json names
+    /// its base model folder, or a full model), relative to the folder it was run from.</summary>
+    public const string TrainOutput = "out/train";
 
     /// <summary>Runs the app with <paramref name="args"/>, writing to <paramref name="output"/> and reading
     /// interactive input from <paramref name="input"/>. Returns the process exit code.</summary>
@@ -95,11 +96,24 @@ public static class ChatApp
         if (dir is null)
         {
             console.MarkupLine($"[red]No --model given and no {TrainOutput} folder found.[/]");
-            console.MarkupLine($"Train a model first with [bold]dotnet run --project samples/Train -c Release[/] (it will write {TrainOutput}), " +
+            console.MarkupLine($"Train a model first with [bold]dotnet run --project samples/Train[/] (it writes {TrainOutput}), " +
                                "or pass [bold]--model DIR[/] with an HF ChatGLM folder: config.json, model.safetensors or pytorch_model*.bin, ice_text.model.");
             return 1;
         }
         if (!Directory.Exists(dir)) { console.MarkupLineInterpolated($"[red]error:[/] model folder {dir} does not exist"); return 1; }
+        if (modelDir is null && !File.Exists(Path.Combine(dir, "config.json")))
+        {
+            // The Train sample's default output is a LoRA adapter: its adapter_config.json names the base model folder.
+            string? baseDir = BaseModelOf(dir);
+            if (baseDir is null)
+            {
+                console.MarkupLineInterpolated($"[red]error:[/] {dir} holds an adapter whose base model folder is unknown; pass --model BASE --adapter {dir}");
+                return 1;
+            }
+            adapterPath ??= dir;
+            dir = baseDir;
+            console.MarkupLineInterpolated($"[grey]model {dir} with the adapter trained in {adapterPath}[/]");
+        }
         string? tokPath = tokenizerFile?.FullName ?? new[] { "ice_text.model", "tokenizer.model" }.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists);
         if (tokPath is null || !File.Exists(tokPath))
         {
@@ -176,6 +190,17 @@ public static class ChatApp
         }
     }
 
+    /// <summary>The existing folder named by base_model_name_or_path in an adapter folder's adapter_config.json, if any.</summary>
+    private static string? BaseModelOf(string adapterDir)
+    {
+        string file = Path.Combine(adapterDir, "adapter_config.json");
+        if (!File.Exists(file)) return null;
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(file));
+        return doc.RootElement.TryGetProperty("base_model_name_or_path", out var b) && b.ValueKind == System.Text.Json.JsonValueKind.String
+               && Directory.Exists(b.GetString()) && File.Exists(Path.Combine(b.GetString()!, "config.json"))
+            ? b.GetString() : null;
+    }
+
     /// <summary>Attaches a LoRA adapter (folder with adapter_config.json) or a P-Tuning v2 prefix (file or folder).</summary>
     private static void AttachAdapter(IAnsiConsole console, GlmModel model, string path, bool merge)
     {
@@ -221,7 +246,7 @@ public static class ChatApp
             for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
             {
                 string p = Path.Combine(d.FullName, TrainOutput.Replace('/', Path.DirectorySeparatorChar));
-                if (File.Exists(Path.Combine(p, "config.json"))) return p;
+                if (File.Exists(Path.Combine(p, "config.json")) || File.Exists(Path.Combine(p, "adapter_config.json"))) return p;
             }
         return null;
     }

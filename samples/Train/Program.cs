@@ -109,7 +109,7 @@ int Run(ParseResult p)
         var cfg = GlmConfigFor(modelDir!);
         using var src = CheckpointReader.Open(modelDir!);
         glm = GlmModel.Load(cfg, src, dev, trainable: trainingMethod == TrainingMethod.Full);
-        modelDescription = modelDir!;
+        modelDescription = Path.GetFullPath(modelDir!);
     }
     using var _ = glm;
     var c = glm.Config;
@@ -212,8 +212,8 @@ int Run(ParseResult p)
     string chatModel = trainingMethod == TrainingMethod.Full ? outDir : Path.GetFullPath(modelDescription);
     string chat = trainingMethod switch
     {
-        TrainingMethod.Lora => $"dotnet run --project samples/Chat -- --model \"{chatModel}\" --lora \"{outDir}\"",
-        TrainingMethod.PTuning => $"dotnet run --project samples/Chat -- --model \"{chatModel}\" --ptuning \"{Path.Combine(outDir, ModelExport.PrefixFileName)}\" --pre-seq-len {options.PreSeqLen}",
+        TrainingMethod.Lora => $"dotnet run --project samples/Chat -- --model \"{chatModel}\" --adapter \"{outDir}\"",
+        TrainingMethod.PTuning => $"dotnet run --project samples/Chat -- --model \"{chatModel}\" --adapter \"{Path.Combine(outDir, ModelExport.PrefixFileName)}\"",
         _ => $"dotnet run --project samples/Chat -- --model \"{chatModel}\"",
     };
     AnsiConsole.MarkupLineInterpolated($"loss curve: {Path.Combine(outDir, "loss.png")}, per step: {Path.Combine(outDir, "loss.csv")}");

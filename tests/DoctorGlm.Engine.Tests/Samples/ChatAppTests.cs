@@ -76,7 +76,9 @@ public sealed class ChatAppTests : IDisposable
                 b.Backend.Copy(noise, b);
                 noise.Dispose();
             }
-            model.SaveLoraAdapter(adapterDir);
+            model.SaveLoraAdapter(adapterDir, baseModelNameOrPath: _dir);
+            // The Train sample's default output: an adapter in out/train naming its base folder.
+            model.SaveLoraAdapter(Path.Combine(_dir, "out", "train"), baseModelNameOrPath: _dir);
         }
         string[] common = ["--model", _dir, "--prompt", "头疼怎么办", "--greedy", "--max-length", "24", "--repetition-penalty", "5"];
         var plain = Run("", common);
@@ -88,6 +90,9 @@ public sealed class ChatAppTests : IDisposable
         string Answer(string o) => o[o.LastIndexOf("ChatGLM: ", StringComparison.Ordinal)..];
         Assert.NotEqual(Answer(plain.Output), Answer(withLora.Output));
         Assert.Equal(Answer(withLora.Output), Answer(merged.Output));
+        var byDefault = Run("", common[2..]); // no --model: finds out/train and its base model
+        Assert.True(byDefault.Code == 0, byDefault.Output);
+        Assert.Equal(Answer(withLora.Output), Answer(byDefault.Output));
         var int8 = Run("", [.. common, "--adapter", adapterDir, "--quantize", "8"]);
         Assert.True(int8.Code == 0, int8.Output);
         Assert.Contains("INT8", int8.Output);
@@ -102,7 +107,7 @@ public sealed class ChatAppTests : IDisposable
     {
         var (code, text) = Run("");
         Assert.Equal(1, code);
-        Assert.Contains("samples/Train/out", text);
+        Assert.Contains("out/train", text);
         Assert.Contains("--model", text);
     }
 
