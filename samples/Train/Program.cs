@@ -56,13 +56,14 @@ var seed = Opt("--seed", "Seed of the data order, initialisation and dropout.", 
 var checkpointing = Opt("--gradient-checkpointing", "Recompute each GLM block in backward (less memory, ~30% more time).", false);
 var saveSteps = Opt("--save-steps", "Write a checkpoint every N steps (0 = only at the end and on Ctrl+C).", 50);
 var output = Opt("--output", "Output folder: adapter / prefix / model, trainer_options.json, loss.csv, loss.png, checkpoints/.", Path.Combine("out", "train"));
+var evalGenerate = Opt("--eval-generate", "Answer the first N evaluation prompts (greedy, up to --max-target-length new tokens) before and after training and report BLEU-4 and ROUGE-1/2/L as ChatGLM's P-Tuning evaluation computes them (0 = off).", 16);
 var resume = Opt("--resume", "Continue from the newest checkpoint in --output (same settings and data).", false);
 
 var root = new RootCommand("Fine-tune a ChatGLM-6B-architecture model (LoRA, P-Tuning v2 or full) on medical dialogues with DoctorGlm.Engine. " +
     "With no arguments: a small real job on the CPU in about three minutes, on the dialogues shipped with the sample.");
 foreach (var o in new Option[] { model, init, config, tokenizer, device, dtype, method, loraRank, loraAlpha, loraDropout, loraTarget, loraGrouped, preSeqLen,
              prefixProjection, train, eval, maxTrainSamples, maxEvalSamples, maxSource, maxTarget, optimizer, lr, weightDecay, schedule, warmup, batch, accum,
-             clip, epochs, maxSteps, seed, checkpointing, saveSteps, output, resume })
+             clip, epochs, maxSteps, seed, checkpointing, saveSteps, output, evalGenerate, resume })
     root.Options.Add(o);
 
 root.SetAction(parse =>
@@ -118,12 +119,14 @@ int Run(ParseResult p)
     // ---- data
     var builder = new ChatGlmSampleBuilder(s => tok.Encode(s), c.GMaskTokenId, c.BosTokenId, c.EosTokenId, c.PadTokenId,
         p.GetValue(maxSource), p.GetValue(maxTarget));
-    List<ChatGlmTrainSample> Read(string path, int limit, string what)
+    var evalExamples = new List<DialogueExample>();
+    List<ChatGlmTrainSample> Read(string path, int limit, string what, List<DialogueExample>? keep = null)
     {
         var r = DatasetReader.Read(path);
         foreach (var issue in r.Issues.Take(5)) AnsiConsole.MarkupLineInterpolated($"[yellow]skipped[/] {issue.ToString()}");
         if (r.Issues.Count > 5) AnsiConsole.MarkupLineInterpolated($"[yellow]… and {r.Issues.Count - 5} more skipped records[/]");
-        var ex = limit > 0 ? r.Examples.Take(limit) : r.Examples;
+        var ex = (limit > 0 ? r.Examples.Take(limit) : r.Examples).ToList();
+        keep?.AddRange(ex);
         var samples = ex.Select(builder.BuildTrain).ToList();
         AnsiConsole.MarkupLineInterpolated($"{what}: {samples.Count} dialogues from {path} ({r.Format}{(r.SkippedRecords > 0 ? $", {r.SkippedRecords} skipped" : "")}), mean {samples.Average(s => s.Length):F0} tokens");
         return samples;
@@ -131,7 +134,7 @@ int Run(ParseResult p)
     string trainPath = p.GetValue(train) ?? Path.Combine(here, "data", "train.jsonl");
     string evalPath = p.GetValue(eval) ?? Path.Combine(here, "data", "eval.jsonl");
     var trainSet = Read(trainPath, p.GetValue(maxTrainSamples), "train");
-    var evalSet = Read(evalPath, p.GetValue(maxEvalSamples), "eval ");
+    var evalSet = Read(evalPath, p.GetValue(maxEvalSamples), "eval ", evalExamples);
 
     // ---- the run
     var options = new TrainerOptions
@@ -158,8 +161,21 @@ int Run(ParseResult p)
 
     AnsiConsole.MarkupLineInterpolated($"[bold]DoctorGlm.Engine[/] — {trainingMethod.ToString().ToLowerInvariant()} on {modelDescription}: {c.NumLayers} layers, hidden {c.HiddenSize}, vocabulary {c.VocabSize}, {c.ParameterCount:N0} base parameters, {trainer.TrainableParameterCount:N0} trainable; device {dev}");
     AnsiConsole.MarkupLineInterpolated($"{trainer.TotalSteps} steps × {options.BatchSize * options.GradientAccumulation} sequences, {options.Optimizer} lr {options.LearningRate:G3} ({options.Schedule}, warm-up {options.WarmupSteps}), output {outDir}");
-    if (trainingMethod != TrainingMethod.Full)
-        AnsiConsole.MarkupLine("[grey]BLEU-4 / ROUGE need generated answers; no generator is wired into the trainer yet (Trainer.GenerationEvaluator), so only the loss is evaluated.[/]");
+    GenerationEvaluator? generationEval = null;
+    IReadOnlyDictionary<string, double>? generationBefore = null;
+    IReadOnlyList<string> answersBefore = [];
+    int nGenerate = Math.Min(p.GetValue(evalGenerate), evalExamples.Count);
+    if (nGenerate > 0)
+    {
+        generationEval = new GenerationEvaluator(tok, evalExamples.Take(nGenerate).ToList(), options.MaxTargetLength);
+        trainer.GenerationEvaluator = generationEval;
+        if (!p.GetValue(resume))
+        {
+            AnsiConsole.MarkupLineInterpolated($"answering {nGenerate} evaluation prompts before training (BLEU-4, ROUGE)…");
+            generationBefore = generationEval.Evaluate(glm);
+            answersBefore = generationEval.LastAnswers;
+        }
+    }
 
     using var cts = new CancellationTokenSource();
     Console.CancelKeyPress += (_, e) =>
@@ -203,9 +219,21 @@ int Run(ParseResult p)
     table.AddRow("time", $"{result.Elapsed.TotalSeconds:F0} s training, {total.Elapsed.TotalSeconds:F0} s in all");
     table.AddRow("tokens/s", $"{result.Tokens / Math.Max(1e-9, result.Elapsed.TotalSeconds):N0}");
     table.AddRow("peak memory", $"{BackendRegistry.For(dev).Memory.PeakBytes / 1048576.0:N0} MiB");
-    if (result.Generation is { } g) foreach (var (k, v) in g) table.AddRow(k, $"{v:F4}");
+    if (result.Generation is { } g)
+        foreach (var (k, v) in g)
+            table.AddRow($"{k} (×100, {nGenerate} answers)", generationBefore is { } gb && gb.TryGetValue(k, out var vb) ? $"{vb:F2} → {v:F2}" : $"{v:F2}");
     table.AddRow("output", outDir);
     AnsiConsole.Write(table);
+    if (generationEval is { LastAnswers.Count: > 0 })
+        for (int i = 0; i < Math.Min(2, generationEval.LastAnswers.Count); i++)
+        {
+            // Plain writes: the console renderer re-wraps CJK text in markup.
+            Console.WriteLine($"问：{evalExamples[i].Prompt}");
+            if (answersBefore.Count > i) Console.WriteLine($"答（训练前）：{answersBefore[i]}");
+            Console.WriteLine($"答（训练后）：{generationEval.LastAnswers[i]}");
+            Console.WriteLine($"参考：{evalExamples[i].Response}");
+            Console.WriteLine();
+        }
     if (trainingMethod == TrainingMethod.Full)
         File.Copy(tokPath, Path.Combine(outDir, "tokenizer.model"), overwrite: true); // the folder is then a complete --model
 

@@ -1,0 +1,54 @@
+using DoctorGlm.Engine.Data;
+using DoctorGlm.Engine.Evaluation;
+using DoctorGlm.Engine.Generation;
+using DoctorGlm.Engine.Models.ChatGlm;
+using DoctorGlm.Engine.Tokenization;
+
+namespace DoctorGlm.Engine.Training;
+
+/// <summary>
+/// BLEU-4 and ROUGE-1/2/L of generated answers, as ChatGLM's P-Tuning evaluation computes them
+/// (<see cref="GenerationMetrics"/>): each evaluation prompt is answered (greedy unless options say otherwise,
+/// at most <paramref name="maxNewTokens"/> new tokens, chat prompt format of §7) and scored against its reference.
+/// </summary>
+/// <param name="tokenizer">The model's tokenizer.</param>
+/// <param name="examples">Evaluation dialogues (prompt and reference answer).</param>
+/// <param name="maxNewTokens">Answer length cap (the reference script's max_target_length).</param>
+/// <param name="options">Decoding options; default greedy. MaxLength is set per prompt.</param>
+/// <param name="metrics">Scorer; default jieba segmentation.</param>
+public sealed class GenerationEvaluator(ChatGlmTokenizer tokenizer, IReadOnlyList<DialogueExample> examples, int maxNewTokens,
+    GenerationOptions? options = null, GenerationMetrics? metrics = null) : IGenerationEvaluator
+{
+    private readonly GenerationMetrics _metrics = metrics ?? new GenerationMetrics();
+    private readonly GenerationOptions _options = options ?? GenerationOptions.Greedy;
+
+    /// <summary>The last evaluation's answers, in example order (for showing a few to the user).</summary>
+    public IReadOnlyList<string> LastAnswers { get; private set; } = [];
+
+    /// <inheritdoc />
+    public IReadOnlyDictionary<string, double> Evaluate(GlmModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        bool training = model.Training;
+        model.Training = false;
+        try
+        {
+            var chat = new GlmChat(model, tokenizer);
+            var answers = new List<string>(examples.Count);
+            foreach (var ex in examples)
+            {
+                var history = ex.History.Select(h => new ChatTurn(h.Question, h.Answer)).ToList();
+                int promptLength = chat.EncodePrompt(ex.Prompt, history).Length;
+                var (answer, _) = chat.Chat(ex.Prompt, history, _options with { MaxLength = promptLength + maxNewTokens });
+                answers.Add(answer);
+            }
+            LastAnswers = answers;
+            var s = _metrics.Average(answers.Zip(examples, (a, e) => (a, e.Response)));
+            return new Dictionary<string, double>
+            {
+                ["bleu-4"] = s.Bleu4, ["rouge-1"] = s.Rouge1, ["rouge-2"] = s.Rouge2, ["rouge-l"] = s.RougeL,
+            };
+        }
+        finally { model.Training = training; }
+    }
+}
