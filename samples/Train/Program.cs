@@ -13,7 +13,9 @@ using DoctorGlm.Engine.Training;
 using Spectre.Console;
 
 string here = AppContext.BaseDirectory;
-string shippedBase = Path.Combine(here, "base");
+// The shipped base model: the checkout's samples/Train/base when run from the repository (so the adapter written
+// names a stable folder, not the build output), else the copy next to the executable.
+string shippedBase = Directory.Exists(Path.Combine("samples", "Train", "base")) ? Path.GetFullPath(Path.Combine("samples", "Train", "base")) : Path.Combine(here, "base");
 
 Option<T> Opt<T>(string name, string description, T? defaultValue = default, bool hasDefault = true)
 {
