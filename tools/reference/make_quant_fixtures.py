@@ -54,5 +54,35 @@ def main():
                         {"rows": str(rows), "cols": str(cols), "generator": "tools/reference/make_quant_fixtures.py"})
 
 
+QUANTIZED = ("attention.query_key_value.weight", "attention.dense.weight", "mlp.dense_h_to_4h.weight", "mlp.dense_4h_to_h.weight")
+
+
+def pre_quantized_folders():
+    """THUDM-style pre-quantized checkpoints of the tiny parity model (Fixtures/model): the four block linears become
+    int8 `weight` ([out, in], or [out, in/2] packed for INT4) plus an fp16 `weight_scale` [out], quantized from the
+    fp16-rounded weights as quantization.py does; everything else is kept as stored; config.json gets
+    quantization_bit. Written with torch.save as `pytorch_model.bin`."""
+    import json
+    model_dir = os.path.join(os.path.dirname(OUT), "model")
+    tensors, _ = safetensors_io.load(os.path.join(model_dir, "weights.safetensors"))
+    config = json.load(open(os.path.join(model_dir, "config.json"), encoding="utf-8"))
+    for bits in (8, 4):
+        state = {}
+        for name, arr in tensors.items():
+            t = torch.from_numpy(arr.copy())
+            if name.endswith(QUANTIZED):
+                q, scale = quantize(t.half(), bits)
+                state[name] = pack_int4(q) if bits == 4 else q
+                state[name + "_scale"] = scale
+            else:
+                state[name] = t
+        folder = os.path.join(OUT, f"hf_int{bits}")
+        os.makedirs(folder, exist_ok=True)
+        torch.save(state, os.path.join(folder, "pytorch_model.bin"))
+        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(dict(config, quantization_bit=bits), f, indent=2)
+
+
 if __name__ == "__main__":
     main()
+    pre_quantized_folders()

@@ -55,3 +55,42 @@ public class QuantizedModelTests(ITestOutputHelper output)
         Assert.Throws<InvalidOperationException>(() => model.Quantize(4));
     }
 }
+
+/// <summary>THUDM-style pre-quantized checkpoints (int8 weight + fp16 weight_scale, quantization_bit in config.json).</summary>
+public class PreQuantizedCheckpointTests
+{
+    private static string Folder(int bits) => Path.Combine(Fixture.Dir("quant"), $"hf_int{bits}");
+
+    [Theory]
+    [InlineData(8)]
+    [InlineData(4)]
+    public void Loads_and_matches_quantizing_the_fp32_model_on_load_bit_for_bit(int bits)
+    {
+        using var scope = TensorScope.Begin();
+        using var pre = GlmModel.FromPretrained(Folder(bits));
+        Assert.Equal(bits, pre.QuantizationBits);
+        using var onLoad = ModelFixture.LoadModel();
+        onLoad.Quantize(bits);
+        using var inputs = GlmInputs.Build([[5, 17, 42, 9, 191, 192, 33, 71]], ModelFixture.Config);
+        float[] a, b;
+        using (GradMode.NoGrad()) { a = pre.Forward(inputs).ToFloatArray(); b = onLoad.Forward(inputs).ToFloatArray(); }
+        Assert.Equal(b, a);
+    }
+
+    [Fact]
+    public void A_missing_scale_or_a_float_weight_is_named()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "doctorglm-q-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            // The fp32 parity checkpoint with a config that claims INT8: the weight is F32, not I8.
+            File.Copy(Path.Combine(ModelFixture.Dir, "weights.safetensors"), Path.Combine(dir, "model.safetensors"));
+            File.WriteAllText(Path.Combine(dir, "config.json"), File.ReadAllText(Path.Combine(Folder(8), "config.json")));
+            var e = Assert.Throws<InvalidDataException>(() => GlmModel.FromPretrained(dir));
+            Assert.Contains("transformer.layers.0.attention.query_key_value.weight", e.Message);
+            Assert.Contains("I8", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}

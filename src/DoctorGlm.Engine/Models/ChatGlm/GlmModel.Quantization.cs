@@ -56,6 +56,18 @@ public sealed partial class GlmModel
 
     private static readonly int[] QuantizedSlots = [QkvW, DenseW, H4W, FourHW];
 
+    private static bool IsQuantizedKey(string name) => name.StartsWith("transformer.layers.", StringComparison.Ordinal)
+        && (name.EndsWith(".attention.query_key_value.weight", StringComparison.Ordinal) || name.EndsWith(".attention.dense.weight", StringComparison.Ordinal)
+            || name.EndsWith(".mlp.dense_h_to_4h.weight", StringComparison.Ordinal) || name.EndsWith(".mlp.dense_4h_to_h.weight", StringComparison.Ordinal));
+
+    /// <summary>Takes the weights a pre-quantized checkpoint supplied (see <see cref="Load"/>).</summary>
+    private void AdoptQuantized(Dictionary<string, QuantizedWeight> quantized, int bits)
+    {
+        if (quantized.Count == 0) return;
+        foreach (var (k, q) in quantized) _quantized[k] = q;
+        QuantizationBits = bits;
+    }
+
     /// <summary>One of a block's four linears (<paramref name="weightSlot"/>; its bias is the next slot), fp32 or quantized.</summary>
     private Tensor LayerLinear(int layer, int weightSlot, Tensor input)
     {

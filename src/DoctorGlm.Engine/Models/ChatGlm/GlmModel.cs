@@ -1,3 +1,4 @@
+using DoctorGlm.Engine.Quantization;
 using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.IO;
 
@@ -98,11 +99,12 @@ public sealed partial class GlmModel : IDisposable
         yield return ("transformer.final_layernorm.bias", new Shape(h));
     }
 
-    private static void CheckSupported(GlmConfig config)
+    private static void CheckSupported(GlmConfig config, bool loading = false)
     {
         config.Validated("GlmModel");
         if (!config.TieWordEmbeddings) throw new NotSupportedException("GlmModel: tie_word_embeddings = false is not supported (ChatGLM-6B ties lm_head to the embedding)");
-        if (config.QuantizationBit != 0) throw new NotSupportedException($"GlmModel: quantization_bit = {config.QuantizationBit}: quantized layers are not supported here; load the fp16 weights");
+        if (config.QuantizationBit != 0 && !loading)
+            throw new NotSupportedException($"GlmModel: quantization_bit = {config.QuantizationBit}: a quantized model can only be loaded from a pre-quantized checkpoint (or quantized after loading with Quantize)");
     }
 
     /// <summary>
@@ -133,11 +135,13 @@ public sealed partial class GlmModel : IDisposable
     /// </summary>
     public static GlmModel Load(GlmConfig config, ITensorSource source, Device? device = null, bool trainable = false)
     {
-        CheckSupported(config);
+        CheckSupported(config, loading: true);
         var dev = device ?? Device.Cpu;
-        var p = ReadBase(config, source, dev, prefix: null);
+        var p = ReadBase(config, source, dev, prefix: null, out var quantized);
         foreach (var t in p.Values) t.RequiresGrad = trainable;
-        return new GlmModel(config, p, dev);
+        var model = new GlmModel(config, p, dev);
+        model.AdoptQuantized(quantized, config.QuantizationBit);
+        return model;
     }
 
     /// <summary>
@@ -153,7 +157,7 @@ public sealed partial class GlmModel : IDisposable
         ThrowIfDisposed();
         if (IsQuantized) throw new InvalidOperationException("GlmModel.LoadWeights: the model is quantized; load the weights into a new model and quantize that");
         if (Lora is { Merged: true }) throw new InvalidOperationException("GlmModel.LoadWeights: a LoRA adapter is merged into the current weights; unmerge or detach it first");
-        var fresh = ReadBase(Config, source, Device, Prefix);
+        var fresh = ReadBase(Config, source, Device, Prefix, out _);
         foreach (var (name, t) in fresh)
         {
             if (_params.TryGetValue(name, out var old))
@@ -174,13 +178,25 @@ public sealed partial class GlmModel : IDisposable
         }
     }
 
-    private static Dictionary<string, Tensor> ReadBase(GlmConfig config, ITensorSource source, Device device, GlmPrefixEncoder? prefix)
+    private static Dictionary<string, Tensor> ReadBase(GlmConfig config, ITensorSource source, Device device, GlmPrefixEncoder? prefix,
+        out Dictionary<string, QuantizedWeight> quantized)
     {
         ArgumentNullException.ThrowIfNull(source);
-        var expected = ParameterShapes(config).ToList();
+        int bits = config.QuantizationBit;
+        // A pre-quantized checkpoint (spec §2, §10) stores the four block linears as int8 'weight' + fp16 'weight_scale'.
+        var expected = ParameterShapes(config).Where(e => bits == 0 || !IsQuantizedKey(e.Name)).ToList();
+        var quantizedShapes = bits == 0 ? [] : ParameterShapes(config).Where(e => IsQuantizedKey(e.Name)).ToList();
         if (prefix is not null)
             expected.AddRange(prefix.NamedParameters().Select(kv => (kv.Key, kv.Value.Shape)));
         var known = expected.Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var (name, shape) in quantizedShapes)
+        {
+            var dataShape = new Shape(shape[0], bits == 4 ? shape[1] / 2 : shape[1]);
+            CheckStored(source, name, DType.I8, dataShape);
+            CheckStored(source, name + "_scale", DType.F16, new Shape(shape[0]));
+            known.Add(name);
+            known.Add(name + "_scale");
+        }
         // Validate everything from the headers before reading a byte.
         foreach (var (name, shape) in expected)
         {
@@ -199,10 +215,23 @@ public sealed partial class GlmModel : IDisposable
         }
 
         var fresh = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        quantized = new Dictionary<string, QuantizedWeight>(StringComparer.Ordinal);
         try
         {
             using (TensorScope.Unscoped())
             {
+                foreach (var (name, shape) in quantizedShapes)
+                {
+                    var data = Tensor.Empty(new Shape(shape[0], bits == 4 ? shape[1] / 2 : shape[1]), DType.I8, device);
+                    var scale = Tensor.Empty(new Shape(shape[0]), DType.F16, device);
+                    try
+                    {
+                        source.ReadInto(name, data);
+                        source.ReadInto(name + "_scale", scale);
+                        quantized[name] = QuantizedWeight.FromTensors(data, scale, bits, shape[1], $"{source.Description}: '{name}'");
+                    }
+                    catch { data.Dispose(); scale.Dispose(); throw; }
+                }
                 foreach (var (name, shape) in expected)
                 {
                     var t = Tensor.Empty(shape, DType.F32, device);
@@ -220,9 +249,19 @@ public sealed partial class GlmModel : IDisposable
         catch
         {
             foreach (var t in fresh.Values) t.Dispose();
+            foreach (var q in quantized.Values) q.Dispose();
             throw;
         }
         return fresh;
+    }
+
+    private static void CheckStored(ITensorSource source, string name, DType dtype, Shape shape)
+    {
+        if (!source.Contains(name)) throw new InvalidDataException($"{source.Description}: missing tensor '{name}' (expected {dtype} {shape} of a quantized checkpoint)");
+        var info = source.Info(name);
+        string where = info.File == source.Description ? source.Description : $"{source.Description} ({info.File})";
+        if (info.Shape != shape || info.DType != dtype)
+            throw new InvalidDataException($"{where}: tensor '{name}' is {info.DType} {info.Shape}, the quantized model needs {dtype} {shape}");
     }
 
     private static void CheckInfo(ITensorSource source, TensorInfo info, Shape shape)
@@ -232,7 +271,7 @@ public sealed partial class GlmModel : IDisposable
         if (info.Shape != shape)
             throw new InvalidDataException($"{where}: tensor '{info.Name}' has shape {info.Shape}, the model needs {shape}");
         if (!info.DType.IsFloat())
-            throw new InvalidDataException($"{where}: tensor '{info.Name}' is {info.DType}, not a float type (quantized checkpoints are not supported here)");
+            throw new InvalidDataException($"{where}: tensor '{info.Name}' is {info.DType}, not a float type (a quantized checkpoint needs quantization_bit in config.json)");
     }
 
     /// <summary>torch.allclose(lm_head, embedding) with its defaults (rtol 1e-5, atol 1e-8), as chatglm.cpp requires before keeping one copy.</summary>
