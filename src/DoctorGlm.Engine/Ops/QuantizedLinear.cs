@@ -1,18 +1,44 @@
+using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.Quantization;
 
 namespace DoctorGlm.Engine;
 
 public static partial class Ops
 {
+    /// <summary>Up to this many rows (tokens) with no gradient wanted, <see cref="QuantizedLinear"/> uses the fused
+    /// de-quantize-and-multiply kernel (decoding); above it, de-quantize once and run a GEMM.</summary>
+    public const int QuantizedMatVecMaxRows = 16;
+
     /// <summary>
-    /// y = x·W′ᵀ + b with W′ the de-quantized <paramref name="weight"/> (W8A16/W4A16 as the reference does it:
-    /// de-quantize, then an ordinary product). W′ is a frozen temporary in the current scope, so backward computes dx
-    /// (and db when the bias trains) but never a weight gradient.
+    /// y = x·W′ᵀ + b with W′ the de-quantized <paramref name="weight"/> (W8A16/W4A16). For a few rows and no gradient
+    /// (decoding) the fused kernel reads the packed weight directly; otherwise, as the reference does, the weight is
+    /// de-quantized into a frozen temporary of the current scope and multiplied, so backward computes dx (and db
+    /// when the bias trains) but never a weight gradient.
     /// </summary>
     public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null)
     {
+        const string op = "QuantizedLinear";
         ArgumentNullException.ThrowIfNull(weight);
-        SameDevice("QuantizedLinear", ("x", x), ("weight", weight.Data), ("bias", bias));
+        SameDevice(op, ("x", x), ("weight", weight.Data), ("bias", bias));
+        int inF = weight.Columns, outF = weight.Rows;
+        bool wantsGrad = GradMode.IsEnabled && (x.RequiresGrad || bias is { RequiresGrad: true });
+        long rows = x.Rank >= 1 && x.Shape[-1] == inF ? x.NumElements / inF : -1;
+        if (!wantsGrad && rows is > 0 and <= QuantizedMatVecMaxRows)
+        {
+            var xc = F32Contiguous(x, op, "x");
+            var outDims = x.Shape.ToArray();
+            outDims[^1] = outF;
+            var y = Tensor.Empty(new Shape(outDims), DType.F32, x.Device);
+            using (var x2 = xc.ViewAs(new Shape((int)rows, inF), [inF, 1], xc.Offset))
+            using (var y2 = y.ViewAs(new Shape((int)rows, outF), [outF, 1], y.Offset))
+                x.Backend.QuantizedMatVec(x2, weight.Data, weight.Scale, weight.Bits, y2);
+            if (bias is not null)
+            {
+                ExpectShape(op, "bias", bias, new Shape(outF), "one per output feature");
+                y.Backend.AddRowVector(y, F32Contiguous(bias, op, "bias"), 1f);
+            }
+            return y;
+        }
         var w = weight.Dequantize(DType.F32);
         w.Name = $"de-quantized INT{weight.Bits} weight";
         return Linear(x, w, bias);

@@ -305,6 +305,27 @@ public class CudaBackendTests
         Assert.Equal(e4, w4.ToFloatArray());
     }
 
+    [Theory]
+    [InlineData(8, 1)]
+    [InlineData(4, 3)]
+    [InlineData(8, 11)] // more rows than one fused launch takes
+    public void FusedQuantizedMatVecMatchesCpu(int bits, int rows)
+    {
+        int outF = 45, cols = 130;
+        var w = Randn(outF * cols, 0.3);
+        var x = Randn(rows * cols);
+        var r = Both((be, dev) =>
+        {
+            using var wq = DoctorGlm.Engine.Quantization.QuantizedWeight.Quantize(T(w, Device.Cpu, outF, cols), bits);
+            var q = wq.Data.To(dev);
+            var sc = wq.Scale.To(dev);
+            var y = Poison(dev, rows, outF);
+            be.QuantizedMatVec(T(x, dev, rows, cols), q, sc, bits, y);
+            return [y];
+        });
+        Close(r, 1e-5, 1e-5, $"INT{bits} matvec");
+    }
+
     [Fact]
     public void AllocatorReusesPooledBlocks()
     {

@@ -87,3 +87,32 @@ public class QuantizationTests
         Assert.Throws<ArgumentOutOfRangeException>(() => QuantizedWeight.Quantize(Tensor.Zeros(new Shape(2, 4)), 3));
     }
 }
+
+/// <summary>The fused de-quantize-and-multiply (decoding) against de-quantize + GEMM.</summary>
+public class QuantizedMatVecTests
+{
+    [Theory]
+    [InlineData(8, 1)]
+    [InlineData(4, 1)]
+    [InlineData(8, 5)]
+    [InlineData(4, 16)]
+    public void Fused_path_matches_dequantize_then_multiply(int bits, int rows)
+    {
+        var rng = new RandomGenerator((ulong)(bits * 100 + rows));
+        using var scope = TensorScope.Begin();
+        var w = rng.Normal(new Shape(37, 66), 0.3f);
+        var b = rng.Normal(new Shape(37));
+        using var q = QuantizedWeight.Quantize(w, bits);
+        var x = rng.Normal(new Shape(rows, 66));
+        float[] fused;
+        using (DoctorGlm.Engine.Autograd.GradMode.NoGrad()) fused = Ops.QuantizedLinear(x, q, b).ToFloatArray();
+        var reference = Ops.Linear(x, q.Dequantize(), b).ToFloatArray();
+        double max = reference.Max(v => Math.Abs(v));
+        for (int i = 0; i < reference.Length; i++)
+            Assert.True(Math.Abs(fused[i] - reference[i]) <= 1e-5 * (max + 1), $"y[{i}] fused {fused[i]} vs {reference[i]}");
+        // poisoned output buffer: the kernel writes every element
+        var y = Tensor.Full(new Shape(rows, 37), float.NaN);
+        x.Backend.QuantizedMatVec(x, q.Data, q.Scale, bits, y);
+        Assert.DoesNotContain(y.ToFloatArray(), float.IsNaN);
+    }
+}

@@ -50,3 +50,38 @@ public sealed unsafe partial class CpuBackend
         });
     }
 }
+
+public sealed unsafe partial class CpuBackend
+{
+    /// <inheritdoc />
+    public void QuantizedMatVec(Tensor x, Tensor q, Tensor scale, int bits, Tensor y)
+    {
+        int rows = x.Shape[0], cols = x.Shape[1], outF = y.Shape[1];
+        int packed = bits == 4 ? cols / 2 : cols;
+        if (bits is not (8 or 4) || q.DType != DType.I8 || q.Shape != new Shape(outF, packed) || scale.NumElements != outF || y.Shape[0] != rows)
+            throw new ArgumentException($"QuantizedMatVec: x {x.Shape}, INT{bits} weight {q.Describe("q")}, scale {scale.Shape} and y {y.Shape} do not fit");
+        float* px = x.Ptr<float>(), py = y.Ptr<float>();
+        sbyte* pq = q.Ptr<sbyte>();
+        ushort* ps = scale.Ptr<ushort>();
+        // One output feature per task: its row of q is expanded once into a small buffer of small integers (exact in
+        // fp32) and dotted with every input row; the scale is applied to the sum.
+        ForRows(outF, (long)cols * rows, o =>
+        {
+            var w = System.Buffers.ArrayPool<float>.Shared.Rent(cols);
+            sbyte* qr = pq + o * packed;
+            if (bits == 8) for (int c = 0; c < cols; c++) w[c] = qr[c];
+            else
+                for (int c = 0; c < cols; c += 2)
+                {
+                    sbyte b = qr[c >> 1];
+                    w[c] = b >> 4;
+                    w[c + 1] = (sbyte)(b << 4) >> 4;
+                }
+            float s = HalfConvert.F16ToFloat(ps[o]);
+            var ws = new ReadOnlySpan<float>(w, 0, cols);
+            for (int r = 0; r < rows; r++)
+                py[(long)r * outF + o] = s * System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(px + (long)r * cols, cols), ws);
+            System.Buffers.ArrayPool<float>.Shared.Return(w);
+        });
+    }
+}

@@ -304,4 +304,26 @@ public sealed unsafe partial class CudaBackend
         using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(scale)).Add(Ptr(w)).Add((int)w.DType).Add((long)rows).Add((long)cols);
         LaunchElementwise("quant.cu", kernel, n, a);
     }
+
+    /// <summary>Rows one fused launch handles (the kernel's QMV_MAX_ROWS); more rows run in several launches.</summary>
+    private const int QuantMatVecMaxRows = 8;
+
+    /// <inheritdoc />
+    public void QuantizedMatVec(Tensor x, Tensor q, Tensor scale, int bits, Tensor y)
+    {
+        int rows = x.Shape[0], cols = x.Shape[1], outF = y.Shape[1];
+        int packed = bits == 4 ? cols / 2 : cols;
+        if (bits is not (8 or 4) || q.DType != DType.I8 || q.Shape != new Shape(outF, packed) || scale.DType != DType.F16 || scale.NumElements != outF || y.Shape[0] != rows)
+            throw new ArgumentException($"QuantizedMatVec: x {x.Shape}, INT{bits} weight {q.Describe("q")}, scale {scale.Shape} and y {y.Shape} do not fit");
+        RequireContiguous(x, "x");
+        RequireContiguous(y, "y");
+        for (int r0 = 0; r0 < rows; r0 += QuantMatVecMaxRows)
+        {
+            int n = Math.Min(QuantMatVecMaxRows, rows - r0);
+            using var a = new KernelArgs().Add(Ptr(x) + (ulong)((long)r0 * cols * 4)).Add(Ptr(q)).Add(Ptr(scale)).Add(Ptr(y) + (ulong)((long)r0 * outF * 4))
+                .Add(bits).Add((long)n).Add((long)cols).Add((long)outF);
+            uint warpsPerBlock = Block / 32;
+            Launch("quant.cu", "quant_matvec", ((uint)((outF + warpsPerBlock - 1) / warpsPerBlock), 1, 1), (Block, 1, 1), 0, a);
+        }
+    }
 }
