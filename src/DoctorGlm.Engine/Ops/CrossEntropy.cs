@@ -28,11 +28,34 @@ public static partial class Ops
         var xc = F32Contiguous(logits, op, "logits");
         var lc = labels.IsContiguous ? labels : ContiguousNoGrad(labels);
         var be = logits.Backend;
+        // Labels are one int per row: checking them on the host is one small copy on a GPU, done here once for every
+        // backend, with messages that name the row.
+        var hostLabels = lc.ToIntArray();
+        int kept = 0;
+        for (int r = 0; r < n; r++)
+        {
+            int t = hostLabels[r];
+            if (t == ignoreIndex) continue;
+            if ((uint)t >= (uint)v)
+                throw new ArgumentOutOfRangeException(nameof(labels), t, $"{op}: labels[{r}] = {t} is outside [0, {v}) and is not the ignore index {ignoreIndex}");
+            kept++;
+        }
         var rowLoss = Tensor.Empty(new Shape(n), DType.F32, logits.Device);
         var lse = Tensor.Empty(new Shape(n), DType.F32, logits.Device);
-        int kept = n == 0 ? 0 : be.CrossEntropyForward(xc, lc, ignoreIndex, rowLoss, lse);
-        double total = kept == 0 ? 0 : be.Sum(rowLoss);
+        if (n > 0) be.CrossEntropyForward(xc, lc, ignoreIndex, rowLoss, lse);
+        var losses = n == 0 ? [] : rowLoss.ToFloatArray();
         rowLoss.Dispose();
+        // A kept row with a non-finite loss would make the mean NaN/∞: report every such row instead.
+        double total = 0;
+        List<int>? bad = null;
+        for (int r = 0; r < n; r++)
+        {
+            if (hostLabels[r] == ignoreIndex) continue;
+            if (!float.IsFinite(losses[r])) (bad ??= []).Add(r);
+            else total += losses[r];
+        }
+        if (bad is not null)
+            throw new ArgumentException($"{op}: the loss is not finite: logits rows {string.Join(", ", bad.Take(16))}{(bad.Count > 16 ? $", … ({bad.Count} rows)" : "")} contain NaN or infinite values", nameof(logits));
         var loss = Tensor.Full(new Shape(1), kept == 0 ? 0f : (float)(total / kept), DType.F32, logits.Device);
         return Graph.Record(op, loss, [logits, null], (g, _) =>
         {
