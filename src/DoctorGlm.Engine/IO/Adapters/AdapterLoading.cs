@@ -82,6 +82,39 @@ internal static partial class AdapterLoading
     }
 
     /// <summary>The adapter weights file in a folder: <c>adapter_model.safetensors</c> preferred, else <c>adapter_model.bin</c>.</summary>
+    /// <summary>
+    /// The LoRA settings every reader refuses alike: trained biases, extra saved modules, and targets other than
+    /// query_key_value (the only LoRA target ChatGLM adapters use).
+    /// </summary>
+    public static void CheckLoraScope(string cfgFile, string bias, IReadOnlyCollection<string>? modulesToSave, IReadOnlyCollection<string> targetModules)
+    {
+        if (bias != "none")
+            throw new InvalidDataException($"{cfgFile}: bias '{bias}' is not supported (only 'none': no bias tensors are trained)");
+        if (modulesToSave is { Count: > 0 })
+            throw new InvalidDataException($"{cfgFile}: modules_to_save [{string.Join(", ", modulesToSave)}] is not supported");
+        if (!targetModules.All(t => t.EndsWith("query_key_value", StringComparison.Ordinal)))
+            throw new InvalidDataException($"{cfgFile}: target_modules [{string.Join(", ", targetModules)}]: only query_key_value is supported");
+    }
+
+    /// <summary>
+    /// Maps (layer, is-A) to the stored key for every tensor of <paramref name="src"/>; <paramref name="pattern"/>
+    /// captures the layer index (group 1) and "A"/"B" (group 2). Any other key, a bad index or a duplicate throws,
+    /// naming the file and the keys.
+    /// </summary>
+    public static Dictionary<(int Layer, bool IsA), string> LayerKeys(ITensorSource src, string weights, Regex pattern, string expected)
+    {
+        var keys = new Dictionary<(int, bool), string>();
+        foreach (var t in src.Tensors)
+        {
+            var m = pattern.Match(t.Name);
+            if (!m.Success) throw new InvalidDataException($"{weights}: unexpected key '{t.Name}' (expected only {expected})");
+            if (!int.TryParse(m.Groups[1].Value, out int layer)) throw new InvalidDataException($"{weights}: '{t.Name}' has layer index {m.Groups[1].Value}");
+            var k = (layer, m.Groups[2].Value == "A");
+            if (!keys.TryAdd(k, t.Name)) throw new InvalidDataException($"{weights}: '{t.Name}' and '{keys[k]}' are both layer {layer} lora_{m.Groups[2].Value}");
+        }
+        return keys;
+    }
+
     public static string WeightsFile(string folder)
     {
         foreach (var n in new[] { "adapter_model.safetensors", "adapter_model.bin" })

@@ -85,23 +85,12 @@ public static class DoctorGlmAdapter
         var config = ReadConfig(folder);
         string cfgFile = Path.Combine(folder, "adapter_config.json");
         if (!config.WithLora) throw new InvalidDataException($"{cfgFile}: with_lora is false (no LoRA weights)");
-        if (config.Bias != "none") throw new InvalidDataException($"{cfgFile}: bias '{config.Bias}' is not supported (only 'none')");
-        if (config.ModulesToSave is { Count: > 0 }) throw new InvalidDataException($"{cfgFile}: modules_to_save is not supported");
-        if (!config.TargetModules.All(t => t.EndsWith("query_key_value", StringComparison.Ordinal)))
-            throw new InvalidDataException($"{cfgFile}: target_modules [{string.Join(", ", config.TargetModules)}]: only query_key_value is supported");
+        CheckLoraScope(cfgFile, config.Bias, config.ModulesToSave, config.TargetModules);
         CheckModelConfig(folder, expect);
 
         string weights = WeightsFile(folder);
         using var src = CheckpointReader.OpenFile(weights);
-        var keys = new Dictionary<(int, bool), string>();
-        foreach (var t in src.Tensors)
-        {
-            var m = SuffixPattern().Match(t.Name);
-            if (!m.Success) throw new InvalidDataException($"{weights}: unexpected key '{t.Name}' (expected only '…layers.{{i}}.attention.query_key_value.lora_A/lora_B')");
-            if (!int.TryParse(m.Groups[1].Value, out int layer)) throw new InvalidDataException($"{weights}: '{t.Name}' has layer index {m.Groups[1].Value}");
-            var k = (layer, m.Groups[2].Value == "A");
-            if (!keys.TryAdd(k, t.Name)) throw new InvalidDataException($"{weights}: '{t.Name}' and '{keys[k]}' are both layer {layer} lora_{m.Groups[2].Value}");
-        }
+        var keys = LayerKeys(src, weights, SuffixPattern(), "'…layers.{i}.attention.query_key_value.lora_A/lora_B'");
         return Build(src, weights, keys, config.R, config.LoraAlpha, config.LoraDropout, config.EnableLora?.ToArray(), expect, dtype, device);
     }
 }

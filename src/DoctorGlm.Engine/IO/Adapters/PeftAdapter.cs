@@ -151,25 +151,12 @@ public static partial class PeftAdapter
         string cfgFile = Path.Combine(folder, ConfigFileName);
         if (!string.Equals(config.PeftType, "LORA", StringComparison.OrdinalIgnoreCase))
             throw new InvalidDataException($"{cfgFile}: peft_type is '{config.PeftType}', not LORA");
-        if (config.Bias != "none")
-            throw new InvalidDataException($"{cfgFile}: bias '{config.Bias}' is not supported (only 'none': no bias tensors are trained)");
-        if (config.ModulesToSave is { Count: > 0 })
-            throw new InvalidDataException($"{cfgFile}: modules_to_save [{string.Join(", ", config.ModulesToSave)}] is not supported");
-        if (!config.TargetModules.All(t => t is "query_key_value" || t.EndsWith("query_key_value", StringComparison.Ordinal)))
-            throw new InvalidDataException($"{cfgFile}: target_modules [{string.Join(", ", config.TargetModules)}]: only query_key_value is supported");
+        CheckLoraScope(cfgFile, config.Bias, config.ModulesToSave, config.TargetModules);
         CheckModelConfig(folder, expect);
 
         string weights = WeightsFile(folder);
         using var src = CheckpointReader.OpenFile(weights);
-        var keys = new Dictionary<(int, bool), string>();
-        foreach (var t in src.Tensors)
-        {
-            var m = KeyPattern().Match(t.Name);
-            if (!m.Success)
-                throw new InvalidDataException($"{weights}: unexpected key '{t.Name}' (a PEFT query_key_value adapter holds only '{KeyA(0).Replace(".0.", ".{i}.")}' and '….lora_B.weight')");
-            if (!int.TryParse(m.Groups[1].Value, out int layer)) throw new InvalidDataException($"{weights}: '{t.Name}' has layer index {m.Groups[1].Value}");
-            keys[(layer, m.Groups[2].Value == "A")] = t.Name;
-        }
+        var keys = LayerKeys(src, weights, KeyPattern(), $"'{KeyA(0).Replace(".0.", ".{i}.")}' and '….lora_B.weight' (a PEFT query_key_value adapter)");
         return Build(src, weights, keys, config.R, config.LoraAlpha, config.LoraDropout, config.EnableLora?.ToArray(), expect, dtype, device,
             config.LayersToTransform?.ToArray());
     }
