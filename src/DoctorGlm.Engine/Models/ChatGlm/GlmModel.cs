@@ -448,16 +448,8 @@ public sealed partial class GlmModel : IDisposable
     /// </summary>
     public Tensor Forward(Tensor ids, Tensor positionIds, Tensor mask)
     {
-        const string op = "GlmModel.Forward";
-        ThrowIfDisposed();
-        ArgumentNullException.ThrowIfNull(ids);
-        Ops.ExpectDType(op, "ids", ids, DType.I32);
-        Ops.ExpectRank(op, "ids", ids, 2, "[B, S]");
-        int batch = ids.Shape[0], seq = ids.Shape[1];
-        Ops.ExpectDType(op, "positionIds", positionIds, DType.I32);
-        Ops.ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]");
-        Ops.ExpectDType(op, "mask", mask, DType.U8);
-        Ops.ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), "[B, S, S], 1 = blocked");
+        ArgumentNullException.ThrowIfNull(mask);
+        var (batch, _) = CheckInputs("GlmModel.Forward", ids, positionIds, mask, "[B, S, S], 1 = blocked");
 
         var embedding = _params[EmbeddingKey];
         var h = Ops.Embedding(ids, embedding);
@@ -470,8 +462,33 @@ public sealed partial class GlmModel : IDisposable
             Tensor Run(Tensor x) => Block(layer, x, positionIds, mask, pk, pv);
             h = GradientCheckpointing && GradMode.IsEnabled ? Checkpoint.Run(Run, h, generators) : Run(h);
         }
+        return Head(h);
+    }
+
+    /// <summary>Validates ids [B, S] I32, positions [B, 2, S] I32 and an optional mask [B, S, S] U8; returns (B, S).</summary>
+    private (int Batch, int Seq) CheckInputs(string op, Tensor ids, Tensor positionIds, Tensor? mask, string maskLayout)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(ids);
+        ArgumentNullException.ThrowIfNull(positionIds);
+        Ops.ExpectDType(op, "ids", ids, DType.I32);
+        Ops.ExpectRank(op, "ids", ids, 2, "[B, S]");
+        int batch = ids.Shape[0], seq = ids.Shape[1];
+        Ops.ExpectDType(op, "positionIds", positionIds, DType.I32);
+        Ops.ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]");
+        if (mask is not null)
+        {
+            Ops.ExpectDType(op, "mask", mask, DType.U8);
+            Ops.ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), maskLayout);
+        }
+        return (batch, seq);
+    }
+
+    /// <summary>Final LayerNorm and the lm_head tied to the embedding (no bias).</summary>
+    private Tensor Head(Tensor h)
+    {
         h = Ops.LayerNorm(h, _params["transformer.final_layernorm.weight"], _params["transformer.final_layernorm.bias"], Config.LayerNormEpsilon);
-        return Ops.Linear(h, embedding); // tied lm_head, no bias
+        return Ops.Linear(h, _params[EmbeddingKey]);
     }
 
     /// <summary>
@@ -513,19 +530,8 @@ public sealed partial class GlmModel : IDisposable
     public Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly = false)
     {
         const string op = "GlmModel.Forward(cache)";
-        ThrowIfDisposed();
-        ArgumentNullException.ThrowIfNull(ids);
         ArgumentNullException.ThrowIfNull(cache);
-        Ops.ExpectDType(op, "ids", ids, DType.I32);
-        Ops.ExpectRank(op, "ids", ids, 2, "[B, S]");
-        int batch = ids.Shape[0], seq = ids.Shape[1];
-        Ops.ExpectDType(op, "positionIds", positionIds, DType.I32);
-        Ops.ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]");
-        if (mask is not null)
-        {
-            Ops.ExpectDType(op, "mask", mask, DType.U8);
-            Ops.ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), "[B, S, S] over the new tokens, 1 = blocked");
-        }
+        var (batch, seq) = CheckInputs(op, ids, positionIds, mask, "[B, S, S] over the new tokens, 1 = blocked");
         if (cache.Batch != batch) throw new ArgumentException($"{op}: the cache holds {cache.Batch} sequences, ids have {batch}");
         if (!ReferenceEquals(cache.Config, Config) && cache.Config != Config) throw new ArgumentException($"{op}: the cache was made for another model config");
         if (cache.Device != Device) throw new ArgumentException($"{op}: the cache is on {cache.Device}, the model on {Device}");
@@ -542,8 +548,7 @@ public sealed partial class GlmModel : IDisposable
         }
         cache.Advance(seq);
         if (lastOnly && seq > 1) h = h.Narrow(1, seq - 1, 1);
-        h = Ops.LayerNorm(h, _params["transformer.final_layernorm.weight"], _params["transformer.final_layernorm.bias"], Config.LayerNormEpsilon);
-        return Ops.Linear(h, embedding);
+        return Head(h);
     }
 
     /// <summary>
