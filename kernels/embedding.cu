@@ -9,11 +9,12 @@ extern "C" __global__ void embedding_validate(const int* ids, i64 n, int vocab, 
     }
 }
 
-// y[i, :] = table[ids[i], :]; one element per thread over the n·h outputs.
-extern "C" __global__ void embedding_forward(const int* ids, const float* table, float* y, i64 n, i64 h) {
+// y[i, :] = table[ids[i], :]; one element per thread over the n·h outputs. The table may be stored in fp32, bf16
+// or fp16 (a frozen 16-bit embedding); y is fp32.
+extern "C" __global__ void embedding_forward(const int* ids, const void* table, int table_dtype, float* y, i64 n, i64 h) {
     GRID_STRIDE(e, n * h) {
         i64 i = e / h, c = e % h;
-        y[e] = table[(i64)ids[i] * h + c];
+        y[e] = load_as_f32(table, (i64)ids[i] * h + c, table_dtype);
     }
 }
 

@@ -4,7 +4,7 @@ public partial interface IBackend
 {
     /// <summary>
     /// Row gather: y[i, :] = table[ids[i], :] for <paramref name="ids"/> (I32, any shape, contiguous) and
-    /// <paramref name="table"/> [V, H]; y holds ids.NumElements rows of H. Before writing anything, throws an
+    /// <paramref name="table"/> [V, H] (F32, BF16 or F16; y is F32); y holds ids.NumElements rows of H. Before writing anything, throws an
     /// <see cref="ArgumentOutOfRangeException"/> naming the first flat position whose id is outside [0, V), its
     /// value and V.
     /// </summary>

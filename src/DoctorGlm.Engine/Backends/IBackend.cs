@@ -56,6 +56,9 @@ public partial interface IBackend
     /// C_i = alpha·op(A_i)·op(B_i) + beta·C_i where op(A) is m×k, op(B) is k×n. A_i starts at element
     /// <c>aOffset + i·strideA</c> of <paramref name="a"/> (relative to a's own offset) with row stride lda;
     /// when transposed it is stored k×m. beta = 0 overwrites C without reading it.
+    /// A and B may each be F32, BF16 or F16 (offsets and strides count elements of their own type); C is F32 and
+    /// the products accumulate in fp32. The CPU multiplies the exactly converted values in fp32; the CUDA backend
+    /// rounds an F32 operand paired with a 16-bit one to that 16-bit type and runs cuBLAS on tensor cores.
     /// </summary>
     void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         Tensor a, long aOffset, long lda, long strideA,

@@ -6,7 +6,7 @@ public static partial class Ops
 {
     /// <summary>
     /// Looks up rows of <paramref name="table"/> [V, H] for the token <paramref name="ids"/> (I32, any shape):
-    /// the result has shape [..ids.Shape, H]. An id outside [0, V) throws, naming its position and value. The
+    /// the result has shape [..ids.Shape, H], F32 (the table may be stored as F32, BF16 or F16). An id outside [0, V) throws, naming its position and value. The
     /// gradient scatter-adds into the table only (ids have none); a frozen table costs nothing in backward.
     /// </summary>
     public static Tensor Embedding(Tensor ids, Tensor table)
@@ -15,7 +15,7 @@ public static partial class Ops
         SameDevice(op, ("ids", ids), ("table", table));
         ExpectDType(op, "ids", ids, DType.I32);
         ExpectRank(op, "table", table, 2, "[vocab, hidden]");
-        var tc = F32Contiguous(table, op, "table");
+        var tc = FloatContiguous(table, op, "table");
         var ic = ids.IsContiguous ? ids : ContiguousNoGrad(ids);
         int h = table.Shape[1];
         var y = Tensor.Empty(new Shape([.. ids.Shape.ToArray(), h]), DType.F32, table.Device);

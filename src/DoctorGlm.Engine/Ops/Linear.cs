@@ -6,7 +6,8 @@ public static partial class Ops
 {
     /// <summary>
     /// y = x·Wᵀ + b, with W stored [out, in] as PyTorch's <c>nn.Linear</c> does and x of shape [..., in].
-    /// A frozen W (RequiresGrad false) costs no GEMM in backward.
+    /// A frozen W (RequiresGrad false) costs no GEMM in backward. x and W may be stored as F32, BF16 or F16 (a
+    /// frozen base kept in 16 bits); the product accumulates in fp32 and y and every gradient are F32.
     /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
@@ -17,8 +18,8 @@ public static partial class Ops
         if (x.Rank < 1 || x.Shape[-1] != inF)
             throw new ArgumentException($"{op}: {x.Describe("x")} must end in {inF} to match {weight.Describe("weight")} [out, in]");
         if (bias is not null) ExpectShape(op, "bias", bias, new Shape(outF), "one per output feature");
-        var xc = F32Contiguous(x, op, "x");
-        var wc = F32Contiguous(weight, op, "weight");
+        var xc = FloatContiguous(x, op, "x");
+        var wc = FloatContiguous(weight, op, "weight");
         var bc = bias is null ? null : F32Contiguous(bias, op, "bias");
         int rows = checked((int)(x.NumElements / inF));
         var outDims = x.Shape.ToArray();

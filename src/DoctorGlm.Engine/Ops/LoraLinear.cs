@@ -11,7 +11,7 @@ public static partial class Ops
     /// computed only when needed.
     /// </summary>
     /// <param name="x">Input [..., in] F32.</param>
-    /// <param name="weight">Frozen W [out, in] F32.</param>
+    /// <param name="weight">Frozen W [out, in]: F32, or BF16/F16 to keep the base in 16 bits (multiplied with fp32 accumulation).</param>
     /// <param name="bias">Frozen b [out] F32, or null.</param>
     /// <param name="loraA">A [r·g, in] F32 (g = enabled blocks; g = 1 for PEFT).</param>
     /// <param name="loraB">B [blockSize·g, r] F32 (blockSize = out / G; [out, r] for PEFT).</param>
@@ -38,7 +38,7 @@ public static partial class Ops
             throw new ArgumentException($"{op}: {(weight.RequiresGrad ? weight.Describe("weight") : bias!.Describe("bias"))} requires a gradient, but LoRA keeps the base layer frozen and never computes dW or db; set RequiresGrad = false on it");
 
         var xc = F32Contiguous(x, op, "x");
-        var wc = F32Contiguous(weight, op, "weight");
+        var wc = FloatContiguous(weight, op, "weight");
         var bc = bias is null ? null : F32Contiguous(bias, op, "bias");
         var ac = F32Contiguous(loraA, op, "loraA");
         var lbc = F32Contiguous(loraB, op, "loraB");
@@ -116,7 +116,10 @@ public static partial class Ops
 /// <summary>Folds a LoRA update into (or out of) its base weight, in place (spec §9.1 "Merge").</summary>
 public static class LoraMerge
 {
-    /// <summary>W[block e_i] += scaling · B_i · A_i for every enabled group i (no autograd; W must be contiguous F32).</summary>
+    /// <summary>
+    /// W[block e_i] += scaling · B_i · A_i for every enabled group i (no autograd; W must be contiguous; a BF16/F16 W
+    /// is updated in fp32 and rounded back).
+    /// </summary>
     public static void Merge(Tensor weight, Tensor loraA, Tensor loraB, float scaling, LoraGroups? groups = null) =>
         Apply("LoraMerge.Merge", weight, loraA, loraB, scaling, groups);
 
@@ -129,16 +132,22 @@ public static class LoraMerge
         groups ??= LoraGroups.Full;
         Ops.SameDevice(op, ("weight", weight), ("loraA", loraA), ("loraB", loraB));
         Ops.ExpectRank(op, "weight", weight, 2, "[out, in]");
-        Ops.ExpectDType(op, "weight", weight, DType.F32);
+        if (weight.DType is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"{op}: {weight.Describe("weight")} must be F32, BF16 or F16");
         if (!weight.IsContiguous) throw new ArgumentException($"{op}: {weight.Describe("weight")} must be contiguous (it is updated in place)");
         int outF = weight.Shape[0], inF = weight.Shape[1];
         var (r, blockSize) = groups.Resolve(op, outF, inF, weight, loraA, loraB);
         var ac = Ops.F32Contiguous(loraA, op, "loraA");
         var bc = Ops.F32Contiguous(loraB, op, "loraB");
         var be = weight.Backend;
+        // A 16-bit weight is updated through an fp32 copy (GEMM results are fp32) and rounded once on the way back,
+        // so Unmerge restores it only to within one rounding of the merged values.
+        using var w32 = weight.DType == DType.F32 ? null : Tensor.Empty(weight.Shape, DType.F32, weight.Device);
+        if (w32 is not null) be.Copy(weight, w32);
+        var target = w32 ?? weight;
         for (int i = 0; i < groups.EnabledCount; i++)
             be.Gemm(false, false, blockSize, inF, r, scaling, bc, (long)blockSize * i * r, r, 0, ac, (long)r * i * inF, inF, 0,
-                1f, weight, (long)groups.EnabledBlocks[i] * blockSize * inF, inF, 0, 1);
+                1f, target, (long)groups.EnabledBlocks[i] * blockSize * inF, inF, 0, 1);
+        if (w32 is not null) be.Copy(w32, weight);
         if (!ReferenceEquals(ac, loraA)) ac.Dispose();
         if (!ReferenceEquals(bc, loraB)) bc.Dispose();
     }

@@ -7,15 +7,16 @@ public static partial class Ops
     /// <summary>
     /// Matrix product op(a)·op(b) over the last two dimensions. a is [..., M, K] ([..., K, M] when
     /// <paramref name="transA"/>), b is [..., K, N] ([..., N, K] when <paramref name="transB"/>) with the same
-    /// leading (batch) dimensions, or b is 2-D and shared by every batch. Result [..., M, N].
+    /// leading (batch) dimensions, or b is 2-D and shared by every batch. Result [..., M, N], F32. Either operand may
+    /// be stored as F32, BF16 or F16 (accumulation is fp32; gradients are F32).
     /// </summary>
     public static Tensor MatMul(Tensor a, Tensor b, bool transA = false, bool transB = false)
     {
         const string op = "MatMul";
         SameDevice(op, ("a", a), ("b", b));
         if (a.Rank < 2 || b.Rank < 2) throw new ArgumentException($"{op}: {a.Describe("a")} and {b.Describe("b")} must be at least 2-D");
-        var ac = F32Contiguous(a, op, "a");
-        var bc = F32Contiguous(b, op, "b");
+        var ac = FloatContiguous(a, op, "a");
+        var bc = FloatContiguous(b, op, "b");
         int m = transA ? a.Shape[-1] : a.Shape[-2];
         int k = transA ? a.Shape[-2] : a.Shape[-1];
         int kb = transB ? b.Shape[-1] : b.Shape[-2];

@@ -46,6 +46,17 @@ public static partial class Ops
         return t.IsContiguous ? t : ContiguousNoGrad(t);
     }
 
+    /// <summary>
+    /// Contiguous view of a GEMM operand, which may be F32, BF16 or F16 (frozen weights kept in 16 bits: the
+    /// backends multiply them with fp32 accumulation). Gradients are F32 whatever the operand's type.
+    /// </summary>
+    internal static Tensor FloatContiguous(Tensor t, string op, string name)
+    {
+        if (t.DType is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"{op}: {t.Describe(name)} must be F32, BF16 or F16");
+        return t.IsContiguous ? t : ContiguousNoGrad(t);
+    }
+
     internal static Tensor ContiguousNoGrad(Tensor t)
     {
         var c = Tensor.Empty(t.Shape, t.DType, t.Device);

@@ -137,6 +137,55 @@ public class CudaBackendTests
         Fixture.AssertClose(cpu.ToFloatArray(), c.ToFloatArray(), 1e-5, 1e-5, "bf16 gemm");
     }
 
+    /// <summary>
+    /// fp32 activations times 16-bit weights: the GPU rounds the fp32 side to the weight's type and runs cuBLAS
+    /// on tensor cores, the CPU multiplies exact values. Each product then carries one rounding of the fp32
+    /// operand (at most 2⁻⁹ relative for bf16, 2⁻¹² for fp16); over k unit-variance products the error is about
+    /// u·√k, so the bound is 6·u·√k absolute (about six standard deviations; a wrong element is off by ~√k).
+    /// </summary>
+    [Theory]
+    [InlineData("F32", "BF16", false, true)]
+    [InlineData("F32", "BF16", false, false)]
+    [InlineData("BF16", "F32", true, false)]
+    [InlineData("F16", "F32", false, true)]
+    [InlineData("F32", "F16", true, true)]
+    [InlineData("BF16", "F16", false, true)]
+    public void GemmWithMixedOperandTypes(string typeA, string typeB, bool ta, bool tb)
+    {
+        var (da, db) = (Enum.Parse<DType>(typeA), Enum.Parse<DType>(typeB));
+        int m = 37, n = 70, k = 300, batch = 2;
+        var a = Randn(batch * m * k + 5); var b = Randn(batch * k * n + 7); var c0 = Randn(batch * m * n);
+        bool bf16 = da == DType.BF16 || db == DType.BF16;
+        double atol = 6 * (bf16 ? 1.0 / 512 : 1.0 / 4096) * Math.Sqrt(k);
+        Close(Both((be, d) =>
+        {
+            var A = Tensor.FromArray(a, new Shape(a.Length), da, d); var B = Tensor.FromArray(b, new Shape(b.Length), db, d);
+            var C = T(c0, d, c0.Length);
+            be.Gemm(ta, tb, m, n, k, 0.75f, A, 5, ta ? m : k, m * k, B, 7, tb ? k : n, k * n, 0.5f, C, 0, n, m * n, batch);
+            var C2 = Poison(d, m * n);
+            be.Gemm(ta, tb, m, n, k, 1f, A, 5, ta ? m : k, 0, B, 7, tb ? k : n, 0, 0f, C2, 0, n, 0, 1);
+            var C3 = Poison(d, 2 * n); // two rows: the CPU's dot-product path against cuBLAS
+            be.Gemm(false, true, 2, n, k, 1f, A, 0, k, 0, B, 0, k, 0, 0f, C3, 0, n, 0, 1);
+            return [C, C2, C3];
+        }), 1e-3, atol, $"gemm {typeA}×{typeB} ta={ta} tb={tb}");
+    }
+
+    [Theory]
+    [InlineData("BF16")]
+    [InlineData("F16")]
+    public void EmbeddingFrom16BitTable(string type)
+    {
+        var dt = Enum.Parse<DType>(type);
+        int v = 40, h = 130;
+        var table = Randn(v * h); var ids = new[] { 3, 7, 3, 39, 0 };
+        Identical(Both((be, d) =>
+        {
+            var y = Poison(d, ids.Length, h);
+            be.EmbeddingForward(Tensor.FromArray(ids, new Shape(ids.Length), d), Tensor.FromArray(table, new Shape(v, h), dt, d), y);
+            return [y];
+        }), $"{type} embedding");
+    }
+
     [Fact]
     public void LayerNorm()
     {

@@ -13,12 +13,15 @@ public sealed unsafe partial class CpuBackend
         int v = table.Shape[0], h = table.Shape[1];
         long n = ids.NumElements;
         int* pi = ids.Ptr<int>();
-        float* pt = table.Ptr<float>(), py = y.Ptr<float>();
+        byte* pt = table.Ptr<byte>();
+        float* py = y.Ptr<float>();
+        DType type = table.DType;
+        int size = type.SizeOf();
         // Validate every id before touching the output, so a bad batch leaves no half-written result behind.
         for (long i = 0; i < n; i++)
             if ((uint)pi[i] >= (uint)v)
                 throw new ArgumentOutOfRangeException(nameof(ids), pi[i], $"Embedding: ids[{i}] = {pi[i]} is outside the table's {v} rows");
-        ForRows(n, h, i => new ReadOnlySpan<float>(pt + (long)pi[i] * h, h).CopyTo(new Span<float>(py + i * h, h)));
+        ForRows(n, h, i => CpuFloatConvert.ToSingle(type, pt + (long)pi[i] * h * size, py + i * h, h));
     }
 
     /// <inheritdoc />

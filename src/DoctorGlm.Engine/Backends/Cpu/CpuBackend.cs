@@ -68,7 +68,10 @@ public sealed unsafe partial class CpuBackend : IBackend
         if (src.IsContiguous && dst.IsContiguous)
         {
             if (src.DType == dst.DType) { Buffer.MemoryCopy(src.Ptr<byte>(), dst.Ptr<byte>(), n * dst.DType.SizeOf(), n * src.DType.SizeOf()); return; }
-            ConvertRun(src.DType, src.Ptr<byte>(), 1, dst.DType, dst.Ptr<byte>(), 1, n);
+            // Whole weight matrices are cast when a model changes precision: use the vectorised converters.
+            if (src.DType == DType.F32) CpuFloatConvert.FromSingle(src.Ptr<float>(), dst.DType, dst.Ptr<byte>(), n);
+            else if (dst.DType == DType.F32) CpuFloatConvert.ToSingle(src.DType, src.Ptr<byte>(), dst.Ptr<float>(), n);
+            else ConvertRun(src.DType, src.Ptr<byte>(), 1, dst.DType, dst.Ptr<byte>(), 1, n);
             return;
         }
         // General strided copy: walk every row (all dims but the last) with an odometer, convert along the last dim.
@@ -214,9 +217,9 @@ public sealed unsafe partial class CpuBackend : IBackend
         Tensor b, long bOffset, long ldb, long strideB,
         float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
     {
-        CpuGemm.SgemmBatched(transA, transB, m, n, k, alpha,
-            a.Ptr<float>() + aOffset, lda, strideA,
-            b.Ptr<float>() + bOffset, ldb, strideB,
+        CpuGemm.GemmBatched(GemmKernel.Auto, transA, transB, m, n, k, alpha,
+            new GemmOperand(a.Ptr<byte>(), a.DType).Offset(aOffset), lda, strideA,
+            new GemmOperand(b.Ptr<byte>(), b.DType).Offset(bOffset), ldb, strideB,
             beta, c.Ptr<float>() + cOffset, ldc, strideC, batch);
     }
 

@@ -20,6 +20,24 @@ internal enum GemmKernel
 }
 
 /// <summary>
+/// A GEMM operand: its first element and its storage type (fp32, or bf16/fp16 converted to fp32 while packing).
+/// </summary>
+internal readonly unsafe struct GemmOperand(void* pointer, DType type)
+{
+    /// <summary>First element.</summary>
+    public readonly void* Pointer = pointer;
+
+    /// <summary>F32, BF16 or F16.</summary>
+    public readonly DType Type = type;
+
+    /// <summary>The operand moved by <paramref name="elements"/> elements of its type.</summary>
+    public GemmOperand Offset(long elements) => new((byte*)Pointer + elements * Type.SizeOf(), Type);
+
+    /// <summary>An fp32 operand.</summary>
+    public static implicit operator GemmOperand(float* p) => new(p, DType.F32);
+}
+
+/// <summary>
 /// Blocked, packed, multi-threaded single-precision GEMM in the style of GotoBLAS/BLIS.
 /// </summary>
 /// <remarks>
@@ -36,6 +54,16 @@ internal enum GemmKernel
 /// why one kernel serves all four transpose combinations: the transposes live only in the pack routines.
 /// Rows/columns past the edge of the matrix are packed as zeros, so the kernel always computes a full
 /// MR×NR tile; edge tiles are written to a small scratch tile and merged into C element by element.
+/// <para>
+/// Mixed precision: A and B may each be stored as bf16 or fp16 (frozen weights kept in 16 bits). The packers
+/// convert to fp32 as they copy, which costs nothing extra (packing reads every element once anyway), so the
+/// arithmetic is the fp32 product of the exactly converted values. C is always fp32.
+/// </para>
+/// <para>
+/// Few rows (m ≤ <see cref="DotRows"/>, decoding one token) with B stored n×k — y = x·Wᵀ, PyTorch's Linear —
+/// skip packing: each output is a dot product of a row of A with a contiguous row of B, which reads B exactly
+/// once at memory speed, where packing would read it, write it and read it again.
+/// </para>
 /// </remarks>
 internal static unsafe class CpuGemm
 {
@@ -110,7 +138,17 @@ internal static unsafe class CpuGemm
     /// <summary>Batched GEMM with an explicitly chosen micro-kernel (tests force each path through this).</summary>
     internal static void SgemmBatched(GemmKernel kernel, bool transA, bool transB, int m, int n, int k, float alpha,
         float* a, long lda, long strideA, float* b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
+        => GemmBatched(kernel, transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch);
+
+    /// <summary>
+    /// Batched GEMM whose A and B may be stored in fp32, bf16 or fp16 (strides and offsets in elements of each
+    /// operand's own type); C is fp32.
+    /// </summary>
+    internal static void GemmBatched(GemmKernel kernel, bool transA, bool transB, int m, int n, int k, float alpha,
+        GemmOperand a, long lda, long strideA, GemmOperand b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
     {
+        RequireFloat(a.Type, "A");
+        RequireFloat(b.Type, "B");
         ArgumentOutOfRangeException.ThrowIfNegative(m);
         ArgumentOutOfRangeException.ThrowIfNegative(n);
         ArgumentOutOfRangeException.ThrowIfNegative(k);
@@ -133,10 +171,18 @@ internal static unsafe class CpuGemm
             return;
         }
 
-        var job = new Job(kernel, transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch);
-
         long macs = (long)m * n * k * batch;
         int threads = Environment.ProcessorCount;
+        if (m <= DotRows && transB && !transA)
+        {
+            for (int bi = 0; bi < batch; bi++)
+                DotProducts(m, n, k, alpha, a.Offset(bi * strideA), lda, b.Offset(bi * strideB), ldb, beta, c + bi * strideC, ldc,
+                    parallel: threads > 1 && macs >= ParallelThreshold);
+            return;
+        }
+
+        var job = new Job(kernel, transA, transB, m, n, k, alpha, a, lda, strideA, b, ldb, strideB, beta, c, ldc, strideC, batch);
+
         if (threads <= 1 || macs < ParallelThreshold)
         {
             job.SetTiling(1);
@@ -201,12 +247,13 @@ internal static unsafe class CpuGemm
         private readonly bool _transA, _transB;
         private readonly int _m, _n, _k, _batch, _mr, _nr;
         private readonly float _alpha, _beta;
-        private readonly float* _a, _b, _c;
+        private readonly GemmOperand _a, _b;
+        private readonly float* _c;
         private readonly long _lda, _ldb, _ldc, _strideA, _strideB, _strideC;
         private int _rowChunk, _colChunk, _rowTasks, _colTasks;
 
-        public Job(GemmKernel kernel, bool transA, bool transB, int m, int n, int k, float alpha, float* a, long lda, long strideA,
-            float* b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
+        public Job(GemmKernel kernel, bool transA, bool transB, int m, int n, int k, float alpha, GemmOperand a, long lda, long strideA,
+            GemmOperand b, long ldb, long strideB, float beta, float* c, long ldc, long strideC, int batch)
         {
             _kernel = kernel; _transA = transA; _transB = transB; _m = m; _n = n; _k = k; _alpha = alpha; _beta = beta;
             _a = a; _b = b; _c = c; _lda = lda; _ldb = ldb; _ldc = ldc; _strideA = strideA; _strideB = strideB; _strideC = strideC;
@@ -242,14 +289,14 @@ internal static unsafe class CpuGemm
             int bi = rest / _rowTasks;
             int i0 = ti * _rowChunk, i1 = Math.Min(_m, i0 + _rowChunk);
             int j0 = tj * _colChunk, j1 = Math.Min(_n, j0 + _colChunk);
-            Block(_a + bi * _strideA, _b + bi * _strideB, _c + bi * _strideC, i0, i1, j0, j1);
+            Block(_a.Offset(bi * _strideA), _b.Offset(bi * _strideB), _c + bi * _strideC, i0, i1, j0, j1);
         }
 
         /// <summary>Computes C[i0..i1, j0..j1] (j1 − j0 ≤ NC) on the calling thread.</summary>
         // AggressiveOptimization on the driver, packers and kernels: a large GEMM calls them only a few
         // times, too few for tiered compilation to promote them from tier-0 (or OSR) code in time.
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Block(float* a, float* b, float* c, int i0, int i1, int j0, int j1)
+        private void Block(GemmOperand a, GemmOperand b, float* c, int i0, int i1, int j0, int j1)
         {
             Scratch s = Scratch.Current;
             int mr = _mr, nr = _nr;
@@ -318,14 +365,27 @@ internal static unsafe class CpuGemm
     }
 
     // ---- Packing ---------------------------------------------------------------------------------
+    // Each packer is generic over the operand's element type (TLoad converts one element to fp32), so the JIT
+    // emits one specialised loop per type and the fp32 case keeps its plain loads and block copies.
 
     /// <summary>
     /// Packs op(A)[i0..i0+mc, p0..p0+kc] into MR-high micro-panels: panel r holds, for each p, the MR
     /// values op(A)[i0+r·MR .. +MR, p0+p] contiguously (zero-padded past mc), so the kernel reads A
     /// with unit stride and broadcasts one value per row.
     /// </summary>
+    internal static void PackA(bool transA, GemmOperand a, long lda, int i0, int p0, int mc, int kc, int mr, float* dst)
+    {
+        switch (a.Type)
+        {
+            case DType.F32: PackA<LoadF32>(transA, a.Pointer, lda, i0, p0, mc, kc, mr, dst); break;
+            case DType.BF16: PackA<LoadBf16>(transA, a.Pointer, lda, i0, p0, mc, kc, mr, dst); break;
+            default: PackA<LoadF16>(transA, a.Pointer, lda, i0, p0, mc, kc, mr, dst); break;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackA(bool transA, float* a, long lda, int i0, int p0, int mc, int kc, int mr, float* dst)
+    private static void PackA<TLoad>(bool transA, void* a, long lda, int i0, int p0, int mc, int kc, int mr, float* dst)
+        where TLoad : struct, IElementLoad
     {
         if (transA)
         {
@@ -335,13 +395,13 @@ internal static unsafe class CpuGemm
             // onto a few L1 sets, re-fetching every line from L2 for each panel.
             for (int p = 0; p < kc; p++)
             {
-                float* src = a + (long)(p0 + p) * lda + i0;
+                long src = (long)(p0 + p) * lda + i0;
                 for (int ir = 0; ir < mc; ir += mr)
                 {
                     int rows = Math.Min(mr, mc - ir);
                     float* d = dst + (long)ir * kc + (long)p * mr;
                     int r = 0;
-                    for (; r < rows; r++) d[r] = src[ir + r];
+                    for (; r < rows; r++) d[r] = TLoad.Load(a, src + ir + r);
                     for (; r < mr; r++) d[r] = 0f;
                 }
             }
@@ -355,9 +415,9 @@ internal static unsafe class CpuGemm
             // A stored m×k: read each row sequentially, scatter with stride MR (the 12 KiB panel stays in L1).
             for (int r = 0; r < rows; r++)
             {
-                float* src = a + (i0 + ir + r) * lda + p0;
+                long src = (i0 + ir + r) * lda + p0;
                 float* dr = d + r;
-                for (int p = 0; p < kc; p++) dr[p * mr] = src[p];
+                for (int p = 0; p < kc; p++) dr[p * mr] = TLoad.Load(a, src + p);
             }
             for (int r = rows; r < mr; r++)
                 for (int p = 0; p < kc; p++) d[p * mr + r] = 0f;
@@ -368,8 +428,19 @@ internal static unsafe class CpuGemm
     /// Packs op(B)[p0..p0+kc, j0..j0+nc] into NR-wide micro-panels: panel j holds, for each p, the NR
     /// values op(B)[p0+p, j0+j·NR .. +NR] contiguously (zero-padded past nc), ready for vector loads.
     /// </summary>
+    internal static void PackB(bool transB, GemmOperand b, long ldb, int p0, int j0, int kc, int nc, int nr, float* dst)
+    {
+        switch (b.Type)
+        {
+            case DType.F32: PackB<LoadF32>(transB, b.Pointer, ldb, p0, j0, kc, nc, nr, dst); break;
+            case DType.BF16: PackB<LoadBf16>(transB, b.Pointer, ldb, p0, j0, kc, nc, nr, dst); break;
+            default: PackB<LoadF16>(transB, b.Pointer, ldb, p0, j0, kc, nc, nr, dst); break;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackB(bool transB, float* b, long ldb, int p0, int j0, int kc, int nc, int nr, float* dst)
+    private static void PackB<TLoad>(bool transB, void* b, long ldb, int p0, int j0, int kc, int nc, int nr, float* dst)
+        where TLoad : struct, IElementLoad
     {
         for (int jr = 0; jr < nc; jr += nr)
         {
@@ -377,19 +448,18 @@ internal static unsafe class CpuGemm
             float* d = dst + (long)jr * kc;
             if (!transB)
             {
-                // B stored k×n: a row segment of NR values is contiguous; straight copy.
-                float* src = b + (long)p0 * ldb + j0 + jr;
-                long bytes = (long)cols * sizeof(float);
+                // B stored k×n: a row segment of NR values is contiguous; a straight (converting) copy.
+                long src = (long)p0 * ldb + j0 + jr;
                 for (int p = 0; p < kc; p++, src += ldb, d += nr)
                 {
                     if (cols == nr)
                     {
-                        Buffer.MemoryCopy(src, d, bytes, bytes);
+                        TLoad.Run(b, src, d, nr);
                     }
                     else
                     {
                         int j = 0;
-                        for (; j < cols; j++) d[j] = src[j];
+                        for (; j < cols; j++) d[j] = TLoad.Load(b, src + j);
                         for (; j < nr; j++) d[j] = 0f;
                     }
                 }
@@ -406,14 +476,120 @@ internal static unsafe class CpuGemm
                     float* db = d + (long)pb * nr;
                     for (int j = 0; j < cols; j++)
                     {
-                        float* src = b + (j0 + jr + j) * ldb + p0 + pb;
-                        for (int q = 0; q < pn; q++) db[q * nr + j] = src[q];
+                        long src = (j0 + jr + j) * ldb + p0 + pb;
+                        for (int q = 0; q < pn; q++) db[q * nr + j] = TLoad.Load(b, src + q);
                     }
                 }
                 for (int j = cols; j < nr; j++)
                     for (int p = 0; p < kc; p++) d[p * nr + j] = 0f;
             }
         }
+    }
+
+    /// <summary>Reads elements of one storage type as fp32 (the JIT specialises each generic packer per type).</summary>
+    private interface IElementLoad
+    {
+        /// <summary>Element <paramref name="i"/> of the array at <paramref name="p"/>, as fp32.</summary>
+        static abstract float Load(void* p, long i);
+
+        /// <summary>Converts <paramref name="n"/> consecutive elements starting at element <paramref name="i"/>.</summary>
+        static abstract void Run(void* p, long i, float* dst, int n);
+    }
+
+    private readonly struct LoadF32 : IElementLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load(void* p, long i) => ((float*)p)[i];
+
+        public static void Run(void* p, long i, float* dst, int n) => Buffer.MemoryCopy((float*)p + i, dst, (long)n * sizeof(float), (long)n * sizeof(float));
+    }
+
+    private readonly struct LoadBf16 : IElementLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load(void* p, long i) => HalfConvert.Bf16ToFloat(((ushort*)p)[i]);
+
+        public static void Run(void* p, long i, float* dst, int n) => CpuFloatConvert.Bf16ToSingle((ushort*)p + i, dst, n);
+    }
+
+    private readonly struct LoadF16 : IElementLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load(void* p, long i) => (float)((Half*)p)[i];
+
+        public static void Run(void* p, long i, float* dst, int n) => CpuFloatConvert.F16ToSingle((Half*)p + i, dst, n);
+    }
+
+    private static void RequireFloat(DType t, string operand)
+    {
+        if (t is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"GEMM operand {operand} is {t}; it must be F32, BF16 or F16");
+    }
+
+    // ---- Few rows: dot products --------------------------------------------------------------------
+
+    /// <summary>Largest m that takes the dot-product path instead of packing.</summary>
+    internal const int DotRows = 4;
+
+    // Columns of C per parallel task on the dot-product path: 64 rows of B (256 KiB of a 1024-wide fp32 B).
+    private const int DotColumnBlock = 64;
+
+    // Elements of a 16-bit B row converted at a time: 2 KiB of fp32 in L1, long enough for Dot's unrolled loop.
+    private const int DotChunk = 512;
+
+    /// <summary>
+    /// C[i, j] = alpha·Σ_p A[i, p]·B[j, p] + beta·C[i, j] for m ≤ <see cref="DotRows"/>, B stored n×k. Each C
+    /// element is one thread's fixed-order sum, so the result does not depend on the thread count.
+    /// </summary>
+    private static void DotProducts(int m, int n, int k, float alpha, GemmOperand a, long lda, GemmOperand b, long ldb,
+        float beta, float* c, long ldc, bool parallel)
+    {
+        // A has at most four rows: an fp32 copy of a 16-bit A is cheap and keeps the inner loop one kind.
+        float* af;
+        float[]? aCopy = null;
+        if (a.Type != DType.F32)
+        {
+            aCopy = GC.AllocateUninitializedArray<float>(m * k, pinned: true);
+            af = (float*)Unsafe.AsPointer(ref aCopy[0]);
+            for (int i = 0; i < m; i++) CpuFloatConvert.ToSingle(a.Type, a.Offset(i * lda).Pointer, af + (long)i * k, k);
+            lda = k;
+        }
+        else af = (float*)a.Pointer;
+
+        int blocks = (n + DotColumnBlock - 1) / DotColumnBlock;
+        void Block(int blk)
+        {
+            int j0 = blk * DotColumnBlock, j1 = Math.Min(n, j0 + DotColumnBlock);
+            float* buf = stackalloc float[DotChunk];
+            float* acc = stackalloc float[DotRows];
+            for (int j = j0; j < j1; j++)
+            {
+                byte* row = (byte*)b.Pointer + (long)j * ldb * b.Type.SizeOf();
+                if (b.Type == DType.F32)
+                {
+                    var bj = new ReadOnlySpan<float>(row, k);
+                    for (int i = 0; i < m; i++) acc[i] = System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(af + i * lda, k), bj);
+                }
+                else
+                {
+                    for (int i = 0; i < m; i++) acc[i] = 0f;
+                    for (int p0 = 0; p0 < k; p0 += DotChunk)
+                    {
+                        int len = Math.Min(DotChunk, k - p0);
+                        CpuFloatConvert.ToSingle(b.Type, row + (long)p0 * b.Type.SizeOf(), buf, len);
+                        var bj = new ReadOnlySpan<float>(buf, len);
+                        for (int i = 0; i < m; i++) acc[i] += System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(af + i * lda + p0, len), bj);
+                    }
+                }
+                for (int i = 0; i < m; i++)
+                {
+                    float* ci = c + i * ldc + j;
+                    *ci = beta == 0f ? alpha * acc[i] : alpha * acc[i] + beta * *ci;
+                }
+            }
+        }
+        if (parallel && blocks > 1) Parallel.For(0, blocks, Block);
+        else for (int blk = 0; blk < blocks; blk++) Block(blk);
+        GC.KeepAlive(aCopy);
     }
 
     // ---- Micro-kernels -------------------------------------------------------------------------

@@ -115,7 +115,7 @@ public sealed unsafe partial class CudaBackend
                 throw new ArgumentOutOfRangeException(nameof(ids), id, $"Embedding: ids[{first}] = {id} is outside the table's {v} rows");
             }
         }
-        using var f = new KernelArgs().Add(Ptr(ids)).Add(Ptr(table)).Add(Ptr(y)).Add(n).Add(h);
+        using var f = new KernelArgs().Add(Ptr(ids)).Add(Ptr(table)).Add((int)table.DType).Add(Ptr(y)).Add(n).Add(h);
         LaunchElementwise("embedding.cu", "embedding_forward", n * h, f);
     }
 

@@ -24,6 +24,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     private readonly nint _stream;
     private readonly nint _cublas;
     private readonly object _cublasLock = new();
+    private int _cublasMathMode;
     private readonly CudaAllocator _allocator;
     private readonly KernelCompiler _compiler;
     private readonly Dictionary<string, nint> _modules = new();
@@ -48,6 +49,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         Cublas.SetStream(_cublas, _stream);
         // Pedantic math: fp32 GEMMs must not silently drop to TF32, or they would stop matching the CPU reference.
         Cublas.SetMathMode(_cublas, Cublas.CUBLAS_PEDANTIC_MATH);
+        _cublasMathMode = Cublas.CUBLAS_PEDANTIC_MATH;
         _allocator = new CudaAllocator(this);
         _compiler = compiler;
     }
@@ -376,19 +378,14 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     /// <inheritdoc />
     public long CountNonFinite(Tensor x) => (long)Reduce(x, 2);
 
-    private static int CublasType(DType t) => t switch
-    {
-        DType.F32 => Cublas.CUDA_R_32F,
-        DType.BF16 => Cublas.CUDA_R_16BF,
-        DType.F16 => Cublas.CUDA_R_16F,
-        _ => throw new NotSupportedException($"Gemm: {t} operands are not supported"),
-    };
-
     /// <inheritdoc />
     /// <remarks>
     /// cuBLAS is column-major; a row-major matrix is the column-major transpose, so C = op(A)·op(B) row-major is
     /// computed as Cᵀ = op(B)ᵀ·op(A)ᵀ column-major: operands swapped, m and n swapped, transposes kept. Operands
-    /// may be fp32, bf16 or fp16 (A and B alike); accumulation is always fp32 without TF32.
+    /// may be fp32, bf16 or fp16; accumulation is always fp32 without TF32. cuBLAS wants A and B of one type, so
+    /// an fp32 operand paired with a 16-bit one (activations times frozen bf16 weights) is first rounded to that
+    /// type in a pooled scratch buffer: the product then runs on tensor cores, which is the point of keeping the
+    /// weights in 16 bits, and the rounding is the same one autocast applies to a GEMM's inputs.
     /// </remarks>
     public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         Tensor a, long aOffset, long lda, long strideA,
@@ -396,7 +393,6 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
     {
         if (m == 0 || n == 0 || batch == 0) return;
-        if (a.DType != b.DType) throw new NotSupportedException($"Gemm: {a.Describe("A")} and {b.Describe("B")} must have the same dtype");
         // cuBLAS checks ld ≥ rows of each column-major operand even where a single stored row makes it irrelevant.
         static int Ld(long ld, long storedRows, long storedCols) => checked((int)(storedRows == 1 ? Math.Max(Math.Max(ld, storedCols), 1) : ld));
         int la = transA ? Ld(lda, k, m) : Ld(lda, m, k);
@@ -405,12 +401,59 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         ulong pa = Ptr(a) + (ulong)(aOffset * a.DType.SizeOf());
         ulong pb = Ptr(b) + (ulong)(bOffset * b.DType.SizeOf());
         ulong pc = Ptr(c) + (ulong)(cOffset * c.DType.SizeOf());
+        DType ta = a.DType, tb = b.DType;
+        CublasType(ta);
+        CublasType(tb);
+        Scratch? rounded = null;
+        if (ta != tb)
+        {
+            // Round the fp32 side (or A, if both are 16-bit) to the other's type over the span the GEMM reads.
+            if (ta == DType.F32 || tb != DType.F32)
+            {
+                rounded = RoundOperand(pa, ta, transA ? k : m, transA ? m : k, lda, strideA, batch, tb);
+                (pa, ta) = (rounded.Pointer, tb);
+            }
+            else
+            {
+                rounded = RoundOperand(pb, tb, transB ? n : k, transB ? k : n, ldb, strideB, batch, ta);
+                (pb, tb) = (rounded.Pointer, ta);
+            }
+        }
+        using var scratch = rounded;
         MakeCurrent();
         lock (_cublasLock)
+        {
+            // fp32 stays pedantic (no TF32: it must match the CPU reference); 16-bit inputs take the default
+            // math mode, in which cuBLAS may use tensor cores, still accumulating in fp32 (CUBLAS_COMPUTE_32F).
+            int mode = ta == DType.F32 ? Cublas.CUBLAS_PEDANTIC_MATH : Cublas.CUBLAS_DEFAULT_MATH;
+            if (mode != _cublasMathMode) { Cublas.SetMathMode(_cublas, mode); _cublasMathMode = mode; }
             Cublas.GemmStridedBatched(_cublas, transB, transA, n, m, k, alpha,
-                pb, CublasType(b.DType), lb, strideB, pa, CublasType(a.DType), la, strideA,
+                pb, CublasType(tb), lb, strideB, pa, CublasType(ta), la, strideA,
                 beta, pc, CublasType(c.DType), lc, strideC, batch);
+        }
     }
+
+    /// <summary>
+    /// Converts the elements a strided-batched GEMM reads of one operand (from its first element to the last
+    /// element of its last matrix, gaps included) into a scratch buffer of <paramref name="type"/>; the same
+    /// strides then address it.
+    /// </summary>
+    private Scratch RoundOperand(ulong p, DType from, int storedRows, int storedCols, long ld, long stride, int batch, DType type)
+    {
+        long count = (batch - 1) * stride + (storedRows - 1) * ld + storedCols;
+        var buffer = Temp(count * type.SizeOf());
+        using var c = new KernelArgs().Add(p).Add((int)from).Add(buffer.Pointer).Add((int)type).Add(count);
+        LaunchElementwise("elementwise.cu", "cast_contiguous", count, c);
+        return buffer;
+    }
+
+    private static int CublasType(DType t) => t switch
+    {
+        DType.F32 => Cublas.CUDA_R_32F,
+        DType.BF16 => Cublas.CUDA_R_16BF,
+        DType.F16 => Cublas.CUDA_R_16F,
+        _ => throw new NotSupportedException($"Gemm: {t} operands are not supported"),
+    };
 }
 
 /// <summary>

@@ -19,10 +19,11 @@ public sealed partial class GlmModel
     /// <param name="folder">The model folder (e.g. a clone of THUDM/chatglm-6b).</param>
     /// <param name="device">Where to put the weights (default: CPU).</param>
     /// <param name="trainable">Whether the base parameters require gradients.</param>
+    /// <param name="weightDType">Storage type of the weight matrices (F32, BF16 or F16; see <see cref="WeightDType"/>).</param>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json or every weights file is missing (the message lists what was looked for).</exception>
     /// <exception cref="InvalidDataException">A missing shard or tensor, a truncated file, a wrong shape: the message names the file and key.</exception>
-    public static GlmModel FromPretrained(string folder, Device? device = null, bool trainable = false)
+    public static GlmModel FromPretrained(string folder, Device? device = null, bool trainable = false, DType weightDType = DType.F32)
     {
         ArgumentNullException.ThrowIfNull(folder);
         if (!Directory.Exists(folder))
@@ -38,7 +39,7 @@ public sealed partial class GlmModel
         using var source = CheckpointReader.Open(folder);
         if (source.Tensors.Count > 0 && source.Tensors.All(t => t.Name.StartsWith(GlmPrefixEncoder.KeyPrefix, StringComparison.Ordinal)))
             throw new InvalidDataException($"{source.Description}: holds only a P-Tuning prefix encoder, no base weights; load the base model and call LoadPrefixEncoder on this folder");
-        return Load(config, source, device, trainable);
+        return Load(config, source, device, trainable, weightDType);
     }
 
     /// <summary>

@@ -5,8 +5,10 @@ using DoctorGlm.Engine.IO;
 namespace DoctorGlm.Engine.Models.ChatGlm;
 
 /// <summary>
-/// ChatGLM-6B (spec §3), batch-major: token ids [B, S] → logits [B, S, V]. Parameters are fp32 tensors named like
-/// the Hugging Face checkpoint keys; lm_head is tied to <c>transformer.word_embeddings.weight</c> (one buffer).
+/// ChatGLM-6B (spec §3), batch-major: token ids [B, S] → logits [B, S, V]. Parameters are tensors named like the
+/// Hugging Face checkpoint keys; lm_head is tied to <c>transformer.word_embeddings.weight</c> (one buffer). The
+/// weight matrices of a frozen base may be kept in bf16 or fp16 (<see cref="WeightDType"/>: half the memory, tensor
+/// cores on the GPU); vectors (LayerNorm, biases), trainable parameters, activations and logits are fp32.
 /// Optional LoRA on <c>query_key_value</c> (§9), P-Tuning v2 prefix (§8) and per-block gradient checkpointing (§11).
 /// </summary>
 /// <remarks>
@@ -39,10 +41,11 @@ public sealed partial class GlmModel : IDisposable
     private readonly string[][] _layerKeys;
     private bool _disposed;
 
-    private GlmModel(GlmConfig config, Dictionary<string, Tensor> parameters, Device device)
+    private GlmModel(GlmConfig config, Dictionary<string, Tensor> parameters, Device device, DType weightDType = DType.F32)
     {
         Config = config;
         Device = device;
+        WeightDType = weightDType;
         _params = parameters;
         _layerKeys = Enumerable.Range(0, config.NumLayers).Select(i => LayerSuffixes.Select(s => $"transformer.layers.{i}.{s}").ToArray()).ToArray();
         foreach (var (k, t) in _params) t.Name = k;
@@ -53,6 +56,16 @@ public sealed partial class GlmModel : IDisposable
 
     /// <summary>Where the parameters live.</summary>
     public Device Device { get; }
+
+    /// <summary>
+    /// Storage type of the base weight matrices (the embedding and the four linears of each block): F32, or
+    /// BF16 / F16 for a frozen base (<see cref="ConvertWeights"/>, or the dtype argument of
+    /// <see cref="Load"/>). One-dimensional parameters stay F32.
+    /// </summary>
+    public DType WeightDType { get; private set; }
+
+    /// <summary>Bytes held by the base parameters (not counting quantized weights, LoRA or prefix).</summary>
+    public long BaseParameterBytes => BaseParameters().Sum(kv => kv.Value.NumElements * kv.Value.DType.SizeOf());
 
     /// <summary>Training mode: enables LoRA dropout and the prefix dropout (Ops.Dropout). The base model has no dropout.</summary>
     public bool Training { get; set; }
@@ -133,13 +146,20 @@ public sealed partial class GlmModel : IDisposable
     /// Loads a model from <paramref name="source"/> (see <see cref="LoadWeights(ITensorSource)"/> for the checks). Parameters are
     /// frozen unless <paramref name="trainable"/> (full fine-tuning).
     /// </summary>
-    public static GlmModel Load(GlmConfig config, ITensorSource source, Device? device = null, bool trainable = false)
+    /// <param name="config">The hyper-parameters (config.json).</param>
+    /// <param name="source">Where the weights are read from.</param>
+    /// <param name="device">Where they go (default: CPU).</param>
+    /// <param name="trainable">Whether the base parameters require gradients (then <paramref name="weightDType"/> must be F32).</param>
+    /// <param name="weightDType">Storage type of the weight matrices: F32, BF16 or F16 (converted while reading, so
+    /// an fp16 checkpoint never needs an fp32 copy in memory).</param>
+    public static GlmModel Load(GlmConfig config, ITensorSource source, Device? device = null, bool trainable = false, DType weightDType = DType.F32)
     {
         CheckSupported(config, loading: true);
+        CheckWeightDType(weightDType, trainable, "GlmModel.Load");
         var dev = device ?? Device.Cpu;
-        var p = ReadBase(config, source, dev, prefix: null, out var quantized);
+        var p = ReadBase(config, source, dev, prefix: null, weightDType, out var quantized);
         foreach (var t in p.Values) t.RequiresGrad = trainable;
-        var model = new GlmModel(config, p, dev);
+        var model = new GlmModel(config, p, dev, weightDType);
         model.AdoptQuantized(quantized, config.QuantizationBit);
         return model;
     }
@@ -157,7 +177,7 @@ public sealed partial class GlmModel : IDisposable
         ThrowIfDisposed();
         if (IsQuantized) throw new InvalidOperationException("GlmModel.LoadWeights: the model is quantized; load the weights into a new model and quantize that");
         if (Lora is { Merged: true }) throw new InvalidOperationException("GlmModel.LoadWeights: a LoRA adapter is merged into the current weights; unmerge or detach it first");
-        var fresh = ReadBase(Config, source, Device, Prefix, out _);
+        var fresh = ReadBase(Config, source, Device, Prefix, WeightDType, out _);
         foreach (var (name, t) in fresh)
         {
             if (_params.TryGetValue(name, out var old))
@@ -179,7 +199,7 @@ public sealed partial class GlmModel : IDisposable
     }
 
     private static Dictionary<string, Tensor> ReadBase(GlmConfig config, ITensorSource source, Device device, GlmPrefixEncoder? prefix,
-        out Dictionary<string, QuantizedWeight> quantized)
+        DType weightDType, out Dictionary<string, QuantizedWeight> quantized)
     {
         ArgumentNullException.ThrowIfNull(source);
         int bits = config.QuantizationBit;
@@ -234,13 +254,14 @@ public sealed partial class GlmModel : IDisposable
                 }
                 foreach (var (name, shape) in expected)
                 {
-                    var t = Tensor.Empty(shape, DType.F32, device);
+                    bool prefixKey = name.StartsWith(GlmPrefixEncoder.KeyPrefix, StringComparison.Ordinal);
+                    var t = Tensor.Empty(shape, shape.Rank == 2 && !prefixKey ? weightDType : DType.F32, device);
                     fresh[name] = t;
                     source.ReadInto(name, t);
                 }
                 if (hasHead)
                 {
-                    using var head = Tensor.Empty(new Shape(config.VocabSize, config.HiddenSize), DType.F32, device);
+                    using var head = Tensor.Empty(new Shape(config.VocabSize, config.HiddenSize), weightDType, device);
                     source.ReadInto(LmHeadKey, head);
                     CheckTied(source, fresh[EmbeddingKey], head);
                 }
@@ -323,11 +344,49 @@ public sealed partial class GlmModel : IDisposable
         return _params.TryGetValue(key, out var t) ? t : throw new KeyNotFoundException($"GlmModel: no parameter '{key}'");
     }
 
-    /// <summary>Freezes (false) or unfreezes (true) every base parameter.</summary>
+    /// <summary>Freezes (false) or unfreezes (true) every base parameter; unfreezing needs F32 weights (fp32 master weights).</summary>
     public void SetBaseTrainable(bool trainable)
     {
         ThrowIfDisposed();
+        CheckWeightDType(WeightDType, trainable, "GlmModel.SetBaseTrainable");
         foreach (var t in _params.Values) t.RequiresGrad = trainable;
+    }
+
+    /// <summary>
+    /// Converts the base weight matrices to <paramref name="dtype"/> (F32, BF16 or F16), one tensor at a time (the
+    /// peak is one matrix in both types). Going to 16 bits rounds to nearest even and needs a frozen base: an
+    /// optimizer updates fp32 master weights only. Not allowed while a LoRA adapter is merged (unmerging would no
+    /// longer restore the weights) or once quantized.
+    /// </summary>
+    public void ConvertWeights(DType dtype)
+    {
+        ThrowIfDisposed();
+        const string op = "GlmModel.ConvertWeights";
+        CheckWeightDType(dtype, _params.Values.Any(t => t.RequiresGrad), op);
+        if (IsQuantized) throw new InvalidOperationException($"{op}: the model is quantized; convert before quantizing");
+        if (Lora is { Merged: true }) throw new InvalidOperationException($"{op}: a LoRA adapter is merged into the weights; unmerge it first");
+        if (dtype == WeightDType) return;
+        foreach (var name in _params.Keys.ToList())
+        {
+            var old = _params[name];
+            if (old.Rank != 2) continue;
+            Tensor t;
+            using (TensorScope.Unscoped()) t = Tensor.Empty(old.Shape, dtype, old.Device);
+            old.Backend.Copy(old, t);
+            t.Name = name;
+            _params[name] = t;
+            old.Grad?.Dispose();
+            old.Dispose();
+        }
+        WeightDType = dtype;
+    }
+
+    private static void CheckWeightDType(DType dtype, bool trainable, string op)
+    {
+        if (dtype is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"{op}: weight dtype {dtype} must be F32, BF16 or F16", nameof(dtype));
+        if (trainable && dtype != DType.F32)
+            throw new ArgumentException($"{op}: trainable base weights must be F32 (optimizers update fp32 master weights); keep the base frozen to store it in {dtype}", nameof(dtype));
     }
 
     /// <summary>Total elements of <see cref="TrainableParameters"/>.</summary>

@@ -1,0 +1,128 @@
+using DoctorGlm.Engine.Backends.Cpu;
+
+namespace DoctorGlm.Engine.Tests.Backends;
+
+/// <summary>
+/// GEMM with bf16/fp16 operands (frozen weights kept in 16 bits). The CPU converts them exactly while packing,
+/// so the reference is the double-precision product of the 16-bit values read back as floats, with the same
+/// fp32 tolerance as <see cref="CpuGemmTests"/>: any packing, conversion or stride bug (wrong element, wrong
+/// byte width) shows up as an error of the order of the sum itself.
+/// </summary>
+public unsafe class CpuGemmMixedPrecisionTests
+{
+    private const double Tol = 1e-5;
+
+    public static TheoryData<string, string, bool, bool, int, int, int> Cases()
+    {
+        var data = new TheoryData<string, string, bool, bool, int, int, int>();
+        (int, int, int)[] shapes =
+        [
+            (1, 37, 129),      // one row: the dot-product path when B is stored n×k (x·Wᵀ, decoding)
+            (4, 65, 1100),     // the largest dot-product case, k longer than its 512-element conversion chunk
+            (5, 33, 17),       // just above it: packed path
+            (67, 531, 300),    // several column blocks and rank-kc updates, parallel
+        ];
+        foreach (var (ta, tb) in new[] { ("F32", "BF16"), ("F32", "F16"), ("BF16", "F32"), ("F16", "BF16"), ("BF16", "BF16") })
+            foreach (var (m, n, k) in shapes)
+                for (int t = 0; t < 4; t++)
+                    data.Add(ta, tb, (t & 1) != 0, (t & 2) != 0, m, n, k);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MatchesDoubleReferenceOfTheStoredValues(string typeA, string typeB, bool transA, bool transB, int m, int n, int k)
+    {
+        var da = Enum.Parse<DType>(typeA);
+        var db = Enum.Parse<DType>(typeB);
+        var rng = new Random(m * 7919 + n * 104729 + k * 31 + (transA ? 17 : 0) + (transB ? 13 : 0) + (int)da * 3 + (int)db * 5);
+        int aRows = transA ? k : m, aCols = transA ? m : k;
+        int bRows = transB ? n : k, bCols = transB ? k : n;
+        const int batch = 2;
+        long lda = aCols + 3, ldb = bCols + 1, ldc = n + 2;
+        long strideA = aRows * lda + 5, strideB = bRows * ldb + 7, strideC = m * ldc + 3;
+        var (a, aValues) = Stored(rng, da, strideA * batch);
+        var (b, bValues) = Stored(rng, db, strideB * batch);
+        var c = new float[strideC * batch];
+        for (int i = 0; i < c.Length; i++) c[i] = (float)(rng.NextDouble() * 2 - 1);
+        var c0 = (float[])c.Clone();
+        const float alpha = 1.25f, beta = -0.5f;
+
+        fixed (byte* pa = a, pb = b)
+        fixed (float* pc = c)
+            CpuGemm.GemmBatched(GemmKernel.Auto, transA, transB, m, n, k, alpha, new GemmOperand(pa, da), lda, strideA,
+                new GemmOperand(pb, db), ldb, strideB, beta, pc, ldc, strideC, batch);
+
+        double tolK = Tol * Math.Sqrt(k);
+        for (int bi = 0; bi < batch; bi++)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++)
+                {
+                    double sum = 0, mag = 0;
+                    for (int p = 0; p < k; p++)
+                    {
+                        double av = aValues[bi * strideA + (transA ? p * lda + i : i * lda + p)];
+                        double bv = bValues[bi * strideB + (transB ? j * ldb + p : p * ldb + j)];
+                        sum += av * bv;
+                        mag += Math.Abs(av * bv);
+                    }
+                    long ci = bi * strideC + i * ldc + j;
+                    double want = alpha * sum + beta * c0[ci];
+                    double tol = tolK * (Math.Abs(alpha) * mag + Math.Abs(beta * c0[ci])) + 1e-30;
+                    Assert.True(Math.Abs(c[ci] - want) <= tol, $"C[{bi}][{i},{j}] = {c[ci]}, want {want} (tol {tol:g3})");
+                }
+        // Padding and gaps of C untouched.
+        for (long i = 0; i < c.Length; i++)
+        {
+            long off = i % strideC;
+            if (!(off < m * ldc && off % ldc < n)) Assert.Equal(c0[i], c[i]);
+        }
+    }
+
+    [Fact]
+    public void RejectsNonFloatOperands()
+    {
+        var ex = Assert.Throws<ArgumentException>(CallWithIntB);
+        Assert.Contains("operand B is I32", ex.Message);
+
+        static void CallWithIntB()
+        {
+            var a = new float[4];
+            var b = new int[4];
+            var c = new float[4];
+            fixed (float* pa = a, pc = c)
+            fixed (int* pb = b)
+                CpuGemm.GemmBatched(GemmKernel.Auto, false, false, 2, 2, 2, 1f, pa, 2, 0, new GemmOperand(pb, DType.I32), 2, 0, 0f, pc, 2, 0, 1);
+        }
+    }
+
+    /// <summary>Random values stored in <paramref name="type"/>, and the exact values they hold.</summary>
+    private static (byte[] Bytes, double[] Values) Stored(Random rng, DType type, long count)
+    {
+        var bytes = new byte[count * type.SizeOf()];
+        var values = new double[count];
+        for (long i = 0; i < count; i++)
+        {
+            float f = (float)(rng.NextDouble() * 2 - 1);
+            switch (type)
+            {
+                case DType.F32: BitConverter.TryWriteBytes(bytes.AsSpan((int)(i * 4)), f); values[i] = f; break;
+                case DType.BF16:
+                    {
+                        ushort u = HalfConvert.FloatToBf16(f);
+                        BitConverter.TryWriteBytes(bytes.AsSpan((int)(i * 2)), u);
+                        values[i] = HalfConvert.Bf16ToFloat(u);
+                        break;
+                    }
+                default:
+                    {
+                        ushort u = HalfConvert.FloatToF16(f);
+                        BitConverter.TryWriteBytes(bytes.AsSpan((int)(i * 2)), u);
+                        values[i] = HalfConvert.F16ToFloat(u);
+                        break;
+                    }
+            }
+        }
+        return (bytes, values);
+    }
+}

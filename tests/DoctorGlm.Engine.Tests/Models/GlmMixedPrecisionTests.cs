@@ -1,0 +1,107 @@
+using DoctorGlm.Engine.Models.ChatGlm;
+using DoctorGlm.Engine.Tests.Harness;
+
+namespace DoctorGlm.Engine.Tests.Models;
+
+/// <summary>
+/// A frozen base kept in bf16/fp16 (<see cref="GlmModel.WeightDType"/>). On the CPU the 16-bit weights are
+/// converted exactly inside the GEMM, so a 16-bit model must compute what an fp32 model holding the same rounded
+/// values computes, up to fp32 summation order (1e-5 of the largest value), while its matrices take half the bytes.
+/// </summary>
+public class GlmMixedPrecisionTests(ITestOutputHelper output)
+{
+    private const double SameValuesTol = 1e-5;
+
+    [Theory]
+    [InlineData("BF16")]
+    [InlineData("F16")]
+    public void Sixteen_bit_base_computes_what_fp32_with_the_rounded_weights_computes(string type)
+    {
+        var dt = Enum.Parse<DType>(type);
+        var half = LoraStepRunner.Run(Device.Cpu, dt);
+        var reference = LoraStepRunner.Run(Device.Cpu, DType.F32, roundedTo: dt);
+        var full = LoraStepRunner.Run(Device.Cpu, DType.F32);
+
+        double logitsErr = ModelFixture.RelErr(reference.Logits, half.Logits);
+        double lossErr = Math.Abs(half.Loss - reference.Loss) / Math.Abs(reference.Loss);
+        double gradErr = 0;
+        for (int i = 0; i < half.GradA.Length; i++)
+            gradErr = Math.Max(gradErr, Math.Max(ModelFixture.RelErr(reference.GradA[i], half.GradA[i]), ModelFixture.RelErr(reference.GradB[i], half.GradB[i])));
+        // How far rounding the weights moves the result from the fp32 model: what mixed precision costs.
+        double roundingEffect = ModelFixture.RelErr(full.Logits, half.Logits);
+        output.WriteLine($"{type}: logits {logitsErr:E2}, loss {lossErr:E2}, LoRA grads {gradErr:E2} vs fp32 with rounded weights; " +
+                         $"logits {roundingEffect:E2} vs the fp32 model; base bytes {half.BaseBytes} vs {full.BaseBytes}");
+        Assert.True(logitsErr < SameValuesTol, $"logits {logitsErr:E3}");
+        Assert.True(lossErr < SameValuesTol, $"loss {lossErr:E3}");
+        Assert.True(gradErr < SameValuesTol, $"LoRA gradients {gradErr:E3}");
+        Assert.True(roundingEffect > 0, "rounding the weights changed nothing: the model did not use 16-bit weights");
+        Assert.True(roundingEffect < (dt == DType.BF16 ? 2e-2 : 2e-3), $"rounding effect {roundingEffect:E3} is larger than 16-bit weights explain");
+
+        // Matrices in 2 bytes, vectors (LayerNorm, biases) in 4.
+        var config = ModelFixture.Config;
+        long matrices = GlmModel.ParameterShapes(config).Where(p => p.Shape.Rank == 2).Sum(p => p.Shape.NumElements);
+        long vectors = GlmModel.ParameterShapes(config).Where(p => p.Shape.Rank == 1).Sum(p => p.Shape.NumElements);
+        Assert.Equal(2 * matrices + 4 * vectors, half.BaseBytes);
+        Assert.Equal(4 * matrices + 4 * vectors, full.BaseBytes);
+    }
+
+    [Fact]
+    public void Loading_in_bf16_equals_converting_after_loading_and_keeps_vectors_fp32()
+    {
+        using var scope = TensorScope.Begin();
+        using var w = ModelFixture.Open("weights");
+        using var loaded = GlmModel.Load(ModelFixture.Config, w, weightDType: DType.BF16);
+        using var converted = ModelFixture.LoadModel();
+        converted.ConvertWeights(DType.BF16);
+        Assert.Equal(DType.BF16, loaded.WeightDType);
+        foreach (var (name, t) in loaded.BaseParameters())
+        {
+            var other = converted.Parameter(name);
+            Assert.Equal(t.Rank == 2 ? DType.BF16 : DType.F32, t.DType);
+            Assert.Equal(t.DType, other.DType);
+            Assert.Equal(t.ToFloatArray(), other.ToFloatArray());
+        }
+    }
+
+    [Fact]
+    public void Trainable_base_weights_must_stay_fp32()
+    {
+        using var scope = TensorScope.Begin();
+        using var w = ModelFixture.Open("weights");
+        var e1 = Assert.Throws<ArgumentException>(() => GlmModel.Load(ModelFixture.Config, w, trainable: true, weightDType: DType.BF16));
+        Assert.Contains("must be F32", e1.Message);
+        using var model = GlmModel.Load(ModelFixture.Config, w, weightDType: DType.F16);
+        var e2 = Assert.Throws<ArgumentException>(() => model.SetBaseTrainable(true));
+        Assert.Contains("master weights", e2.Message);
+        using var full = ModelFixture.LoadModel(trainable: true);
+        Assert.Throws<ArgumentException>(() => full.ConvertWeights(DType.BF16));
+        Assert.Throws<ArgumentException>(() => model.ConvertWeights(DType.I8));
+    }
+
+    [Fact]
+    public void Merging_lora_into_bf16_weights_matches_the_unmerged_forward_to_bf16_precision()
+    {
+        using var scope = TensorScope.Begin();
+        var config = ModelFixture.Config;
+        using var f = ModelFixture.Open("lora_peft");
+        using var w = ModelFixture.Open("weights");
+        using var model = GlmModel.Load(config, w, weightDType: DType.BF16);
+        var layers = new List<(Tensor, Tensor)>();
+        using (TensorScope.Unscoped())
+            for (int i = 0; i < config.NumLayers; i++) layers.Add((f.Load($"lora_a.{i}"), f.Load($"lora_b.{i}")));
+        model.AttachLora(new GlmLora(new LoraSettings((int)f.Meta("r"), (float)f.Meta("alpha")), layers));
+        using var batch = GlmInputs.Build(ModelFixture.Rows(ModelFixture.Open("train"), "ids"), config);
+        float[] unmerged, merged;
+        using (Autograd.GradMode.NoGrad())
+        {
+            unmerged = model.Forward(batch).ToFloatArray();
+            model.MergeLora();
+            Assert.Equal(DType.BF16, model.Parameter("transformer.layers.0.attention.query_key_value.weight").DType);
+            merged = model.Forward(batch).ToFloatArray();
+        }
+        double err = ModelFixture.RelErr(unmerged, merged);
+        output.WriteLine($"merged vs unmerged logits: {err:E2}");
+        Assert.True(err > 0 && err < 2e-2, $"merged vs unmerged {err:E3}");
+        Assert.Throws<InvalidOperationException>(() => model.ConvertWeights(DType.F32));
+    }
+}

@@ -1,0 +1,57 @@
+using DoctorGlm.Engine.Models.ChatGlm;
+using DoctorGlm.Engine.Tests.Harness;
+
+namespace DoctorGlm.Engine.Tests.Models;
+
+/// <summary>
+/// One LoRA forward + backward of the 2-layer fixture model (tools/reference/make_model_fixtures.py) with the
+/// fixture's non-zero PEFT adapter, on any device and with the base weights stored in any float type. The
+/// mixed-precision tests compare these runs across storage types and backends.
+/// </summary>
+internal static class LoraStepRunner
+{
+    /// <summary>What a step produced, copied to the host.</summary>
+    public sealed record Result(float[] Logits, double Loss, float[][] GradA, float[][] GradB, long BaseBytes);
+
+    /// <param name="device">Where the model runs.</param>
+    /// <param name="weightDType">Storage type of the base weight matrices.</param>
+    /// <param name="roundedTo">If set, the weights are rounded to this type and stored back in F32 (the reference a
+    /// 16-bit run is compared with: the same values, fp32 storage).</param>
+    public static Result Run(Device device, DType weightDType, DType? roundedTo = null)
+    {
+        using var scope = TensorScope.Begin();
+        var config = ModelFixture.Config;
+        using var f = ModelFixture.Open("lora_peft");
+        using var weights = ModelFixture.Open("weights");
+        using var model = GlmModel.Load(config, weights, device, weightDType: weightDType);
+        if (roundedTo is { } r)
+        {
+            model.ConvertWeights(r);
+            model.ConvertWeights(DType.F32);
+        }
+        var layers = new List<(Tensor, Tensor)>();
+        using (TensorScope.Unscoped())
+            for (int i = 0; i < config.NumLayers; i++)
+            {
+                var a = f.Load($"lora_a.{i}", device);
+                var b = f.Load($"lora_b.{i}", device);
+                a.RequiresGrad = b.RequiresGrad = true;
+                layers.Add((a, b));
+            }
+        var lora = model.AttachLora(new GlmLora(new LoraSettings((int)f.Meta("r"), (float)f.Meta("alpha")), layers));
+        using var batch = GlmInputs.Build(TrainRows("ids"), config, TrainRows("labels"), device);
+        var logits = model.Forward(batch);
+        var loss = GlmModel.LanguageModelLoss(logits, batch.Labels!);
+        loss.Backward();
+        return new Result(logits.ToFloatArray(), loss.Item(),
+            lora.Layers.Select(l => l.A.Grad!.ToFloatArray()).ToArray(),
+            lora.Layers.Select(l => l.B.Grad!.ToFloatArray()).ToArray(),
+            model.BaseParameterBytes);
+    }
+
+    private static int[][] TrainRows(string name)
+    {
+        using var f = ModelFixture.Open("train");
+        return ModelFixture.Rows(f, name);
+    }
+}
