@@ -5,6 +5,7 @@ using DoctorGlm.Engine.Generation;
 using DoctorGlm.Engine.IO;
 using DoctorGlm.Engine.Models.ChatGlm;
 using DoctorGlm.Engine.Tokenization;
+using DoctorGlm.Engine.Training;
 using Spectre.Console;
 
 namespace DoctorGlm.Samples.Chat;
@@ -50,10 +51,11 @@ public static class ChatApp
         var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (HF PEFT or DoctorGLM's deep_training format, detected) or P-Tuning v2 checkpoint (pytorch_model.bin / .safetensors, or its folder)" };
         var quantize = new Option<int?>("--quantize") { Description = "8 or 4: ChatGLM's weight-only INT8/INT4 quantization of the block linears on load (a LoRA adapter is merged first)" };
         var merge = new Option<bool>("--merge") { Description = "fold the LoRA adapter into the weights (faster decoding; same answers)" };
+        var dtype = new Option<string>("--dtype") { Description = "fp32, bf16 or fp16: storage type of the weight matrices (16 bits halve their memory; computation stays fp32 on the CPU, tensor cores on the GPU)", DefaultValueFactory = _ => "fp32" };
 
         var root = new RootCommand("DoctorGlm.Chat — chat with a ChatGLM model (spec §7 generation, streamed).")
         {
-            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, adapter, merge, quantize,
+            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, dtype, adapter, merge, quantize,
         };
         int exit = 0;
         root.SetAction(async (parse, ct) =>
@@ -78,7 +80,7 @@ public static class ChatApp
                 Seed = parse.GetValue(seed),
             };
             exit = await ExecuteAsync(console, output, input, searchRoots, parse.GetValue(model), parse.GetValue(tokenizer), parse.GetValue(prompt),
-                parse.GetValue(device)!, parse.GetValue(adapter), parse.GetValue(merge), parse.GetValue(quantize), options, ct).ConfigureAwait(false);
+                parse.GetValue(device)!, parse.GetValue(dtype)!, parse.GetValue(adapter), parse.GetValue(merge), parse.GetValue(quantize), options, ct).ConfigureAwait(false);
             return exit;
         });
         var result = root.Parse(args);
@@ -87,10 +89,15 @@ public static class ChatApp
     }
 
     private static async Task<int> ExecuteAsync(IAnsiConsole console, TextWriter output, TextReader input, IReadOnlyList<string>? searchRoots, DirectoryInfo? modelDir, FileInfo? tokenizerFile,
-        string? prompt, string deviceSpec, string? adapterPath, bool merge, int? quantize, GenerationOptions options, CancellationToken ct)
+        string? prompt, string deviceSpec, string dtypeName, string? adapterPath, bool merge, int? quantize, GenerationOptions options, CancellationToken ct)
     {
-        try { options.Validate(); }
-        catch (ArgumentOutOfRangeException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 2; }
+        DType weightDType;
+        try
+        {
+            options.Validate();
+            weightDType = TrainerOptions.ParseDType(dtypeName);
+        }
+        catch (ArgumentException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 2; }
 
         string? dir = modelDir?.FullName ?? FindTrainOutput(searchRoots ?? [Directory.GetCurrentDirectory(), AppContext.BaseDirectory]);
         if (dir is null)
@@ -128,7 +135,7 @@ public static class ChatApp
         {
             device = DeviceSelector.Resolve(deviceSpec, out string? note);
             if (note is not null) console.MarkupLineInterpolated($"[grey]{note}[/]");
-            model = GlmModel.FromPretrained(dir, device);
+            model = GlmModel.FromPretrained(dir, device, weightDType: weightDType);
             tok = ChatGlmTokenizer.Load(tokPath, model.Config.NumImageTokens);
             try
             {
@@ -154,7 +161,7 @@ public static class ChatApp
             GlmChat chat;
             try { chat = new GlmChat(model, tok); }
             catch (ArgumentException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 1; }
-            console.MarkupLineInterpolated($"[grey]ChatGLM: {model.Config.NumLayers} layers, hidden {model.Config.HiddenSize}, vocabulary {model.Config.VocabSize}, {model.Config.ParameterCount:N0} parameters on {device}; {(options.DoSample ? $"sampling (T {options.Temperature}, top-k {options.TopK}, top-p {options.TopP})" : "greedy")}, max length {options.MaxLength}[/]");
+            console.MarkupLineInterpolated($"[grey]ChatGLM: {model.Config.NumLayers} layers, hidden {model.Config.HiddenSize}, vocabulary {model.Config.VocabSize}, {model.Config.ParameterCount:N0} parameters ({model.BaseParameterBytes / 1048576.0:N1} MiB{(model.IsQuantized ? " + quantized" : "")} of {model.WeightDType} weights) on {device}; {(options.DoSample ? $"sampling (T {options.Temperature}, top-k {options.TopK}, top-p {options.TopP})" : "greedy")}, max length {options.MaxLength}[/]");
             var session = new ChatSession(chat, options);
             if (prompt is not null) return await AnswerAsync(session, prompt, output, console, ct).ConfigureAwait(false) ? 0 : 1;
 

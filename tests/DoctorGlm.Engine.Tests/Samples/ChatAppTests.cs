@@ -103,6 +103,28 @@ public sealed class ChatAppTests : IDisposable
     }
 
     [Fact]
+    public void Bf16_weights_halve_the_memory_and_answer_like_a_model_holding_the_rounded_weights()
+    {
+        var (code, text) = Run("", "--model", _dir, "--prompt", "头疼怎么办", "--greedy", "--max-length", "40", "--dtype", "bf16");
+        Assert.True(code == 0, text);
+        Assert.Contains("of BF16 weights", text);
+        var tok = ChatModelFixture.Tokenizer();
+        using var model = ChatModelFixture.Model(tok);
+        model.ConvertWeights(DType.BF16);
+        model.ConvertWeights(DType.F32);
+        var (expected, _) = new GlmChat(model, tok).Chat("头疼怎么办", null,
+            new GenerationOptions { DoSample = false, MaxLength = 40 }, TestContext.Current.CancellationToken);
+        Assert.Contains("ChatGLM: " + expected + Environment.NewLine, text);
+        var fp32 = Run("", "--model", _dir, "--prompt", "x", "--greedy", "--max-length", "20");
+        string MiB(string t) => t[(t.IndexOf(" parameters (", StringComparison.Ordinal) + 13)..t.IndexOf(" MiB", StringComparison.Ordinal)];
+        Assert.Equal(double.Parse(MiB(fp32.Output)) / 2, double.Parse(MiB(text)), 1);
+
+        var bad = Run("", "--model", _dir, "--prompt", "x", "--dtype", "int8");
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("--dtype int8", bad.Output);
+    }
+
+    [Fact]
     public void Without_a_model_it_explains_how_to_make_one_and_exits_1()
     {
         var (code, text) = Run("");
