@@ -213,6 +213,8 @@ public sealed class Trainer : IDisposable
                 throw new InvalidDataException(Mismatch("batch size × accumulation", $"{st.BatchSize}×{st.GradientAccumulation}", $"{Options.BatchSize}×{Options.GradientAccumulation}"));
             if (st.TotalSteps != TotalSteps) throw new InvalidDataException(Mismatch("total steps", st.TotalSteps, TotalSteps));
             if (st.DataSeed != Options.Seed) throw new InvalidDataException(Mismatch("seed", st.DataSeed, Options.Seed));
+            string weightDType = ModelExport.DTypeName(_model.WeightDType);
+            if (st.WeightDType != weightDType) throw new InvalidDataException(Mismatch("weight dtype", st.WeightDType, weightDType));
             _model.Rng.State = st.Rng;
             _history.AddRange(st.History);
             _evals.AddRange(st.Evals);
@@ -316,7 +318,7 @@ public sealed class Trainer : IDisposable
 
     private string SaveCheckpoint(int step) => TrainingCheckpoint.Save(OutputDir, _trainable, _optimizer,
         new TrainerState(step, TotalSteps, MethodName, Options.Seed, _train.Count, Options.BatchSize, Options.GradientAccumulation,
-            _model.Rng.State, _history.ToList(), _evals.ToList()));
+            _model.Rng.State, _history.ToList(), _evals.ToList(), ModelExport.DTypeName(_model.WeightDType)));
 
     /// <summary>Writes the trained weights into <see cref="OutputDir"/> (see <see cref="ModelExport"/>).</summary>
     public void Export()
@@ -380,6 +382,7 @@ public sealed class Trainer : IDisposable
             w.WriteNumber("eval_samples", _eval.Count);
             w.WriteNumber("trainable_parameters", TrainableParameterCount);
             w.WriteString("device", _model.Device.ToString());
+            w.WriteString("weight_dtype", ModelExport.DTypeName(_model.WeightDType));
             w.WriteString("export_dtype", ModelExport.DTypeName(ExportDType));
             foreach (var (k, v) in RunInfo) w.WriteString(k, v);
             w.WriteEndObject();

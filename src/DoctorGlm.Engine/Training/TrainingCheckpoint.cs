@@ -21,9 +21,11 @@ public readonly record struct EvalRecord(int Step, double Loss);
 /// <param name="Rng">The dropout generator's (seed, counter).</param>
 /// <param name="History">Every completed step's record, in order.</param>
 /// <param name="Evals">Evaluations so far.</param>
+/// <param name="WeightDType">Storage type of the frozen base's weights (fp32, bf16, fp16): a resume with another is
+/// refused, since it would not continue the same computation. Checkpoints written before it existed read as fp32.</param>
 public sealed record TrainerState(
     int Step, int TotalSteps, string Method, ulong DataSeed, int TrainSamples, int BatchSize, int GradientAccumulation,
-    (ulong Seed, ulong Counter) Rng, IReadOnlyList<StepRecord> History, IReadOnlyList<EvalRecord> Evals);
+    (ulong Seed, ulong Counter) Rng, IReadOnlyList<StepRecord> History, IReadOnlyList<EvalRecord> Evals, string WeightDType = "float32");
 
 /// <summary>
 /// Training checkpoints: a folder <c>checkpoints/checkpoint-NNNNNN</c> under the run's output holding
@@ -125,6 +127,7 @@ public static class TrainingCheckpoint
             w.WriteNumber("step", s.Step);
             w.WriteNumber("total_steps", s.TotalSteps);
             w.WriteString("method", s.Method);
+            w.WriteString("weight_dtype", s.WeightDType);
             w.WriteNumber("data_seed", s.DataSeed);
             w.WriteNumber("train_samples", s.TrainSamples);
             w.WriteNumber("batch_size", s.BatchSize);
@@ -177,7 +180,8 @@ public static class TrainingCheckpoint
             }).ToList();
             return new TrainerState(o.GetProperty("step").GetInt32(), o.GetProperty("total_steps").GetInt32(), o.GetProperty("method").GetString()!,
                 o.GetProperty("data_seed").GetUInt64(), o.GetProperty("train_samples").GetInt32(), o.GetProperty("batch_size").GetInt32(),
-                o.GetProperty("gradient_accumulation").GetInt32(), (o.GetProperty("rng_seed").GetUInt64(), o.GetProperty("rng_counter").GetUInt64()), history, evals);
+                o.GetProperty("gradient_accumulation").GetInt32(), (o.GetProperty("rng_seed").GetUInt64(), o.GetProperty("rng_counter").GetUInt64()), history, evals,
+                o.TryGetProperty("weight_dtype", out var wd) ? wd.GetString()! : "float32");
         }
         catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or IndexOutOfRangeException or ArgumentNullException)
         {

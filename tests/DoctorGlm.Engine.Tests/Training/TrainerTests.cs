@@ -45,9 +45,17 @@ public sealed class TrainerTests : IDisposable
 
     private static GlmModel Model() => GlmModel.CreateRandom(Config, new RandomGenerator(3));
 
-    private TrainingResult Train(string dir, TrainerOptions o, bool resume = false, int cancelAfter = -1, int trainCount = 10)
+    private TrainingResult Train(string dir, TrainerOptions o, bool resume = false, int cancelAfter = -1, int trainCount = 10,
+        DType weightDType = DType.F32, bool roundOnly = false)
     {
         using var model = Model();
+        if (weightDType != DType.F32)
+        {
+            // A frozen base in 16 bits; roundOnly keeps the same rounded values in fp32 storage (the reference).
+            model.SetBaseTrainable(false);
+            model.ConvertWeights(weightDType);
+            if (roundOnly) model.ConvertWeights(DType.F32);
+        }
         using var trainer = new Trainer(model, o, Samples(trainCount, 1), Samples(20, 2), dir);
         using var cts = new CancellationTokenSource();
         if (cancelAfter > 0) trainer.Progress = p => { if (p.Step == cancelAfter) cts.Cancel(); };
@@ -150,6 +158,41 @@ public sealed class TrainerTests : IDisposable
         Assert.Equal([good], Directory.GetDirectories(Path.Combine(_dir, TrainingCheckpoint.FolderName)));
         Assert.Equal(state.History, TrainingCheckpoint.ReadState(good).History);
         Assert.Equal(state.Rng, TrainingCheckpoint.ReadState(good).Rng);
+    }
+
+    [Theory]
+    [InlineData(TrainingMethod.Lora)]
+    [InlineData(TrainingMethod.PTuning)]
+    public void A_bf16_base_trains_exactly_as_an_fp32_base_holding_the_rounded_weights(TrainingMethod method)
+    {
+        string a = Path.Combine(_dir, "bf16"), b = Path.Combine(_dir, "rounded");
+        var half = Train(a, Options(method), weightDType: DType.BF16);
+        var rounded = Train(b, Options(method), weightDType: DType.BF16, roundOnly: true);
+        Assert.Equal(rounded.History.Select(h => h.Loss), half.History.Select(h => h.Loss));
+        string file = method == TrainingMethod.Lora ? "adapter_model.safetensors" : ModelExport.PrefixFileName;
+        Assert.Equal(File.ReadAllBytes(Path.Combine(b, file)), File.ReadAllBytes(Path.Combine(a, file)));
+        Assert.Contains("\"weight_dtype\": \"bfloat16\"", File.ReadAllText(Path.Combine(a, "trainer_options.json")));
+        Assert.Contains("\"weight_dtype\": \"float32\"", File.ReadAllText(Path.Combine(b, "trainer_options.json")));
+        // The rounding is real: an fp32 base gives other losses.
+        var full = Train(Path.Combine(_dir, "fp32"), Options(method));
+        Assert.NotEqual(full.History.Select(h => h.Loss), half.History.Select(h => h.Loss));
+    }
+
+    [Fact]
+    public void Resume_refuses_a_checkpoint_of_another_weight_dtype()
+    {
+        Train(_dir, Options(), cancelAfter: 2, weightDType: DType.BF16);
+        var e = Assert.Throws<InvalidDataException>(() => Train(_dir, Options(), resume: true));
+        Assert.Contains("weight dtype is bfloat16, this run's float32", e.Message);
+        var ok = Train(_dir, Options(), resume: true, weightDType: DType.BF16);
+        Assert.NotNull(ok.ResumedFrom);
+    }
+
+    [Fact]
+    public void Full_training_refuses_a_16_bit_base()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Train(_dir, Options(TrainingMethod.Full), weightDType: DType.BF16));
+        Assert.Contains("master weights", e.Message);
     }
 
     [Fact]
