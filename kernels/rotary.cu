@@ -5,8 +5,11 @@
 #include "common.cuh"
 
 // One thread per (b, s, head, half, j) pair; x and y may alias (each thread reads its pair before writing it).
-extern "C" __global__ void rotary2d(const float* x, const int* pos, float* y, const double* inv_freq,
-                                    int batch, int seq, int heads, int d, int inverse) {
+// x and y have their own strides over (b, s, head) and unit stride along d: one of them may be a slice of the
+// fused [B, S, nh, 3d] QKV tensor, so splitting q/k out of it and rotating them is one pass (and so is the
+// backward's inverse rotation back into the QKV gradient).
+extern "C" __global__ void rotary2d(const float* x, i64 xb, i64 xs, i64 xh, const int* pos, float* y, i64 yb, i64 ys, i64 yh,
+                                    const double* inv_freq, int batch, int seq, int heads, int d, int inverse) {
     int r = d / 2, h = r / 2;
     i64 pairs = (i64)batch * seq * heads * 2 * h;
     GRID_STRIDE(t, pairs) {
@@ -20,9 +23,10 @@ extern "C" __global__ void rotary2d(const float* x, const int* pos, float* y, co
         double angle = p * inv_freq[j];
         float c = (float)cos(angle);
         float sn = (inverse ? -1.0f : 1.0f) * (float)sin(angle);
-        i64 base = ((((i64)b * seq + s) * heads + head) * d) + (i64)half * r;
-        float a = x[base + j], bb = x[base + j + h];
-        y[base + j] = a * c - bb * sn;
-        y[base + j + h] = bb * c + a * sn;
+        i64 xo = (i64)b * xb + (i64)s * xs + (i64)head * xh + (i64)half * r;
+        i64 yo = (i64)b * yb + (i64)s * ys + (i64)head * yh + (i64)half * r;
+        float a = x[xo + j], bb = x[xo + j + h];
+        y[yo + j] = a * c - bb * sn;
+        y[yo + j + h] = bb * c + a * sn;
     }
 }

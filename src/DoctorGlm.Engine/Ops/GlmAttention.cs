@@ -26,24 +26,8 @@ public static partial class Ops
         ExpectRank(op, "q", q, 4, "[B, S, heads, headDim]");
         ExpectShape(op, "k", k, q.Shape, $"same as {q.Describe("q")}");
         ExpectShape(op, "v", v, q.Shape, $"same as {q.Describe("q")}");
-        int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
-        if (d == 0) throw new ArgumentException($"{op}: {q.Describe("q")} has head dim 0");
-        if (!(layerCoeff > 0) || !float.IsFinite(layerCoeff)) throw new ArgumentOutOfRangeException(nameof(layerCoeff), $"{op}: layerCoeff = {layerCoeff} must be positive and finite (layer index + 1)");
-        if (mask is not null)
-        {
-            ExpectDType(op, "mask", mask, DType.U8);
-            ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), "[B, S(query), S(key)], 1 = blocked");
-        }
-        if ((prefixK is null) != (prefixV is null))
-            throw new ArgumentException($"{op}: prefixK and prefixV must be given together (got {(prefixK is null ? "only prefixV " + prefixV!.Shape : "only prefixK " + prefixK.Shape)})");
-        if (prefixK is not null)
-        {
-            ExpectRank(op, "prefixK", prefixK, 4, "[B, N, heads, headDim]");
-            int n = prefixK.Shape[1];
-            ExpectShape(op, "prefixK", prefixK, new Shape(batch, n, heads, d), $"[B, N, heads, headDim] matching {q.Describe("q")}");
-            ExpectShape(op, "prefixV", prefixV!, prefixK.Shape, $"same as {prefixK.Describe("prefixK")}");
-        }
-        if (seq == 0) throw new ArgumentException($"{op}: {q.Describe("q")} has an empty sequence");
+        int d = q.Shape[3];
+        ValidateAttention(op, q.Shape, q.Describe("q"), mask, layerCoeff, prefixK, prefixV);
 
         var qc = F32Contiguous(q, op, "q");
         var kc = F32Contiguous(k, op, "k");
@@ -51,6 +35,7 @@ public static partial class Ops
         var pkc = prefixK is null ? null : F32Contiguous(prefixK, op, "prefixK");
         var pvc = prefixV is null ? null : F32Contiguous(prefixV, op, "prefixV");
         var mc = mask is null ? null : mask.IsContiguous ? mask : ContiguousNoGrad(mask);
+        int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2];
         float scale = 1f / MathF.Sqrt(d);
         float maskedValue = -10000f * layerCoeff;
 
@@ -71,5 +56,28 @@ public static partial class Ops
             be.AttentionBackward(qc, kc, vc, pkc, pvc, mc, scale, maskedValue, output, lse, gc, dq, dk, dv, dpk, dpv);
             return [dq, dk, dv, dpk, dpv];
         });
+    }
+
+    /// <summary>Checks the arguments every GLM attention op shares, for queries of shape <paramref name="qShape"/> [B, S, nh, d].</summary>
+    private static void ValidateAttention(string op, Shape qShape, string qName, Tensor? mask, float layerCoeff, Tensor? prefixK, Tensor? prefixV)
+    {
+        int batch = qShape[0], seq = qShape[1], heads = qShape[2], d = qShape[3];
+        if (d == 0) throw new ArgumentException($"{op}: {qName} has head dim 0");
+        if (!(layerCoeff > 0) || !float.IsFinite(layerCoeff)) throw new ArgumentOutOfRangeException(nameof(layerCoeff), $"{op}: layerCoeff = {layerCoeff} must be positive and finite (layer index + 1)");
+        if (mask is not null)
+        {
+            ExpectDType(op, "mask", mask, DType.U8);
+            ExpectShape(op, "mask", mask, new Shape(batch, seq, seq), "[B, S(query), S(key)], 1 = blocked");
+        }
+        if ((prefixK is null) != (prefixV is null))
+            throw new ArgumentException($"{op}: prefixK and prefixV must be given together (got {(prefixK is null ? "only prefixV " + prefixV!.Shape : "only prefixK " + prefixK.Shape)})");
+        if (prefixK is not null)
+        {
+            ExpectRank(op, "prefixK", prefixK, 4, "[B, N, heads, headDim]");
+            int n = prefixK.Shape[1];
+            ExpectShape(op, "prefixK", prefixK, new Shape(batch, n, heads, d), $"[B, N, heads, headDim] matching {qName}");
+            ExpectShape(op, "prefixV", prefixV!, prefixK.Shape, $"same as {prefixK.Describe("prefixK")}");
+        }
+        if (seq == 0) throw new ArgumentException($"{op}: {qName} has an empty sequence");
     }
 }

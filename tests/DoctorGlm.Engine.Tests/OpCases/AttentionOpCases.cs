@@ -14,6 +14,8 @@ public sealed class AttentionOpCases : IOpCases
             yield return new OpCase("attention.prefixlm_padded", r => Attention(r, masked: true, prefix: false)) { Seeds = 5 };
             yield return new OpCase("attention.prefixlm_padded_prefix", r => Attention(r, masked: true, prefix: true)) { Seeds = 5 };
             yield return new OpCase("attention.nomask_prefix", r => Attention(r, masked: false, prefix: true)) { Seeds = 2 };
+            yield return new OpCase("self_attention.qkv_rotary", r => SelfAttention(r, masked: false, prefix: false)) { Seeds = 3 };
+            yield return new OpCase("self_attention.qkv_rotary_prefixlm_prefix", r => SelfAttention(r, masked: true, prefix: true)) { Seeds = 4 };
             yield return new OpCase("lora.peft.bias", r => Lora(r, grouped: false, bias: true, dropout: 0f));
             yield return new OpCase("lora.peft.nobias", r => Lora(r, grouped: false, bias: false, dropout: 0f));
             yield return new OpCase("lora.grouped", r => Lora(r, grouped: true, bias: true, dropout: 0f)) { Seeds = 4 };
@@ -160,6 +162,58 @@ public sealed class AttentionOpCases : IOpCases
                 batch, seq, heads, d, nPrefix, c),
             // Tighter than the default: fp32 here is good to ~1e-6, and a sloppy lse (e.g. of a fully blocked row,
             // ≈ −10000·c) shows up as ~1e-3 relative gradient error, which the default would let through.
+            GradTolerance = 2e-4,
+        };
+    }
+
+    /// <summary>
+    /// The fused op from the QKV projection: the reference splits each head's 3d values into q | k | v, rotates
+    /// q and k with <see cref="RefRotary"/> and attends with <see cref="RefAttention"/>.
+    /// </summary>
+    private static OpInstance SelfAttention(Random r, bool masked, bool prefix)
+    {
+        int batch = 1 + r.Next(3), seq = 1 + r.Next(9), heads = 1 + r.Next(3), d = 4 * (1 + r.Next(3));
+        int nPrefix = prefix ? 1 + r.Next(4) : 0;
+        float c = (float)(1 + r.Next(28));
+        var ctx = new int[batch];
+        var pad = new int[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            pad[b] = seq > 1 && (b == 0 || r.Next(2) == 0) ? r.Next(1, seq) : 0;
+            ctx[b] = r.Next(0, seq - pad[b] + 1);
+        }
+        var ids = new double[batch * 2 * seq];
+        for (int i = 0; i < ids.Length; i++) ids[i] = r.Next(0, 60);
+        var inputs = new List<OpInput>
+        {
+            OpInput.Randn(r, "qkv", [batch, seq, heads, 3 * d]),
+            new OpInput { Name = "position_ids", Shape = [batch, 2, seq], Data = ids, DType = DType.I32 },
+        };
+        if (masked) inputs.Add(new OpInput { Name = "mask", Shape = [batch, seq, seq], Data = RefMask(ctx, pad, seq), DType = DType.U8 });
+        if (prefix)
+        {
+            inputs.Add(OpInput.Randn(r, "prefix_k", [batch, nPrefix, heads, d]));
+            inputs.Add(OpInput.Randn(r, "prefix_v", [batch, nPrefix, heads, d]));
+        }
+        int mi = masked ? 2 : -1, pi = masked ? 3 : 2;
+        return new OpInstance
+        {
+            Inputs = inputs.ToArray(),
+            Forward = t => Ops.GlmSelfAttention(t[0], t[1], masked ? t[mi] : null, c, prefix ? t[pi] : null, prefix ? t[pi + 1] : null),
+            Reference = x =>
+            {
+                int rows = batch * seq * heads;
+                var (q, k, v) = (new double[rows * d], new double[rows * d], new double[rows * d]);
+                for (int i = 0; i < rows; i++)
+                    for (int j = 0; j < d; j++)
+                    {
+                        q[i * d + j] = x[0][i * 3 * d + j];
+                        k[i * d + j] = x[0][i * 3 * d + d + j];
+                        v[i * d + j] = x[0][i * 3 * d + 2 * d + j];
+                    }
+                return RefAttention(RefRotary(q, x[1], batch, seq, heads, d), RefRotary(k, x[1], batch, seq, heads, d), v,
+                    masked ? x[mi] : null, prefix ? x[pi] : null, prefix ? x[pi + 1] : null, batch, seq, heads, d, nPrefix, c);
+            },
             GradTolerance = 2e-4,
         };
     }

@@ -21,6 +21,8 @@ public sealed unsafe partial class CpuBackend
         int r = d / 2, h = r / 2;
         var inv = RotaryInvFreq(r);
         float* px = x.Ptr<float>(), py = y.Ptr<float>();
+        long xb = x.Strides[0], xs = x.Strides[1], xh = x.Strides[2];
+        long yb = y.Strides[0], ys = y.Strides[1], yhs = y.Strides[2];
         int* pid = positionIds.Ptr<int>();
         float sign = inverse ? -1f : 1f;
         // One (b, s) row covers all heads and both halves: its cos/sin table (2 halves × h angles) is computed
@@ -42,17 +44,17 @@ public sealed unsafe partial class CpuBackend
             }
             for (int head = 0; head < heads; head++)
             {
-                float* xs = px + (row * heads + head) * d;
-                float* ys = py + (row * heads + head) * d;
+                float* xrow = px + b * xb + s * xs + head * xh;
+                float* yrow = py + b * yb + s * ys + head * yhs;
                 for (int half = 0; half < 2; half++)
                 {
-                    float* xh = xs + half * r, yh = ys + half * r;
+                    float* xhalf = xrow + half * r, yhalf = yrow + half * r;
                     for (int j = 0; j < h; j++)
                     {
                         float c = cos[half * h + j], sn = sin[half * h + j];
-                        float a = xh[j], bb = xh[j + h];
-                        yh[j] = a * c - bb * sn;
-                        yh[j + h] = bb * c + a * sn;
+                        float a = xhalf[j], bb = xhalf[j + h];
+                        yhalf[j] = a * c - bb * sn;
+                        yhalf[j + h] = bb * c + a * sn;
                     }
                 }
             }

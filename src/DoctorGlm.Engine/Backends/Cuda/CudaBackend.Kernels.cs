@@ -167,7 +167,8 @@ public sealed unsafe partial class CudaBackend
             return Tensor.FromBytes(bytes, new Shape(Math.Max(1, f.Length * 2)), DType.F32, Device); // 2 floats per double
         });
         long pairs = (long)batch * seq * heads * (d / 2);
-        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(positionIds)).Add(Ptr(y)).Add(Ptr(inv))
+        using var a = new KernelArgs().Add(Ptr(x)).Add(x.Strides[0]).Add(x.Strides[1]).Add(x.Strides[2])
+            .Add(Ptr(positionIds)).Add(Ptr(y)).Add(y.Strides[0]).Add(y.Strides[1]).Add(y.Strides[2]).Add(Ptr(inv))
             .Add(batch).Add(seq).Add(heads).Add(d).Add(inverse ? 1 : 0);
         LaunchElementwise("rotary.cu", "rotary2d", pairs, a);
     }

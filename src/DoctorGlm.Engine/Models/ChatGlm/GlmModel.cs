@@ -645,12 +645,21 @@ public sealed partial class GlmModel : IDisposable
         else qkv = LayerLinear(layer, QkvW, a);
         // Per-head interleaved rows (spec §3.3): head h's q, k, v are rows [3dh, 3dh + d), [.. + d, .. + 2d), [.. + 2d, .. + 3d).
         var heads = qkv.Reshape(batch, seq, nh, 3 * d);
-        var q = Ops.Rotary2D(heads.Narrow(3, 0, d), positionIds);
-        var k = Ops.Rotary2D(heads.Narrow(3, d, d), positionIds);
-        var v = heads.Narrow(3, 2 * d, d);
-        var context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV).Reshape(batch, seq, hidden);
-        // Stored after use: this step's tokens see the past through prefixK/V and each other through k/v and the mask.
-        cache?.Write(layer, k, v);
+        Tensor context;
+        if (cache is null)
+        {
+            // Split, rotary and attention in one op: no copies of the slices, one QKV gradient in backward.
+            context = Ops.GlmSelfAttention(heads, positionIds, mask, layer + 1, prefixK, prefixV).Reshape(batch, seq, hidden);
+        }
+        else
+        {
+            var q = Ops.Rotary2D(heads.Narrow(3, 0, d), positionIds);
+            var k = Ops.Rotary2D(heads.Narrow(3, d, d), positionIds);
+            var v = heads.Narrow(3, 2 * d, d);
+            context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV).Reshape(batch, seq, hidden);
+            // Stored after use: this step's tokens see the past through prefixK/V and each other through k/v and the mask.
+            cache.Write(layer, k, v);
+        }
         var o = LayerLinear(layer, DenseW, context);
         var h = Ops.AddScaled(a, alpha, o, 1f);
         var m = Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
