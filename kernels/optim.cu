@@ -28,3 +28,65 @@ extern "C" __global__ void lion_step(float* p, const float* g, float* m, i64 n,
         m[i] = m[i] * beta2 + omb2 * gi;
     }
 }
+
+// ---- Multi-tensor forms: one launch over every parameter of a step -----------------------------------------
+// The host cuts each tensor into chunks of `chunk` elements and lists (tensor, start) per chunk; block b takes
+// chunks b, b + gridDim.x, ... Per-tensor pointers, lengths and step-dependent scalars are arrays in device memory.
+// Each element gets exactly the arithmetic of the single-tensor kernels above, so results match them (and the
+// CPU) bit for bit.
+
+extern "C" __global__ void adamw_multi(float* const* p, const float* const* g, float* const* m, float* const* v,
+                                       const i64* n, const float* step_size, const float* bc2_sqrt,
+                                       const int* chunk_tensor, const i64* chunk_start, int chunks, i64 chunk,
+                                       float decay, float beta1, float omb1, float beta2, float omb2, float eps) {
+    for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
+        int t = chunk_tensor[c];
+        i64 start = chunk_start[c], end = min(start + chunk, n[t]);
+        float* pt = p[t]; const float* gt = g[t]; float* mt = m[t]; float* vt = v[t];
+        float ss = step_size[t], bc2 = bc2_sqrt[t];
+        for (i64 i = start + threadIdx.x; i < end; i += blockDim.x) {
+            float gi = gt[i];
+            float mi = mt[i] * beta1 + omb1 * gi;
+            float vi = vt[i] * beta2 + omb2 * gi * gi;
+            float denom = sqrtf(vi) / bc2 + eps;
+            pt[i] = pt[i] * decay - ss * mi / denom;
+            mt[i] = mi;
+            vt[i] = vi;
+        }
+    }
+}
+
+extern "C" __global__ void lion_multi(float* const* p, const float* const* g, float* const* m, const i64* n,
+                                      const int* chunk_tensor, const i64* chunk_start, int chunks, i64 chunk,
+                                      float decay, float lr, float beta1, float omb1, float beta2, float omb2) {
+    for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
+        int t = chunk_tensor[c];
+        i64 start = chunk_start[c], end = min(start + chunk, n[t]);
+        float* pt = p[t]; const float* gt = g[t]; float* mt = m[t];
+        for (i64 i = start + threadIdx.x; i < end; i += blockDim.x) {
+            float gi = gt[i];
+            float cv = mt[i] * beta1 + omb1 * gi;
+            float sign = cv > 0.0f ? 1.0f : cv < 0.0f ? -1.0f : cv == 0.0f ? 0.0f : __int_as_float(0x7fc00000);
+            pt[i] = pt[i] * decay - lr * sign;
+            mt[i] = mt[i] * beta2 + omb2 * gi;
+        }
+    }
+}
+
+// Σ x² over many tensors (gradient clipping's global norm): one double partial per block, over its chunks in a
+// fixed order, summed by the host in block order, so the result does not depend on scheduling.
+extern "C" __global__ void sumsq_multi(const float* const* x, const i64* n, const int* chunk_tensor, const i64* chunk_start,
+                                       int chunks, i64 chunk, double* partials) {
+    double acc = 0.0;
+    for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
+        int t = chunk_tensor[c];
+        i64 start = chunk_start[c], end = min(start + chunk, n[t]);
+        const float* xt = x[t];
+        for (i64 i = start + threadIdx.x; i < end; i += blockDim.x) {
+            double v = (double)xt[i];
+            acc += v * v;
+        }
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}

@@ -1,3 +1,5 @@
+using DoctorGlm.Engine.Backends;
+
 namespace DoctorGlm.Engine.Optim;
 
 /// <summary>
@@ -53,13 +55,10 @@ public sealed class AdamW : Optimizer
     protected override IReadOnlyList<string> StateNames => s_stateNames;
 
     /// <inheritdoc />
-    protected override void Update(Tensor param, Tensor grad, Tensor[] state, long step)
-    {
+    protected override void Update(IBackend backend, IReadOnlyList<ParameterUpdate> updates) =>
         // Bias corrections in double from the double betas, as PyTorch computes them from Python floats.
-        double bc1 = 1 - Math.Pow(Beta1, step);
-        double bc2 = 1 - Math.Pow(Beta2, step);
-        param.Backend.AdamWStep(param, grad, state[0], state[1], LearningRate, Beta1, Beta2, Eps, WeightDecay, bc1, bc2);
-    }
+        backend.AdamWStep(updates.Select(u => new AdamWUpdate(u.Param, u.Grad, u.State[0], u.State[1],
+            1 - Math.Pow(Beta1, u.Step), 1 - Math.Pow(Beta2, u.Step))).ToList(), LearningRate, Beta1, Beta2, Eps, WeightDecay);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, string> HyperParameters() => new Dictionary<string, string>

@@ -30,15 +30,16 @@ public static class GradientClipping
             index++;
         }
 
+        // One multi-tensor reduction per device (one synchronisation on the GPU, not one per parameter).
         double sumSq = 0;
-        foreach (var (i, p, g) in grads)
-        {
-            double s = g.Backend.SumOfSquares(g);
-            // Squares of finite floats cannot overflow a double, so a non-finite partial sum means a NaN/Inf element.
-            if (!double.IsFinite(s))
-                throw new InvalidOperationException($"ClipByGlobalNorm: the gradient of {p.Describe($"parameter {i}")} has {g.Backend.CountNonFinite(g)} non-finite value(s) (NaN or Inf); the global norm is undefined");
-            sumSq += s;
-        }
+        foreach (var group in grads.GroupBy(e => e.Grad.Device))
+            sumSq += group.First().Grad.Backend.SumOfSquares(group.Select(e => e.Grad).ToList());
+        // Squares of finite floats cannot overflow a double, so a non-finite sum means a NaN/Inf element: find it.
+        if (!double.IsFinite(sumSq))
+            foreach (var (i, p, g) in grads)
+                if (!double.IsFinite(g.Backend.SumOfSquares(g)))
+                    throw new InvalidOperationException($"ClipByGlobalNorm: the gradient of {p.Describe($"parameter {i}")} has {g.Backend.CountNonFinite(g)} non-finite value(s) (NaN or Inf); the global norm is undefined");
+        if (!double.IsFinite(sumSq)) throw new InvalidOperationException($"ClipByGlobalNorm: the sum of squares is {sumSq}; the global norm is undefined");
         double total = Math.Sqrt(sumSq);
         double coef = Math.Min(maxNorm / (total + 1e-6), 1.0);
         // torch 1.13 multiplies even when coef is 1; skipping that is exact (x·1 = x) and saves a pass.

@@ -1,3 +1,5 @@
+using DoctorGlm.Engine.Backends;
+
 namespace DoctorGlm.Engine.Optim;
 
 /// <summary>
@@ -46,8 +48,8 @@ public sealed class Lion : Optimizer
     protected override IReadOnlyList<string> StateNames => s_stateNames;
 
     /// <inheritdoc />
-    protected override void Update(Tensor param, Tensor grad, Tensor[] state, long step) =>
-        param.Backend.LionStep(param, grad, state[0], LearningRate, Beta1, Beta2, WeightDecay);
+    protected override void Update(IBackend backend, IReadOnlyList<ParameterUpdate> updates) =>
+        backend.LionStep(updates.Select(u => new LionUpdate(u.Param, u.Grad, u.State[0])).ToList(), LearningRate, Beta1, Beta2, WeightDecay);
 
     /// <inheritdoc />
     protected override IReadOnlyDictionary<string, string> HyperParameters() => new Dictionary<string, string>

@@ -78,12 +78,15 @@ public abstract class Optimizer : IDisposable
     /// <summary>Names of the per-parameter state buffers, in the order <see cref="Update"/> receives them.</summary>
     protected abstract IReadOnlyList<string> StateNames { get; }
 
-    /// <summary>Applies one update to <paramref name="param"/> in place.</summary>
-    /// <param name="param">Contiguous fp32 parameter.</param>
-    /// <param name="grad">Its gradient (contiguous fp32, same shape and device).</param>
-    /// <param name="state">The buffers named by <see cref="StateNames"/> (zeros before the first update).</param>
-    /// <param name="step">This parameter's step number, 1 for its first update.</param>
-    protected abstract void Update(Tensor param, Tensor grad, Tensor[] state, long step);
+    /// <summary>
+    /// Applies one update to every parameter of <paramref name="updates"/> in place, all on <paramref name="backend"/>
+    /// (a fused multi-tensor kernel: one launch per step on the GPU).
+    /// </summary>
+    /// <param name="backend">The backend every tensor of the group lives on.</param>
+    /// <param name="updates">Per parameter: the contiguous fp32 parameter, its gradient (same shape and device),
+    /// the buffers named by <see cref="StateNames"/> (zeros before its first update) and its step number (1 for
+    /// its first update).</param>
+    protected abstract void Update(Backends.IBackend backend, IReadOnlyList<ParameterUpdate> updates);
 
     /// <summary>Hyper-parameters to record in the state file, as invariant round-trip strings (learning rate excluded).</summary>
     protected abstract IReadOnlyDictionary<string, string> HyperParameters();
@@ -98,6 +101,7 @@ public abstract class Optimizer : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var noGrad = GradMode.NoGrad();
+        var pending = new List<ParameterUpdate>(_params.Length);
         for (int i = 0; i < _params.Length; i++)
         {
             var (name, p) = _params[i];
@@ -109,8 +113,9 @@ public abstract class Optimizer : IDisposable
             if (g.Device != p.Device) throw new InvalidOperationException($"{TypeName}.Step: gradient of parameter '{name}' is on {g.Device} but the parameter is on {p.Device}");
             var st = _state[i] ??= NewState(p);
             st.Step++;
-            Update(p, g, st.Buffers, st.Step);
+            pending.Add(new ParameterUpdate(p, g, st.Buffers, st.Step));
         }
+        foreach (var group in pending.GroupBy(u => u.Param.Device)) Update(group.First().Param.Backend, group.ToList());
         StepCount++;
     }
 
@@ -299,3 +304,10 @@ public abstract class Optimizer : IDisposable
 /// <summary>Source-generated JSON for the state file's metadata (the library is AOT-compatible: no reflection).</summary>
 [System.Text.Json.Serialization.JsonSerializable(typeof(string[]), TypeInfoPropertyName = "StringArray")]
 internal sealed partial class OptimJson : System.Text.Json.Serialization.JsonSerializerContext;
+
+/// <summary>One parameter's share of an optimizer step.</summary>
+/// <param name="Param">The contiguous fp32 parameter, updated in place.</param>
+/// <param name="Grad">Its gradient.</param>
+/// <param name="State">Its state buffers (as named by the optimizer).</param>
+/// <param name="Step">Its step number, 1 for its first update.</param>
+public readonly record struct ParameterUpdate(Tensor Param, Tensor Grad, Tensor[] State, long Step);

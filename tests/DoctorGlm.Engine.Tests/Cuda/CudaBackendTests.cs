@@ -327,6 +327,43 @@ public class CudaBackendTests
         }), "optimizers");
     }
 
+    /// <summary>
+    /// The one-launch forms over several tensors (sizes straddling the 65536-element chunk, one empty, each with
+    /// its own step count) give each element exactly the single-tensor result; the multi-tensor Σx² matches the
+    /// CPU's double sum to double rounding.
+    /// </summary>
+    [Fact]
+    public void MultiTensorOptimizersAreBitIdentical()
+    {
+        int[] sizes = [5, 65_536, 0, 140_001, 333];
+        var data = sizes.Select(n => (P: Randn(n), G: Randn(n), M: Randn(n, 0.1), V: Randn(n).Select(x => x * x).ToArray())).ToArray();
+        data[0].G[1] = 0; data[0].M[1] = 0; // Lion's sign(0)
+        var steps = new[] { 1, 3, 3, 7, 2 };
+        Identical(Both((be, d) =>
+        {
+            var t = data.Select((x, i) => (P: T(x.P, d, sizes[i]), G: T(x.G, d, sizes[i]), M: T(x.M, d, sizes[i]), V: T(x.V, d, sizes[i]))).ToArray();
+            be.AdamWStep(t.Select((x, i) => new AdamWUpdate(x.P, x.G, x.M, x.V, 1 - Math.Pow(0.9, steps[i]), 1 - Math.Pow(0.999, steps[i]))).ToList(),
+                1e-3, 0.9, 0.999, 1e-8, 0.01);
+            var l = data.Select((x, i) => (P: T(x.P, d, sizes[i]), M: T(x.M, d, sizes[i]))).ToArray();
+            be.LionStep(l.Select((x, i) => new LionUpdate(x.P, t[i].G, x.M)).ToList(), 1e-4, 0.9, 0.99, 0.1);
+            return [.. t.SelectMany(x => new[] { x.P, x.M, x.V }), .. l.SelectMany(x => new[] { x.P, x.M })];
+        }), "multi-tensor optimizers");
+        // And the same as the single-tensor kernel on the GPU.
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        var (p1, m1, v1) = (T(data[3].P, gpu.Device, sizes[3]), T(data[3].M, gpu.Device, sizes[3]), T(data[3].V, gpu.Device, sizes[3]));
+        var (p2, m2, v2) = (T(data[3].P, gpu.Device, sizes[3]), T(data[3].M, gpu.Device, sizes[3]), T(data[3].V, gpu.Device, sizes[3]));
+        var g = T(data[3].G, gpu.Device, sizes[3]);
+        gpu.AdamWStep(p1, g, m1, v1, 1e-3, 0.9, 0.999, 1e-8, 0.01, 1 - Math.Pow(0.9, 7), 1 - Math.Pow(0.999, 7));
+        gpu.AdamWStep([new AdamWUpdate(p2, g, m2, v2, 1 - Math.Pow(0.9, 7), 1 - Math.Pow(0.999, 7))], 1e-3, 0.9, 0.999, 1e-8, 0.01);
+        Assert.Equal(p1.ToFloatArray(), p2.ToFloatArray());
+
+        var xs = data.Select((x, i) => T(x.G, gpu.Device, sizes[i])).ToList();
+        double want = data.Sum(x => x.G.Sum(v => (double)v * v));
+        double got = gpu.SumOfSquares(xs);
+        Assert.True(Math.Abs(got - want) <= 1e-12 * want, $"Σx² {got} vs {want}");
+    }
+
     [Fact]
     public void DequantizeMatchesSpec()
     {

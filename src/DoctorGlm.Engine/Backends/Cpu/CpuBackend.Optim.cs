@@ -112,4 +112,26 @@ public sealed unsafe partial class CpuBackend
             m[i] = m[i] * beta2 + omb2 * gi;
         }
     }
+
+    /// <inheritdoc />
+    public void AdamWStep(IReadOnlyList<AdamWUpdate> updates, double lr, double beta1, double beta2, double eps, double weightDecay)
+    {
+        // Each tensor's step is already split across the cores; there is no launch overhead to save on the CPU.
+        foreach (var u in updates)
+            AdamWStep(u.Param, u.Grad, u.ExpAvg, u.ExpAvgSq, lr, beta1, beta2, eps, weightDecay, u.BiasCorrection1, u.BiasCorrection2);
+    }
+
+    /// <inheritdoc />
+    public void LionStep(IReadOnlyList<LionUpdate> updates, double lr, double beta1, double beta2, double weightDecay)
+    {
+        foreach (var u in updates) LionStep(u.Param, u.Grad, u.ExpAvg, lr, beta1, beta2, weightDecay);
+    }
+
+    /// <inheritdoc />
+    public double SumOfSquares(IReadOnlyList<Tensor> xs)
+    {
+        double s = 0;
+        foreach (var x in xs) s += SumOfSquares(x);
+        return s;
+    }
 }

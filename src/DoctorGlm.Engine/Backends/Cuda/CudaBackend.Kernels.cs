@@ -194,6 +194,110 @@ public sealed unsafe partial class CudaBackend
         LaunchElementwise("optim.cu", "lion_step", param.NumElements, a);
     }
 
+    // Elements per chunk of a multi-tensor launch: big enough that a block's loop amortises its table reads,
+    // small enough that a few large tensors still spread over every SM.
+    private const long MultiTensorChunk = 1 << 16;
+
+    /// <summary>
+    /// The device-side tables of a multi-tensor launch, uploaded in one copy: per tensor, its pointer columns (e.g.
+    /// p, g, m, v), its length and float columns (e.g. its step size); per chunk, its tensor and start element.
+    /// </summary>
+    private sealed class TensorTable(Scratch buffer, ulong[] pointerColumns, ulong lengths, ulong[] floatColumns, ulong chunkTensor, ulong chunkStart, int chunks) : IDisposable
+    {
+        public ulong[] PointerColumns { get; } = pointerColumns;
+        public ulong Lengths { get; } = lengths;
+        public ulong[] FloatColumns { get; } = floatColumns;
+        public ulong ChunkTensor { get; } = chunkTensor;
+        public ulong ChunkStart { get; } = chunkStart;
+        public int Chunks { get; } = chunks;
+        public void Dispose() => buffer.Dispose();
+    }
+
+    private TensorTable UploadTable(IReadOnlyList<long> lengths, ulong[][] pointers, float[][] floats)
+    {
+        int count = lengths.Count;
+        var chunkTensor = new List<int>();
+        var chunkStart = new List<long>();
+        for (int t = 0; t < count; t++)
+            for (long s = 0; s < lengths[t]; s += MultiTensorChunk) { chunkTensor.Add(t); chunkStart.Add(s); }
+        // 8-byte columns first, then 4-byte ones: every column stays naturally aligned.
+        long bytes = (pointers.Length + 1) * 8L * count + 8L * chunkStart.Count + floats.Length * 4L * count + 4L * chunkTensor.Count;
+        var blob = new byte[Math.Max(bytes, 8)];
+        long at = 0;
+        long Put<T>(ReadOnlySpan<T> values) where T : unmanaged
+        {
+            long start = at;
+            var b = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values);
+            b.CopyTo(blob.AsSpan((int)at));
+            at += b.Length;
+            return start;
+        }
+        var pointerAt = pointers.Select(c => Put<ulong>(c)).ToArray();
+        long lengthsAt = Put<long>(lengths.ToArray());
+        long startAt = Put<long>(chunkStart.ToArray());
+        var floatAt = floats.Select(c => Put<float>(c)).ToArray();
+        long tensorAt = Put<int>(chunkTensor.ToArray());
+        var buffer = Temp(blob.Length);
+        Upload<byte>(blob, buffer.Pointer);
+        ulong b0 = buffer.Pointer;
+        return new TensorTable(buffer, pointerAt.Select(o => b0 + (ulong)o).ToArray(), b0 + (ulong)lengthsAt,
+            floatAt.Select(o => b0 + (ulong)o).ToArray(), b0 + (ulong)tensorAt, b0 + (ulong)startAt, chunkTensor.Count);
+    }
+
+    private uint MultiTensorGrid(int chunks) => (uint)Math.Clamp(chunks, 1, _multiprocessors * 8);
+
+    /// <inheritdoc />
+    public void AdamWStep(IReadOnlyList<AdamWUpdate> updates, double lr, double beta1, double beta2, double eps, double weightDecay)
+    {
+        if (updates.Count == 0) return;
+        using var table = UploadTable(updates.Select(u => u.Param.NumElements).ToArray(),
+            [
+                updates.Select(u => Ptr(u.Param)).ToArray(), updates.Select(u => Ptr(u.Grad)).ToArray(),
+                updates.Select(u => Ptr(u.ExpAvg)).ToArray(), updates.Select(u => Ptr(u.ExpAvgSq)).ToArray(),
+            ],
+            [
+                // Per parameter, the same fp32 factors as the single-tensor kernel derives from its own step count.
+                updates.Select(u => (float)(lr / u.BiasCorrection1)).ToArray(),
+                updates.Select(u => (float)Math.Sqrt(u.BiasCorrection2)).ToArray(),
+            ]);
+        if (table.Chunks == 0) return;
+        var c = table.PointerColumns;
+        using var a = new KernelArgs().Add(c[0]).Add(c[1]).Add(c[2]).Add(c[3]).Add(table.Lengths)
+            .Add(table.FloatColumns[0]).Add(table.FloatColumns[1]).Add(table.ChunkTensor).Add(table.ChunkStart).Add(table.Chunks).Add(MultiTensorChunk)
+            .Add((float)(1.0 - lr * weightDecay)).Add((float)beta1).Add((float)(1.0 - beta1)).Add((float)beta2).Add((float)(1.0 - beta2)).Add((float)eps);
+        Launch("optim.cu", "adamw_multi", (MultiTensorGrid(table.Chunks), 1, 1), (Block, 1, 1), 0, a);
+    }
+
+    /// <inheritdoc />
+    public void LionStep(IReadOnlyList<LionUpdate> updates, double lr, double beta1, double beta2, double weightDecay)
+    {
+        if (updates.Count == 0) return;
+        using var table = UploadTable(updates.Select(u => u.Param.NumElements).ToArray(),
+            [updates.Select(u => Ptr(u.Param)).ToArray(), updates.Select(u => Ptr(u.Grad)).ToArray(), updates.Select(u => Ptr(u.ExpAvg)).ToArray()], []);
+        if (table.Chunks == 0) return;
+        var c = table.PointerColumns;
+        using var a = new KernelArgs().Add(c[0]).Add(c[1]).Add(c[2]).Add(table.Lengths)
+            .Add(table.ChunkTensor).Add(table.ChunkStart).Add(table.Chunks).Add(MultiTensorChunk)
+            .Add((float)(1.0 - lr * weightDecay)).Add((float)lr).Add((float)beta1).Add((float)(1.0 - beta1)).Add((float)beta2).Add((float)(1.0 - beta2));
+        Launch("optim.cu", "lion_multi", (MultiTensorGrid(table.Chunks), 1, 1), (Block, 1, 1), 0, a);
+    }
+
+    /// <inheritdoc />
+    public double SumOfSquares(IReadOnlyList<Tensor> xs)
+    {
+        if (xs.Count == 0) return 0;
+        using var table = UploadTable(xs.Select(x => x.NumElements).ToArray(), [xs.Select(x => Ptr(x)).ToArray()], []);
+        if (table.Chunks == 0) return 0;
+        uint grid = MultiTensorGrid(table.Chunks);
+        using var partials = Temp(grid * sizeof(double));
+        using var a = new KernelArgs().Add(table.PointerColumns[0]).Add(table.Lengths).Add(table.ChunkTensor).Add(table.ChunkStart)
+            .Add(table.Chunks).Add(MultiTensorChunk).Add(partials.Pointer);
+        Launch("optim.cu", "sumsq_multi", (grid, 1, 1), (Block, 1, 1), 0, a);
+        double s = 0;
+        foreach (var p in Download<double>(partials.Pointer, grid)) s += p;
+        return s;
+    }
+
     // ---------------------------------------------------------------- attention
 
     /// <summary>Largest square tile whose backward shared memory (the biggest of the three kernels) fits the default 48 KiB.</summary>
