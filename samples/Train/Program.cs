@@ -29,7 +29,7 @@ var init = Opt("--init", "pretrained: load --model; random: a new model of --con
 var config = Opt("--config", "Size of a random init: tiny (hidden 128, 2 layers, 4 heads, vocabulary of the tokenizer), base (256, 2, 8: the sample's pretrained base), small (256, 4, 8) or 6b (ChatGLM-6B's shape).", "tiny");
 var tokenizer = Opt<string?>("--tokenizer", "SentencePiece model (ChatGLM pieces). Default: the model folder's ice_text.model / tokenizer.model, else samples/Train/base/tokenizer.model.", null);
 var device = Opt("--device", "cpu, cuda or auto (CUDA when available, else CPU).", "cpu");
-var dtype = Opt("--dtype", "bf16, fp16 or fp32: the storage type of the written weights. Training itself runs in fp32 (master weights and activations) on every device.", "fp32");
+var dtype = Opt("--dtype", "bf16, fp16 or fp32: storage type of the frozen base's weight matrices while training with LoRA or P-Tuning (half the memory; tensor cores on the GPU) and of the written weights. Trainable parameters, optimizer state and activations stay fp32; with --method full the weights are trainable, so they stay fp32 and --dtype only sets the written type.", "fp32");
 var method = Opt<string?>("--method", "lora, ptuning or full. Default: lora on a pretrained base, full on a random init.", null);
 var loraRank = Opt("--lora-rank", "LoRA rank r.", 8);
 var loraAlpha = Opt("--lora-alpha", "LoRA alpha (the update is scaled by alpha / r).", 32f);
@@ -104,14 +104,15 @@ int Run(ParseResult p)
     if (random)
     {
         var cfg = RandomConfig(p.GetValue(config)!, tok);
-        glm = GlmModel.CreateRandom(cfg, new RandomGenerator(p.GetValue(seed)), dev);
+        glm = GlmModel.CreateRandom(cfg, new RandomGenerator(p.GetValue(seed)), dev, weightDType: trainingMethod == TrainingMethod.Full ? DType.F32 : exportType);
         modelDescription = $"random init '{p.GetValue(config)}'";
     }
     else
     {
         var cfg = GlmConfigFor(modelDir!);
         using var src = CheckpointReader.Open(modelDir!);
-        glm = GlmModel.Load(cfg, src, dev, trainable: trainingMethod == TrainingMethod.Full);
+        glm = GlmModel.Load(cfg, src, dev, trainable: trainingMethod == TrainingMethod.Full,
+            weightDType: trainingMethod == TrainingMethod.Full ? DType.F32 : exportType);
         modelDescription = Path.GetFullPath(modelDir!);
     }
     using var _ = glm;
@@ -161,7 +162,7 @@ int Run(ParseResult p)
     trainer.RunInfo["eval_file"] = Path.GetFullPath(evalPath);
     trainer.RunInfo["command_line"] = string.Join(' ', args);
 
-    AnsiConsole.MarkupLineInterpolated($"[bold]DoctorGlm.Engine[/] — {trainingMethod.ToString().ToLowerInvariant()} on {modelDescription}: {c.NumLayers} layers, hidden {c.HiddenSize}, vocabulary {c.VocabSize}, {c.ParameterCount:N0} base parameters, {trainer.TrainableParameterCount:N0} trainable; device {dev}");
+    AnsiConsole.MarkupLineInterpolated($"[bold]DoctorGlm.Engine[/] — {trainingMethod.ToString().ToLowerInvariant()} on {modelDescription}: {c.NumLayers} layers, hidden {c.HiddenSize}, vocabulary {c.VocabSize}, {c.ParameterCount:N0} base parameters ({glm.BaseParameterBytes / 1048576.0:N1} MiB, matrices in {glm.WeightDType}), {trainer.TrainableParameterCount:N0} trainable; device {dev}");
     AnsiConsole.MarkupLineInterpolated($"{trainer.TotalSteps} steps × {options.BatchSize * options.GradientAccumulation} sequences, {options.Optimizer} lr {options.LearningRate:G3} ({options.Schedule}, warm-up {options.WarmupSteps}), output {outDir}");
     GenerationEvaluator? generationEval = null;
     IReadOnlyDictionary<string, double>? generationBefore = null;

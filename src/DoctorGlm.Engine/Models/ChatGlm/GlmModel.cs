@@ -122,12 +122,16 @@ public sealed partial class GlmModel : IDisposable
 
     /// <summary>
     /// A randomly initialised model for from-scratch training: embedding and linear weights N(0, <paramref name="std"/>)
-    /// (config initializer_range 0.02), biases 0, LayerNorm weight 1 and bias 0. Parameters are trainable.
+    /// (config initializer_range 0.02), biases 0, LayerNorm weight 1 and bias 0. Parameters are trainable, unless
+    /// <paramref name="weightDType"/> keeps the weight matrices in 16 bits: then the base is frozen (a stand-in base
+    /// for LoRA or P-Tuning, e.g. the 6B shape for speed and memory measurements), and each matrix is drawn in fp32
+    /// and converted on its own, so the peak is one matrix above the 16-bit model.
     /// </summary>
-    public static GlmModel CreateRandom(GlmConfig config, RandomGenerator rng, Device? device = null, float std = 0.02f)
+    public static GlmModel CreateRandom(GlmConfig config, RandomGenerator rng, Device? device = null, float std = 0.02f, DType weightDType = DType.F32)
     {
         ArgumentNullException.ThrowIfNull(rng);
         CheckSupported(config);
+        CheckWeightDType(weightDType, trainable: false, "GlmModel.CreateRandom");
         var dev = device ?? Device.Cpu;
         var p = new Dictionary<string, Tensor>();
         using (TensorScope.Unscoped())
@@ -136,10 +140,17 @@ public sealed partial class GlmModel : IDisposable
                 Tensor t = name.EndsWith("layernorm.weight", StringComparison.Ordinal) ? Tensor.Full(shape, 1f, DType.F32, dev)
                     : shape.Rank == 1 ? Tensor.Zeros(shape, DType.F32, dev)
                     : rng.Normal(shape, std, dev);
-                t.RequiresGrad = true;
+                if (shape.Rank == 2 && weightDType != DType.F32)
+                {
+                    var half = Tensor.Empty(shape, weightDType, dev);
+                    t.Backend.Copy(t, half);
+                    t.Dispose();
+                    t = half;
+                }
+                t.RequiresGrad = weightDType == DType.F32;
                 p[name] = t;
             }
-        return new GlmModel(config, p, dev);
+        return new GlmModel(config, p, dev, weightDType);
     }
 
     /// <summary>
