@@ -3,30 +3,38 @@
 // --fmad=false and IEEE sqrt/division (no fast math) every element matches the CPU bit for bit.
 #include "common.cuh"
 
+// One element of AdamW, shared by the single- and multi-tensor kernels.
+__device__ __forceinline__ void adamw_element(float* p, const float* g, float* m, float* v, i64 i,
+                                              float decay, float beta1, float omb1, float beta2, float omb2,
+                                              float step_size, float bc2_sqrt, float eps) {
+    float gi = g[i];
+    float mi = m[i] * beta1 + omb1 * gi;
+    float vi = v[i] * beta2 + omb2 * gi * gi;
+    float denom = sqrtf(vi) / bc2_sqrt + eps;
+    p[i] = p[i] * decay - step_size * mi / denom;
+    m[i] = mi;
+    v[i] = vi;
+}
+
+// One element of Lion: sign(0) = 0 and NaN propagates, as torch.sign.
+__device__ __forceinline__ void lion_element(float* p, const float* g, float* m, i64 i,
+                                             float decay, float lr, float beta1, float omb1, float beta2, float omb2) {
+    float gi = g[i];
+    float c = m[i] * beta1 + omb1 * gi;
+    float sign = c > 0.0f ? 1.0f : c < 0.0f ? -1.0f : c == 0.0f ? 0.0f : __int_as_float(0x7fc00000);
+    p[i] = p[i] * decay - lr * sign;
+    m[i] = m[i] * beta2 + omb2 * gi;
+}
+
 extern "C" __global__ void adamw_step(float* p, const float* g, float* m, float* v, i64 n,
                                       float decay, float beta1, float omb1, float beta2, float omb2,
                                       float step_size, float bc2_sqrt, float eps) {
-    GRID_STRIDE(i, n) {
-        float gi = g[i];
-        float mi = m[i] * beta1 + omb1 * gi;
-        float vi = v[i] * beta2 + omb2 * gi * gi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = p[i] * decay - step_size * mi / denom;
-        m[i] = mi;
-        v[i] = vi;
-    }
+    GRID_STRIDE(i, n) adamw_element(p, g, m, v, i, decay, beta1, omb1, beta2, omb2, step_size, bc2_sqrt, eps);
 }
 
-// Lion: sign(0) = 0 and NaN propagates, as torch.sign.
 extern "C" __global__ void lion_step(float* p, const float* g, float* m, i64 n,
                                      float decay, float lr, float beta1, float omb1, float beta2, float omb2) {
-    GRID_STRIDE(i, n) {
-        float gi = g[i];
-        float c = m[i] * beta1 + omb1 * gi;
-        float sign = c > 0.0f ? 1.0f : c < 0.0f ? -1.0f : c == 0.0f ? 0.0f : __int_as_float(0x7fc00000);
-        p[i] = p[i] * decay - lr * sign;
-        m[i] = m[i] * beta2 + omb2 * gi;
-    }
+    GRID_STRIDE(i, n) lion_element(p, g, m, i, decay, lr, beta1, omb1, beta2, omb2);
 }
 
 // ---- Multi-tensor forms: one launch over every parameter of a step -----------------------------------------
@@ -42,17 +50,9 @@ extern "C" __global__ void adamw_multi(float* const* p, const float* const* g, f
     for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
         int t = chunk_tensor[c];
         i64 start = chunk_start[c], end = min(start + chunk, n[t]);
-        float* pt = p[t]; const float* gt = g[t]; float* mt = m[t]; float* vt = v[t];
         float ss = step_size[t], bc2 = bc2_sqrt[t];
-        for (i64 i = start + threadIdx.x; i < end; i += blockDim.x) {
-            float gi = gt[i];
-            float mi = mt[i] * beta1 + omb1 * gi;
-            float vi = vt[i] * beta2 + omb2 * gi * gi;
-            float denom = sqrtf(vi) / bc2 + eps;
-            pt[i] = pt[i] * decay - ss * mi / denom;
-            mt[i] = mi;
-            vt[i] = vi;
-        }
+        for (i64 i = start + threadIdx.x; i < end; i += blockDim.x)
+            adamw_element(p[t], g[t], m[t], v[t], i, decay, beta1, omb1, beta2, omb2, ss, bc2, eps);
     }
 }
 
@@ -62,14 +62,8 @@ extern "C" __global__ void lion_multi(float* const* p, const float* const* g, fl
     for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
         int t = chunk_tensor[c];
         i64 start = chunk_start[c], end = min(start + chunk, n[t]);
-        float* pt = p[t]; const float* gt = g[t]; float* mt = m[t];
-        for (i64 i = start + threadIdx.x; i < end; i += blockDim.x) {
-            float gi = gt[i];
-            float cv = mt[i] * beta1 + omb1 * gi;
-            float sign = cv > 0.0f ? 1.0f : cv < 0.0f ? -1.0f : cv == 0.0f ? 0.0f : __int_as_float(0x7fc00000);
-            pt[i] = pt[i] * decay - lr * sign;
-            mt[i] = mt[i] * beta2 + omb2 * gi;
-        }
+        for (i64 i = start + threadIdx.x; i < end; i += blockDim.x)
+            lion_element(p[t], g[t], m[t], i, decay, lr, beta1, omb1, beta2, omb2);
     }
 }
 

@@ -128,19 +128,26 @@ public sealed class AttentionOpCases : IOpCases
         return o;
     }
 
+    /// <summary>Per sample a context length and a left padding; sample 0 is padded whenever there is room, so fully
+    /// blocked rows appear in most instances.</summary>
+    private static (int[] Ctx, int[] Pad) RandomLayout(Random r, int batch, int seq)
+    {
+        var ctx = new int[batch];
+        var pad = new int[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            pad[b] = seq > 1 && (b == 0 || r.Next(2) == 0) ? r.Next(1, seq) : 0;
+            ctx[b] = r.Next(0, seq - pad[b] + 1);
+        }
+        return (ctx, pad);
+    }
+
     private static OpInstance Attention(Random r, bool masked, bool prefix)
     {
         int batch = 1 + r.Next(3), seq = 1 + r.Next(9), heads = 1 + r.Next(3), d = 4 * (1 + r.Next(3));
         int nPrefix = prefix ? 1 + r.Next(4) : 0;
         float c = (float)(1 + r.Next(28));
-        var ctx = new int[batch];
-        var pad = new int[batch];
-        for (int b = 0; b < batch; b++)
-        {
-            // Sample 0 is left-padded whenever there is room, so fully blocked rows appear in most instances.
-            pad[b] = seq > 1 && (b == 0 || r.Next(2) == 0) ? r.Next(1, seq) : 0;
-            ctx[b] = r.Next(0, seq - pad[b] + 1);
-        }
+        var (ctx, pad) = RandomLayout(r, batch, seq);
         var inputs = new List<OpInput>
         {
             OpInput.Randn(r, "q", [batch, seq, heads, d]),
@@ -175,13 +182,7 @@ public sealed class AttentionOpCases : IOpCases
         int batch = 1 + r.Next(3), seq = 1 + r.Next(9), heads = 1 + r.Next(3), d = 4 * (1 + r.Next(3));
         int nPrefix = prefix ? 1 + r.Next(4) : 0;
         float c = (float)(1 + r.Next(28));
-        var ctx = new int[batch];
-        var pad = new int[batch];
-        for (int b = 0; b < batch; b++)
-        {
-            pad[b] = seq > 1 && (b == 0 || r.Next(2) == 0) ? r.Next(1, seq) : 0;
-            ctx[b] = r.Next(0, seq - pad[b] + 1);
-        }
+        var (ctx, pad) = RandomLayout(r, batch, seq);
         var ids = new double[batch * 2 * seq];
         for (int i = 0; i < ids.Length; i++) ids[i] = r.Next(0, 60);
         var inputs = new List<OpInput>
