@@ -248,8 +248,16 @@ int Run(ParseResult p)
         _ => $"dotnet run --project samples/Chat -- --model \"{chatModel}\"",
     };
     AnsiConsole.MarkupLineInterpolated($"loss curve: {Path.Combine(outDir, "loss.png")}, per step: {Path.Combine(outDir, "loss.csv")}");
-    AnsiConsole.MarkupLine("talk to the result:");
-    Console.WriteLine("  " + chat);
+    if (random && trainingMethod != TrainingMethod.Full)
+    {
+        // An adapter over a random init that was never saved has no base to load it onto.
+        AnsiConsole.MarkupLine("[grey](the base was a random init that is not saved, so there is nothing to chat with)[/]");
+    }
+    else
+    {
+        AnsiConsole.MarkupLine("talk to the result:");
+        Console.WriteLine("  " + chat);
+    }
     if (before.Step == 0 && after.Step == result.TotalSteps && !(after.Loss < before.Loss))
     {
         AnsiConsole.MarkupLine("[red]the evaluation loss did not improve[/]");
