@@ -30,6 +30,8 @@ __device__ __forceinline__ float bf16_to_f32(u16 b) { return __uint_as_float(((u
 
 // fp32 -> fp16 with the hardware's IEEE round-to-nearest-even conversion (same as System.Half).
 __device__ __forceinline__ u16 f32_to_f16(float f) {
+    u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)(((u >> 16) & 0x8000u) | 0x7e00u | ((u >> 13) & 0x03ffu));
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
@@ -37,6 +39,7 @@ __device__ __forceinline__ u16 f32_to_f16(float f) {
 
 // fp16 -> fp32 (exact).
 __device__ __forceinline__ float f16_to_f32(u16 h) {
+    if ((h & 0x7fffu) > 0x7c00u) return __uint_as_float(((u32)(h & 0x8000u) << 16) | 0x7fc00000u | ((u32)(h & 0x03ffu) << 13));
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
@@ -90,22 +93,6 @@ __device__ T block_sum(T v) {
     __syncthreads();
     T r = lane < warps ? partial[lane] : (T)0;
     return warp_sum(r);
-}
-
-// Block-wide max; NaN propagates (fmaxf would drop it, and the CPU's Max returns NaN for a row containing one).
-__device__ float block_max_nan(float v) {
-    __shared__ float partial[32];
-    __shared__ int any_nan;
-    if (threadIdx.x == 0) any_nan = 0;
-    __syncthreads();
-    if (v != v) any_nan = 1;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-    v = warp_max(v);
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    float r = lane < warps ? partial[lane] : -DGLM_INF;
-    r = warp_max(r);
-    return any_nan ? __int_as_float(0x7fc00000) : r;
 }
 
 // SplitMix64's finaliser, as RandomGenerator.Mix.

@@ -36,7 +36,7 @@ extern "C" __global__ void cross_entropy_forward(const float* logits, const int*
         if (x == DGLM_INF) { pos_inf = true; continue; }
         lse_merge(m, s, x, 1.0);
     }
-    if (pos_inf) nan_seen = 2; // +∞ logit: the CPU's max is +∞ and the loss is not finite
+    if (pos_inf) atomicCAS(&nan_seen, 0, 2); // +∞ logit: the CPU's max is +∞ and the loss is not finite
     // Merge the per-thread (max, sum) pairs: warp shuffles, then one value per warp through shared memory.
     for (int o = 16; o > 0; o >>= 1) {
         float m2 = __shfl_xor_sync(0xffffffffu, m, o);
@@ -50,13 +50,13 @@ extern "C" __global__ void cross_entropy_forward(const float* logits, const int*
         float mm = -DGLM_INF;
         double sum = 0.0;
         for (int w = 0; w < warps; w++) lse_merge(mm, sum, sm[w], ss[w]);
-        float l;
-        if (nan_seen == 1) l = __int_as_float(0x7fc00000);
-        else if (nan_seen == 2) l = DGLM_INF;
-        else if (mm == -DGLM_INF) l = -DGLM_INF; // every logit −∞: the loss is −∞ − (−∞) = NaN below
-        else l = (float)((double)mm + log(sum));
-        lse[r] = l;
-        row_loss[r] = (float)((double)l - (double)row[t]);
+        double l;
+        if (nan_seen == 1) l = (double)__int_as_float(0x7fc00000);
+        else if (nan_seen == 2) l = (double)DGLM_INF;
+        else if (mm == -DGLM_INF) l = -(double)DGLM_INF;
+        else l = (double)mm + log(sum);
+        lse[r] = (float)l;
+        row_loss[r] = (float)(l - (double)row[t]);
     }
 }
 

@@ -9,6 +9,6 @@ extern "C" __global__ void tanh_forward(const float* x, float* y, i64 n) {
 extern "C" __global__ void tanh_backward(const float* y, const float* dy, float* dx, i64 n) {
     GRID_STRIDE(i, n) {
         float t = y[i];
-        dx[i] = dy[i] * (1.0f - t * t);
+        dx[i] = dy[i] * ((1.0f - t) * (1.0f + t));
     }
 }

@@ -9,6 +9,7 @@ namespace DoctorGlm.Engine.Tests.Cuda;
 /// Every CUDA kernel against the CPU reference on the same inputs. Outputs are poisoned with NaN before each
 /// kernel, so an element the kernel forgets to write fails the comparison. Skipped (dynamically) without a GPU.
 /// </summary>
+[Collection(GpuCollection.Name)]
 public class CudaBackendTests
 {
     private static readonly Random s_rng = new(1234);

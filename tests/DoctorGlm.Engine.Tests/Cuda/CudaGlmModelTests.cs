@@ -8,6 +8,7 @@ namespace DoctorGlm.Engine.Tests.Cuda;
 /// loss and LoRA gradients within 1e-4 relative; bf16 (the GPU then also rounds activations to bf16 at each
 /// GEMM) loss within 2e-2 and gradients within 5e-2 relative. Skipped without a GPU.
 /// </summary>
+[Collection(GpuCollection.Name)]
 public class CudaGlmModelTests(ITestOutputHelper output)
 {
     [Theory]

@@ -32,3 +32,14 @@ internal static class CudaTestSetup
         return Backend!;
     }
 }
+
+/// <summary>
+/// The test classes that use the GPU run one after another (xunit runs collections in parallel): they share the
+/// device's allocator, whose pool statistics a test checks exactly.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class GpuCollection
+{
+    /// <summary>The collection's name.</summary>
+    public const string Name = "GPU";
+}

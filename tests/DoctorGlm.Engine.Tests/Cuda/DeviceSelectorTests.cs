@@ -3,6 +3,7 @@ using DoctorGlm.Engine.Backends;
 namespace DoctorGlm.Engine.Tests.Cuda;
 
 /// <summary>Device choice: "cpu" always works, "auto" falls back with a reason, "cuda" fails loudly without a GPU.</summary>
+[Collection(GpuCollection.Name)]
 public class DeviceSelectorTests
 {
     [Fact]

@@ -53,6 +53,54 @@ public class LibraryResolutionTests
     }
 
     [Fact]
+    public void NvrtcNewerThanTheDriverIsSkipped()
+    {
+        // A 12.4 driver cannot load CUBINs from NVRTC 13, even when a CUDA 13 toolkit is installed next to 12.
+        var tried = new List<string>();
+        var present = new[] { "/usr/local/cuda-13.0/lib64/libnvrtc.so.13", "/usr/local/cuda-12.4/lib64/libnvrtc.so.12" };
+        var s = Fake([], ["/usr/local/cuda-13.0", "/usr/local/cuda-12.4"], present.Contains, tried) with { DriverVersion = 12040 };
+        s.Load("nvrtc");
+        Assert.Equal("/usr/local/cuda-12.4/lib64/libnvrtc.so.12", tried[^1]);
+        Assert.DoesNotContain(tried, p => p.EndsWith(".so.13", StringComparison.Ordinal));
+        // Unknown driver version (not initialised yet): newest first, as before.
+        tried.Clear();
+        Fake([], ["/usr/local/cuda-13.0", "/usr/local/cuda-12.4"], present.Contains, tried).Load("nvrtc");
+        Assert.Equal("/usr/local/cuda-13.0/lib64/libnvrtc.so.13", tried[^1]);
+        Assert.Equal(13, LibrarySearch.MajorOf("libnvrtc.so.13"));
+        Assert.Equal(11, LibrarySearch.MajorOf("libnvrtc.so.11.2"));
+        Assert.Equal(11, LibrarySearch.MajorOf("nvrtc64_112_0.dll"));
+        Assert.Equal(12, LibrarySearch.MajorOf("cublas64_12.dll"));
+        Assert.Null(LibrarySearch.MajorOf("libnvrtc.so"));
+    }
+
+    [Fact]
+    public void CublasLtOfTheSameReleaseIsLoadedFirstWhenCublasNeedsIt()
+    {
+        // libcublas.so.12 in a folder on no loader path fails until its libcublasLt.so.12 is loaded from there.
+        var loaded = new List<string>();
+        var s = new LibrarySearch(false, n => n == "DOCTORGLM_CUDA_PATH" ? "/opt/cu12" : null, () => [], p =>
+        {
+            if (p == "/opt/cu12/libcublasLt.so.12") { loaded.Add(p); return 7; }
+            if (p == "/opt/cu12/libcublas.so.12" && loaded.Contains("/opt/cu12/libcublasLt.so.12")) { loaded.Add(p); return 8; }
+            return 0;
+        });
+        Assert.Equal(8, s.Load("cublas"));
+        Assert.Equal(["/opt/cu12/libcublasLt.so.12", "/opt/cu12/libcublas.so.12"], loaded);
+    }
+
+    [Fact]
+    public void NvrtcBuiltinsAreLoadedFromTheFolderNvrtcCameFrom()
+    {
+        var tried = new List<string>();
+        var s = Fake(new() { ["DOCTORGLM_CUDA_PATH"] = "/opt/cu" }, [], p => p.StartsWith("/opt/cu/", StringComparison.Ordinal), tried) with
+        {
+            ListFiles = (folder, pattern) => folder == "/opt/cu" && pattern == "libnvrtc-builtins.so*" ? ["/opt/cu/libnvrtc-builtins.so.13.0"] : [],
+        };
+        s.Load("nvrtc");
+        Assert.Equal(["/opt/cu/libnvrtc.so.13", "/opt/cu/libnvrtc-builtins.so.13.0"], tried);
+    }
+
+    [Fact]
     public void FallsBackToTheSystemLoaderByBareName()
     {
         var tried = new List<string>();

@@ -7,6 +7,7 @@ namespace DoctorGlm.Engine.Tests.Harness;
 /// Runs every registered op case on every backend present: forward against the double-precision reference, and
 /// every differentiable input's gradient against central finite differences of that reference.
 /// </summary>
+[Collection(Cuda.GpuCollection.Name)]
 public class OpHarnessTests
 {
     private static readonly Lazy<Dictionary<string, OpCase>> s_cases = new(() =>

@@ -115,4 +115,17 @@ public class QuantizedMatVecTests
         x.Backend.QuantizedMatVec(x, q.Data, q.Scale, bits, y);
         Assert.DoesNotContain(y.ToFloatArray(), float.IsNaN);
     }
+
+    [Fact]
+    public void Int4_with_an_odd_input_width_is_refused_rather_than_read_past_the_row()
+    {
+        using var scope = TensorScope.Begin();
+        // 5 INT4 columns would need 2.5 bytes per row; a 2-byte row makes the last column read the next row's byte.
+        var x = Tensor.Full(new Shape(1, 5), 1f);
+        var q = Tensor.FromBytes(new byte[6], new Shape(3, 2), DType.I8, Device.Cpu);
+        var scale = Tensor.Full(new Shape(3), 1f, DType.F16);
+        var y = Tensor.Empty(new Shape(1, 3), DType.F32, Device.Cpu);
+        var e = Assert.Throws<ArgumentException>(() => x.Backend.QuantizedMatVec(x, q, scale, 4, y));
+        Assert.Contains("do not fit", e.Message);
+    }
 }

@@ -58,7 +58,7 @@ public sealed unsafe partial class CpuBackend
     {
         int rows = x.Shape[0], cols = x.Shape[1], outF = y.Shape[1];
         int packed = bits == 4 ? cols / 2 : cols;
-        if (bits is not (8 or 4) || q.DType != DType.I8 || q.Shape != new Shape(outF, packed) || scale.NumElements != outF || y.Shape[0] != rows)
+        if (bits is not (8 or 4) || (bits == 4 && cols % 2 != 0) || q.DType != DType.I8 || q.Shape != new Shape(outF, packed) || scale.NumElements != outF || y.Shape[0] != rows)
             throw new ArgumentException($"QuantizedMatVec: x {x.Shape}, INT{bits} weight {q.Describe("q")}, scale {scale.Shape} and y {y.Shape} do not fit");
         float* px = x.Ptr<float>(), py = y.Ptr<float>();
         sbyte* pq = q.Ptr<sbyte>();

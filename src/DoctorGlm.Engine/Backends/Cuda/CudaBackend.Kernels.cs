@@ -319,7 +319,7 @@ public sealed unsafe partial class CudaBackend
     {
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0;
-        if (batch == 0 || seq == 0) return;
+        if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
         int t = AttentionTile(d);
         int shared = (4 * t * d + t * t + 3 * t) * sizeof(float);
         using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
@@ -334,7 +334,7 @@ public sealed unsafe partial class CudaBackend
     {
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
-        if (batch == 0 || seq == 0) return;
+        if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
         int t = AttentionTile(d);
         long rows = (long)batch * heads * seq;
         using var delta = Temp(rows * sizeof(float));
@@ -401,10 +401,11 @@ public sealed unsafe partial class CudaBackend
     {
         int rows = x.Shape[0], cols = x.Shape[1], outF = y.Shape[1];
         int packed = bits == 4 ? cols / 2 : cols;
-        if (bits is not (8 or 4) || q.DType != DType.I8 || q.Shape != new Shape(outF, packed) || scale.DType != DType.F16 || scale.NumElements != outF || y.Shape[0] != rows)
+        if (bits is not (8 or 4) || (bits == 4 && cols % 2 != 0) || q.DType != DType.I8 || q.Shape != new Shape(outF, packed) || scale.DType != DType.F16 || scale.NumElements != outF || y.Shape[0] != rows)
             throw new ArgumentException($"QuantizedMatVec: x {x.Shape}, INT{bits} weight {q.Describe("q")}, scale {scale.Shape} and y {y.Shape} do not fit");
         RequireContiguous(x, "x");
         RequireContiguous(y, "y");
+        if (outF == 0) return; // a zero-sized grid is a launch error, not an empty launch
         for (int r0 = 0; r0 < rows; r0 += QuantMatVecMaxRows)
         {
             int n = Math.Min(QuantMatVecMaxRows, rows - r0);

@@ -35,6 +35,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
 
     private CudaBackend(int ordinal, KernelCompiler compiler)
     {
+        NativeLibraries.DriverVersion ??= CudaDriver.DriverVersion(); // before NVRTC is first loaded: see LibrarySearch.Load
         int dev = CudaDriver.DeviceGet(ordinal);
         Device = Device.Cuda(ordinal);
         DeviceName = CudaDriver.DeviceName(dev);
@@ -427,9 +428,17 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
             // math mode, in which cuBLAS may use tensor cores, still accumulating in fp32 (CUBLAS_COMPUTE_32F).
             int mode = ta == DType.F32 ? Cublas.CUBLAS_PEDANTIC_MATH : Cublas.CUBLAS_DEFAULT_MATH;
             if (mode != _cublasMathMode) { Cublas.SetMathMode(_cublas, mode); _cublasMathMode = mode; }
-            Cublas.GemmStridedBatched(_cublas, transB, transA, n, m, k, alpha,
+            void Run() => Cublas.GemmStridedBatched(_cublas, transB, transA, n, m, k, alpha,
                 pb, CublasType(tb), lb, strideB, pa, CublasType(ta), la, strideA,
                 beta, pc, CublasType(c.DType), lc, strideC, batch);
+            try { Run(); }
+            catch (CudaException e) when (e.Status == Cublas.CUBLAS_STATUS_ALLOC_FAILED)
+            {
+                // cuBLAS allocates its workspace itself, outside our pool; when the pool holds the memory, give the
+                // pooled (unused) blocks back to the driver and try once more.
+                _allocator.Trim();
+                Run();
+            }
         }
     }
 

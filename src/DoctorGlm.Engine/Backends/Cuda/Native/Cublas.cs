@@ -15,6 +15,8 @@ internal static unsafe partial class Cublas
     public const int CUBLAS_PEDANTIC_MATH = 2;
     /// <summary>CUBLAS_DEFAULT_MATH: tensor cores allowed for 16-bit inputs; fp32 inputs still without TF32.</summary>
     public const int CUBLAS_DEFAULT_MATH = 0;
+    /// <summary>CUBLAS_STATUS_ALLOC_FAILED: cuBLAS could not allocate its workspace.</summary>
+    public const int CUBLAS_STATUS_ALLOC_FAILED = 3;
     public const int CUDA_R_32F = 0, CUDA_R_16F = 2, CUDA_R_16BF = 14;
     public const int CUBLAS_COMPUTE_32F = 68;
     public const int CUBLAS_GEMM_DEFAULT = -1;

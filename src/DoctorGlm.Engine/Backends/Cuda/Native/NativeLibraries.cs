@@ -43,6 +43,12 @@ internal static class NativeLibraries
 
     /// <summary>The folder libcuda was loaded from, once it has been (the driver's folder is searched for the others).</summary>
     internal static string? DriverFolder { get; set; }
+
+    /// <summary>
+    /// The driver's CUDA version (cuDriverGetVersion, e.g. 12040), once the backend has read it: NVRTC releases of a
+    /// newer major version are then skipped, since a driver cannot load the CUBINs they produce.
+    /// </summary>
+    internal static int? DriverVersion { get; set; }
 }
 
 /// <summary>
@@ -52,14 +58,33 @@ internal static class NativeLibraries
 /// <param name="GetEnv">Reads an environment variable.</param>
 /// <param name="ListCudaRoots">Lists folders matching <c>/usr/local/cuda*</c>.</param>
 /// <param name="TryLoad">Tries to load a library by full path or bare name; returns 0 on failure.</param>
-internal sealed record LibrarySearch(bool Windows, Func<string, string?> GetEnv, Func<IEnumerable<string>> ListCudaRoots, Func<string, nint> TryLoad)
+/// <param name="ListFiles">Lists the files of a folder matching a wildcard pattern (none when the folder is missing).</param>
+/// <param name="DriverVersion">The driver's CUDA version (e.g. 12040) when known: NVRTC of a newer major is skipped.</param>
+internal sealed record LibrarySearch(bool Windows, Func<string, string?> GetEnv, Func<IEnumerable<string>> ListCudaRoots, Func<string, nint> TryLoad,
+    Func<string, string, IEnumerable<string>>? ListFiles = null, int? DriverVersion = null)
 {
     /// <summary>The real process: real environment, real <c>/usr/local</c>, <see cref="NativeLibrary.TryLoad(string, out nint)"/>.</summary>
     public static LibrarySearch ForThisProcess() => new(
         OperatingSystem.IsWindows(),
         Environment.GetEnvironmentVariable,
         () => Directory.Exists("/usr/local") ? Directory.EnumerateDirectories("/usr/local", "cuda*") : [],
-        p => NativeLibrary.TryLoad(p, out var h) ? h : 0);
+        p => NativeLibrary.TryLoad(p, out var h) ? h : 0,
+        (folder, pattern) => Directory.Exists(folder) ? Directory.EnumerateFiles(folder, pattern).Order(StringComparer.Ordinal) : [],
+        NativeLibraries.DriverVersion);
+
+    /// <summary>The CUDA major version a candidate file name belongs to (libnvrtc.so.12 → 12, nvrtc64_112_0.dll → 11), or null.</summary>
+    internal static int? MajorOf(string name)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(name, @"\.so\.(\d+)|64_(\d+)");
+        if (!m.Success) return null;
+        int v = int.Parse(m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
+        return v >= 100 ? v / 10 : v; // DLL names carry major·10 + minor (112 → 11, 130 → 13)
+    }
+
+    /// <summary>A library that must be loaded before <paramref name="name"/> when it sits in a folder the system
+    /// loader does not search: libcublas needs the libcublasLt of its own release.</summary>
+    internal string? Prerequisite(string logical, string name) => logical == "cublas" && MajorOf(name) is int major
+        ? (Windows ? $"cublasLt64_{major}.dll" : $"libcublasLt.so.{major}") : null;
 
     /// <summary>File names for a logical library, newest CUDA release first.</summary>
     public static IReadOnlyList<string> CandidateNames(string logical, bool windows) => (logical, windows) switch
@@ -113,15 +138,24 @@ internal sealed record LibrarySearch(bool Windows, Func<string, string?> GetEnv,
     public nint Load(string logical)
     {
         var names = CandidateNames(logical, Windows);
+        // A driver cannot load CUBINs from a newer NVRTC major (the soname without a number stays, as a last resort).
+        if (logical == "nvrtc" && DriverVersion is int dv)
+            names = names.Where(n => MajorOf(n) is not int major || major <= dv / 1000).ToList();
         var folders = Folders(NativeLibraries.DriverFolder);
         foreach (var folder in folders)
             foreach (var name in names)
             {
                 var full = Path.Combine(folder, name);
                 var h = TryLoad(full);
+                if (h == 0 && Prerequisite(logical, name) is { } pre && TryLoad(Path.Combine(folder, pre)) != 0)
+                    h = TryLoad(full); // its dependency was not on the loader's path; now it is loaded
                 if (h != 0)
                 {
                     if (logical == "cuda") NativeLibraries.DriverFolder = folder;
+                    // NVRTC dlopens libnvrtc-builtins by soname when it compiles; loaded now from the same folder, the
+                    // loader finds it even where that folder is on no search path.
+                    if (logical == "nvrtc" && ListFiles is not null)
+                        foreach (var b in ListFiles(folder, Windows ? "nvrtc-builtins64_*.dll" : "libnvrtc-builtins.so*")) TryLoad(b);
                     return h;
                 }
             }
