@@ -79,6 +79,26 @@ public class GlmMixedPrecisionTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_bf16_model_quantizes_to_int8_and_keeps_its_embedding_in_bf16()
+    {
+        using var scope = TensorScope.Begin();
+        var config = ModelFixture.Config;
+        using var w = ModelFixture.Open("weights");
+        using var half = GlmModel.Load(config, w, weightDType: DType.BF16);
+        using var full = ModelFixture.LoadModel();
+        using var batch = GlmInputs.Build(ModelFixture.Rows(ModelFixture.Open("train"), "ids"), config);
+        float[] reference;
+        using (Autograd.GradMode.NoGrad()) reference = full.Forward(batch).ToFloatArray();
+        half.Quantize(8);
+        Assert.Equal(DType.BF16, half.Parameter(GlmModel.EmbeddingKey).DType);
+        float[] quantized;
+        using (Autograd.GradMode.NoGrad()) quantized = half.Forward(batch).ToFloatArray();
+        double err = ModelFixture.RelErr(reference, quantized);
+        output.WriteLine($"bf16 + INT8 vs fp32 logits: {err:E2}");
+        Assert.True(err < 1e-2, $"bf16 + INT8 logits {err:E3} of max |logit| from fp32");
+    }
+
+    [Fact]
     public void Merging_lora_into_bf16_weights_matches_the_unmerged_forward_to_bf16_precision()
     {
         using var scope = TensorScope.Begin();
