@@ -51,7 +51,8 @@ IConfig config = DefaultConfig.Instance
     .AddJob(job)
     .AddColumn(new GflopsColumn(), new GbpsColumn(), new CudaTimeColumn(), new CudaRateColumn(), new CudaCeilingColumn());
 
-// Without a GPU the CUDA classes are left out with one line, instead of failing one by one in their global setup.
+// Without a GPU the CUDA classes are left out with one line, instead of failing one by one in their global setup
+// (listing them with --list needs no GPU).
 var types = typeof(GflopsColumn).Assembly.GetTypes()
     .Where(t => t is { IsClass: true, IsAbstract: false, IsPublic: true } && t.GetMethods().Any(m => m.GetCustomAttribute<BenchmarkAttribute>() is not null))
     .ToList();
@@ -59,7 +60,7 @@ var filters = FilterPatterns(rest);
 bool Selected(Type t) => filters.Count == 0 || t.GetMethods().Where(m => m.GetCustomAttribute<BenchmarkAttribute>() is not null)
     .Any(m => filters.Any(f => f.IsMatch($"{t.FullName}.{m.Name}")));
 var cudaTypes = types.Where(t => typeof(ICudaWork).IsAssignableFrom(t)).ToList();
-if (cudaTypes.Any(Selected) && CudaAvailability.Backend is null)
+if (!rest.Contains("--list") && cudaTypes.Any(Selected) && CudaAvailability.Backend is null)
 {
     Console.WriteLine($"CUDA benchmarks skipped: no CUDA device ({CudaAvailability.Reason})");
     types = types.Except(cudaTypes).ToList();

@@ -13,7 +13,7 @@
 # PYTHON (default python3) names the interpreter that has PyTorch.
 # --cpu rehearses every stage on the CPU with small shapes (for checking the runner on a machine without a GPU).
 # Estimated wall time on an H100: --fast about 4 minutes; the default about 8 to 9 minutes (the --short kernel suite
-# alone is about 4 minutes: 58 cases at 3 to 5 s each).
+# alone is about 4 to 5 minutes: 60 cases at 3 to 5 s each).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 FAST=0

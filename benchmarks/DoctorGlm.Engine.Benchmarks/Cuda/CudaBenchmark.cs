@@ -197,11 +197,22 @@ public abstract class CudaBenchmark : ICudaWork
         _events[2 * launches - 1].Synchronize();
         Span<double> ns = stackalloc double[launches];
         for (int j = 0; j < launches; j++) ns[j] = CudaEvent.ElapsedMilliseconds(_events[2 * j], _events[2 * j + 1]) * 1e6;
-        CudaResults.Add(GetType(), method, _params ??= ParamText(this), ns);
+        CudaResults.Add(DeclaredType(GetType()), method, _params ??= ParamText(this), ns);
+    }
+
+    /// <summary>
+    /// The benchmark class as written: BenchmarkDotNet's in-process emit toolchain runs a generated subclass
+    /// ("Runnable_N"), while the summary's columns know the declared type.
+    /// </summary>
+    internal static Type DeclaredType(Type type)
+    {
+        var t = type;
+        while (t.Assembly != typeof(CudaBenchmark).Assembly && t.BaseType is not null) t = t.BaseType;
+        return t.Assembly == typeof(CudaBenchmark).Assembly ? t : type;
     }
 
     /// <summary>The instance's BenchmarkDotNet parameters as <see cref="CudaResults.ParamText"/> formats them.</summary>
-    private static string ParamText(object instance) =>
+    internal static string ParamText(object instance) =>
         CudaResults.ParamText(instance.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance)
             .Where(p => p.GetCustomAttributes().Any(a => a is ParamsAttribute or ParamsSourceAttribute or ParamsAllValuesAttribute))
             .Select(p => new KeyValuePair<string, object?>(p.Name, p.GetValue(instance))));

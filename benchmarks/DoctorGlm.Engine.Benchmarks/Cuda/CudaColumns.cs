@@ -30,9 +30,10 @@ public sealed record CudaFigure(double MedianUs, double MinUs, int Samples, Work
         {
             if (Work.Bound == Bound.Memory)
                 return CudaCeilingBenchmarks.CopyGBps is double c ? $"{100 * GBps / c:F0}% of copy" : "-";
-            string bf16 = CudaCeilingBenchmarks.GemmBf16Tflops is double b ? $"{100 * Tflops / b:F1}% of bf16 GEMM" : "-";
-            string f32 = CudaCeilingBenchmarks.GemmF32Tflops is double f ? $"{100 * Tflops / f:F0}% of fp32 GEMM" : "-";
-            return $"{bf16}; {f32}";
+            var parts = new List<string>();
+            if (CudaCeilingBenchmarks.GemmBf16Tflops is double b) parts.Add($"{100 * Tflops / b:F1}% of bf16 GEMM");
+            if (CudaCeilingBenchmarks.GemmF32Tflops is double f) parts.Add($"{100 * Tflops / f:F0}% of fp32 GEMM");
+            return parts.Count > 0 ? string.Join("; ", parts) : "-";
         }
     }
 
