@@ -19,8 +19,9 @@ if (args.Length > 0 && args[0] is "--lora-step" or "--decode")
     {
         return args[0] == "--lora-step" ? LoraStepBenchmark.Run(args[1..]) : DecodeBenchmark.Run(args[1..]);
     }
-    catch (Exception e) when (e is ArgumentException or NotSupportedException or InvalidOperationException)
+    catch (Exception e) when (e is ArgumentException or NotSupportedException or InvalidOperationException or OutOfMemoryException)
     {
+        // Bad options, no CUDA device, a model that does not fit: one line, not a stack trace.
         Console.Error.WriteLine($"{args[0]}: {e.Message}");
         return 2;
     }

@@ -276,17 +276,29 @@ def main():
     for mode in modes:
         ckpt = mode == "on"
         first = last = float("nan")
-        for _ in range(args.warmup):
-            first = step(ckpt)
-        synchronize(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         times = []
-        for _ in range(args.steps):
-            t = time.perf_counter()
-            last = step(ckpt)
+        try:
+            for _ in range(args.warmup):
+                first = step(ckpt)
             synchronize(device)
-            times.append(time.perf_counter() - t)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(args.steps):
+                t = time.perf_counter()
+                last = step(ckpt)
+                synchronize(device)
+                times.append(time.perf_counter() - t)
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if "out of memory" not in str(e):
+                raise
+            # Without checkpointing a large batch may not fit; the other mode can still run.
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            print(f"  checkpointing {mode:<3}: out of memory ({str(e).splitlines()[0]})", flush=True)
+            emit(args, dict(impl="torch", kind="lora_step", device=str(device), config=preset, dtype=dtype_name, batch=args.batch,
+                            seq=args.seq, checkpointing=ckpt, error="out of memory"))
+            continue
         times.sort()
         median = times[len(times) // 2]
         hardware = model_flops + (2 * n_blocks * tokens + attn if ckpt else 0)
@@ -303,11 +315,16 @@ def main():
                       tokens_per_s=tokens / median, model_flops_per_step=model_flops, hardware_flops_per_step=hardware,
                       ceiling_tflops=ceiling, mfu=mfu, hfu=hfu, peak_memory_bytes=peak, peak_memory_kind=peak_kind, loss=last,
                       attention=attention, torch_version=torch.__version__)
-        line = json.dumps(result)
-        print("RESULT " + line, flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a") as f:
-                f.write(line + "\n")
+        emit(args, result)
+
+
+def emit(args, result):
+    """The machine-readable line, and the --jsonl copy."""
+    line = json.dumps(result)
+    print("RESULT " + line, flush=True)
+    if args.jsonl:
+        with open(args.jsonl, "a") as f:
+            f.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -150,8 +150,12 @@ if steps:
     print("| impl | config | dtype | batch×seq | checkpointing | ms/step | tokens/s | MFU | HFU | peak GB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in steps:
-        print(f"| {r['impl']} | {r['config']} | {r['dtype']} | {r['batch']}×{r['seq']} | {'on' if r['checkpointing'] else 'off'} | "
-              f"{r['step_ms']:.0f} | {r['tokens_per_s']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['hfu']:.1f}% | {r['peak_memory_bytes'] / 1e9:.1f} |")
+        head = f"| {r['impl']} | {r['config']} | {r['dtype']} | {r['batch']}×{r['seq']} | {'on' if r['checkpointing'] else 'off'} | "
+        if "error" in r:
+            print(head + f"{r['error']} | | | | |")
+            continue
+        print(head + f"{r['step_ms']:.0f} | {r['tokens_per_s']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['hfu']:.1f}% | {r['peak_memory_bytes'] / 1e9:.1f} |")
+    steps = [r for r in steps if "error" not in r]
     ours = {(r["dtype"], r["checkpointing"]): r for r in steps if r["impl"] == "doctorglm"}
     for r in steps:
         o = ours.get((r["dtype"], r["checkpointing"])) if r["impl"] == "torch" else None

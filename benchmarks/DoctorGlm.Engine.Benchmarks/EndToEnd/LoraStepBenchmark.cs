@@ -70,16 +70,32 @@ public static class LoraStepBenchmark
             bool checkpointing = mode == "on";
             model.GradientCheckpointing = checkpointing;
             double firstLoss = double.NaN, lastLoss = double.NaN;
-            for (int i = 0; i < warmup; i++) firstLoss = Step(model, inputs, optimizer, trainable);
-            Ceilings.Synchronize(device);
-            ResetPeak(device);
             var times = new double[steps];
-            for (int i = 0; i < steps; i++)
+            try
             {
-                var sw = Stopwatch.StartNew();
-                lastLoss = Step(model, inputs, optimizer, trainable);
+                for (int i = 0; i < warmup; i++) firstLoss = Step(model, inputs, optimizer, trainable);
                 Ceilings.Synchronize(device);
-                times[i] = sw.Elapsed.TotalSeconds;
+                ResetPeak(device);
+                for (int i = 0; i < steps; i++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    lastLoss = Step(model, inputs, optimizer, trainable);
+                    Ceilings.Synchronize(device);
+                    times[i] = sw.Elapsed.TotalSeconds;
+                }
+            }
+            catch (OutOfMemoryException e)
+            {
+                // Without checkpointing a large batch may not fit; the other mode can still run.
+                optimizer.ZeroGrad();
+                Console.WriteLine($"  checkpointing {mode,-3}: out of memory ({e.Message})");
+                ResultLine.Write(new Dictionary<string, object?>
+                {
+                    ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["config"] = preset,
+                    ["dtype"] = dtype.ToString().ToLowerInvariant(), ["batch"] = batch, ["seq"] = seq, ["checkpointing"] = checkpointing,
+                    ["error"] = "out of memory",
+                }, jsonl);
+                continue;
             }
             Array.Sort(times);
             double median = times[steps / 2];
