@@ -26,7 +26,7 @@ public sealed class GbpsColumn : IColumn
     public UnitType UnitType => UnitType.Dimensionless;
     public string Legend => "Effective bandwidth: minimum bytes read and written per second, in 1e9";
 
-    public bool IsAvailable(Summary summary) => true;
+    public bool IsAvailable(Summary summary) => summary.BenchmarksCases.Any(c => typeof(IByteCount).IsAssignableFrom(c.Descriptor.Type));
     public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
 

@@ -26,7 +26,7 @@ public sealed class GflopsColumn : IColumn
     public UnitType UnitType => UnitType.Dimensionless;
     public string Legend => "Throughput: floating-point operations (2·m·n·k for GEMM) per second, in 1e9";
 
-    public bool IsAvailable(Summary summary) => true;
+    public bool IsAvailable(Summary summary) => summary.BenchmarksCases.Any(c => typeof(IFlopCount).IsAssignableFrom(c.Descriptor.Type));
     public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
 
     public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);

@@ -1,18 +1,50 @@
 #!/usr/bin/env bash
-# Builds the test project (xunit v3 test projects are programs) into one self-contained, compressed linux-x64
-# executable of about 45 MB, so the GPU tests run on a machine that has an NVIDIA driver but no .NET.
-# IncludeAllContentForSelfExtract makes the bundle extract its assemblies and Fixtures/ to a folder at start-up,
-# which xunit v3 needs (it loads the test assembly from a path). Output: $OUT (default out/gpu-tests).
+# Builds what the GPU machine runs, for a machine with the NVIDIA driver but no .NET and no network:
+#   out/gpu-runner/doctorglm-gpu.tar.xz  the test program and the benchmark program, published self-contained for
+#                                        linux-x64 into ONE folder (they share the .NET runtime and the engine, whose
+#                                        files are byte-identical: checked below), plus the PyTorch baseline script;
+#                                        xz-compressed (~39 MB) so it fits the device call's 64 MiB carry limit
+#                                        together with the repository (~13 MB). Two single-file bundles would carry
+#                                        the runtime twice (~45 MB + ~40 MB).
+#   out/gpu-runner/run.sh                extracts the archive once (to $DOCTORGLM_RUNNER_DIR, default /tmp/doctorglm-gpu)
+#                                        and runs the stages; see tools/gpu-runner/README.md.
+# Not single-file on purpose: xunit v3 loads the test assembly from a path, and a plain folder needs no extraction step
+# of its own. Destination: $GPU_RUNNER_DEST (default out/gpu-runner).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-OUT="${OUT:-$ROOT/out/gpu-tests}"
-dotnet publish "$ROOT/tests/DoctorGlm.Engine.Tests/DoctorGlm.Engine.Tests.csproj" \
-  -c Release -r linux-x64 --self-contained \
-  -p:PublishSingleFile=true -p:EnableCompressionInSingleFile=true \
-  -p:IncludeAllContentForSelfExtract=true -p:InvariantGlobalization=true \
-  -o "$OUT"
-rm -f "$OUT"/*.pdb
-cp "$(dirname "$0")/run.sh" "$OUT/run.sh"
-chmod +x "$OUT/run.sh" "$OUT/DoctorGlm.Engine.Tests"
-du -sh "$OUT"
-echo "published to $OUT: carry that folder to the GPU machine and run ./run.sh there"
+DEST="${GPU_RUNNER_DEST:-$ROOT/out/gpu-runner}"
+STAGE="$(mktemp -d)"
+trap 'rm -rf "$STAGE"' EXIT
+APP="$STAGE/doctorglm-gpu"
+
+publish() { # project, folder
+  dotnet publish "$ROOT/$1" -c Release -r linux-x64 --self-contained -p:InvariantGlobalization=true -o "$STAGE/$2" -nologo -v quiet
+}
+publish tests/DoctorGlm.Engine.Tests/DoctorGlm.Engine.Tests.csproj tests
+publish benchmarks/DoctorGlm.Engine.Benchmarks/DoctorGlm.Engine.Benchmarks.csproj bench
+
+# Merge: every file the two publishes share must be byte-identical (same runtime, same engine build), or one program
+# would run with the other's copy.
+mkdir -p "$APP"
+cp -a "$STAGE/tests/." "$APP/"
+(cd "$STAGE/bench" && find . -type f) | while read -r f; do
+  if [ -e "$APP/$f" ]; then
+    cmp -s "$STAGE/bench/$f" "$APP/$f" || { echo "publish.sh: $f differs between the test and the benchmark publish" >&2; exit 1; }
+  else
+    mkdir -p "$APP/$(dirname "$f")"
+    cp -a "$STAGE/bench/$f" "$APP/$f"
+  fi
+done
+
+mkdir -p "$APP/bench-scripts"
+cp "$ROOT/tools/bench/torch_lora_step.py" "$ROOT/tools/reference/chatglm_reference.py" "$APP/bench-scripts/"
+chmod +x "$APP/DoctorGlm.Engine.Tests" "$APP/DoctorGlm.Engine.Benchmarks"
+git -C "$ROOT" rev-parse HEAD > "$APP/COMMIT" 2>/dev/null || echo unknown > "$APP/COMMIT"
+
+mkdir -p "$DEST"
+rm -f "$DEST/doctorglm-gpu.tar.xz"
+XZ_OPT=-6 tar -C "$STAGE" -cJf "$DEST/doctorglm-gpu.tar.xz" doctorglm-gpu
+cp "$ROOT/tools/gpu-runner/run.sh" "$DEST/run.sh"
+chmod +x "$DEST/run.sh"
+du -sh "$APP" "$DEST"
+echo "published to $DEST: carry that folder (device call: carry [\"${DEST#$ROOT/}\"], command \"bash ${DEST#$ROOT/}/run.sh --fast\")"

@@ -12,8 +12,8 @@ namespace DoctorGlm.Engine.Benchmarks.Cpu;
 /// </summary>
 public class PeakFlopsBenchmarks : IFlopCount
 {
-    private const int Iterations = 1 << 20;
-    private const int Chains = 12;
+    internal const int Iterations = 1 << 20;
+    internal const int Chains = 12;
 
     /// <summary>Threads running the FMA loop concurrently (1, or every core).</summary>
     [ParamsSource(nameof(ThreadCounts))]
@@ -38,7 +38,7 @@ public class PeakFlopsBenchmarks : IFlopCount
     }
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static float Loop512()
+    internal static float Loop512()
     {
         if (!Avx512F.IsSupported) return float.NaN;
         var m = Vector512.Create(0.999999f);
@@ -57,7 +57,7 @@ public class PeakFlopsBenchmarks : IFlopCount
     }
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    private static float Loop256()
+    internal static float Loop256()
     {
         if (!Fma.IsSupported) return float.NaN;
         var m = Vector256.Create(0.999999f);

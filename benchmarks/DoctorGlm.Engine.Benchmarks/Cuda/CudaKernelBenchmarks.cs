@@ -1,0 +1,292 @@
+using BenchmarkDotNet.Attributes;
+using DoctorGlm.Engine.Autograd;
+
+namespace DoctorGlm.Engine.Benchmarks.Cuda;
+
+/// <summary>ChatGLM-6B sizes the CUDA suite uses.</summary>
+internal static class Glm6B
+{
+    public const int Hidden = 4096, Heads = 32, HeadDim = 128, Ffn = 16384, Vocab = 130528, Layers = 28, LoraRank = 8;
+
+    /// <summary>Training sequence length of the batch-shaped kernels (tokens = batch × this).</summary>
+    public const int Seq = 512;
+}
+
+/// <summary>LayerNorm over hidden 4096 (fp32): forward; backward to the input only (LoRA: the weights are frozen) and to everything.</summary>
+public class CudaLayerNormBenchmarks : CudaBenchmark
+{
+    [Params(512, 2048, 8192)]
+    public int Tokens { get; set; } = 512;
+
+    private const int H = Glm6B.Hidden;
+    private Tensor[] _x = [], _dy = [];
+    private Tensor _w = null!, _b = null!, _y = null!, _dx = null!, _dw = null!, _db = null!, _mean = null!, _rstd = null!;
+
+    /// <inheritdoc />
+    public override Work Work(string method)
+    {
+        double n = 4.0 * Tokens * H, stats = 2 * 4.0 * Tokens, vec = 4.0 * H;
+        return method switch
+        {
+            nameof(Forward) => new(2 * n + 2 * vec + stats, 0, Bound.Memory),                 // x, w, b → y, mean, rstd
+            nameof(BackwardInput) => new(3 * n + vec + stats, 0, Bound.Memory),               // dy, x, w, mean, rstd → dx
+            _ => new(3 * n + 3 * vec + stats, 0, Bound.Memory),                               // … and dweight, dbias
+        };
+    }
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        var s = new Shape(Tokens, H);
+        _x = Sets(i => BenchData.Uniform(s, 10 + (ulong)i, device: Dev));
+        _dy = Sets(i => BenchData.Uniform(s, 20 + (ulong)i, device: Dev));
+        _w = BenchData.Uniform(new Shape(H), 30, device: Dev);
+        _b = BenchData.Uniform(new Shape(H), 31, device: Dev);
+        _y = Tensor.Empty(s, DType.F32, Dev);
+        _dx = Tensor.Empty(s, DType.F32, Dev);
+        _dw = Tensor.Empty(new Shape(H), DType.F32, Dev);
+        _db = Tensor.Empty(new Shape(H), DType.F32, Dev);
+        _mean = Tensor.Empty(new Shape(Tokens), DType.F32, Dev);
+        _rstd = Tensor.Empty(new Shape(Tokens), DType.F32, Dev);
+        // The backward launches read statistics of their own input set: compute them once for set 0 (values only
+        // need to be finite and plausible; every set has the same distribution).
+        Gpu.LayerNormForward(_x[0], _w, _b, 1e-5f, _y, _mean, _rstd);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_x, _dy, [_w, _b, _y, _dx, _dw, _db, _mean, _rstd]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Forward() => Time(i => Gpu.LayerNormForward(_x[i], _w, _b, 1e-5f, _y, _mean, _rstd));
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void BackwardInput() => Time(i => Gpu.LayerNormBackward(_dy[i], _x[i], _w, _mean, _rstd, _dx, null, null));
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void BackwardAll() => Time(i => Gpu.LayerNormBackward(_dy[i], _x[i], _w, _mean, _rstd, _dx, _dw, _db));
+}
+
+/// <summary>tanh-GELU over the MLP's inner activation, tokens × 16384 (fp32).</summary>
+public class CudaGeluBenchmarks : CudaBenchmark
+{
+    [Params(512, 2048, 8192)]
+    public int Tokens { get; set; } = 512;
+
+    private Tensor[] _x = [], _dy = [];
+    private Tensor _y = null!;
+
+    /// <inheritdoc />
+    public override Work Work(string method)
+    {
+        double n = 4.0 * Tokens * Glm6B.Ffn;
+        return new(method == nameof(Forward) ? 2 * n : 3 * n, 0, Bound.Memory);
+    }
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        var s = new Shape(Tokens, Glm6B.Ffn);
+        _x = Sets(i => BenchData.Uniform(s, 40 + (ulong)i, 3f, device: Dev));
+        _dy = Sets(i => BenchData.Uniform(s, 50 + (ulong)i, device: Dev));
+        _y = Tensor.Empty(s, DType.F32, Dev);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_x, _dy, [_y]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Forward() => Time(i => Gpu.GeluForward(_x[i], _y));
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Backward() => Time(i => Gpu.GeluBackward(_x[i], _dy[i], _y));
+}
+
+/// <summary>
+/// 2D rotary on [B, 512, 32, 128] (B = tokens / 512): the kernel on a contiguous q, and what a GLM block does — q and k
+/// taken from the fused qkv activation [B, 512, 32, 384] (strided views) through <see cref="Ops.Rotary2D"/>, which makes
+/// each contiguous first (the "QKV split") and rotates it.
+/// </summary>
+public class CudaRotaryBenchmarks : CudaBenchmark
+{
+    [Params(512, 2048, 8192)]
+    public int Tokens { get; set; } = 512;
+
+    private Tensor[] _q = [], _qkv = [];
+    private Tensor _pos = null!, _y = null!;
+
+    private int Batch => Tokens / Glm6B.Seq;
+
+    /// <inheritdoc />
+    public override Work Work(string method)
+    {
+        double n = 4.0 * Tokens * Glm6B.Hidden, pos = 2 * 4.0 * Tokens;
+        // Kernel: read x, write y. Split + rotate: read the q and k thirds of qkv, write rotated q and k.
+        return new(method == nameof(Kernel) ? 2 * n + pos : 4 * n + pos, 0, Bound.Memory);
+    }
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        int b = Batch, s = Glm6B.Seq;
+        _q = Sets(i => BenchData.Uniform(new Shape(b, s, Glm6B.Heads, Glm6B.HeadDim), 60 + (ulong)i, device: Dev));
+        _qkv = Sets(i => BenchData.Uniform(new Shape(b, s, Glm6B.Heads, 3 * Glm6B.HeadDim), 70 + (ulong)i, device: Dev));
+        var ctx = Enumerable.Repeat(s / 2, b).ToArray();
+        _pos = PositionIds.Glm(ctx, ctx.Select(c => c - 2).ToArray(), s, device: Dev);
+        _y = Tensor.Empty(_q[0].Shape, DType.F32, Dev);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_q, _qkv, [_pos, _y]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Kernel() => Time(i => Gpu.Rotary2D(_q[i], _pos, _y, inverse: false));
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void SplitAndRotate() => Time(i =>
+    {
+        using var grad = GradMode.NoGrad();
+        using var scope = TensorScope.Begin();
+        int d = Glm6B.HeadDim;
+        Ops.Rotary2D(_qkv[i].Narrow(3, 0, d), _pos);
+        Ops.Rotary2D(_qkv[i].Narrow(3, d, d), _pos);
+    });
+}
+
+/// <summary>Softmax cross-entropy over the 130528-word vocabulary (fp32 logits): forward, and forward + backward.</summary>
+public class CudaCrossEntropyBenchmarks : CudaBenchmark
+{
+    [Params(512, 2048)]
+    public int Rows { get; set; } = 512;
+
+    private Tensor[] _logits = [], _labels = [];
+    private Tensor _rowLoss = null!, _lse = null!, _dloss = null!, _dlogits = null!;
+
+    /// <inheritdoc />
+    public override Work Work(string method)
+    {
+        double n = 4.0 * Rows * Glm6B.Vocab, rows = 3 * 4.0 * Rows; // labels in; row loss, lse out
+        // Forward reads the logits once; backward reads them again and writes dlogits.
+        return new(method == nameof(Forward) ? n + rows : 3 * n + rows + 4.0 * Rows, 0, Bound.Memory);
+    }
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        _logits = Sets(i => BenchData.Uniform(new Shape(Rows, Glm6B.Vocab), 80 + (ulong)i, 4f, device: Dev));
+        _labels = Sets(i => BenchData.Ids(new Shape(Rows), Glm6B.Vocab, 90 + (ulong)i, Dev));
+        _rowLoss = Tensor.Empty(new Shape(Rows), DType.F32, Dev);
+        _lse = Tensor.Empty(new Shape(Rows), DType.F32, Dev);
+        _dloss = Tensor.Full(new Shape(1), 1f, DType.F32, Dev);
+        _dlogits = Tensor.Empty(_logits[0].Shape, DType.F32, Dev);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_logits, _labels, [_rowLoss, _lse, _dloss, _dlogits]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Forward() => Time(i => Gpu.CrossEntropyForward(_logits[i], _labels[i], -100, _rowLoss, _lse));
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void ForwardBackward() => Time(i =>
+    {
+        Gpu.CrossEntropyForward(_logits[i], _labels[i], -100, _rowLoss, _lse);
+        Gpu.CrossEntropyBackward(_logits[i], _labels[i], _lse, -100, _dloss, 1f / Rows, _dlogits);
+    });
+}
+
+/// <summary>
+/// Embedding gather from the 130528 × 4096 fp32 table (forward, which validates the ids on the device and reads one
+/// flag back: a host round trip inside the timed region, as in the model), and the dense scatter-add backward (zeroes
+/// the whole table gradient, then adds the rows).
+/// </summary>
+public class CudaEmbeddingBenchmarks : CudaBenchmark
+{
+    [Params(512, 8192)]
+    public int Tokens { get; set; } = 512;
+
+    private const int H = Glm6B.Hidden;
+    private Tensor[] _ids = [], _dy = [];
+    private Tensor _table = null!, _y = null!, _dtable = null!;
+
+    /// <inheritdoc />
+    public override Work Work(string method)
+    {
+        double rows = 4.0 * Tokens * H, ids = 4.0 * Tokens, table = 4.0 * Glm6B.Vocab * H;
+        return new(method == nameof(Forward) ? 2 * rows + ids : table + rows + ids, 0, Bound.Memory);
+    }
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        _table = BenchData.Uniform(new Shape(Glm6B.Vocab, H), 100, device: Dev);
+        _ids = Sets(i => BenchData.Ids(new Shape(Tokens), Glm6B.Vocab, 110 + (ulong)i, Dev));
+        _dy = Sets(i => BenchData.Uniform(new Shape(Tokens, H), 120 + (ulong)i, device: Dev));
+        _y = Tensor.Empty(new Shape(Tokens, H), DType.F32, Dev);
+        _dtable = Tensor.Empty(_table.Shape, DType.F32, Dev);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_ids, _dy, [_table, _y, _dtable]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Forward() => Time(i => Gpu.EmbeddingForward(_ids[i], _table, _y));
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Backward() => Time(i => Gpu.EmbeddingBackward(_ids[i], _dy[i], _dtable));
+}
+
+/// <summary>
+/// AdamW over the LoRA parameters of ChatGLM-6B (r = 8 on query_key_value: A [8, 4096] and B [12288, 8] in 28 layers,
+/// 3,670,016 values): one launch over a flat buffer (the fused ideal), and one launch per tensor (56, what
+/// <see cref="Optim.AdamW"/> does today).
+/// </summary>
+public class CudaAdamWBenchmarks : CudaBenchmark
+{
+    private static readonly int[] s_sizes = Enumerable.Range(0, Glm6B.Layers)
+        .SelectMany(_ => new[] { Glm6B.LoraRank * Glm6B.Hidden, 3 * Glm6B.Hidden * Glm6B.LoraRank }).ToArray();
+
+    private static long Total => s_sizes.Sum(s => (long)s);
+
+    private Tensor[] _p = [], _g = [], _m = [], _v = [];
+    private Tensor[][] _views = [];
+
+    /// <inheritdoc />
+    public override Work Work(string method) => new(7 * 4.0 * Total, 0, Bound.Memory); // p, g, m, v in; p, m, v out
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        var s = new Shape((int)Total);
+        _p = Sets(i => BenchData.Uniform(s, 130 + (ulong)i, 0.02f, device: Dev));
+        _g = Sets(i => BenchData.Uniform(s, 140 + (ulong)i, 0.01f, device: Dev));
+        _m = Sets(i => BenchData.Uniform(s, 150 + (ulong)i, 0.01f, device: Dev));
+        _v = Sets(i => Tensor.Full(s, 1e-4f, DType.F32, Dev));
+        // Per-tensor views: [p, g, m, v] slices of each set, laid out as the 56 LoRA tensors.
+        _views = Enumerable.Range(0, Copies).Select(c =>
+        {
+            var list = new List<Tensor>();
+            int offset = 0;
+            foreach (int n in s_sizes)
+            {
+                list.AddRange([_p[c].Narrow(0, offset, n), _g[c].Narrow(0, offset, n), _m[c].Narrow(0, offset, n), _v[c].Narrow(0, offset, n)]);
+                offset += n;
+            }
+            return list.ToArray();
+        }).ToArray();
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free([.. _views.SelectMany(v => v)], _p, _g, _m, _v);
+
+    private void Step(Tensor p, Tensor g, Tensor m, Tensor v) => Gpu.AdamWStep(p, g, m, v, 1e-4, 0.9, 0.999, 1e-8, 0.01, 0.1, 0.001);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Flat() => Time(i => Step(_p[i], _g[i], _m[i], _v[i]));
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void PerTensor() => Time(i =>
+    {
+        var v = _views[i];
+        for (int t = 0; t < v.Length; t += 4) Step(v[t], v[t + 1], v[t + 2], v[t + 3]);
+    });
+}

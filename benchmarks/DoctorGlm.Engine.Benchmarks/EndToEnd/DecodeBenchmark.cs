@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using System.Globalization;
+using DoctorGlm.Engine.Autograd;
+using DoctorGlm.Engine.Generation;
+using DoctorGlm.Engine.Models.ChatGlm;
+
+using DoctorGlm.Engine.Benchmarks.Cuda;
+
+namespace DoctorGlm.Engine.Benchmarks.EndToEnd;
+
+/// <summary>
+/// "--decode": greedy decoding at batch 1 with the KV cache (what <see cref="GlmGenerator"/> does per token: the
+/// cached forward of one token, the logits of the last position to the host, arg-max), with fp32 weights and after
+/// <see cref="GlmModel.Quantize"/>(8) and (4), against the memory-bandwidth bound: each token must read every weight
+/// once, so tokens/s ≤ copy bandwidth / bytes per token.
+/// </summary>
+/// <remarks>
+/// Bytes per token: the four block linears of every layer (fp32: 4 B per weight; INT8: 1 B + an fp16 scale per row;
+/// INT4: ½ B + the scale), the tied head (the fp32 embedding, read whole for the last position's logits), the biases
+/// and LayerNorm vectors (fp32), and the KV cache read by attention (2·L·t·H fp32 values at position t, averaged over
+/// the timed tokens). Bandwidth is the same process's copy (bytes read + written per second), measured right before.
+/// </remarks>
+public static class DecodeBenchmark
+{
+    /// <summary>Runs the mode; returns the process exit code.</summary>
+    public static int Run(IReadOnlyList<string> args)
+    {
+        var o = new Options("--decode", args);
+        var device = Ceilings.Parse(o.Text("device", "cpu"));
+        bool cpu = device.Kind == DeviceKind.Cpu;
+        string preset = o.Text("config", cpu ? "medium" : "6b");
+        var modes = o.List("modes", "f32,int8,int4", "f32", "int8", "int4");
+        int promptLength = o.Int("prompt", 32), tokens = o.Int("tokens", cpu ? 16 : 64), warmup = o.Int("warmup", 2);
+        string? jsonl = o.Text("jsonl", "");
+        o.RejectUnknown();
+
+        var config = ModelPresets.Get(preset);
+        if (promptLength < 3 || promptLength + warmup + tokens + 1 > config.MaxSequenceLength)
+            throw new ArgumentException($"--prompt {promptLength} + --warmup {warmup} + --tokens {tokens}: must fit in {config.MaxSequenceLength} positions (prompt ≥ 3)");
+        var inv = CultureInfo.InvariantCulture;
+        Console.WriteLine(string.Create(inv, $"Decode at batch 1: {preset} ({config.NumLayers} layers, hidden {config.HiddenSize}, FFN {config.InnerHiddenSize}, vocabulary {config.VocabSize}), prompt {promptLength}, {tokens} timed tokens after {warmup}, on {Ceilings.Name(device)}"));
+        double bandwidth = Ceilings.CopyGBps(device);
+        Console.WriteLine(string.Create(inv, $"  copy bandwidth (read + write): {bandwidth:F1} GB/s"));
+
+        foreach (var mode in modes)
+        {
+            int bits = mode switch { "int8" => 8, "int4" => 4, _ => 0 };
+            var clock = Stopwatch.StartNew();
+            using var source = new RandomWeights(config, 2026);
+            using var model = GlmModel.Load(config, source, device);
+            if (bits != 0) model.Quantize(bits);
+            Ceilings.Synchronize(device);
+            double setup = clock.Elapsed.TotalSeconds;
+
+            var (seconds, generated) = Decode(model, promptLength, warmup, tokens);
+            double perToken = BytesPerToken(config, bits, promptLength + warmup + tokens / 2.0);
+            double rate = tokens / seconds, bound = bandwidth * 1e9 / perToken;
+            Console.WriteLine(string.Create(inv, $"  {mode,-4}: {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/token); bound {bound:F2} tokens/s ({perToken / 1e9:F3} GB/token) → {100 * rate / bound:F0}% of the bound; model ready in {setup:F1} s; tokens {string.Join(' ', generated.Take(6))} …"));
+            ResultLine.Write(new Dictionary<string, object?>
+            {
+                ["impl"] = "doctorglm", ["kind"] = "decode", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
+                ["config"] = preset, ["weights"] = mode, ["prompt"] = promptLength, ["tokens"] = tokens,
+                ["tokens_per_s"] = rate, ["ms_per_token"] = 1e3 * seconds / tokens, ["bytes_per_token"] = perToken,
+                ["copy_gbps"] = bandwidth, ["bound_tokens_per_s"] = bound, ["of_bound"] = rate / bound,
+            }, jsonl);
+        }
+        return 0;
+    }
+
+    /// <summary>Prompt pass, <paramref name="warmup"/> untimed tokens, then <paramref name="tokens"/> timed ones; returns the timed seconds and the tokens.</summary>
+    private static (double Seconds, List<int> Tokens) Decode(GlmModel model, int promptLength, int warmup, int tokens)
+    {
+        var config = model.Config;
+        var device = model.Device;
+        ulong stream = RandomGenerator.Mix(99);
+        int span = Math.Min(config.VocabSize, config.MaskTokenId) - 16;
+        var sequence = Enumerable.Range(0, promptLength - 2).Select(i => 16 + (int)(RandomGenerator.Uniform(stream, (ulong)i) * span)).ToList();
+        sequence.AddRange([config.GMaskTokenId, config.BosTokenId]);
+        int ctx = promptLength - 1, maskPos = promptLength - 2;
+        using var cache = model.CreateCache();
+
+        int Next(bool prompt)
+        {
+            using var _ = GradMode.NoGrad();
+            using var scope = TensorScope.Begin();
+            int n = sequence.Count;
+            Tensor logits;
+            if (prompt)
+            {
+                var ids = Tensor.FromArray(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequence), new Shape(1, n), device);
+                logits = model.Forward(ids, PositionIds.Glm([ctx], [maskPos], n, device: device), AttentionMask.PrefixLm([ctx], n, device: device), cache, lastOnly: true);
+            }
+            else
+            {
+                // Spec §4.2, as GlmGenerator: the newest token has pos = mask_pos and block position t − ctx + 1.
+                var ids = Tensor.FromArray([sequence[n - 1]], new Shape(1, 1), device);
+                var pos = Tensor.FromArray([maskPos, n - 1 - ctx + 1], new Shape(1, 2, 1), device);
+                logits = model.Forward(ids, pos, null, cache, lastOnly: true);
+            }
+            return LogitsProcessing.ArgMax(logits.ToFloatArray());
+        }
+
+        sequence.Add(Next(prompt: true));
+        for (int i = 0; i < warmup; i++) sequence.Add(Next(prompt: false));
+        var generated = new List<int>();
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < tokens; i++)
+        {
+            int t = Next(prompt: false);
+            sequence.Add(t);
+            generated.Add(t);
+        }
+        return (sw.Elapsed.TotalSeconds, generated);
+    }
+
+    /// <summary>Bytes one decoded token must read at context length <paramref name="context"/> (see the remarks).</summary>
+    public static double BytesPerToken(GlmConfig c, int bits, double context)
+    {
+        double h = c.HiddenSize, f = c.InnerHiddenSize, l = c.NumLayers;
+        double matrices = ModelPresets.BlockMatrixParameters(c);
+        double rows = l * (3 * h + h + f + h);
+        double blocks = bits switch { 8 => matrices + 2 * rows, 4 => matrices / 2 + 2 * rows, _ => 4 * matrices };
+        double vectors = 4 * (l * (2 * h + 3 * h + h + 2 * h + f + h) + 2 * h);
+        double head = 4.0 * ModelPresets.HeadParameters(c);
+        double kv = 4 * 2 * l * context * h;
+        return blocks + vectors + head + kv;
+    }
+}
