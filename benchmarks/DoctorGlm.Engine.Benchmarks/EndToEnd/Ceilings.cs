@@ -53,13 +53,13 @@ public static class Ceilings
     /// <summary>
     /// Peak matrix rate in TFLOP/s for <paramref name="dtype"/> operands. GPU: an 8192³ cuBLAS GEMM (fp32 pedantic,
     /// or bf16 with fp32 accumulation), median of three after a warm-up. CPU: the fp32 FMA peak of all cores (register-only
-    /// FMA chains, the widest vector unit), which bounds any fp32 kernel there.
+    /// FMA chains, the widest vector unit), which bounds any kernel there (bf16 weights are multiplied in fp32).
     /// </summary>
     public static double MatmulTflops(Device device, DType dtype)
     {
         if (device.Kind == DeviceKind.Cpu)
         {
-            if (dtype != DType.F32) throw new NotSupportedException($"the CPU ceiling is measured for F32 only, not {dtype}");
+            // The CPU multiplies 16-bit weights in fp32 (converted while packing), so fp32 FMA is its ceiling for any dtype.
             return CpuFmaTflops();
         }
         var gpu = CudaAvailability.Require();

@@ -29,7 +29,7 @@ public static class DecodeBenchmark
         var device = Ceilings.Parse(o.Text("device", "cpu"));
         bool cpu = device.Kind == DeviceKind.Cpu;
         string preset = o.Text("config", cpu ? "medium" : "6b");
-        var modes = o.List("modes", "f32,int8,int4", "f32", "int8", "int4");
+        var modes = o.List("modes", "f32,bf16,int8,int4", "f32", "bf16", "int8", "int4");
         int promptLength = o.Int("prompt", 32), tokens = o.Int("tokens", cpu ? 16 : 64), warmup = o.Int("warmup", 2);
         string? jsonl = o.Text("jsonl", "");
         o.RejectUnknown();
@@ -44,11 +44,11 @@ public static class DecodeBenchmark
 
         foreach (var mode in modes)
         {
-            int bits = mode switch { "int8" => 8, "int4" => 4, _ => 0 };
+            int bits = mode switch { "int8" => 8, "int4" => 4, "bf16" => 16, _ => 0 };
             var clock = Stopwatch.StartNew();
             using var source = new RandomWeights(config, 2026);
-            using var model = GlmModel.Load(config, source, device);
-            if (bits != 0) model.Quantize(bits);
+            using var model = GlmModel.Load(config, source, device, weightDType: bits == 16 ? DType.BF16 : DType.F32);
+            if (bits is 8 or 4) model.Quantize(bits);
             Ceilings.Synchronize(device);
             double setup = clock.Elapsed.TotalSeconds;
 
@@ -119,9 +119,9 @@ public static class DecodeBenchmark
         double h = c.HiddenSize, f = c.InnerHiddenSize, l = c.NumLayers;
         double matrices = ModelPresets.BlockMatrixParameters(c);
         double rows = l * (3 * h + h + f + h);
-        double blocks = bits switch { 8 => matrices + 2 * rows, 4 => matrices / 2 + 2 * rows, _ => 4 * matrices };
+        double blocks = bits switch { 8 => matrices + 2 * rows, 4 => matrices / 2 + 2 * rows, 16 => 2 * matrices, _ => 4 * matrices };
         double vectors = 4 * (l * (2 * h + 3 * h + h + 2 * h + f + h) + 2 * h);
-        double head = 4.0 * ModelPresets.HeadParameters(c);
+        double head = (bits == 16 ? 2.0 : 4.0) * ModelPresets.HeadParameters(c); // bf16 keeps the tied head in 16 bits too
         double kv = 4 * 2 * l * context * h;
         return blocks + vectors + head + kv;
     }
