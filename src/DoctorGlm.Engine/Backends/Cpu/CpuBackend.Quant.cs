@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 namespace DoctorGlm.Engine.Backends.Cpu;
 
 public sealed unsafe partial class CpuBackend
@@ -63,25 +64,100 @@ public sealed unsafe partial class CpuBackend
         float* px = x.Ptr<float>(), py = y.Ptr<float>();
         sbyte* pq = q.Ptr<sbyte>();
         ushort* ps = scale.Ptr<ushort>();
-        // One output feature per task: its row of q is expanded once into a small buffer of small integers (exact in
-        // fp32) and dotted with every input row; the scale is applied to the sum.
-        ForRows(outF, (long)cols * rows, o =>
+        // Decoding is bound by reading q once: each weight row is widened in registers (int8 → int32 → fp32, exact)
+        // and multiplied into the input rows as it streams, never written out in fp32. For INT4 the input rows are
+        // split once into their even and odd columns, which pair with each byte's high and low nibble, so the nibbles
+        // need no interleaving. The scale multiplies each row's sum.
+        float[]? split = null;
+        float* xs = px;
+        if (bits == 4)
         {
-            var w = System.Buffers.ArrayPool<float>.Shared.Rent(cols);
-            sbyte* qr = pq + o * packed;
-            if (bits == 8) for (int c = 0; c < cols; c++) w[c] = qr[c];
-            else
-                for (int c = 0; c < cols; c += 2)
-                {
-                    sbyte b = qr[c >> 1];
-                    w[c] = b >> 4;
-                    w[c + 1] = (sbyte)(b << 4) >> 4;
-                }
-            float s = HalfConvert.F16ToFloat(ps[o]);
-            var ws = new ReadOnlySpan<float>(w, 0, cols);
+            split = GC.AllocateUninitializedArray<float>(rows * cols, pinned: true);
+            xs = (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref split[0]);
+            int half = cols / 2;
             for (int r = 0; r < rows; r++)
-                py[(long)r * outF + o] = s * System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(px + (long)r * cols, cols), ws);
-            System.Buffers.ArrayPool<float>.Shared.Return(w);
+                for (int c = 0; c < half; c++)
+                {
+                    xs[(long)r * cols + c] = px[(long)r * cols + 2 * c];
+                    xs[(long)r * cols + half + c] = px[(long)r * cols + 2 * c + 1];
+                }
+        }
+        const int Block = 64; // output features per task: amortises the task's overhead over 64 weight rows
+        ForRows((outF + Block - 1) / Block, (long)Block * cols * rows, blk =>
+        {
+            int o1 = (int)Math.Min(outF, (blk + 1) * Block);
+            for (int o = (int)blk * Block; o < o1; o++)
+            {
+                sbyte* qr = pq + (long)o * packed;
+                float s = HalfConvert.F16ToFloat(ps[o]);
+                for (int r = 0; r < rows; r++)
+                {
+                    float* xr = xs + (long)r * cols;
+                    float dot = bits == 8 ? DotInt8(qr, xr, cols) : DotInt4(qr, xr, xr + cols / 2, cols / 2);
+                    py[(long)r * outF + o] = s * dot;
+                }
+            }
         });
+        GC.KeepAlive(split);
+    }
+
+    /// <summary>Σ q[i]·x[i] over n int8 weights, widened to fp32 in registers.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static float DotInt8(sbyte* q, float* x, int n)
+    {
+        int i = 0;
+        float sum = 0f;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            for (; i + 32 <= n; i += 32)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(q + i));
+                var (w0, w1) = Vector256.Widen(lo);
+                var (w2, w3) = Vector256.Widen(hi);
+                a0 += Vector256.ConvertToSingle(w0) * Vector256.Load(x + i);
+                a1 += Vector256.ConvertToSingle(w1) * Vector256.Load(x + i + 8);
+                a2 += Vector256.ConvertToSingle(w2) * Vector256.Load(x + i + 16);
+                a3 += Vector256.ConvertToSingle(w3) * Vector256.Load(x + i + 24);
+            }
+            sum = Vector256.Sum((a0 + a1) + (a2 + a3));
+        }
+        for (; i < n; i++) sum += q[i] * x[i];
+        return sum;
+    }
+
+    /// <summary>
+    /// Σ over n packed bytes of hi(q[i])·xEven[i] + lo(q[i])·xOdd[i], where a byte holds column 2i in its high nibble
+    /// and column 2i + 1 in its low one, both signed (spec §10).
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private static float DotInt4(sbyte* q, float* xEven, float* xOdd, int n)
+    {
+        int i = 0;
+        float sum = 0f;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+            for (; i + 16 <= n; i += 16)
+            {
+                // 16 bytes → 16 high and 16 low nibbles, sign-extended by arithmetic shifts on 16-bit lanes.
+                var b = Vector256.WidenLower(Vector128.Load(q + i).ToVector256Unsafe());
+                var hi = Vector256.ShiftRightArithmetic(b, 4);
+                var lo = Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(b, 12), 12);
+                var (h0, h1) = Vector256.Widen(hi);
+                var (l0, l1) = Vector256.Widen(lo);
+                a0 += Vector256.ConvertToSingle(h0) * Vector256.Load(xEven + i);
+                a1 += Vector256.ConvertToSingle(h1) * Vector256.Load(xEven + i + 8);
+                a2 += Vector256.ConvertToSingle(l0) * Vector256.Load(xOdd + i);
+                a3 += Vector256.ConvertToSingle(l1) * Vector256.Load(xOdd + i + 8);
+            }
+            sum = Vector256.Sum((a0 + a1) + (a2 + a3));
+        }
+        for (; i < n; i++)
+        {
+            sbyte b = q[i];
+            sum += (b >> 4) * xEven[i] + ((sbyte)(b << 4) >> 4) * xOdd[i];
+        }
+        return sum;
     }
 }
