@@ -26,7 +26,7 @@ Option<T> Opt<T>(string name, string description, T? defaultValue = default, boo
 
 var model = Opt<string?>("--model", "Base model folder: a Hugging Face ChatGLM-6B folder (config.json, *.bin/*.safetensors, ice_text.model) or one written by --method full (model.safetensors, config.json, tokenizer.model). Default: samples/Train/base when it holds a model, else a random init (--init random).", null);
 var init = Opt("--init", "pretrained: load --model; random: a new model of --config (from-scratch training, use with --method full).", "auto");
-var config = Opt("--config", "Size of a random init: tiny (hidden 128, 2 layers, 4 heads, vocabulary of the tokenizer), base (256, 2, 8: the sample's pretrained base), small (256, 4, 8) or 6b (ChatGLM-6B's shape).", "tiny");
+var config = Opt("--config", "Size of a random init: tiny (hidden 128, 2 layers, 4 heads, vocabulary of the tokenizer), base (256, 3, 8: the shape of the sample's pretrained base), small (256, 4, 8) or 6b (ChatGLM-6B's shape).", "tiny");
 var tokenizer = Opt<string?>("--tokenizer", "SentencePiece model (ChatGLM pieces). Default: the model folder's ice_text.model / tokenizer.model, else samples/Train/base/tokenizer.model.", null);
 var device = Opt("--device", "cpu, cuda or auto (CUDA when available, else CPU).", "cpu");
 var dtype = Opt("--dtype", "bf16, fp16 or fp32: the storage type of the written weights. Training itself runs in fp32 (master weights and activations) on every device.", "fp32");
@@ -269,7 +269,7 @@ static GlmConfig RandomConfig(string name, ChatGlmTokenizer tok)
     var (hidden, layers, heads) = name.ToLowerInvariant() switch
     {
         "tiny" => (128, 2, 4),
-        "base" => (256, 2, 8),
+        "base" => (256, 3, 8),
         "small" => (256, 4, 8),
         "6b" => (4096, 28, 32),
         _ => throw new ArgumentException($"--config {name}: must be tiny, base, small or 6b"),
