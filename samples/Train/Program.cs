@@ -45,14 +45,14 @@ var maxEvalSamples = Opt("--max-eval-samples", "Use only the first N evaluation 
 var maxSource = Opt("--max-source-length", "Prompt tokens kept (max_source_length; the prompt is cut to this − 1).", 64);
 var maxTarget = Opt("--max-target-length", "Answer tokens kept (max_target_length; the answer is cut to this − 2).", 128);
 var optimizer = Opt("--optimizer", "adamw or lion.", "adamw");
-var lr = Opt<double?>("--lr", "Peak learning rate. Default: 2e-3 for LoRA / full, 2e-2 for P-Tuning.", null);
+var lr = Opt<double?>("--lr", "Peak learning rate. Default: 1e-3 for LoRA, 2e-3 for full, 2e-2 for P-Tuning.", null);
 var weightDecay = Opt("--weight-decay", "Decoupled weight decay.", 0.0);
 var schedule = Opt("--schedule", "linear, cosine or constant decay after warm-up.", "cosine");
 var warmup = Opt("--warmup-steps", "Linear warm-up steps from 0.", 20);
 var batch = Opt("--batch-size", "Sequences per micro-batch.", 8);
 var accum = Opt("--grad-accum", "Micro-batches per optimizer step (gradient accumulation).", 1);
 var clip = Opt("--max-grad-norm", "Clip the global gradient norm to this (0 = no clipping).", 1f);
-var epochs = Opt("--epochs", "Passes over the training data (when --max-steps is 0).", 6.0);
+var epochs = Opt("--epochs", "Passes over the training data (when --max-steps is 0).", 2.0);
 var maxSteps = Opt("--max-steps", "Optimizer steps (0 = from --epochs).", 0);
 var seed = Opt("--seed", "Seed of the data order, initialisation and dropout.", 42UL);
 var checkpointing = Opt("--gradient-checkpointing", "Recompute each GLM block in backward (less memory, ~30% more time).", false);
@@ -147,7 +147,8 @@ int Run(ParseResult p)
         PreSeqLen = p.GetValue(preSeqLen), PrefixProjection = p.GetValue(prefixProjection),
         MaxSourceLength = p.GetValue(maxSource), MaxTargetLength = p.GetValue(maxTarget),
         Optimizer = TrainerOptions.ParseOptimizer(p.GetValue(optimizer)!),
-        LearningRate = p.GetValue(lr) ?? (trainingMethod == TrainingMethod.PTuning ? 2e-2 : 2e-3),
+        // LoRA on the shipped base: 1e-3 ends lower on the held-out set than 2e-3 in the default two epochs (3.673 vs 3.675).
+        LearningRate = p.GetValue(lr) ?? trainingMethod switch { TrainingMethod.PTuning => 2e-2, TrainingMethod.Lora => 1e-3, _ => 2e-3 },
         WeightDecay = p.GetValue(weightDecay), Schedule = TrainerOptions.ParseSchedule(p.GetValue(schedule)!), WarmupSteps = p.GetValue(warmup),
         BatchSize = p.GetValue(batch), GradientAccumulation = p.GetValue(accum), MaxGradNorm = p.GetValue(clip),
         Epochs = p.GetValue(epochs), MaxSteps = p.GetValue(maxSteps), Seed = p.GetValue(seed),
