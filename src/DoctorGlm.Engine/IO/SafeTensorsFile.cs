@@ -96,7 +96,10 @@ public sealed unsafe class SafeTensorsFile : ITensorSource
     /// <summary>Opens and validates a file's header (the data is mapped, not read).</summary>
     public static SafeTensorsFile Open(string path)
     {
-        long length = new FileInfo(path).Length; // throws FileNotFoundException naming the path
+        // The opened file's length, not FileInfo's: for a symbolic link (a Hugging Face cache links every file into
+        // its blobs) FileInfo describes the link itself. Throws FileNotFoundException naming the path.
+        long length;
+        using (var probe = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)) length = probe.Length;
         if (length < 8) throw new InvalidDataException($"{path}: truncated: {length} bytes is shorter than the 8-byte header length");
         var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         MemoryMappedViewAccessor? view = null;

@@ -45,6 +45,20 @@ public sealed class SafeTensorsAndShardTests : IDisposable
     }
 
     [Fact]
+    public void A_symlinked_file_opens_as_its_target()
+    {
+        // The Hugging Face cache links each snapshot file to a blob: the link's own size must not be taken for the file's.
+        string link = Path.Combine(_dir, "linked.safetensors");
+        File.CreateSymbolicLink(link, Path.GetFullPath(PathOf("single.safetensors")));
+        using var viaLink = CheckpointReader.Open(link);
+        using var direct = CheckpointReader.Open(PathOf("single.safetensors"));
+        Assert.Equal(direct.Tensors.Select(t => t.Name).Order(), viaLink.Tensors.Select(t => t.Name).Order());
+        using var a = Load(viaLink, ShardKeys[0]);
+        using var b = Load(direct, ShardKeys[0]);
+        Assert.Equal(b.ToFloatArray(), a.ToFloatArray());
+    }
+
+    [Fact]
     public void ShardInfoNamesTheShardFile()
     {
         using var src = CheckpointReader.Open(PathOf("sharded_safetensors"));
