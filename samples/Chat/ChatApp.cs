@@ -161,7 +161,7 @@ public static class ChatApp
             GlmChat chat;
             try { chat = new GlmChat(model, tok); }
             catch (ArgumentException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 1; }
-            console.MarkupLineInterpolated($"[grey]ChatGLM: {model.Config.NumLayers} layers, hidden {model.Config.HiddenSize}, vocabulary {model.Config.VocabSize}, {model.Config.ParameterCount:N0} parameters ({model.BaseParameterBytes / 1048576.0:N1} MiB{(model.IsQuantized ? " + quantized" : "")} of {model.WeightDType} weights) on {device}; {(options.DoSample ? $"sampling (T {options.Temperature}, top-k {options.TopK}, top-p {options.TopP})" : "greedy")}, max length {options.MaxLength}[/]");
+            console.MarkupLineInterpolated($"[grey]ChatGLM: {model.Config.NumLayers} layers, hidden {model.Config.HiddenSize}, vocabulary {model.Config.VocabSize}, {model.Config.ParameterCount:N0} parameters ({model.BaseParameterBytes / 1048576.0:N1} MiB of {model.WeightDType} weights{(model.IsQuantized ? $", block linears in INT{model.QuantizationBits}" : "")}) on {device}; {(options.DoSample ? $"sampling (T {options.Temperature}, top-k {options.TopK}, top-p {options.TopP})" : "greedy")}, max length {options.MaxLength}[/]");
             var session = new ChatSession(chat, options);
             if (prompt is not null) return await AnswerAsync(session, prompt, output, console, ct).ConfigureAwait(false) ? 0 : 1;
 
