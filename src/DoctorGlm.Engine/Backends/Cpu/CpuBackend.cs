@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Numerics.Tensors;
 
 namespace DoctorGlm.Engine.Backends.Cpu;
@@ -172,14 +173,32 @@ public sealed unsafe partial class CpuBackend : IBackend
         int n = (int)y.NumElements;
         long rows = x.NumElements / n;
         float* px = x.Ptr<float>(), py = y.Ptr<float>();
-        // Column sums in double per thread block, then combined: keeps bias gradients accurate for long sequences.
-        var acc = new double[n];
-        for (long r = 0; r < rows; r++)
+        // Column sums in double (bias gradients stay accurate over long sequences). Tasks own disjoint column blocks
+        // and add their rows in order, so each sum is the same whatever the core count; lanes widen float → double.
+        const int ColumnBlock = 256;
+        int blocks = (n + ColumnBlock - 1) / ColumnBlock;
+        void Block(int b)
         {
-            float* row = px + r * n;
-            for (int j = 0; j < n; j++) acc[j] += row[j];
+            int c0 = b * ColumnBlock, len = Math.Min(ColumnBlock, n - c0);
+            double* acc = stackalloc double[ColumnBlock];
+            new Span<double>(acc, len).Clear();
+            for (long r = 0; r < rows; r++)
+            {
+                float* row = px + r * n + c0;
+                int j = 0;
+                if (Vector.IsHardwareAccelerated)
+                    for (; j <= len - Vector<float>.Count; j += Vector<float>.Count)
+                    {
+                        Vector.Widen(Vector.Load(row + j), out var lo, out var hi);
+                        (Vector.Load(acc + j) + lo).Store(acc + j);
+                        (Vector.Load(acc + j + Vector<double>.Count) + hi).Store(acc + j + Vector<double>.Count);
+                    }
+                for (; j < len; j++) acc[j] += row[j];
+            }
+            for (int j = 0; j < len; j++) py[c0 + j] = (float)((accumulate ? py[c0 + j] : 0) + acc[j]);
         }
-        for (int j = 0; j < n; j++) py[j] = (float)((accumulate ? py[j] : 0) + acc[j]);
+        if (rows * n <= ParallelThreshold || blocks == 1) for (int b = 0; b < blocks; b++) Block(b);
+        else Parallel.For(0, blocks, Block);
     }
 
     /// <inheritdoc />
