@@ -115,10 +115,10 @@ public sealed unsafe partial class CpuBackend
                 var (lo, hi) = Vector256.Widen(Vector256.Load(q + i));
                 var (w0, w1) = Vector256.Widen(lo);
                 var (w2, w3) = Vector256.Widen(hi);
-                a0 += Vector256.ConvertToSingle(w0) * Vector256.Load(x + i);
-                a1 += Vector256.ConvertToSingle(w1) * Vector256.Load(x + i + 8);
-                a2 += Vector256.ConvertToSingle(w2) * Vector256.Load(x + i + 16);
-                a3 += Vector256.ConvertToSingle(w3) * Vector256.Load(x + i + 24);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(w0), Vector256.Load(x + i), a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(w1), Vector256.Load(x + i + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(w2), Vector256.Load(x + i + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(w3), Vector256.Load(x + i + 24), a3);
             }
             sum = Vector256.Sum((a0 + a1) + (a2 + a3));
         }
@@ -146,10 +146,10 @@ public sealed unsafe partial class CpuBackend
                 var lo = Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(b, 12), 12);
                 var (h0, h1) = Vector256.Widen(hi);
                 var (l0, l1) = Vector256.Widen(lo);
-                a0 += Vector256.ConvertToSingle(h0) * Vector256.Load(xEven + i);
-                a1 += Vector256.ConvertToSingle(h1) * Vector256.Load(xEven + i + 8);
-                a2 += Vector256.ConvertToSingle(l0) * Vector256.Load(xOdd + i);
-                a3 += Vector256.ConvertToSingle(l1) * Vector256.Load(xOdd + i + 8);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(h0), Vector256.Load(xEven + i), a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(h1), Vector256.Load(xEven + i + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(l0), Vector256.Load(xOdd + i), a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(l1), Vector256.Load(xOdd + i + 8), a3);
             }
             sum = Vector256.Sum((a0 + a1) + (a2 + a3));
         }

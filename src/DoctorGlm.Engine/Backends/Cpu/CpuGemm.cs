@@ -540,10 +540,10 @@ internal static unsafe class CpuGemm
             {
                 var (w0, w1) = Vector256.Widen(Vector256.Load(w + p));
                 var (w2, w3) = Vector256.Widen(Vector256.Load(w + p + 16));
-                a0 += Vector256.ShiftLeft(w0, 16).AsSingle() * Vector256.Load(x + p);
-                a1 += Vector256.ShiftLeft(w1, 16).AsSingle() * Vector256.Load(x + p + 8);
-                a2 += Vector256.ShiftLeft(w2, 16).AsSingle() * Vector256.Load(x + p + 16);
-                a3 += Vector256.ShiftLeft(w3, 16).AsSingle() * Vector256.Load(x + p + 24);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w0, 16).AsSingle(), Vector256.Load(x + p), a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w1, 16).AsSingle(), Vector256.Load(x + p + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w2, 16).AsSingle(), Vector256.Load(x + p + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w3, 16).AsSingle(), Vector256.Load(x + p + 24), a3);
             }
             sum = Vector256.Sum((a0 + a1) + (a2 + a3));
         }
