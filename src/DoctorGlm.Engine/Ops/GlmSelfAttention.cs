@@ -30,8 +30,7 @@ public static partial class Ops
         int d = qkv.Shape[3] / 3;
         var shape = new Shape(batch, seq, heads, d);
         ValidateAttention(op, shape, $"the q slice of {qkv.Describe("qkv")}", mask, layerCoeff, prefixK, prefixV);
-        ExpectDType(op, "positionIds", positionIds, DType.I32);
-        ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]: row 0 position, row 1 block position");
+        ExpectPositionIds(op, positionIds, batch, seq);
 
         var xc = F32Contiguous(qkv, op, "qkv");
         var pc = positionIds.IsContiguous ? positionIds : ContiguousNoGrad(positionIds);

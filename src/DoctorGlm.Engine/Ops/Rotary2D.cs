@@ -19,8 +19,7 @@ public static partial class Ops
         int batch = x.Shape[0], seq = x.Shape[1], d = x.Shape[3];
         if (d % 4 != 0)
             throw new ArgumentException($"{op}: {x.Describe("x")} has head dim {d}, which must be divisible by 4 (two rotary halves, each rotated in pairs)");
-        ExpectDType(op, "positionIds", positionIds, DType.I32);
-        ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]: row 0 position, row 1 block position");
+        ExpectPositionIds(op, positionIds, batch, seq);
         var xc = F32Contiguous(x, op, "x");
         var pc = positionIds.IsContiguous ? positionIds : ContiguousNoGrad(positionIds);
         var y = Tensor.Empty(x.Shape, DType.F32, x.Device);
@@ -33,5 +32,12 @@ public static partial class Ops
             be.Rotary2D(gc, pc, gx, inverse: true);
             return [gx];
         });
+    }
+
+    /// <summary>Throws unless <paramref name="positionIds"/> is I32 [B, 2, S] (row 0 position, row 1 block position).</summary>
+    internal static void ExpectPositionIds(string op, Tensor positionIds, int batch, int seq)
+    {
+        ExpectDType(op, "positionIds", positionIds, DType.I32);
+        ExpectShape(op, "positionIds", positionIds, new Shape(batch, 2, seq), "[B, 2, S]: row 0 position, row 1 block position");
     }
 }

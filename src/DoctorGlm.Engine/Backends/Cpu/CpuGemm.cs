@@ -527,30 +527,6 @@ internal static unsafe class CpuGemm
 
     // ---- Few rows: dot products --------------------------------------------------------------------
 
-    /// <summary>Σ w[p]·x[p] with w in bf16, widened in registers.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotBf16(ushort* w, float* x, int k)
-    {
-        int p = 0;
-        float sum = 0f;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
-            for (; p + 32 <= k; p += 32)
-            {
-                var (w0, w1) = Vector256.Widen(Vector256.Load(w + p));
-                var (w2, w3) = Vector256.Widen(Vector256.Load(w + p + 16));
-                a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w0, 16).AsSingle(), Vector256.Load(x + p), a0);
-                a1 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w1, 16).AsSingle(), Vector256.Load(x + p + 8), a1);
-                a2 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w2, 16).AsSingle(), Vector256.Load(x + p + 16), a2);
-                a3 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(w3, 16).AsSingle(), Vector256.Load(x + p + 24), a3);
-            }
-            sum = Vector256.Sum((a0 + a1) + (a2 + a3));
-        }
-        for (; p < k; p++) sum += HalfConvert.Bf16ToFloat(w[p]) * x[p];
-        return sum;
-    }
-
     /// <summary>Largest m that takes the dot-product path instead of packing.</summary>
     internal const int DotRows = 4;
 
@@ -596,7 +572,7 @@ internal static unsafe class CpuGemm
                 else if (b.Type == DType.BF16)
                 {
                     // bf16 → fp32 is a shift: done in registers as the row streams, at the memory's pace.
-                    for (int i = 0; i < m; i++) acc[i] = DotBf16((ushort*)row, af + i * lda, k);
+                    for (int i = 0; i < m; i++) acc[i] = CpuWideningDot.Bf16((ushort*)row, af + i * lda, k);
                 }
                 else
                 {

@@ -140,13 +140,7 @@ public sealed partial class GlmModel : IDisposable
                 Tensor t = name.EndsWith("layernorm.weight", StringComparison.Ordinal) ? Tensor.Full(shape, 1f, DType.F32, dev)
                     : shape.Rank == 1 ? Tensor.Zeros(shape, DType.F32, dev)
                     : rng.Normal(shape, std, dev);
-                if (shape.Rank == 2 && weightDType != DType.F32)
-                {
-                    var half = Tensor.Empty(shape, weightDType, dev);
-                    t.Backend.Copy(t, half);
-                    t.Dispose();
-                    t = half;
-                }
+                if (shape.Rank == 2 && weightDType != DType.F32) t = ReplaceWithConverted(t, weightDType);
                 t.RequiresGrad = weightDType == DType.F32;
                 p[name] = t;
             }
@@ -381,15 +375,25 @@ public sealed partial class GlmModel : IDisposable
         {
             var old = _params[name];
             if (old.Rank != 2) continue;
-            Tensor t;
-            using (TensorScope.Unscoped()) t = Tensor.Empty(old.Shape, dtype, old.Device);
-            old.Backend.Copy(old, t);
+            old.Grad?.Dispose();
+            var t = ReplaceWithConverted(old, dtype);
             t.Name = name;
             _params[name] = t;
-            old.Grad?.Dispose();
-            old.Dispose();
         }
         WeightDType = dtype;
+    }
+
+    /// <summary>
+    /// An unscoped copy of <paramref name="t"/> in <paramref name="dtype"/> (rounded to nearest even), and
+    /// <paramref name="t"/> disposed: one matrix at a time, so converting a model never holds it twice.
+    /// </summary>
+    private static Tensor ReplaceWithConverted(Tensor t, DType dtype)
+    {
+        Tensor converted;
+        using (TensorScope.Unscoped()) converted = Tensor.Empty(t.Shape, dtype, t.Device);
+        t.Backend.Copy(t, converted);
+        t.Dispose();
+        return converted;
     }
 
     private static void CheckWeightDType(DType dtype, bool trainable, string op)
