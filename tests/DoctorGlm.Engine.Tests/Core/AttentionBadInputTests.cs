@@ -93,4 +93,16 @@ public class AttentionBadInputTests
         Throws<ArgumentException>(() => Ops.LoraLinear(Z(2, 12), Z(18, 12), null, Z(2, 12), Z(18, 2), 2f, dropout: 0.1f), "RandomGenerator");
         Throws<ArgumentOutOfRangeException>(() => Ops.LoraLinear(Z(2, 12), Z(18, 12), null, Z(2, 12), Z(18, 2), 2f, dropout: 1f), "dropout");
     }
+
+    [Fact]
+    public void SelfAttentionFromQkvRejectsBadShapes()
+    {
+        using var scope = TensorScope.Begin();
+        var ids = Tensor.FromArray(new int[10], new Shape(1, 2, 5));
+        Throws<ArgumentException>(() => Ops.GlmSelfAttention(Z(1, 5, 2, 18), ids, null), "GlmSelfAttention", "qkv [1, 5, 2, 18]", "3·d", "divisible by 4");
+        Throws<ArgumentException>(() => Ops.GlmSelfAttention(Z(1, 5, 2), ids, null), "qkv [1, 5, 2]", "rank 4");
+        Throws<ArgumentException>(() => Ops.GlmSelfAttention(Z(1, 4, 2, 24), ids, null), "positionIds", "[1, 2, 5]", "must have shape [1, 2, 4]");
+        Throws<ArgumentException>(() => Ops.GlmSelfAttention(Z(1, 5, 2, 24), ids, Z(1, 5, 5)), "mask", "must be U8");
+        Throws<ArgumentException>(() => Ops.GlmSelfAttention(Z(1, 5, 2, 24), ids, null, 1f, Z(1, 3, 2, 8), null), "prefixK and prefixV must be given together");
+    }
 }
