@@ -5,6 +5,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using DoctorGlm.Engine;
 using DoctorGlm.Engine.Backends;
+using DoctorGlm.Engine.Backends.Cuda;
 using DoctorGlm.Engine.Data;
 using DoctorGlm.Engine.IO;
 using DoctorGlm.Engine.Models.ChatGlm;
@@ -30,6 +31,7 @@ var config = Opt("--config", "Size of a random init: tiny (hidden 128, 2 layers,
 var tokenizer = Opt<string?>("--tokenizer", "SentencePiece model (ChatGLM pieces). Default: the model folder's ice_text.model / tokenizer.model, else samples/Train/base/tokenizer.model.", null);
 var device = Opt("--device", "cpu, cuda or auto (CUDA when available, else CPU).", "cpu");
 var dtype = Opt("--dtype", "bf16, fp16 or fp32: storage type of the frozen base's weight matrices while training with LoRA or P-Tuning (half the memory; tensor cores on the GPU) and of the written weights. Trainable parameters, optimizer state and activations stay fp32; with --method full the weights are trainable, so they stay fp32 and --dtype only sets the written type.", "fp32");
+var attention = Opt("--attention", "GPU attention kernels: fp32 (match the CPU to fp32 rounding), tensor-cores (bf16 mma with fp32 softmax: FlashAttention-2 speed, bf16 precision) or auto (tensor cores when the frozen matrices are 16-bit). Ignored on the CPU.", "auto");
 var method = Opt<string?>("--method", "lora, ptuning or full. Default: lora on a pretrained base, full on a random init.", null);
 var loraRank = Opt("--lora-rank", "LoRA rank r.", 8);
 var loraAlpha = Opt("--lora-alpha", "LoRA alpha (the update is scaled by alpha / r).", 32f);
@@ -117,6 +119,15 @@ int Run(ParseResult p)
     }
     using var _ = glm;
     var c = glm.Config;
+    string attentionMode = p.GetValue(attention)!.ToLowerInvariant();
+    if (attentionMode is not ("auto" or "fp32" or "tensor-cores")) throw new ArgumentException($"--attention {attentionMode}: must be auto, fp32 or tensor-cores");
+    string attentionNote = "";
+    if (BackendRegistry.For(dev) is CudaBackend gpu)
+    {
+        gpu.AttentionKernel = attentionMode == "tensor-cores" || (attentionMode == "auto" && glm.WeightDType != DType.F32)
+            ? CudaAttentionKernel.TensorCores : CudaAttentionKernel.Fp32;
+        attentionNote = $", attention kernels {gpu.AttentionKernel}";
+    }
     if (tok.VocabSize > c.VocabSize) throw new InvalidDataException($"{tokPath}: the tokenizer has {tok.VocabSize} ids, the model's vocabulary only {c.VocabSize}");
 
     // ---- data
@@ -163,7 +174,7 @@ int Run(ParseResult p)
     trainer.RunInfo["eval_file"] = Path.GetFullPath(evalPath);
     trainer.RunInfo["command_line"] = string.Join(' ', args);
 
-    AnsiConsole.MarkupLineInterpolated($"[bold]DoctorGlm.Engine[/] — {trainingMethod.ToString().ToLowerInvariant()} on {modelDescription}: {c.NumLayers} layers, hidden {c.HiddenSize}, vocabulary {c.VocabSize}, {c.ParameterCount:N0} base parameters ({glm.BaseParameterBytes / 1048576.0:N1} MiB, matrices in {glm.WeightDType}), {trainer.TrainableParameterCount:N0} trainable; device {dev}");
+    AnsiConsole.MarkupLineInterpolated($"[bold]DoctorGlm.Engine[/] — {trainingMethod.ToString().ToLowerInvariant()} on {modelDescription}: {c.NumLayers} layers, hidden {c.HiddenSize}, vocabulary {c.VocabSize}, {c.ParameterCount:N0} base parameters ({glm.BaseParameterBytes / 1048576.0:N1} MiB, matrices in {glm.WeightDType}), {trainer.TrainableParameterCount:N0} trainable; device {dev}{attentionNote}");
     AnsiConsole.MarkupLineInterpolated($"{trainer.TotalSteps} steps × {options.BatchSize * options.GradientAccumulation} sequences, {options.Optimizer} lr {options.LearningRate:G3} ({options.Schedule}, warm-up {options.WarmupSteps}), output {outDir}");
     GenerationEvaluator? generationEval = null;
     IReadOnlyDictionary<string, double>? generationBefore = null;

@@ -1,12 +1,16 @@
 using BenchmarkDotNet.Attributes;
+using DoctorGlm.Engine.Backends.Cuda;
 
 namespace DoctorGlm.Engine.Benchmarks.Cuda;
 
 /// <summary>
-/// GLM attention (fp32, 32 heads × 128) with a prefix-LM mask (the first half of each sequence is context, the rest
-/// causal), 8192 tokens per launch as B × S. FLOPs count the whole S × S score matrix: the mask is a dense U8 tensor
-/// and the kernel computes every tile, blocked or not. Forward = 4·B·nh·S²·d (QKᵀ and PV); backward recomputes the
-/// scores and forms dV, dP, dQ, dK: 2.5× the forward, 3.5× for forward + backward.
+/// GLM attention (32 heads × 128) with a prefix-LM mask (the first half of each sequence is context, the rest
+/// causal), 8192 tokens per launch as B × S, on both kernel sets: <see cref="CudaAttentionKernel.Fp32"/> and
+/// <see cref="CudaAttentionKernel.TensorCores"/>. FLOPs count the score entries the mask leaves open (the
+/// FlashAttention convention for causal attention): with context S/2 that is S²/2 + (S/2)²/2 = 0.625·S² of the S²
+/// matrix. Forward = 4·B·nh·open·d (QKᵀ and PV); backward recomputes the scores and forms dV, dP, dQ, dK: 2.5× the
+/// forward, 3.5× for forward + backward. The fp32 kernels compute every tile, so their figure is useful work; the
+/// tensor-core kernels skip all-blocked tiles.
 /// </summary>
 public class CudaAttentionBenchmarks : CudaBenchmark
 {
@@ -16,13 +20,19 @@ public class CudaAttentionBenchmarks : CudaBenchmark
     [Params(512, 1024, 2048)]
     public int Seq { get; set; } = 512;
 
+    [Params(CudaAttentionKernel.Fp32, CudaAttentionKernel.TensorCores)]
+    public CudaAttentionKernel Kernel { get; set; } = CudaAttentionKernel.TensorCores;
+
     private int Batch => Tokens / Seq;
 
     private Tensor[] _q = [], _k = [], _v = [], _do = [];
     private Tensor _mask = null!, _o = null!, _lse = null!, _dq = null!, _dk = null!, _dv = null!;
     private static readonly float s_scale = 1f / MathF.Sqrt(Glm6B.HeadDim);
 
-    private double ForwardFlops => 4.0 * Batch * Glm6B.Heads * Seq * (double)Seq * Glm6B.HeadDim;
+    /// <summary>Score entries the prefix-LM mask leaves open per sequence: every row sees the S/2 context keys, the second half also a causal triangle.</summary>
+    private double OpenScores => Seq * (Seq / 2.0) + (Seq / 2.0) * (Seq / 2.0 + 1) / 2;
+
+    private double ForwardFlops => 4.0 * Batch * Glm6B.Heads * OpenScores * Glm6B.HeadDim;
 
     /// <inheritdoc />
     public override Work Work(string method)
@@ -36,6 +46,7 @@ public class CudaAttentionBenchmarks : CudaBenchmark
     /// <inheritdoc />
     protected override void Setup()
     {
+        Gpu.AttentionKernel = Kernel;
         var s = new Shape(Batch, Seq, Glm6B.Heads, Glm6B.HeadDim);
         _q = Sets(i => BenchData.Uniform(s, 200 + (ulong)i, device: Dev));
         _k = Sets(i => BenchData.Uniform(s, 210 + (ulong)i, device: Dev));
@@ -50,7 +61,11 @@ public class CudaAttentionBenchmarks : CudaBenchmark
     }
 
     /// <inheritdoc />
-    protected override void Cleanup() => Free(_q, _k, _v, _do, [_mask, _o, _lse, _dq, _dk, _dv]);
+    protected override void Cleanup()
+    {
+        Free(_q, _k, _v, _do, [_mask, _o, _lse, _dq, _dk, _dv]);
+        Gpu.AttentionKernel = CudaAttentionKernel.Fp32;
+    }
 
     private void RunForward(int i) => Gpu.AttentionForward(_q[i], _k[i], _v[i], null, null, _mask, s_scale, -10000f, _o, _lse);
 

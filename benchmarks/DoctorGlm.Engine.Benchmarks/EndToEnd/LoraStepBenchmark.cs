@@ -39,6 +39,8 @@ public static class LoraStepBenchmark
         int seq = o.Int("seq", 512), batch = o.Int("batch", 1), steps = o.Int("steps", 3), warmup = o.Int("warmup", 1);
         var modes = o.List("checkpointing", "off,on", "off", "on");
         var dtype = s_weightDTypes[o.List("dtype", "f32", [.. s_weightDTypes.Keys])[0]];
+        // Attention kernels on the GPU: tensor cores when the weights are 16-bit (as PyTorch's SDPA runs in bf16), unless told.
+        string attentionKernels = o.List("attention", "auto", "auto", "fp32", "tensor-cores")[0];
         string? jsonl = o.Text("jsonl", "");
         o.RejectUnknown();
 
@@ -49,6 +51,13 @@ public static class LoraStepBenchmark
 
         double ceiling = Ceilings.MatmulTflops(device, dtype);
         Console.WriteLine(string.Create(inv, $"  matrix ceiling ({(cpu ? "all-core fp32 FMA peak" : $"8192³ {dtype} cuBLAS GEMM")}): {ceiling:F2} TFLOP/s"));
+
+        if (!cpu && BackendRegistry.For(device) is CudaBackend gpu)
+        {
+            gpu.AttentionKernel = attentionKernels == "tensor-cores" || (attentionKernels == "auto" && dtype != DType.F32)
+                ? CudaAttentionKernel.TensorCores : CudaAttentionKernel.Fp32;
+            Console.WriteLine($"  attention kernels: {gpu.AttentionKernel}");
+        }
 
         var clock = Stopwatch.StartNew();
         using var model = LoadModel(config, device, dtype);

@@ -312,6 +312,86 @@ public class CudaBackendTests
         }), 1e-4, 1e-4, $"attention b={b} s={s} nh={nh} d={dd} prefix={nPrefix}");
     }
 
+    /// <summary>
+    /// The tensor-core kernels (attention_mma.cu) against the CPU's fp32 attention. They round Q, K, V, dO, P and dS
+    /// to bf16, so every output is compared with its largest CPU element: max|GPU − CPU| ≤ 2e-2·max|CPU|
+    /// (the host emulator, tools/kernel-emu, sees 1e-3..3e-3 against a reference on the same rounded inputs), lse
+    /// within 1e-2·max(1, |lse|). Shapes cover several query and key tiles, a ragged last tile, prefix keys, a
+    /// fully blocked row, the prefix-LM mask and a causal mask long enough for whole tiles to be skipped.
+    /// </summary>
+    [Theory]
+    [InlineData(2, 77, 2, 64, 0, "glm")]
+    [InlineData(1, 130, 2, 128, 5, "glm")]
+    [InlineData(1, 33, 1, 128, 0, "none")]
+    [InlineData(1, 300, 2, 128, 0, "causal")]
+    [InlineData(2, 200, 1, 64, 3, "causal")]
+    public void AttentionOnTensorCores(int b, int s, int nh, int dd, int nPrefix, string maskKind)
+    {
+        var gpu = CudaTestSetup.Require();
+        if (gpu.ComputeCapability < 80) Assert.Skip($"tensor-core attention needs sm_80+, this GPU is sm_{gpu.ComputeCapability}");
+        var q = Randn(b * s * nh * dd); var k = Randn(b * s * nh * dd); var v = Randn(b * s * nh * dd); var dO = Randn(b * s * nh * dd);
+        var pk = Randn(b * Math.Max(1, nPrefix) * nh * dd); var pv = Randn(b * Math.Max(1, nPrefix) * nh * dd);
+        var mask = new byte[b * s * s];
+        for (int bi = 0; bi < b; bi++)
+        {
+            int context = maskKind == "glm" ? s / 3 + 5 * bi : 0; // bidirectional over the prompt, causal after it
+            for (int i = 0; i < s; i++)
+                for (int j = 0; j < s; j++)
+                    mask[(bi * s + i) * s + j] = (byte)(j > i && j >= context ? 1 : 0);
+        }
+        if (maskKind == "glm" && nPrefix == 0)
+            for (int j = 0; j < s; j++) mask[5 * s + j] = 1; // row 5 of batch 0 sees no key: uniform attention
+        float scale = 1f / MathF.Sqrt(dd), mv = -10000f;
+        var previous = gpu.AttentionKernel;
+        gpu.AttentionKernel = CudaAttentionKernel.TensorCores;
+        try
+        {
+            var r = Both((be, d) =>
+            {
+                Tensor X(float[] a) => T(a, d, b, s, nh, dd);
+                Tensor? P(float[] a) => nPrefix == 0 ? null : T(a, d, b, nPrefix, nh, dd);
+                var tm = maskKind == "none" ? null : Tensor.FromArray(mask, new Shape(b, s, s), d);
+                var (tq, tk, tv, tpk, tpv) = (X(q), X(k), X(v), P(pk), P(pv));
+                var o = Poison(d, b, s, nh, dd); var lse = Poison(d, b, nh, s);
+                be.AttentionForward(tq, tk, tv, tpk, tpv, tm, scale, mv, o, lse);
+                var dq = Poison(d, b, s, nh, dd); var dk = Poison(d, b, s, nh, dd); var dv = Poison(d, b, s, nh, dd);
+                var dpk = nPrefix == 0 ? null : Poison(d, b, nPrefix, nh, dd); var dpv = nPrefix == 0 ? null : Poison(d, b, nPrefix, nh, dd);
+                be.AttentionBackward(tq, tk, tv, tpk, tpv, tm, scale, mv, o, lse, X(dO), dq, dk, dv, dpk, dpv);
+                return nPrefix == 0 ? [lse, o, dq, dk, dv] : [lse, o, dq, dk, dv, dpk!, dpv!];
+            });
+            string what = $"tensor-core attention b={b} s={s} nh={nh} d={dd} prefix={nPrefix} mask={maskKind}";
+            for (int i = 0; i < r.Cpu[0].Length; i++)
+                Assert.True(Math.Abs(r.Gpu[0][i] - r.Cpu[0][i]) <= 1e-2 * Math.Max(1, Math.Abs(r.Cpu[0][i])),
+                    $"{what}: lse[{i}] CUDA {r.Gpu[0][i]:R}, CPU {r.Cpu[0][i]:R}");
+            string[] names = ["out", "dq", "dk", "dv", "dprefix_k", "dprefix_v"];
+            for (int t = 1; t < r.Cpu.Length; t++)
+            {
+                double maxRef = r.Cpu[t].Max(x => Math.Abs((double)x)), maxErr = 0;
+                int worst = 0;
+                for (int i = 0; i < r.Cpu[t].Length; i++)
+                {
+                    double e = Math.Abs((double)r.Gpu[t][i] - r.Cpu[t][i]);
+                    if (double.IsNaN(e)) { maxErr = double.PositiveInfinity; worst = i; break; } // a poisoned element never written
+                    if (e > maxErr) { maxErr = e; worst = i; }
+                }
+                Assert.True(maxRef > 0 && maxErr <= 2e-2 * maxRef,
+                    $"{what}: {names[t - 1]} max |CUDA − CPU| = {maxErr:G4} at [{worst}] (CUDA {r.Gpu[t][worst]:R}, CPU {r.Cpu[t][worst]:R}); allowed 2e-2 × {maxRef:G4}");
+            }
+        }
+        finally { gpu.AttentionKernel = previous; }
+    }
+
+    [Fact]
+    public void TensorCoreAttentionFallsBackToFp32ForOtherHeadSizes()
+    {
+        // d = 32 has no tensor-core kernel: the setting must route it to the fp32 kernels, which match the CPU to 1e-4.
+        var gpu = CudaTestSetup.Require();
+        var previous = gpu.AttentionKernel;
+        gpu.AttentionKernel = CudaAttentionKernel.TensorCores;
+        try { Attention(1, 20, 1, 32, 3, false); }
+        finally { gpu.AttentionKernel = previous; }
+    }
+
     [Fact]
     public void OptimizersAreBitIdentical()
     {

@@ -32,7 +32,7 @@ public sealed class KernelCompilerTests : IDisposable
     [Fact]
     public void EveryKernelFamilyIsEmbedded()
     {
-        string[] expected = ["attention.cu", "cross_entropy.cu", "dropout.cu", "elementwise.cu", "embedding.cu", "gelu.cu",
+        string[] expected = ["attention.cu", "attention_mma.cu", "cross_entropy.cu", "dropout.cu", "elementwise.cu", "embedding.cu", "gelu.cu",
             "layernorm.cu", "optim.cu", "quant.cu", "rotary.cu", "tanh.cu"];
         Assert.Equal(expected, KernelCompiler.KernelFiles);
         Assert.Contains(KernelCompiler.Headers, h => h.Name == "common.cuh");

@@ -313,6 +313,43 @@ public sealed unsafe partial class CudaBackend
 
     private const int AttentionThreads = 128;
 
+    /// <summary>
+    /// Which attention kernels this backend runs (default <see cref="CudaAttentionKernel.Fp32"/>, the kernels that
+    /// match the CPU backend to fp32 rounding). Set it to <see cref="CudaAttentionKernel.TensorCores"/> for bf16
+    /// tensor-core attention; a forward and its backward must run under the same setting.
+    /// </summary>
+    public CudaAttentionKernel AttentionKernel { get; set; } = CudaAttentionKernel.Fp32;
+
+    // attention_mma.cu's tiles: ATT_BQ query rows per forward/dQ block, ATT_BK keys per tile and dK/dV block,
+    // ATT_BQ_DKV query rows per dK/dV step; bf16 rows padded by 8 elements.
+    private const int MmaQueryRows = 64, MmaKeyRows = 64, MmaKeyPassQueryRows = 32;
+
+    internal enum MmaAttentionPass { Forward, BackwardQuery, BackwardKeys }
+
+    /// <summary>Dynamic shared memory of an attention_mma.cu kernel (the layout at the top of each kernel).</summary>
+    internal static uint MmaAttentionSharedBytes(MmaAttentionPass pass, int d)
+    {
+        int row = (d + 8) * sizeof(ushort);
+        return (uint)(pass switch
+        {
+            MmaAttentionPass.Forward => (MmaQueryRows + 2 * MmaKeyRows) * row + MmaQueryRows * MmaKeyRows,
+            MmaAttentionPass.BackwardQuery => (2 * MmaQueryRows + 2 * MmaKeyRows) * row + MmaQueryRows * MmaKeyRows,
+            _ => (2 * MmaKeyRows + 2 * MmaKeyPassQueryRows) * row + 3 * MmaKeyPassQueryRows * sizeof(float) + MmaKeyPassQueryRows * MmaKeyRows,
+        });
+    }
+
+    /// <summary>
+    /// Whether the tensor-core kernels take this call: selected, head size 64 or 128, sm_80+, and rows the kernels'
+    /// 16-byte vector loads can read.
+    /// </summary>
+    private bool UseTensorCoreAttention(int d, params Tensor?[] rowsRead)
+    {
+        if (AttentionKernel != CudaAttentionKernel.TensorCores || ComputeCapability < 80 || (d != 64 && d != 128)) return false;
+        foreach (var t in rowsRead)
+            if (t is not null && (Ptr(t) % 16 != 0 || !t.IsContiguous)) return false;
+        return true;
+    }
+
     /// <inheritdoc />
     public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
         float scale, float maskedValue, Tensor output, Tensor lse)
@@ -320,6 +357,14 @@ public sealed unsafe partial class CudaBackend
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0;
         if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
+        if (UseTensorCoreAttention(d, q, k, v, prefixK, prefixV))
+        {
+            using var m = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+                .Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue).Add(Ptr(output)).Add(Ptr(lse));
+            Launch("attention_mma.cu", $"attention_mma_forward_d{d}", ((uint)((seq + MmaQueryRows - 1) / MmaQueryRows), (uint)heads, (uint)batch),
+                (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.Forward, d), m);
+            return;
+        }
         int t = AttentionTile(d);
         int shared = (4 * t * d + t * t + 3 * t) * sizeof(float);
         using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
@@ -342,6 +387,25 @@ public sealed unsafe partial class CudaBackend
         using (var p = new KernelArgs().Add(Ptr(output)).Add(Ptr(dOutput)).Add(PtrOrNull(mask)).Add(batch).Add(seq).Add(nPrefix)
                    .Add(heads).Add(d).Add(delta.Pointer).Add(blocked.Pointer))
             LaunchElementwise("attention.cu", "attention_backward_prep", rows, p);
+        if (UseTensorCoreAttention(d, q, k, v, prefixK, prefixV, dOutput))
+        {
+            if (dq is not null)
+            {
+                using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+                    .Add(Ptr(lse)).Add(delta.Pointer).Add(Ptr(dOutput)).Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(Ptr(dq));
+                Launch("attention_mma.cu", $"attention_mma_backward_dq_d{d}", ((uint)((seq + MmaQueryRows - 1) / MmaQueryRows), (uint)heads, (uint)batch),
+                    (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.BackwardQuery, d), a);
+            }
+            if (dk is not null || dv is not null || dPrefixK is not null || dPrefixV is not null)
+            {
+                using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+                    .Add(Ptr(lse)).Add(delta.Pointer).Add(blocked.Pointer).Add(Ptr(dOutput)).Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue)
+                    .Add(PtrOrNull(dk)).Add(PtrOrNull(dv)).Add(PtrOrNull(dPrefixK)).Add(PtrOrNull(dPrefixV));
+                Launch("attention_mma.cu", $"attention_mma_backward_dkv_d{d}", ((uint)((total + MmaKeyRows - 1) / MmaKeyRows), (uint)heads, (uint)batch),
+                    (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.BackwardKeys, d), a);
+            }
+            return;
+        }
         var grid = ((uint)((seq + t - 1) / t), (uint)heads, (uint)batch);
         if (dq is not null)
         {

@@ -162,10 +162,22 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     /// <summary>Grid size for a grid-stride loop over <paramref name="n"/> elements: enough blocks to fill the GPU, no more.</summary>
     private uint GridFor(long n) => (uint)Math.Clamp((n + Block - 1) / Block, 1, (long)_multiprocessors * 32);
 
+    /// <summary>Dynamic shared memory each function has been allowed beyond the default 48 KiB (set once, grown as asked).</summary>
+    private readonly Dictionary<nint, uint> _sharedOptIn = new();
+
+    private const uint DefaultSharedLimit = 48 * 1024;
+
     private void Launch(string file, string kernel, (uint, uint, uint) grid, (uint, uint, uint) block, uint sharedBytes, KernelArgs args)
     {
         var f = Function(file, kernel);
         MakeCurrent();
+        if (sharedBytes > DefaultSharedLimit)
+            lock (_moduleLock)
+                if (!_sharedOptIn.TryGetValue(f, out var allowed) || allowed < sharedBytes)
+                {
+                    CudaDriver.FuncSetAttribute(f, CudaDriver.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)sharedBytes);
+                    _sharedOptIn[f] = sharedBytes;
+                }
         CudaDriver.LaunchKernel(f, kernel, grid, block, sharedBytes, _stream, args.Pointers);
     }
 

@@ -18,6 +18,7 @@ internal static unsafe partial class CudaDriver
     public const int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
     public const int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
     public const int CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
+    public const int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
     [LibraryImport(Lib)] private static partial int cuInit(uint flags);
     [LibraryImport(Lib)] private static partial int cuDriverGetVersion(int* version);
@@ -43,6 +44,7 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Lib)] private static partial int cuModuleLoadData(nint* module, void* image);
     [LibraryImport(Lib)] private static partial int cuModuleGetFunction(nint* function, nint module, byte* name);
     [LibraryImport(Lib)] private static partial int cuModuleUnload(nint module);
+    [LibraryImport(Lib)] private static partial int cuFuncSetAttribute(nint function, int attribute, int value);
     [LibraryImport(Lib)] private static partial int cuLaunchKernel(nint f, uint gx, uint gy, uint gz, uint bx, uint by, uint bz,
         uint sharedBytes, nint stream, void** args, void** extra);
     [LibraryImport(Lib)] private static partial int cuStreamCreate(nint* stream, uint flags);
@@ -129,6 +131,10 @@ internal static unsafe partial class CudaDriver
     }
 
     public static void ModuleUnload(nint module) => Check(cuModuleUnload(module), nameof(cuModuleUnload));
+
+    /// <summary>Sets a kernel attribute (e.g. the dynamic shared memory a launch may ask for beyond the default 48 KiB).</summary>
+    public static void FuncSetAttribute(nint function, int attribute, int value) =>
+        Check(cuFuncSetAttribute(function, attribute, value), nameof(cuFuncSetAttribute));
 
     public static void LaunchKernel(nint f, string name, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, uint sharedBytes, nint stream, void** args)
     {
