@@ -32,7 +32,7 @@ __device__ __forceinline__ float tile_score(const float* qs, const float* ks, in
 extern "C" __global__ void attention_forward(const float* q, const float* k, const float* v, const float* pk, const float* pv,
                                              const u8* mask, int S, int N, int H, int D, float scale, float masked, int T,
                                              float* out, float* lse) {
-    extern __shared__ float smem[];
+    DGLM_DYNAMIC_SHARED(float, smem);
     float* Qs = smem;
     float* Ks = Qs + T * D;
     float* Vs = Ks + T * D;
@@ -130,7 +130,7 @@ extern "C" __global__ void attention_backward_dq(const float* q, const float* k,
                                                  const u8* mask, const float* lse, const float* delta, const int* fully_blocked,
                                                  const float* dout, int S, int N, int H, int D, float scale, float masked, int T,
                                                  float* dq) {
-    extern __shared__ float smem[];
+    DGLM_DYNAMIC_SHARED(float, smem);
     float* Qs = smem;
     float* dOs = Qs + T * D;
     float* dQs = dOs + T * D;
@@ -197,7 +197,7 @@ extern "C" __global__ void attention_backward_dkv(const float* q, const float* k
                                                   const u8* mask, const float* lse, const float* delta, const int* fully_blocked,
                                                   const float* dout, int S, int N, int H, int D, float scale, float masked, int T,
                                                   float* dk, float* dv, float* dpk, float* dpv) {
-    extern __shared__ float smem[];
+    DGLM_DYNAMIC_SHARED(float, smem);
     float* Ks = smem;
     float* Vs = Ks + T * D;
     float* dKs = Vs + T * D;

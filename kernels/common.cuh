@@ -75,6 +75,13 @@ __device__ __forceinline__ void store_from_f32(void* p, i64 i, int dtype, float 
     }
 }
 
+// Dynamic shared memory of a kernel, viewed as T (16-byte aligned).
+#ifdef DGLM_HOST_EMULATION
+#define DGLM_DYNAMIC_SHARED(T, name) T* name = (T*)dglm_emu_dynamic_shared()
+#else
+#define DGLM_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
+#endif
+
 // Grid-stride loop over [0, n): kernels stay correct for any launch size.
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)blockDim.x * gridDim.x)
 
@@ -129,13 +136,6 @@ __device__ __forceinline__ float counter_uniform(u64 stream, u64 index) {
 //   C/D 16×8 fp32: c[0..1] = C[g][2t..2t+1], c[2..3] = C[g+8][2t..2t+1]
 // So an accumulator tile pair (n-tiles 2j and 2j+1) rounded to bf16 is exactly the A fragment of the next product
 // (the flash-attention trick that keeps P in registers).
-
-// Dynamic shared memory of a kernel, viewed as T (16-byte aligned).
-#ifdef DGLM_HOST_EMULATION
-#define DGLM_DYNAMIC_SHARED(T, name) T* name = (T*)dglm_emu_dynamic_shared()
-#else
-#define DGLM_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
-#endif
 
 // Two floats rounded to nearest-even bf16 and packed, `lo` in the low half (the mma operand order).
 __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {

@@ -141,7 +141,7 @@ bool run(const Case& c, std::mt19937& rng) {
     size_t fwdShared = (size_t)(ATT_BQ + 2 * ATT_BK) * LD * 2 + ATT_BQ * ATT_BK;
     size_t dqShared = (size_t)(2 * ATT_BQ + 2 * ATT_BK) * LD * 2 + ATT_BQ * ATT_BK;
     size_t dkvShared = (size_t)(2 * ATT_BK + 2 * ATT_BQ_DKV) * LD * 2 + 3 * ATT_BQ_DKV * 4 + ATT_BQ_DKV * ATT_BK;
-    dglm_emu::launch(gridQ, block, fwdShared, [&] {
+    bool launched = dglm_emu::launch(gridQ, block, fwdShared, [&] {
         if (D == 64) attention_mma_forward_d64(x.q.data(), x.k.data(), x.v.data(), pk, pv, m, S, N, H, scale, masked, gOut.data(), gLse.data());
         else attention_mma_forward_d128(x.q.data(), x.k.data(), x.v.data(), pk, pv, m, S, N, H, scale, masked, gOut.data(), gLse.data());
     });
@@ -162,11 +162,11 @@ bool run(const Case& c, std::mt19937& rng) {
                 }
                 fully[row] = blk;
             }
-    dglm_emu::launch(gridQ, block, dqShared, [&] {
+    launched &= dglm_emu::launch(gridQ, block, dqShared, [&] {
         if (D == 64) attention_mma_backward_dq_d64(x.q.data(), x.k.data(), x.v.data(), pk, pv, m, gLse.data(), delta.data(), x.dout.data(), S, N, H, scale, gDq.data());
         else attention_mma_backward_dq_d128(x.q.data(), x.k.data(), x.v.data(), pk, pv, m, gLse.data(), delta.data(), x.dout.data(), S, N, H, scale, gDq.data());
     });
-    dglm_emu::launch(gridK, block, dkvShared, [&] {
+    launched &= dglm_emu::launch(gridK, block, dkvShared, [&] {
         if (D == 64)
             attention_mma_backward_dkv_d64(x.q.data(), x.k.data(), x.v.data(), pk, pv, m, gLse.data(), delta.data(), fully.data(), x.dout.data(),
                                            S, N, H, scale, masked, gDk.data(), gDv.data(), N ? gDpk.data() : nullptr, N ? gDpv.data() : nullptr);
@@ -177,6 +177,10 @@ bool run(const Case& c, std::mt19937& rng) {
 
     // Tolerances: P and dS are rounded to bf16 before their products (8 bits of mantissa, ~2e-3 relative per
     // element, averaging down over the sums); the lse is fp32 arithmetic on the same scores.
+    if (!launched) {
+        std::printf("    launch failed: %s\n", dglm_emu::error.c_str());
+        return false;
+    }
     bool ok = compare("out", gOut, out, 1e-2);
     double lseErr = 0;
     bool lseFinite = true;

@@ -1,21 +1,26 @@
 // Host emulation of the CUDA features our kernels use, so that a kernel file compiles with g++ and runs on a CPU:
-//   g++ -std=c++20 -O1 -pthread -DDGLM_HOST_EMULATION -include tools/kernel-emu/cuda_host.h -x c++ kernels/X.cu ...
-// Every CUDA thread of a block is an OS thread; blocks run one after another. __syncthreads is a block barrier;
-// warp collectives (shuffles, mma.sync, ldmatrix) exchange through a per-warp buffer between two warp barriers and
-// compute their results from the documented PTX fragment layouts. It checks a kernel's indexing, tiling, masking
-// and synchronisation — everything but the hardware itself — on machines without a GPU. Slow by design (context
-// switches at every collective); meant for small shapes.
+//   g++ -std=c++20 -O2 -DDGLM_HOST_EMULATION -include tools/kernel-emu/cuda_host.h -x c++ kernels/X.cu ...
+// Every CUDA thread of a block is a fiber (ucontext) on the calling OS thread; blocks run one after another, so a
+// launch is deterministic. __syncthreads and the warp collectives (shuffles, mma.sync, ldmatrix) are barriers the
+// scheduler enforces: a fiber that arrives waits until every live thread of its block (or warp) has arrived.
+// Between barriers a thread runs alone (no interleaving), in thread order or, with DGLM_EMU_ORDER=reverse, the
+// opposite one: a missing barrier between a shared write and another thread's read shows up in one of the two.
+// Warp collectives exchange their operands through a per-warp buffer and compute their results from the PTX ISA's
+// fragment layouts. Checked on the way: barriers nobody can complete (a deadlock on a GPU), warp collectives with
+// exited lanes, misaligned ldmatrix rows; shared memory starts poisoned (0xff bytes: a float or bf16 NaN).
+// What it cannot check is the hardware itself (timing, the real instruction encodings): that is the GPU tests' job.
 #pragma once
 
-#include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <math.h>
-#include <memory>
-#include <thread>
+#include <string>
+#include <type_traits>
+#include <ucontext.h>
 #include <vector>
 
 #define __global__
@@ -26,12 +31,162 @@
 #define __shared__ static
 #define __align__(n) alignas(n)
 
+// CUDA's integer min/max overloads (device code calls them unqualified).
+template <typename A, typename B> inline std::common_type_t<A, B> min(A a, B b) { return b < a ? b : a; }
+template <typename A, typename B> inline std::common_type_t<A, B> max(A a, B b) { return a < b ? b : a; }
+
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+
 struct dglm_dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
 
-inline thread_local dglm_dim3 threadIdx, blockIdx;
-inline dglm_dim3 blockDim, gridDim;
+namespace dglm_emu {
+
+struct alignas(16) Slot {
+    unsigned char bytes[64];
+};
+
+struct Fiber {
+    ucontext_t ctx;
+    dglm_dim3 idx;
+    int lane = 0, warp = 0, votes = 0;
+    enum State { Runnable, Waiting, Done } state = Runnable;
+    int waitingOn = -1; // -1: the block barrier; w ≥ 0: warp w's barrier
+};
+
+struct Block {
+    dglm_dim3 idx;
+    std::vector<Fiber> fibers;
+    int live = 0, arrived = 0;
+    std::vector<int> warpLive, warpArrived;
+    std::vector<unsigned char> shared;
+    std::vector<Slot> exchange; // one slot per thread, grouped by warp
+    int vote[2] = {0, 0};
+};
+
+inline Block* block = nullptr;
+inline Fiber* current = nullptr;
+inline ucontext_t scheduler;
+inline dglm_dim3 gridDim_, blockDim_;
+inline const std::function<void()>* body = nullptr;
+inline std::string error; // the first problem of the running launch
+
+inline void fail(const std::string& what) {
+    if (error.empty()) error = what;
+}
+
+inline void release(int w) {
+    for (auto& f : block->fibers)
+        if (f.state == Fiber::Waiting && f.waitingOn == w) f.state = Fiber::Runnable;
+}
+
+// Arrive at the block barrier (w = −1) or warp w's barrier; returns once every live member has arrived.
+inline void arrive(int w) {
+    int& arrived = w < 0 ? block->arrived : block->warpArrived[w];
+    int live = w < 0 ? block->live : block->warpLive[w];
+    if (++arrived == live) {
+        arrived = 0;
+        release(w);
+        return;
+    }
+    current->state = Fiber::Waiting;
+    current->waitingOn = w;
+    swapcontext(&current->ctx, &scheduler);
+}
+
+inline void warp_sync() {
+    if (block->warpLive[current->warp] != 32) fail("a warp collective (shuffle, mma, ldmatrix) ran with exited lanes");
+    arrive(current->warp);
+}
+
+inline Slot& slot(int l) { return block->exchange[current->warp * 32 + l]; }
+
+inline void fiber_entry() {
+    (*body)();
+    Fiber* f = current;
+    f->state = Fiber::Done;
+    block->live--;
+    block->warpLive[f->warp]--;
+    // An exited thread no longer holds back the barriers its block or warp is waiting at.
+    if (block->arrived > 0 && block->arrived == block->live) { block->arrived = 0; release(-1); }
+    int& wa = block->warpArrived[f->warp];
+    if (wa > 0 && wa == block->warpLive[f->warp]) { wa = 0; release(f->warp); }
+}
+
+// Runs `kernel` over the grid with `shared` bytes of dynamic shared memory per block. Returns false with
+// `error` set when the launch went wrong (deadlock, a failed check inside a collective).
+inline bool launch(dglm_dim3 grid, dglm_dim3 blk, size_t shared, const std::function<void()>& kernel) {
+    constexpr size_t StackBytes = 128 * 1024;
+    static std::vector<std::vector<char>> stacks;
+    error.clear();
+    int threads = (int)(blk.x * blk.y * blk.z);
+    if (threads <= 0 || threads > 1024) { fail("block of " + std::to_string(threads) + " threads"); return false; }
+    while ((int)stacks.size() < threads) stacks.emplace_back(StackBytes);
+    gridDim_ = grid;
+    blockDim_ = blk;
+    body = &kernel;
+    int warps = (threads + 31) / 32;
+    // Between two barriers each thread runs alone, in thread order; DGLM_EMU_ORDER=reverse runs them last to first,
+    // so a read of shared data that lacks the barrier after its write sees the poison in one of the two orders.
+    static const bool reverse = [] { const char* o = std::getenv("DGLM_EMU_ORDER"); return o && std::string(o) == "reverse"; }();
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                Block b;
+                b.idx = {x, y, z};
+                b.fibers.resize(threads);
+                b.live = threads;
+                b.warpLive.resize(warps);
+                b.warpArrived.assign(warps, 0);
+                for (int w = 0; w < warps; w++) b.warpLive[w] = std::min(32, threads - 32 * w);
+                b.shared.assign(shared + 16, 0xff);
+                b.exchange.resize(warps * 32);
+                for (int t = 0; t < threads; t++) {
+                    Fiber& f = b.fibers[t];
+                    f.idx = {(unsigned)(t % blk.x), (unsigned)(t / blk.x % blk.y), (unsigned)(t / (blk.x * blk.y))};
+                    f.lane = t % 32;
+                    f.warp = t / 32;
+                    getcontext(&f.ctx);
+                    f.ctx.uc_stack.ss_sp = stacks[t].data();
+                    f.ctx.uc_stack.ss_size = StackBytes;
+                    f.ctx.uc_link = &scheduler;
+                    makecontext(&f.ctx, fiber_entry, 0);
+                }
+                block = &b;
+                while (b.live > 0) {
+                    bool progress = false;
+                    for (int i = 0; i < threads; i++) {
+                        Fiber& f = b.fibers[reverse ? threads - 1 - i : i];
+                        if (f.state == Fiber::Runnable) {
+                            current = &f;
+                            swapcontext(&scheduler, &f.ctx);
+                            progress = true;
+                        }
+                    }
+                    if (!progress) {
+                        int waiting = 0;
+                        for (auto& f : b.fibers) waiting += f.state == Fiber::Waiting;
+                        fail("deadlock in block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + "): " +
+                             std::to_string(waiting) + " threads wait at a barrier the others never reach");
+                        block = nullptr;
+                        return false;
+                    }
+                }
+                block = nullptr;
+                if (!error.empty()) return false;
+            }
+    return true;
+}
+
+} // namespace dglm_emu
+
+#define threadIdx (dglm_emu::current->idx)
+#define blockIdx (dglm_emu::block->idx)
+#define blockDim (dglm_emu::blockDim_)
+#define gridDim (dglm_emu::gridDim_)
 
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
@@ -41,90 +196,49 @@ inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 inline unsigned short dglm_emu_f32_to_f16(float f) { _Float16 h = (_Float16)f; unsigned short u; std::memcpy(&u, &h, 2); return u; }
 inline float dglm_emu_f16_to_f32(unsigned short u) { _Float16 h; std::memcpy(&h, &u, 2); return (float)h; }
 
-namespace dglm_emu {
-
-struct alignas(16) Slot {
-    unsigned char bytes[64];
-};
-
-struct BlockState {
-    explicit BlockState(int threads, size_t shared)
-        : all(threads), warps((threads + 31) / 32), shared(shared + 16, 0xff), exchange((threads + 31) / 32 * 32) {
-        for (auto& w : warps) w = std::make_unique<std::barrier<>>(32);
-        vote[0] = vote[1] = 0;
-    }
-    std::barrier<> all;
-    std::vector<std::unique_ptr<std::barrier<>>> warps;
-    std::vector<unsigned char> shared;
-    std::vector<Slot> exchange; // one slot per thread, grouped by warp
-    std::atomic<int> vote[2];
-};
-
-inline thread_local BlockState* block = nullptr;
-inline thread_local int lane = 0, warp = 0, votes = 0;
-
-inline void warp_sync() { block->warps[warp]->arrive_and_wait(); }
-inline Slot& slot(int l) { return block->exchange[warp * 32 + l]; }
-
-// Runs `kernel` over the grid with `shared` bytes of dynamic shared memory per block, poisoned with 0xff bytes
-// (a bf16 NaN, a float NaN) so that a read before the write shows up in the results.
-inline void launch(dglm_dim3 grid, dglm_dim3 blk, size_t shared, const std::function<void()>& kernel) {
-    gridDim = grid;
-    blockDim = blk;
-    int threads = (int)(blk.x * blk.y * blk.z);
-    if (threads % 32 != 0) throw "emulated blocks must be whole warps";
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                BlockState state(threads, shared);
-                std::vector<std::thread> pool;
-                for (int t = 0; t < threads; t++)
-                    pool.emplace_back([&, t] {
-                        block = &state;
-                        blockIdx = {x, y, z};
-                        threadIdx = {(unsigned)(t % blk.x), (unsigned)(t / blk.x % blk.y), (unsigned)(t / (blk.x * blk.y))};
-                        lane = t % 32;
-                        warp = t / 32;
-                        votes = 0;
-                        kernel();
-                    });
-                for (auto& th : pool) th.join();
-            }
-}
-
-} // namespace dglm_emu
-
 inline void* dglm_emu_dynamic_shared() {
     auto p = (uintptr_t)dglm_emu::block->shared.data();
     return (void*)((p + 15) & ~(uintptr_t)15);
 }
 
-inline void __syncthreads() { dglm_emu::block->all.arrive_and_wait(); }
+inline void __syncthreads() { dglm_emu::arrive(-1); }
 
 // Two barriers per vote: writers and readers of one slot never overlap, and the other slot is cleared while
 // nobody can touch it.
 inline int __syncthreads_or(int predicate) {
     using namespace dglm_emu;
-    int s = votes++ & 1;
-    if (predicate) block->vote[s].fetch_or(1);
-    block->all.arrive_and_wait();
-    int r = block->vote[s].load();
-    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) block->vote[s ^ 1].store(0);
-    block->all.arrive_and_wait();
+    int s = current->votes++ & 1;
+    if (predicate) block->vote[s] = 1;
+    arrive(-1);
+    int r = block->vote[s];
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) block->vote[s ^ 1] = 0;
+    arrive(-1);
     return r;
 }
 
-template <typename T>
-inline T __shfl_xor_sync(unsigned, T v, int mask) {
+// Fibers never run concurrently: the atomics are plain read-modify-writes.
+template <typename T> inline T atomicCAS(T* p, T compare, T value) { T old = *p; if (old == compare) *p = value; return old; }
+template <typename T> inline T atomicMin(T* p, T value) { T old = *p; if (value < old) *p = value; return old; }
+template <typename T> inline T atomicMax(T* p, T value) { T old = *p; if (value > old) *p = value; return old; }
+template <typename T> inline T atomicAdd(T* p, T value) { T old = *p; *p = old + value; return old; }
+
+template <typename T, typename F>
+inline T dglm_emu_exchange(T v, F source) {
     using namespace dglm_emu;
     static_assert(sizeof(T) <= sizeof(Slot));
-    std::memcpy(slot(lane).bytes, &v, sizeof(T));
+    std::memcpy(slot(current->lane).bytes, &v, sizeof(T));
     warp_sync();
     T r;
-    std::memcpy(&r, slot(lane ^ mask).bytes, sizeof(T));
+    std::memcpy(&r, slot(source(current->lane)).bytes, sizeof(T));
     warp_sync();
     return r;
 }
+
+template <typename T> inline T __shfl_xor_sync(unsigned, T v, int mask) { return dglm_emu_exchange(v, [&](int l) { return l ^ mask; }); }
+template <typename T> inline T __shfl_down_sync(unsigned, T v, unsigned delta) {
+    return dglm_emu_exchange(v, [&](int l) { return l + (int)delta < 32 ? l + (int)delta : l; });
+}
+template <typename T> inline T __shfl_sync(unsigned, T v, int src) { return dglm_emu_exchange(v, [&](int) { return src & 31; }); }
 
 inline float dglm_emu_bf16(unsigned short b) { return __uint_as_float((unsigned)b << 16); }
 
@@ -133,7 +247,7 @@ inline float dglm_emu_bf16(unsigned short b) { return __uint_as_float((unsigned)
 inline void dglm_emu_mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
     using namespace dglm_emu;
     unsigned mine[6] = {a[0], a[1], a[2], a[3], b0, b1};
-    std::memcpy(slot(lane).bytes, mine, sizeof mine);
+    std::memcpy(slot(current->lane).bytes, mine, sizeof mine);
     warp_sync();
     float A[16][16], B[16][8];
     for (int l = 0; l < 32; l++) {
@@ -152,7 +266,7 @@ inline void dglm_emu_mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsig
         }
     }
     warp_sync();
-    int g = lane >> 2, t = lane & 3;
+    int g = current->lane >> 2, t = current->lane & 3;
     for (int r = 0; r < 4; r++) {
         int row = g + 8 * (r >> 1), col = 2 * t + (r & 1);
         double acc = d[r];
@@ -165,10 +279,10 @@ inline void dglm_emu_mma_bf16_16816(float (&d)[4], const unsigned (&a)[4], unsig
 // (row 2j, column i) and (row 2j + 1, column i) of matrix m, low half first.
 inline void dglm_emu_ldsm_x4_trans(unsigned (&out)[4], const unsigned short* p) {
     using namespace dglm_emu;
-    if (((uintptr_t)p & 15) != 0) throw "ldmatrix row address not 16-byte aligned";
-    std::memcpy(slot(lane).bytes, &p, sizeof p);
+    if (((uintptr_t)p & 15) != 0) fail("ldmatrix row address not 16-byte aligned");
+    std::memcpy(slot(current->lane).bytes, &p, sizeof p);
     warp_sync();
-    int i = lane >> 2, j = lane & 3;
+    int i = current->lane >> 2, j = current->lane & 3;
     for (int m = 0; m < 4; m++) {
         const unsigned short *lo, *hi;
         std::memcpy(&lo, slot(8 * m + 2 * j).bytes, sizeof lo);

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${TMPDIR:-/tmp}/dglm-kernel-emu
 mkdir -p "$out"
-g++ -std=c++20 -O2 -pthread -DDGLM_HOST_EMULATION -include tools/kernel-emu/cuda_host.h \
+g++ -std=c++20 -O2 -DDGLM_HOST_EMULATION -include tools/kernel-emu/cuda_host.h \
     -Wall -Wno-unused-function -Wno-unknown-pragmas \
     -o "$out/attention_mma_test" tools/kernel-emu/attention_mma_test.cpp
 "$out/attention_mma_test" "$@"

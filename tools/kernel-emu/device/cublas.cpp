@@ -1,0 +1,109 @@
+// The emulated device's cuBLAS: the entry points Backends/Cuda/Native/Cublas.cs binds, with cuBLAS's argument
+// checks (leading dimensions, types) and a plain column-major strided-batched GEMM summed in double.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+enum { SUCCESS = 0, NOT_INITIALIZED = 1, INVALID_VALUE = 7, NOT_SUPPORTED = 15 };
+enum { R_32F = 0, R_16F = 2, R_16BF = 14 };
+constexpr int COMPUTE_32F = 68;
+
+float load(const void* p, long long i, int type) {
+    if (type == R_32F) return ((const float*)p)[i];
+    unsigned short h = ((const unsigned short*)p)[i];
+    if (type == R_16BF) {
+        unsigned u = (unsigned)h << 16;
+        float f;
+        std::memcpy(&f, &u, 4);
+        return f;
+    }
+    _Float16 x;
+    std::memcpy(&x, &h, 2);
+    return (float)x;
+}
+
+void store(void* p, long long i, int type, float v) {
+    if (type == R_32F) { ((float*)p)[i] = v; return; }
+    unsigned short h;
+    if (type == R_16BF) {
+        unsigned u;
+        std::memcpy(&u, &v, 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) h = (unsigned short)((u >> 16) | 0x40u);
+        else h = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    } else {
+        _Float16 x = (_Float16)v;
+        std::memcpy(&h, &x, 2);
+    }
+    ((unsigned short*)p)[i] = h;
+}
+
+bool known(int t) { return t == R_32F || t == R_16F || t == R_16BF; }
+
+struct Handle {
+    void* stream = nullptr;
+    int mathMode = 0;
+};
+
+} // namespace
+
+extern "C" {
+
+int cublasCreate_v2(void** handle) { *handle = new Handle(); return SUCCESS; }
+int cublasDestroy_v2(void* handle) { if (!handle) return NOT_INITIALIZED; delete (Handle*)handle; return SUCCESS; }
+int cublasSetStream_v2(void* handle, void* stream) { if (!handle) return NOT_INITIALIZED; ((Handle*)handle)->stream = stream; return SUCCESS; }
+int cublasSetMathMode(void* handle, int mode) { if (!handle) return NOT_INITIALIZED; ((Handle*)handle)->mathMode = mode; return SUCCESS; }
+
+int cublasGemmStridedBatchedEx(void* handle, int transa, int transb, int m, int n, int k, const void* alpha,
+                               const void* a, int aType, int lda, long long strideA, const void* b, int bType, int ldb, long long strideB,
+                               const void* beta, void* c, int cType, int ldc, long long strideC, int batch, int computeType, int algo) {
+    (void)algo;
+    if (!handle) return NOT_INITIALIZED;
+    if (m < 0 || n < 0 || k < 0 || batch < 0 || (transa != 0 && transa != 1) || (transb != 0 && transb != 1)) return INVALID_VALUE;
+    // cuBLAS's rule: the leading dimension covers the stored rows of each column-major operand.
+    if (lda < (transa ? (k > 1 ? k : 1) : (m > 1 ? m : 1))) return INVALID_VALUE;
+    if (ldb < (transb ? (n > 1 ? n : 1) : (k > 1 ? k : 1))) return INVALID_VALUE;
+    if (ldc < (m > 1 ? m : 1)) return INVALID_VALUE;
+    if (!known(aType) || !known(bType) || !known(cType) || computeType != COMPUTE_32F) return NOT_SUPPORTED;
+    float al = *(const float*)alpha, be = *(const float*)beta;
+    for (int p = 0; p < batch; p++) {
+        long long oa = p * strideA, ob = p * strideB, oc = p * strideC;
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                double acc = 0;
+                for (int q = 0; q < k; q++) {
+                    float x = load(a, oa + (transa ? q + (long long)i * lda : i + (long long)q * lda), aType);
+                    float y = load(b, ob + (transb ? j + (long long)q * ldb : q + (long long)j * ldb), bType);
+                    acc += (double)x * y;
+                }
+                long long ci = oc + i + (long long)j * ldc;
+                // beta = 0: C is not read (it may hold anything, NaN included), as cuBLAS documents.
+                float v = (float)(al * acc) + (be == 0.0f ? 0.0f : be * load(c, ci, cType));
+                store(c, ci, cType, v);
+            }
+    }
+    return SUCCESS;
+}
+
+const char* cublasGetStatusName(int status) {
+    switch (status) {
+        case SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+        case NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+        case INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+        case NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+        default: return "CUBLAS_STATUS_UNKNOWN";
+    }
+}
+
+const char* cublasGetStatusString(int status) {
+    switch (status) {
+        case SUCCESS: return "success";
+        case NOT_INITIALIZED: return "the library was not initialized";
+        case INVALID_VALUE: return "an invalid numeric value was used as an argument";
+        case NOT_SUPPORTED: return "the functionality requested is not supported";
+        default: return "unknown error";
+    }
+}
+
+} // extern "C"
