@@ -65,7 +65,7 @@ var resume = Opt("--resume", "Continue from the newest checkpoint in --output (s
 
 var root = new RootCommand("Fine-tune a ChatGLM-6B-architecture model (LoRA, P-Tuning v2 or full) on medical dialogues with DoctorGlm.Engine. " +
     "With no arguments: a small real job on the CPU in about three minutes, on the dialogues shipped with the sample.");
-foreach (var o in new Option[] { model, init, config, tokenizer, device, dtype, method, loraRank, loraAlpha, loraDropout, loraTarget, loraGrouped, preSeqLen,
+foreach (var o in new Option[] { model, init, config, tokenizer, device, dtype, attention, method, loraRank, loraAlpha, loraDropout, loraTarget, loraGrouped, preSeqLen,
              prefixProjection, train, eval, maxTrainSamples, maxEvalSamples, maxSource, maxTarget, optimizer, lr, weightDecay, schedule, warmup, batch, accum,
              clip, epochs, maxSteps, seed, checkpointing, saveSteps, output, evalGenerate, resume })
     root.Options.Add(o);
