@@ -12,12 +12,16 @@ public sealed class TrainAppTests : IDisposable
 
     public void Dispose() { if (Directory.Exists(_out)) Directory.Delete(_out, recursive: true); }
 
-    /// <summary>The checkout's root (the folder holding the solution), found upward from the test assembly.</summary>
+    /// <summary>
+    /// The checkout's root (the folder holding the solution), found upward from the test assembly. A published test
+    /// program (the GPU runner) lives outside any checkout and has no Train build: the tests skip there.
+    /// </summary>
     private static string RepositoryRoot()
     {
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
             if (File.Exists(Path.Combine(d.FullName, "DoctorGlm.Engine.sln"))) return d.FullName;
-        throw new DirectoryNotFoundException($"no DoctorGlm.Engine.sln above {AppContext.BaseDirectory}");
+        Assert.Skip($"not run from a checkout (no DoctorGlm.Engine.sln above {AppContext.BaseDirectory}): the Train sample is not built here");
+        return "";
     }
 
     private static (int Code, string Output) RunTrain(params string[] args)
