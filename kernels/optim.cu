@@ -43,14 +43,16 @@ extern "C" __global__ void lion_step(float* p, const float* g, float* m, i64 n,
 // Each element gets exactly the arithmetic of the single-tensor kernels above, so results match them (and the
 // CPU) bit for bit.
 
+// step_size / bc2_sqrt: per-tensor arrays when the parameters are at different steps, else null and the scalars
+// step_size_all / bc2_sqrt_all apply to all (the usual case: the table then stays the same from step to step).
 extern "C" __global__ void adamw_multi(float* const* p, const float* const* g, float* const* m, float* const* v,
-                                       const i64* n, const float* step_size, const float* bc2_sqrt,
-                                       const int* chunk_tensor, const i64* chunk_start, int chunks, i64 chunk,
+                                       const i64* n, const float* step_size, const float* bc2_sqrt, float step_size_all,
+                                       float bc2_sqrt_all, const int* chunk_tensor, const i64* chunk_start, int chunks, i64 chunk,
                                        float decay, float beta1, float omb1, float beta2, float omb2, float eps) {
     for (int c = blockIdx.x; c < chunks; c += gridDim.x) {
         int t = chunk_tensor[c];
         i64 start = chunk_start[c], end = min(start + chunk, n[t]);
-        float ss = step_size[t], bc2 = bc2_sqrt[t];
+        float ss = step_size ? step_size[t] : step_size_all, bc2 = bc2_sqrt ? bc2_sqrt[t] : bc2_sqrt_all;
         for (i64 i = start + threadIdx.x; i < end; i += blockDim.x)
             adamw_element(p[t], g[t], m[t], v[t], i, decay, beta1, omb1, beta2, omb2, ss, bc2, eps);
     }

@@ -446,6 +446,28 @@ public class CudaBackendTests
     }
 
     [Fact]
+    public void MultiTensorAdamWStepsReuseTheirTableAndStayBitIdentical()
+    {
+        // Three steps over the same tensors, every parameter at the same step: the GPU's table is built once (no
+        // device memory is taken after the first step) and the step factors go as scalars; bit-identical to the CPU.
+        int[] sizes = [70_000, 9, 1_024];
+        var data = sizes.Select(n => (P: Randn(n), G: Randn(n), M: Randn(n, 0.1), V: Randn(n).Select(x => x * x).ToArray())).ToArray();
+        long[] inUse = new long[3];
+        Identical(Both((be, d) =>
+        {
+            var t = data.Select((x, i) => (P: T(x.P, d, sizes[i]), G: T(x.G, d, sizes[i]), M: T(x.M, d, sizes[i]), V: T(x.V, d, sizes[i]))).ToArray();
+            for (int step = 1; step <= 3; step++)
+            {
+                be.AdamWStep(t.Select(x => new AdamWUpdate(x.P, x.G, x.M, x.V, 1 - Math.Pow(0.9, step), 1 - Math.Pow(0.999, step))).ToList(),
+                    1e-3, 0.9, 0.999, 1e-8, 0.01);
+                if (be is CudaBackend g) inUse[step - 1] = g.Memory.InUseBytes;
+            }
+            return [.. t.SelectMany(x => new[] { x.P, x.M, x.V })];
+        }), "three multi-tensor AdamW steps");
+        Assert.True(inUse[1] == inUse[0] && inUse[2] == inUse[0], $"device memory in use after each step: {string.Join(", ", inUse)} (the table must be reused)");
+    }
+
+    [Fact]
     public void DequantizeMatchesSpec()
     {
         var gpu = CudaTestSetup.Require();

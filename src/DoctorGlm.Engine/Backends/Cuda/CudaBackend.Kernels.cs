@@ -202,18 +202,28 @@ public sealed unsafe partial class CudaBackend
     /// The device-side tables of a multi-tensor launch, uploaded in one copy: per tensor, its pointer columns (e.g.
     /// p, g, m, v), its length and float columns (e.g. its step size); per chunk, its tensor and start element.
     /// </summary>
-    private sealed class TensorTable(Scratch buffer, ulong[] pointerColumns, ulong lengths, ulong[] floatColumns, ulong chunkTensor, ulong chunkStart, int chunks) : IDisposable
+    private sealed class TensorTable(Scratch buffer, byte[] content, ulong[] pointerColumns, ulong lengths, ulong[] floatColumns, ulong chunkTensor, ulong chunkStart, int chunks)
     {
+        public Scratch Buffer { get; } = buffer;
+        public byte[] Content { get; } = content;
         public ulong[] PointerColumns { get; } = pointerColumns;
         public ulong Lengths { get; } = lengths;
         public ulong[] FloatColumns { get; } = floatColumns;
         public ulong ChunkTensor { get; } = chunkTensor;
         public ulong ChunkStart { get; } = chunkStart;
         public int Chunks { get; } = chunks;
-        public void Dispose() => buffer.Dispose();
     }
 
-    private TensorTable UploadTable(IReadOnlyList<long> lengths, ulong[][] pointers, float[][] floats)
+    /// <summary>
+    /// Recently used tables, newest last. A training step updates the same tensors every step, so its table is found
+    /// here by content and the step launches without an upload (an upload from pageable host memory waits for the
+    /// stream to drain). A table is only ever replaced, never changed, so a hit is exact by construction.
+    /// </summary>
+    private readonly List<TensorTable> _tables = new();
+    private const int CachedTables = 8;
+
+    /// <summary>The table for these tensors (cached: the caller does not own it).</summary>
+    private TensorTable Table(IReadOnlyList<long> lengths, ulong[][] pointers, float[][] floats)
     {
         int count = lengths.Count;
         var chunkTensor = new List<int>();
@@ -237,11 +247,40 @@ public sealed unsafe partial class CudaBackend
         long startAt = Put<long>(chunkStart.ToArray());
         var floatAt = floats.Select(c => Put<float>(c)).ToArray();
         long tensorAt = Put<int>(chunkTensor.ToArray());
-        var buffer = Temp(blob.Length);
-        Upload<byte>(blob, buffer.Pointer);
-        ulong b0 = buffer.Pointer;
-        return new TensorTable(buffer, pointerAt.Select(o => b0 + (ulong)o).ToArray(), b0 + (ulong)lengthsAt,
-            floatAt.Select(o => b0 + (ulong)o).ToArray(), b0 + (ulong)tensorAt, b0 + (ulong)startAt, chunkTensor.Count);
+        lock (_tables)
+        {
+            int hit = _tables.FindIndex(t => t.Content.AsSpan().SequenceEqual(blob));
+            if (hit >= 0)
+            {
+                var found = _tables[hit];
+                _tables.RemoveAt(hit);
+                _tables.Add(found);
+                return found;
+            }
+            var buffer = Temp(blob.Length);
+            Upload<byte>(blob, buffer.Pointer);
+            ulong b0 = buffer.Pointer;
+            var table = new TensorTable(buffer, blob, pointerAt.Select(o => b0 + (ulong)o).ToArray(), b0 + (ulong)lengthsAt,
+                floatAt.Select(o => b0 + (ulong)o).ToArray(), b0 + (ulong)tensorAt, b0 + (ulong)startAt, chunkTensor.Count);
+            _tables.Add(table);
+            if (_tables.Count > CachedTables)
+            {
+                // Back to the pool; kernels already queued that read it run before any later user (stream order).
+                _tables[0].Buffer.Dispose();
+                _tables.RemoveAt(0);
+            }
+            return table;
+        }
+    }
+
+    /// <summary>Returns the cached multi-tensor tables to the pool.</summary>
+    private void ReleaseTables()
+    {
+        lock (_tables)
+        {
+            foreach (var t in _tables) t.Buffer.Dispose();
+            _tables.Clear();
+        }
     }
 
     private uint MultiTensorGrid(int chunks) => (uint)Math.Clamp(chunks, 1, _multiprocessors * 8);
@@ -250,20 +289,21 @@ public sealed unsafe partial class CudaBackend
     public void AdamWStep(IReadOnlyList<AdamWUpdate> updates, double lr, double beta1, double beta2, double eps, double weightDecay)
     {
         if (updates.Count == 0) return;
-        using var table = UploadTable(updates.Select(u => u.Param.NumElements).ToArray(),
+        // Per parameter, the same fp32 factors as the single-tensor kernel derives from its own step count; when every
+        // parameter is at the same step (the usual case) they go as two scalars and the table stays the same.
+        var stepSize = updates.Select(u => (float)(lr / u.BiasCorrection1)).ToArray();
+        var bc2Sqrt = updates.Select(u => (float)Math.Sqrt(u.BiasCorrection2)).ToArray();
+        bool uniform = stepSize.All(x => x.Equals(stepSize[0])) && bc2Sqrt.All(x => x.Equals(bc2Sqrt[0]));
+        var table = Table(updates.Select(u => u.Param.NumElements).ToArray(),
             [
                 updates.Select(u => Ptr(u.Param)).ToArray(), updates.Select(u => Ptr(u.Grad)).ToArray(),
                 updates.Select(u => Ptr(u.ExpAvg)).ToArray(), updates.Select(u => Ptr(u.ExpAvgSq)).ToArray(),
             ],
-            [
-                // Per parameter, the same fp32 factors as the single-tensor kernel derives from its own step count.
-                updates.Select(u => (float)(lr / u.BiasCorrection1)).ToArray(),
-                updates.Select(u => (float)Math.Sqrt(u.BiasCorrection2)).ToArray(),
-            ]);
+            uniform ? [] : [stepSize, bc2Sqrt]);
         if (table.Chunks == 0) return;
         var c = table.PointerColumns;
         using var a = new KernelArgs().Add(c[0]).Add(c[1]).Add(c[2]).Add(c[3]).Add(table.Lengths)
-            .Add(table.FloatColumns[0]).Add(table.FloatColumns[1]).Add(table.ChunkTensor).Add(table.ChunkStart).Add(table.Chunks).Add(MultiTensorChunk)
+            .Add(uniform ? 0UL : table.FloatColumns[0]).Add(uniform ? 0UL : table.FloatColumns[1]).Add(stepSize[0]).Add(bc2Sqrt[0]).Add(table.ChunkTensor).Add(table.ChunkStart).Add(table.Chunks).Add(MultiTensorChunk)
             .Add((float)(1.0 - lr * weightDecay)).Add((float)beta1).Add((float)(1.0 - beta1)).Add((float)beta2).Add((float)(1.0 - beta2)).Add((float)eps);
         Launch("optim.cu", "adamw_multi", (MultiTensorGrid(table.Chunks), 1, 1), (Block, 1, 1), 0, a);
     }
@@ -272,7 +312,7 @@ public sealed unsafe partial class CudaBackend
     public void LionStep(IReadOnlyList<LionUpdate> updates, double lr, double beta1, double beta2, double weightDecay)
     {
         if (updates.Count == 0) return;
-        using var table = UploadTable(updates.Select(u => u.Param.NumElements).ToArray(),
+        var table = Table(updates.Select(u => u.Param.NumElements).ToArray(),
             [updates.Select(u => Ptr(u.Param)).ToArray(), updates.Select(u => Ptr(u.Grad)).ToArray(), updates.Select(u => Ptr(u.ExpAvg)).ToArray()], []);
         if (table.Chunks == 0) return;
         var c = table.PointerColumns;
@@ -286,7 +326,7 @@ public sealed unsafe partial class CudaBackend
     public double SumOfSquares(IReadOnlyList<Tensor> xs)
     {
         if (xs.Count == 0) return 0;
-        using var table = UploadTable(xs.Select(x => x.NumElements).ToArray(), [xs.Select(x => Ptr(x)).ToArray()], []);
+        var table = Table(xs.Select(x => x.NumElements).ToArray(), [xs.Select(x => Ptr(x)).ToArray()], []);
         if (table.Chunks == 0) return 0;
         uint grid = MultiTensorGrid(table.Chunks);
         using var partials = Temp(grid * sizeof(double));

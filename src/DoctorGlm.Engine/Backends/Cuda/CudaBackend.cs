@@ -129,6 +129,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         _disposed = true;
         MakeCurrent();
         CudaDriver.StreamSynchronize(_stream);
+        ReleaseTables();
         _allocator.Trim();
         lock (_moduleLock) foreach (var m in _modules.Values) CudaDriver.ModuleUnload(m);
         Cublas.Destroy(_cublas);
