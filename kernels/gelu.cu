@@ -28,3 +28,21 @@ extern "C" __global__ void gelu_backward(const float* x, const float* dy, float*
         dx[i] = dy[i] * t;
     }
 }
+
+// The MLP's bias and GELU fused: u = x + bias[column] (the fp32 sum AddRowVector forms), never stored.
+extern "C" __global__ void bias_gelu_forward(const float* x, const float* bias, float* y, i64 n, i64 f) {
+    GRID_STRIDE(i, n) {
+        float u = x[i] + bias[i % f];
+        y[i] = u * gelu_sigmoid(u);
+    }
+}
+
+extern "C" __global__ void bias_gelu_backward(const float* x, const float* bias, const float* dy, float* dx, i64 n, i64 f) {
+    GRID_STRIDE(i, n) {
+        float u = x[i] + bias[i % f];
+        float s = gelu_sigmoid(u);
+        float t = (u * u) * (3.0f * GELU_C * GELU_K) + GELU_K;
+        t = (t * u) * (2.0f * s * (1.0f - s)) + s;
+        dx[i] = dy[i] * t;
+    }
+}

@@ -13,4 +13,17 @@ public partial interface IBackend
     /// τ = tanh(√(2/π)·(x + 0.044715·x³)). dx may alias dy.
     /// </summary>
     void GeluBackward(Tensor x, Tensor dy, Tensor dx);
+
+    /// <summary>
+    /// The MLP's bias and GELU in one pass: y = gelu(x + bias) for x [rows, f] and bias [f] (the row vector added
+    /// to every row, in fp32, as <see cref="AddRowVector"/> does), so the sum is never stored. Same result as
+    /// AddRowVector followed by <see cref="GeluForward"/>; y may alias x.
+    /// </summary>
+    void BiasGeluForward(Tensor x, Tensor bias, Tensor y);
+
+    /// <summary>
+    /// dx = dy·gelu′(x + bias), recomputing the sum (the bias gradient is then the column sum of dx). Same result as
+    /// <see cref="GeluBackward"/> on the stored sum; dx may alias dy.
+    /// </summary>
+    void BiasGeluBackward(Tensor x, Tensor bias, Tensor dy, Tensor dx);
 }

@@ -24,4 +24,32 @@ public static partial class Ops
             return [gx];
         });
     }
+
+    /// <summary>
+    /// gelu(x + bias) in one pass, bias [f] added to every row of x [.., f]: the MLP's first linear without its bias,
+    /// then this, computes what <c>Gelu(Linear(x, w, bias))</c> does (bit for bit) without storing the biased sum.
+    /// Backward recomputes the sum; the bias gradient is the column sum of the input gradient.
+    /// </summary>
+    public static Tensor BiasGelu(Tensor x, Tensor bias)
+    {
+        const string op = "BiasGelu";
+        SameDevice(op, ("x", x), ("bias", bias));
+        ExpectRank(op, "bias", bias, 1, "[features]");
+        int f = bias.Shape[0];
+        if (x.Rank < 1 || x.Shape[-1] != f)
+            throw new ArgumentException($"{op}: {x.Describe("x")} must end in {f} to match {bias.Describe("bias")}");
+        var xc = F32Contiguous(x, op, "x");
+        var bc = F32Contiguous(bias, op, "bias");
+        var y = Tensor.Empty(x.Shape, DType.F32, x.Device);
+        var be = x.Backend;
+        if (y.NumElements > 0) be.BiasGeluForward(xc, bc, y);
+        return Graph.Record(op, y, [x, bias], (g, needs) =>
+        {
+            var gx = Tensor.Empty(x.Shape, DType.F32, x.Device);
+            if (gx.NumElements > 0) be.BiasGeluBackward(xc, bc, g, gx);
+            Tensor? gb = null;
+            if (needs(1)) { gb = Tensor.Empty(bias.Shape, DType.F32, x.Device); be.SumRows(gx, gb, accumulate: false); }
+            return [needs(0) ? gx : null, gb];
+        });
+    }
 }

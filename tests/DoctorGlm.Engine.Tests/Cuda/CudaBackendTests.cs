@@ -214,6 +214,14 @@ public class CudaBackendTests
             var dx = Poison(d, 5000); be.GeluBackward(tx, T(dy, d, 5000), dx);
             return [y, dx];
         }), 1e-6, 1e-6, "gelu");
+        var bias = Randn(125);
+        Close(Both((be, d) =>
+        {
+            var (tx, tb) = (T(x, d, 40, 125), T(bias, d, 125));
+            var y = Poison(d, 40, 125); be.BiasGeluForward(tx, tb, y);
+            var dx = Poison(d, 40, 125); be.BiasGeluBackward(tx, tb, T(dy, d, 40, 125), dx);
+            return [y, dx];
+        }), 1e-6, 1e-6, "bias + gelu");
         Identical(Both((be, d) =>
         {
             var y = Poison(d, 5000); be.DropoutForward(T(x, d, 5000), y, 0.3f, 0xDEADBEEFCAFEul);

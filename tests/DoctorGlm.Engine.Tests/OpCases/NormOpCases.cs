@@ -24,6 +24,9 @@ public sealed class NormOpCases : IOpCases
                 Forward = t => Ops.Gelu(t[0]),
                 Reference = a => a[0].Select(RefGelu).ToArray(),
             });
+            yield return new OpCase("bias_gelu.rank2", r => BiasGelu(r, [Odd(r, 1, 6)], Odd(r, 3, 30)));
+            // Rows longer than the CPU kernel's 1024-element blocks, and a rank-3 input.
+            yield return new OpCase("bias_gelu.long_rows", r => BiasGelu(r, [2, Odd(r, 1, 3)], 1031));
             // Few rows, many ids: repeats are certain, so the scatter-add must accumulate, not overwrite.
             yield return new OpCase("embedding.repeats", r => Embedding(r, [Odd(r, 5, 14)], Odd(r, 2, 6), Odd(r, 1, 12)));
             yield return new OpCase("embedding.rank2_ids", r => Embedding(r, [2, Odd(r, 2, 6)], Odd(r, 3, 9), 7));
@@ -60,6 +63,14 @@ public sealed class NormOpCases : IOpCases
         Inputs = [OpInput.Randn(r, "x", shape, std: std)],
         Forward = t => Ops.Gelu(t[0]),
         Reference = a => a[0].Select(RefGelu).ToArray(),
+    };
+
+    /// <summary>gelu(x + bias) over rows of length f.</summary>
+    private static OpInstance BiasGelu(Random r, int[] rows, int f) => new()
+    {
+        Inputs = [OpInput.Randn(r, "x", [.. rows, f], std: 2.0), OpInput.Randn(r, "bias", [f])],
+        Forward = t => Ops.BiasGelu(t[0], t[1]),
+        Reference = a => a[0].Select((x, i) => RefGelu(x + a[1][i % f])).ToArray(),
     };
 
     /// <summary>Dropout with a fixed seed: the reference redraws the same stream and rebuilds the mask from <see cref="RandomGenerator.Uniform(ulong, ulong)"/>.</summary>

@@ -43,19 +43,68 @@ public sealed unsafe partial class CpuBackend
             {
                 int n = Math.Min(GeluBlock, len - o);
                 var xs = new ReadOnlySpan<float>(px + start + o, n);
-                var sb = s[..n];
                 var tb = t[..n];
-                GeluSigmoid(xs, sb);
-                // t = k·(1 + 3c·x²)
-                TensorPrimitives.Multiply(xs, xs, tb);
-                TensorPrimitives.Multiply(tb, 3f * GeluC * GeluK, tb);
-                TensorPrimitives.Add(tb, GeluK, tb);
-                // t = t·x·2s(1 − s) + s
-                TensorPrimitives.Multiply(tb, xs, tb);
-                for (int i = 0; i < n; i++) tb[i] = tb[i] * (2f * sb[i] * (1f - sb[i])) + sb[i];
+                GeluDerivative(xs, s[..n], tb);
                 TensorPrimitives.Multiply(new ReadOnlySpan<float>(pdy + start + o, n), tb, new Span<float>(pdx + start + o, n));
             }
         });
+    }
+
+    /// <inheritdoc />
+    public void BiasGeluForward(Tensor x, Tensor bias, Tensor y)
+    {
+        float* px = x.Ptr<float>(), pb = bias.Ptr<float>(), py = y.Ptr<float>();
+        int f = checked((int)bias.NumElements);
+        ForRows(y.NumElements / f, f, row =>
+        {
+            Span<float> u = stackalloc float[GeluBlock];
+            Span<float> s = stackalloc float[GeluBlock];
+            for (int o = 0; o < f; o += GeluBlock)
+            {
+                int n = Math.Min(GeluBlock, f - o);
+                long at = row * f + o;
+                var ub = u[..n];
+                TensorPrimitives.Add(new ReadOnlySpan<float>(px + at, n), new ReadOnlySpan<float>(pb + o, n), ub);
+                var sb = s[..n];
+                GeluSigmoid(ub, sb);
+                TensorPrimitives.Multiply(ub, sb, new Span<float>(py + at, n));
+            }
+        });
+    }
+
+    /// <inheritdoc />
+    public void BiasGeluBackward(Tensor x, Tensor bias, Tensor dy, Tensor dx)
+    {
+        float* px = x.Ptr<float>(), pb = bias.Ptr<float>(), pdy = dy.Ptr<float>(), pdx = dx.Ptr<float>();
+        int f = checked((int)bias.NumElements);
+        ForRows(dx.NumElements / f, f, row =>
+        {
+            Span<float> u = stackalloc float[GeluBlock];
+            Span<float> s = stackalloc float[GeluBlock];
+            Span<float> t = stackalloc float[GeluBlock];
+            for (int o = 0; o < f; o += GeluBlock)
+            {
+                int n = Math.Min(GeluBlock, f - o);
+                long at = row * f + o;
+                var ub = u[..n];
+                TensorPrimitives.Add(new ReadOnlySpan<float>(px + at, n), new ReadOnlySpan<float>(pb + o, n), ub);
+                GeluDerivative(ub, s[..n], t[..n]);
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(pdy + at, n), t[..n], new Span<float>(pdx + at, n));
+            }
+        });
+    }
+
+    /// <summary>t = gelu′(x) in the sigmoid form (s is scratch for σ(2z)).</summary>
+    private static void GeluDerivative(ReadOnlySpan<float> xs, Span<float> sb, Span<float> tb)
+    {
+        GeluSigmoid(xs, sb);
+        // t = k·(1 + 3c·x²)
+        TensorPrimitives.Multiply(xs, xs, tb);
+        TensorPrimitives.Multiply(tb, 3f * GeluC * GeluK, tb);
+        TensorPrimitives.Add(tb, GeluK, tb);
+        // t = t·x·2s(1 − s) + s
+        TensorPrimitives.Multiply(tb, xs, tb);
+        for (int i = 0; i < tb.Length; i++) tb[i] = tb[i] * (2f * sb[i] * (1f - sb[i])) + sb[i];
     }
 
     /// <summary>s = σ(2·k·(x + c·x³)) = 0.5·(1 + tanh(k·(x + c·x³))).</summary>

@@ -73,6 +73,20 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <inheritdoc />
+    public void BiasGeluForward(Tensor x, Tensor bias, Tensor y)
+    {
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(bias)).Add(Ptr(y)).Add(y.NumElements).Add(bias.NumElements);
+        LaunchElementwise("gelu.cu", "bias_gelu_forward", y.NumElements, a);
+    }
+
+    /// <inheritdoc />
+    public void BiasGeluBackward(Tensor x, Tensor bias, Tensor dy, Tensor dx)
+    {
+        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(bias)).Add(Ptr(dy)).Add(Ptr(dx)).Add(dx.NumElements).Add(bias.NumElements);
+        LaunchElementwise("gelu.cu", "bias_gelu_backward", dx.NumElements, a);
+    }
+
+    /// <inheritdoc />
     public void TanhForward(Tensor x, Tensor y)
     {
         using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(y)).Add(y.NumElements);

@@ -68,11 +68,11 @@ public sealed partial class GlmModel
         QuantizationBits = bits;
     }
 
-    /// <summary>One of a block's four linears (<paramref name="weightSlot"/>; its bias is the next slot), fp32 or quantized.</summary>
-    private Tensor LayerLinear(int layer, int weightSlot, Tensor input)
+    /// <summary>One of a block's four linears (<paramref name="weightSlot"/>; its bias is the next slot, left out when <paramref name="withBias"/> is false), fp32 or quantized.</summary>
+    private Tensor LayerLinear(int layer, int weightSlot, Tensor input, bool withBias = true)
     {
         var keys = _layerKeys[layer];
-        var bias = _params[keys[weightSlot + 1]];
+        var bias = withBias ? _params[keys[weightSlot + 1]] : null;
         return _quantized.TryGetValue(keys[weightSlot], out var q)
             ? Ops.QuantizedLinear(input, q, bias)
             : Ops.Linear(input, _params[keys[weightSlot]], bias);
