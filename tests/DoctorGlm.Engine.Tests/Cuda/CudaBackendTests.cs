@@ -454,6 +454,26 @@ public class CudaBackendTests
     }
 
     [Fact]
+    public void MixedGemmRunsInBandsWhenItsRoundedOperandIsLarge()
+    {
+        // fp32 A × bf16 B with the rounding scratch limited to 3 rows of A: the product runs in bands of rows (the
+        // last one short) and must equal the unbanded product bit for bit (each band is the same sums).
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        int m = 11, n = 7, k = 40;
+        var a = T(Randn(m * k + 3), gpu.Device, m * k + 3);
+        var b = T(Randn(n * k), gpu.Device, n * k).To(DType.BF16);
+        var whole = T(Randn(m * n), gpu.Device, m * n);
+        var banded = T(whole.ToFloatArray(), gpu.Device, m * n);
+        gpu.Gemm(false, true, m, n, k, 0.5f, a, 3, k, 0, b, 0, k, 0, 0.25f, whole, 0, n, 0, 1);
+        long previous = gpu.RoundingScratchBytes;
+        gpu.RoundingScratchBytes = 3L * k * 2;
+        try { gpu.Gemm(false, true, m, n, k, 0.5f, a, 3, k, 0, b, 0, k, 0, 0.25f, banded, 0, n, 0, 1); }
+        finally { gpu.RoundingScratchBytes = previous; }
+        Assert.Equal(whole.ToFloatArray(), banded.ToFloatArray());
+    }
+
+    [Fact]
     public void MultiTensorAdamWStepsReuseTheirTableAndStayBitIdentical()
     {
         // Three steps over the same tensors, every parameter at the same step: the GPU's table is built once (no

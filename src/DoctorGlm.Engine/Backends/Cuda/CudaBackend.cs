@@ -407,6 +407,35 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
     {
         if (m == 0 || n == 0 || batch == 0) return;
+        // An fp32 A beside a 16-bit B is rounded into scratch; when that copy would be large (the LM head's backward:
+        // tokens × 130528 gradients of the logits, 2 GB in bf16 at 8192 tokens), the product runs in bands of A's
+        // rows instead, each band rounded on its own — the same sums, bounded scratch.
+        long rowBytes = (long)k * b.DType.SizeOf();
+        if (a.DType == DType.F32 && b.DType != DType.F32 && !transA && batch == 1 && (long)m * rowBytes > RoundingScratchBytes)
+        {
+            int band = (int)Math.Clamp(RoundingScratchBytes / Math.Max(rowBytes, 1), 1, m);
+            for (int r0 = 0; r0 < m; r0 += band)
+            {
+                int rows = Math.Min(band, m - r0);
+                GemmCore(transA, transB, rows, n, k, alpha, a, aOffset + r0 * lda, lda, strideA, b, bOffset, ldb, strideB,
+                    beta, c, cOffset + r0 * ldc, ldc, strideC, batch);
+            }
+            return;
+        }
+        GemmCore(transA, transB, m, n, k, alpha, a, aOffset, lda, strideA, b, bOffset, ldb, strideB, beta, c, cOffset, ldc, strideC, batch);
+    }
+
+    /// <summary>
+    /// The most scratch a mixed-type <see cref="Gemm"/> rounds its fp32 A into at once (256 MiB; larger products run
+    /// in bands of rows). Internal so that tests can make it small.
+    /// </summary>
+    internal long RoundingScratchBytes { get; set; } = 256L << 20;
+
+    private void GemmCore(bool transA, bool transB, int m, int n, int k, float alpha,
+        Tensor a, long aOffset, long lda, long strideA,
+        Tensor b, long bOffset, long ldb, long strideB,
+        float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
+    {
         // cuBLAS checks ld ≥ rows of each column-major operand even where a single stored row makes it irrelevant.
         static int Ld(long ld, long storedRows, long storedCols) => checked((int)(storedRows == 1 ? Math.Max(Math.Max(ld, storedCols), 1) : ld));
         int la = transA ? Ld(lda, k, m) : Ld(lda, m, k);
