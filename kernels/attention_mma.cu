@@ -45,6 +45,52 @@ __device__ __forceinline__ const float* att_key_row(const float* x, const float*
     return kk < N ? px + (((i64)b * N + kk) * H + h) * D : x + (((i64)b * S + (kk - N)) * H + h) * D;
 }
 
+// Rows q0 .. q0 + ROWS − 1 of one head of [B, S, nh, d] tensors x (and y, when given) staged as bf16; rows past
+// S are zeros.
+template <int D, int LD, int ROWS>
+__device__ __forceinline__ void stage_queries(u16* xs, const float* x, u16* ys, const float* y, int b, int q0, int S, int H, int h) {
+    for (int e = threadIdx.x; e < ROWS * D / 4; e += ATT_THREADS) {
+        int r = e / (D / 4), qi = q0 + r, c4 = e % (D / 4);
+        stage_bf16<D, LD>(xs, r, qi < S ? att_seq_row(x, b, qi, S, H, h, D) : nullptr, c4);
+        if (ys) stage_bf16<D, LD>(ys, r, qi < S ? att_seq_row(y, b, qi, S, H, h, D) : nullptr, c4);
+    }
+}
+
+// Combined keys k0 .. k0 + ATT_BK − 1 (prefix first) of K and V staged as bf16; keys past the end are zeros.
+template <int D, int LD>
+__device__ __forceinline__ void stage_keys(u16* Ks, u16* Vs, const float* k, const float* v, const float* pk, const float* pv,
+                                           int b, int k0, int S, int N, int H, int h) {
+    for (int e = threadIdx.x; e < ATT_BK * D / 4; e += ATT_THREADS) {
+        int r = e / (D / 4), c4 = e % (D / 4);
+        stage_bf16<D, LD>(Ks, r, att_key_row(k, pk, b, k0 + r, S, N, H, h, D), c4);
+        stage_bf16<D, LD>(Vs, r, att_key_row(v, pv, b, k0 + r, S, N, H, h, D), c4);
+    }
+}
+
+// The ROWS × ATT_BK mask tile at (q0, k0) into Ms (1 = blocked; prefix keys and entries outside the matrix are 0).
+// Returns whether this thread saw an entry that must be computed: an open one, or a blocked one for which
+// `blocked_counts(qi)` says its probability still matters.
+template <int ROWS, typename F>
+__device__ __forceinline__ int load_mask_tile(u8* Ms, const u8* mask, int b, int q0, int k0, int S, int N, F blocked_counts) {
+    int keep = 0;
+    for (int e = threadIdx.x; e < ROWS * ATT_BK; e += ATT_THREADS) {
+        int i = e / ATT_BK, j = e % ATT_BK, qi = q0 + i, kk = k0 + j;
+        u8 blk = 0;
+        if (qi < S && kk < N + S) {
+            if (kk >= N && mask) blk = mask[((i64)b * S + qi) * S + (kk - N)];
+            if (!blk || blocked_counts(qi)) keep = 1;
+        }
+        Ms[e] = blk;
+    }
+    return keep;
+}
+
+template <int NT>
+__device__ __forceinline__ void zero_tiles(float (&acc)[NT][4]) {
+#pragma unroll
+    for (int n = 0; n < NT; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+}
+
 // Loads an A fragment (16 rows × 16 columns at (r0, c0)) of a row-major bf16 tile with row stride LD.
 template <int LD>
 __device__ __forceinline__ void load_a(u32 (&a)[4], const u16* tile, int r0, int c0, int g, int t) {
@@ -113,10 +159,7 @@ __device__ void attention_mma_forward(const float* q, const float* k, const floa
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * ATT_BQ, total = N + S;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3, wr = warp * 16;
 
-    for (int e = tid; e < ATT_BQ * D / 4; e += ATT_THREADS) {
-        int r = e / (D / 4), qi = q0 + r;
-        stage_bf16<D, LD>(Qs, r, qi < S ? att_seq_row(q, b, qi, S, H, h, D) : nullptr, e % (D / 4));
-    }
+    stage_queries<D, LD, ATT_BQ>(Qs, q, nullptr, nullptr, b, q0, S, H, h);
     __syncthreads();
     u32 qf[D / 16][4];
 #pragma unroll
@@ -125,34 +168,19 @@ __device__ void attention_mma_forward(const float* q, const float* k, const floa
     int rowq[2] = {q0 + wr + g, q0 + wr + g + 8};
     float m[2] = {-DGLM_INF, -DGLM_INF}, l[2] = {0.0f, 0.0f};
     float o[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    zero_tiles(o);
 
     for (int k0 = 0; k0 < total; k0 += ATT_BK) {
         __syncthreads(); // every warp is done with the previous tile
-        int keep = 0;
-        for (int e = tid; e < ATT_BQ * ATT_BK; e += ATT_THREADS) {
-            int i = e / ATT_BK, j = e % ATT_BK, qi = q0 + i, kk = k0 + j;
-            u8 blk = 0;
-            if (qi < S && kk < total) {
-                if (kk >= N && mask) blk = mask[((i64)b * S + qi) * S + (kk - N)];
-                keep |= !blk;
-            }
-            Ms[e] = blk;
-        }
+        int keep = load_mask_tile<ATT_BQ>(Ms, mask, b, q0, k0, S, N, [](int) { return false; });
         for (int rr = 0; rr < 2; rr++)
             if (rowq[rr] < S && !(m[rr] >= masked + ATT_SKIP_MARGIN)) keep = 1;
         if (!__syncthreads_or(keep)) continue;
-        for (int e = tid; e < ATT_BK * D / 4; e += ATT_THREADS) {
-            int r = e / (D / 4), c4 = e % (D / 4);
-            stage_bf16<D, LD>(Ks, r, att_key_row(k, pk, b, k0 + r, S, N, H, h, D), c4);
-            stage_bf16<D, LD>(Vs, r, att_key_row(v, pv, b, k0 + r, S, N, H, h, D), c4);
-        }
+        stage_keys<D, LD>(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h);
         __syncthreads();
 
         float s[ATT_BK / 8][4];
-#pragma unroll
-        for (int n = 0; n < ATT_BK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        zero_tiles(s);
 #pragma unroll
         for (int c = 0; c < D / 16; c++)
 #pragma unroll
@@ -230,11 +258,7 @@ __device__ void attention_mma_backward_dq(const float* q, const float* k, const 
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * ATT_BQ, total = N + S;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3, wr = warp * 16;
 
-    for (int e = tid; e < ATT_BQ * D / 4; e += ATT_THREADS) {
-        int r = e / (D / 4), qi = q0 + r, c4 = e % (D / 4);
-        stage_bf16<D, LD>(Qs, r, qi < S ? att_seq_row(q, b, qi, S, H, h, D) : nullptr, c4);
-        stage_bf16<D, LD>(dOs, r, qi < S ? att_seq_row(dout, b, qi, S, H, h, D) : nullptr, c4);
-    }
+    stage_queries<D, LD, ATT_BQ>(Qs, q, dOs, dout, b, q0, S, H, h);
     int rowq[2] = {q0 + wr + g, q0 + wr + g + 8};
     float rl[2], rd[2];
     for (int rr = 0; rr < 2; rr++) {
@@ -243,34 +267,19 @@ __device__ void attention_mma_backward_dq(const float* q, const float* k, const 
         rd[rr] = in ? delta[((i64)b * H + h) * S + rowq[rr]] : 0.0f;
     }
     float acc[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    zero_tiles(acc);
 
     for (int k0 = 0; k0 < total; k0 += ATT_BK) {
         __syncthreads();
-        int keep = 0;
-        for (int e = tid; e < ATT_BQ * ATT_BK; e += ATT_THREADS) {
-            int i = e / ATT_BK, j = e % ATT_BK, qi = q0 + i, kk = k0 + j;
-            u8 blk = 0;
-            if (qi < S && kk < total) {
-                if (kk >= N && mask) blk = mask[((i64)b * S + qi) * S + (kk - N)];
-                keep |= !blk;
-            }
-            Ms[e] = blk;
-        }
-        if (!__syncthreads_or(keep)) continue; // all blocked: dS = 0 everywhere, nothing reaches dQ
-        for (int e = tid; e < ATT_BK * D / 4; e += ATT_THREADS) {
-            int r = e / (D / 4), c4 = e % (D / 4);
-            stage_bf16<D, LD>(Ks, r, att_key_row(k, pk, b, k0 + r, S, N, H, h, D), c4);
-            stage_bf16<D, LD>(Vs, r, att_key_row(v, pv, b, k0 + r, S, N, H, h, D), c4);
-        }
+        // All blocked: dS = 0 everywhere, nothing reaches dQ.
+        int keep = load_mask_tile<ATT_BQ>(Ms, mask, b, q0, k0, S, N, [](int) { return false; });
+        if (!__syncthreads_or(keep)) continue;
+        stage_keys<D, LD>(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h);
         __syncthreads();
 
         float s[ATT_BK / 8][4], dp[ATT_BK / 8][4];
-#pragma unroll
-        for (int n = 0; n < ATT_BK / 8; n++)
-#pragma unroll
-            for (int r = 0; r < 4; r++) s[n][r] = dp[n][r] = 0.0f;
+        zero_tiles(s);
+        zero_tiles(dp);
         mma_abt<D, LD, ATT_BK / 8>(s, Qs, wr, Ks, g, t);
         mma_abt<D, LD, ATT_BK / 8>(dp, dOs, wr, Vs, g, t);
 #pragma unroll
@@ -319,40 +328,20 @@ __device__ void attention_mma_backward_dkv(const float* q, const float* k, const
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3, wk = warp * 16;
     float invS = 1.0f / (float)S;
 
-    for (int e = tid; e < ATT_BK * D / 4; e += ATT_THREADS) {
-        int r = e / (D / 4), c4 = e % (D / 4);
-        stage_bf16<D, LD>(Ks, r, att_key_row(k, pk, b, k0 + r, S, N, H, h, D), c4);
-        stage_bf16<D, LD>(Vs, r, att_key_row(v, pv, b, k0 + r, S, N, H, h, D), c4);
-    }
+    stage_keys<D, LD>(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h);
     float gk[D / 8][4], gv[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) gk[n][r] = gv[n][r] = 0.0f;
+    zero_tiles(gk);
+    zero_tiles(gv);
 
     for (int q0 = 0; q0 < S; q0 += ATT_BQ_DKV) {
         __syncthreads();
-        int keep = 0;
-        for (int e = tid; e < ATT_BQ_DKV * ATT_BK; e += ATT_THREADS) {
-            int i = e / ATT_BK, j = e % ATT_BK, qi = q0 + i, kk = k0 + j;
-            u8 blk = 0;
-            if (qi < S && kk < total) {
-                if (kk >= N && mask) blk = mask[((i64)b * S + qi) * S + (kk - N)];
-                if (!blk) keep = 1;
-                else {
-                    // A blocked entry still carries P = exp(masked − lse) (or 1/S in a fully blocked row) into dV.
-                    i64 row = ((i64)b * H + h) * S + qi;
-                    if (fully_blocked[row] || !(lse[row] >= masked + ATT_SKIP_MARGIN)) keep = 1;
-                }
-            }
-            Ms[e] = blk;
-        }
+        // A blocked entry still carries P = exp(masked − lse) (or 1/S in a fully blocked row) into dV.
+        int keep = load_mask_tile<ATT_BQ_DKV>(Ms, mask, b, q0, k0, S, N, [&](int qi) {
+            i64 row = ((i64)b * H + h) * S + qi;
+            return fully_blocked[row] || !(lse[row] >= masked + ATT_SKIP_MARGIN);
+        });
         if (!__syncthreads_or(keep)) continue;
-        for (int e = tid; e < ATT_BQ_DKV * D / 4; e += ATT_THREADS) {
-            int r = e / (D / 4), qi = q0 + r, c4 = e % (D / 4);
-            stage_bf16<D, LD>(Qs, r, qi < S ? att_seq_row(q, b, qi, S, H, h, D) : nullptr, c4);
-            stage_bf16<D, LD>(dOs, r, qi < S ? att_seq_row(dout, b, qi, S, H, h, D) : nullptr, c4);
-        }
+        stage_queries<D, LD, ATT_BQ_DKV>(Qs, q, dOs, dout, b, q0, S, H, h);
         for (int i = tid; i < ATT_BQ_DKV; i += ATT_THREADS) {
             i64 row = ((i64)b * H + h) * S + q0 + i;
             bool in = q0 + i < S;
@@ -363,10 +352,8 @@ __device__ void attention_mma_backward_dkv(const float* q, const float* k, const
         __syncthreads();
 
         float st[ATT_BQ_DKV / 8][4], dpt[ATT_BQ_DKV / 8][4];
-#pragma unroll
-        for (int n = 0; n < ATT_BQ_DKV / 8; n++)
-#pragma unroll
-            for (int r = 0; r < 4; r++) st[n][r] = dpt[n][r] = 0.0f;
+        zero_tiles(st);
+        zero_tiles(dpt);
         mma_abt<D, LD, ATT_BQ_DKV / 8>(st, Ks, wk, Qs, g, t);
         mma_abt<D, LD, ATT_BQ_DKV / 8>(dpt, Vs, wk, dOs, g, t);
 #pragma unroll
