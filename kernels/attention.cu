@@ -17,6 +17,37 @@ __device__ __forceinline__ const float* seq_row(const float* x, int b, int i, in
     return x + (((i64)b * S + i) * H + h) * D;
 }
 
+// Tile rows r0 .. r0 + T − 1 of one head, zeros past the end: query rows of x (and y when given), or combined
+// keys of K and V (prefix first). Block-strided over T·D elements.
+__device__ __forceinline__ void load_query_tile(float* xs, const float* x, float* ys, const float* y, int b, int q0, int S, int H, int h, int D, int T) {
+    for (int e = threadIdx.x; e < T * D; e += blockDim.x) {
+        int i = e / D, c = e % D, qi = q0 + i;
+        xs[e] = qi < S ? seq_row(x, b, qi, S, H, h, D)[c] : 0.0f;
+        if (ys) ys[e] = qi < S ? seq_row(y, b, qi, S, H, h, D)[c] : 0.0f;
+    }
+}
+
+__device__ __forceinline__ void load_key_tile(float* ks, float* vs, const float* k, const float* v, const float* pk, const float* pv,
+                                              int b, int k0, int S, int N, int H, int h, int D, int T) {
+    for (int e = threadIdx.x; e < T * D; e += blockDim.x) {
+        int j = e / D, c = e % D, kk = k0 + j;
+        ks[e] = kk < N + S ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
+        vs[e] = kk < N + S ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
+    }
+}
+
+// The backward's per-row statistics of query rows q0 .. q0 + T − 1: lse, delta and the fully-blocked flag.
+__device__ __forceinline__ void load_row_stats(float* rl, float* rd, int* rb, const float* lse, const float* delta, const int* fully_blocked,
+                                               int b, int q0, int S, int H, int h, int T) {
+    for (int i = threadIdx.x; i < T; i += blockDim.x) {
+        i64 row = ((i64)b * H + h) * S + q0 + i;
+        bool in = q0 + i < S;
+        rl[i] = in ? lse[row] : 0.0f;
+        rd[i] = in ? delta[row] : 0.0f;
+        rb[i] = in ? fully_blocked[row] : 0;
+    }
+}
+
 // Score of query row qi and combined key kk from the shared tiles; -inf outside the matrix. `blocked` reports a
 // masked entry (whose gradient must be zero).
 __device__ __forceinline__ float tile_score(const float* qs, const float* ks, int D, float scale, int qi, int kk,
@@ -43,19 +74,12 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, con
     float* ra = rl + T;       // this tile's rescale factor
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * T, total = N + S;
     int tid = threadIdx.x, nt = blockDim.x;
-    for (int e = tid; e < T * D; e += nt) {
-        int i = e / D, c = e % D, qi = q0 + i;
-        Qs[e] = qi < S ? seq_row(q, b, qi, S, H, h, D)[c] : 0.0f;
-        Os[e] = 0.0f;
-    }
+    load_query_tile(Qs, q, nullptr, nullptr, b, q0, S, H, h, D, T);
+    for (int e = tid; e < T * D; e += nt) Os[e] = 0.0f;
     for (int i = tid; i < T; i += nt) { rm[i] = -DGLM_INF; rl[i] = 0.0f; }
     for (int k0 = 0; k0 < total; k0 += T) {
         __syncthreads(); // the previous tile's readers are done with Ks/Vs/Ps
-        for (int e = tid; e < T * D; e += nt) {
-            int j = e / D, c = e % D, kk = k0 + j;
-            Ks[e] = kk < total ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
-            Vs[e] = kk < total ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
-        }
+        load_key_tile(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h, D, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
@@ -142,26 +166,12 @@ extern "C" __global__ void attention_backward_dq(const float* q, const float* k,
     int* rb = (int*)(rd + T);
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * T, total = N + S;
     int tid = threadIdx.x, nt = blockDim.x;
-    for (int e = tid; e < T * D; e += nt) {
-        int i = e / D, c = e % D, qi = q0 + i;
-        Qs[e] = qi < S ? seq_row(q, b, qi, S, H, h, D)[c] : 0.0f;
-        dOs[e] = qi < S ? seq_row(dout, b, qi, S, H, h, D)[c] : 0.0f;
-        dQs[e] = 0.0f;
-    }
-    for (int i = tid; i < T; i += nt) {
-        i64 row = ((i64)b * H + h) * S + q0 + i;
-        bool in = q0 + i < S;
-        rl[i] = in ? lse[row] : 0.0f;
-        rd[i] = in ? delta[row] : 0.0f;
-        rb[i] = in ? fully_blocked[row] : 0;
-    }
+    load_query_tile(Qs, q, dOs, dout, b, q0, S, H, h, D, T);
+    for (int e = tid; e < T * D; e += nt) dQs[e] = 0.0f;
+    load_row_stats(rl, rd, rb, lse, delta, fully_blocked, b, q0, S, H, h, T);
     for (int k0 = 0; k0 < total; k0 += T) {
         __syncthreads();
-        for (int e = tid; e < T * D; e += nt) {
-            int j = e / D, c = e % D, kk = k0 + j;
-            Ks[e] = kk < total ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
-            Vs[e] = kk < total ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
-        }
+        load_key_tile(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h, D, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
@@ -211,27 +221,12 @@ extern "C" __global__ void attention_backward_dkv(const float* q, const float* k
     int* rb = (int*)(rd + T);
     int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * T, total = N + S;
     int tid = threadIdx.x, nt = blockDim.x;
-    for (int e = tid; e < T * D; e += nt) {
-        int j = e / D, c = e % D, kk = k0 + j;
-        Ks[e] = kk < total ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
-        Vs[e] = kk < total ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
-        dKs[e] = 0.0f;
-        dVs[e] = 0.0f;
-    }
+    load_key_tile(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h, D, T);
+    for (int e = tid; e < T * D; e += nt) dKs[e] = dVs[e] = 0.0f;
     for (int q0 = 0; q0 < S; q0 += T) {
         __syncthreads();
-        for (int e = tid; e < T * D; e += nt) {
-            int i = e / D, c = e % D, qi = q0 + i;
-            Qs[e] = qi < S ? seq_row(q, b, qi, S, H, h, D)[c] : 0.0f;
-            dOs[e] = qi < S ? seq_row(dout, b, qi, S, H, h, D)[c] : 0.0f;
-        }
-        for (int i = tid; i < T; i += nt) {
-            i64 row = ((i64)b * H + h) * S + q0 + i;
-            bool in = q0 + i < S;
-            rl[i] = in ? lse[row] : 0.0f;
-            rd[i] = in ? delta[row] : 0.0f;
-            rb[i] = in ? fully_blocked[row] : 0;
-        }
+        load_query_tile(Qs, q, dOs, dout, b, q0, S, H, h, D, T);
+        load_row_stats(rl, rd, rb, lse, delta, fully_blocked, b, q0, S, H, h, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
