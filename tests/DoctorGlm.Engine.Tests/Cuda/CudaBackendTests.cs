@@ -454,6 +454,16 @@ public class CudaBackendTests
     }
 
     [Fact]
+    public void CublasWorksInAPooledWorkspace()
+    {
+        // The workspace comes from the backend's pool (NVIDIA's recommended size for the architecture), so the pool's
+        // statistics include it; GEMMs then run in it (every GEMM test here runs after this setup).
+        var gpu = CudaTestSetup.Require();
+        Assert.Equal(gpu.ComputeCapability >= 90 ? 32L << 20 : 4L << 20, gpu.CublasWorkspaceBytes);
+        Assert.True(gpu.Memory.InUseBytes >= gpu.CublasWorkspaceBytes, $"in use {gpu.Memory.InUseBytes} < workspace {gpu.CublasWorkspaceBytes}");
+    }
+
+    [Fact]
     public void MixedGemmRunsInBandsWhenItsRoundedOperandIsLarge()
     {
         // fp32 A × bf16 B with the rounding scratch limited to 3 rows of A: the product runs in bands of rows (the

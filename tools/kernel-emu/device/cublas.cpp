@@ -2,6 +2,7 @@
 // checks (leading dimensions, types) and a plain column-major strided-batched GEMM summed in double.
 #include <cmath>
 #include <cstdint>
+#include <cstddef>
 #include <cstring>
 
 namespace {
@@ -44,6 +45,8 @@ bool known(int t) { return t == R_32F || t == R_16F || t == R_16BF; }
 struct Handle {
     void* stream = nullptr;
     int mathMode = 0;
+    void* workspace = nullptr;
+    size_t workspaceBytes = 0;
 };
 
 } // namespace
@@ -53,6 +56,14 @@ extern "C" {
 int cublasCreate_v2(void** handle) { *handle = new Handle(); return SUCCESS; }
 int cublasDestroy_v2(void* handle) { if (!handle) return NOT_INITIALIZED; delete (Handle*)handle; return SUCCESS; }
 int cublasSetStream_v2(void* handle, void* stream) { if (!handle) return NOT_INITIALIZED; ((Handle*)handle)->stream = stream; return SUCCESS; }
+int cublasSetWorkspace_v2(void* handle, void* workspace, size_t bytes) {
+    if (!handle) return NOT_INITIALIZED;
+    if (bytes > 0 && !workspace) return INVALID_VALUE;
+    if (((uintptr_t)workspace & 255) != 0) return INVALID_VALUE; // cuBLAS requires 256-byte alignment
+    ((Handle*)handle)->workspace = workspace;
+    ((Handle*)handle)->workspaceBytes = bytes;
+    return SUCCESS;
+}
 int cublasSetMathMode(void* handle, int mode) { if (!handle) return NOT_INITIALIZED; ((Handle*)handle)->mathMode = mode; return SUCCESS; }
 
 int cublasGemmStridedBatchedEx(void* handle, int transa, int transb, int m, int n, int k, const void* alpha,

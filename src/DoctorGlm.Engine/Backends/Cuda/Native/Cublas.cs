@@ -28,6 +28,7 @@ internal static unsafe partial class Cublas
     [LibraryImport(Lib)] private static partial int cublasGemmStridedBatchedEx(nint handle, int transa, int transb, int m, int n, int k,
         void* alpha, ulong a, int aType, int lda, long strideA, ulong b, int bType, int ldb, long strideB,
         void* beta, ulong c, int cType, int ldc, long strideC, int batchCount, int computeType, int algo);
+    [LibraryImport(Lib)] private static partial int cublasSetWorkspace_v2(nint handle, ulong workspace, nuint bytes);
     [LibraryImport(Lib)] private static partial byte* cublasGetStatusString(int status);
     [LibraryImport(Lib)] private static partial byte* cublasGetStatusName(int status);
 
@@ -44,6 +45,16 @@ internal static unsafe partial class Cublas
     public static void Destroy(nint h) => Check(cublasDestroy_v2(h), nameof(cublasDestroy_v2));
     public static void SetStream(nint h, nint stream) => Check(cublasSetStream_v2(h, stream), nameof(cublasSetStream_v2));
     public static void SetMathMode(nint h, int mode) => Check(cublasSetMathMode(h, mode), nameof(cublasSetMathMode));
+
+    /// <summary>
+    /// Gives the handle a workspace of ours (cuBLAS then allocates none itself); false where this cuBLAS has no
+    /// cublasSetWorkspace (older than 11.x's), which keeps its own.
+    /// </summary>
+    public static bool TrySetWorkspace(nint h, ulong workspace, long bytes)
+    {
+        try { Check(cublasSetWorkspace_v2(h, workspace, (nuint)bytes), nameof(cublasSetWorkspace_v2)); return true; }
+        catch (EntryPointNotFoundException) { return false; }
+    }
 
     /// <summary>Column-major strided batched GEMM with fp32 scalars and fp32 accumulation.</summary>
     public static void GemmStridedBatched(nint h, bool transA, bool transB, int m, int n, int k, float alpha,
