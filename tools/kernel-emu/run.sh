@@ -8,4 +8,8 @@ mkdir -p "$out"
 g++ -std=c++20 -O2 -DDGLM_HOST_EMULATION -include tools/kernel-emu/cuda_host.h \
     -Wall -Wno-unused-function -Wno-unknown-pragmas \
     -o "$out/attention_mma_test" tools/kernel-emu/attention_mma_test.cpp
-"$out/attention_mma_test" "$@"
+# Threads in order between barriers, then in reverse order (a missing barrier shows in one of the two).
+echo "-- thread order: forward"
+DGLM_EMU_ORDER=forward "$out/attention_mma_test" "$@"
+echo "-- thread order: reverse"
+DGLM_EMU_ORDER=reverse "$out/attention_mma_test" "$@"
