@@ -21,10 +21,13 @@ internal static class ChatModelFixture
             MaxSequenceLength: 512, BosTokenId: tok.SopId, EosTokenId: tok.EopId, MaskTokenId: tok.MaskId,
             GMaskTokenId: tok.GMaskId, PadTokenId: tok.PadId, TorchDType: "float32").Validated("ChatModelFixture");
 
-    /// <summary>A model with N(0, 0.3) weights (random enough that sampling moves between many tokens).</summary>
-    public static GlmModel Model(ChatGlmTokenizer tok, ulong seed = 5)
+    /// <summary>
+    /// A model with N(0, 0.3) weights (random enough that sampling moves between many tokens); the same weights on
+    /// every device (the generator is counter-based).
+    /// </summary>
+    public static GlmModel Model(ChatGlmTokenizer tok, ulong seed = 5, Device? device = null)
     {
-        var m = GlmModel.CreateRandom(Config(tok), new RandomGenerator(seed), std: 0.3f);
+        var m = GlmModel.CreateRandom(Config(tok), new RandomGenerator(seed), device, std: 0.3f);
         m.SetBaseTrainable(false);
         return m;
     }
