@@ -209,6 +209,8 @@ int main(int argc, char** argv) {
         {"glm-mask prefix d128", 1, 70, 2, 128, 9, Case::Glm, false},
         {"no mask d128", 1, 33, 1, 128, 0, Case::None, false},
         {"causal skip d64", 1, 150, 1, 64, 0, Case::Causal, false},
+        // P-Tuning v2's default: 128 prefix keys, two whole key tiles before the sequence's own.
+        {"ptuning prefix128 d128", 2, 45, 1, 128, 128, Case::Glm, false},
     };
     std::mt19937 rng(1234);
     int failed = 0;
