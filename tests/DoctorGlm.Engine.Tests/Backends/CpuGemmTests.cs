@@ -29,6 +29,29 @@ public unsafe class CpuGemmTests
 
     private static GemmKernel K(string name) => Enum.Parse<GemmKernel>(name);
 
+    [Theory]
+    [InlineData(24, 19, 12)] // two full 12-row panels, 8 + 8 + 3 columns: the transposing path and its tail
+    [InlineData(29, 8, 12)]  // a ragged last panel (5 rows) takes the scalar path, zero-padded
+    [InlineData(13, 21, 6)]  // the AVX2 kernel's 6-row panels
+    public void PackA_lays_out_row_major_A_as_column_panels(int mc, int kc, int mr)
+    {
+        const int lda = 40, i0 = 3, p0 = 5;
+        var a = Enumerable.Range(0, (i0 + mc) * lda).Select(i => (float)(i * 0.37 - 11)).ToArray();
+        int panels = (mc + mr - 1) / mr;
+        var packed = new float[panels * mr * kc];
+        fixed (float* pa = a)
+        fixed (float* pd = packed)
+            CpuGemm.PackA(false, pa, lda, i0, p0, mc, kc, mr, pd);
+        for (int ir = 0; ir < panels; ir++)
+            for (int p = 0; p < kc; p++)
+                for (int r = 0; r < mr; r++)
+                {
+                    int row = ir * mr + r;
+                    float want = row < mc ? a[(i0 + row) * lda + p0 + p] : 0f;
+                    Assert.True(packed[(ir * mr * kc) + p * mr + r] == want, $"panel {ir}, column {p}, row {r}: {packed[(ir * mr * kc) + p * mr + r]} != {want}");
+                }
+    }
+
     public static TheoryData<string, bool, bool, int, int, int> Cases()
     {
         var data = new TheoryData<string, bool, bool, int, int, int>();
