@@ -52,6 +52,30 @@ public unsafe class CpuGemmTests
                 }
     }
 
+    [Theory]
+    [InlineData(69, 19, 32)] // two full 32-column panels (8×8 transposes and their 3-step tail), a ragged 5-column one
+    [InlineData(16, 8, 16)]  // the AVX2 kernel's 16-column panels, one exact block
+    [InlineData(7, 20, 16)]  // a single ragged panel only: the scalar path, zero-padded
+    public void PackB_lays_out_transposed_B_as_row_panels(int nc, int kc, int nr)
+    {
+        const int ldb = 37, j0 = 2, p0 = 4; // B stored n×k (transB): op(B)[p, j] = B[j, p]
+        var b = Enumerable.Range(0, (j0 + nc) * ldb).Select(i => (float)(i * 0.29 - 7)).ToArray();
+        int panels = (nc + nr - 1) / nr;
+        var packed = new float[panels * nr * kc];
+        fixed (float* pb = b)
+        fixed (float* pd = packed)
+            CpuGemm.PackB(true, pb, ldb, p0, j0, kc, nc, nr, pd);
+        for (int jr = 0; jr < panels; jr++)
+            for (int p = 0; p < kc; p++)
+                for (int j = 0; j < nr; j++)
+                {
+                    int col = jr * nr + j;
+                    float want = col < nc ? b[(j0 + col) * ldb + p0 + p] : 0f;
+                    float got = packed[jr * nr * kc + p * nr + j];
+                    Assert.True(got == want, $"panel {jr}, step {p}, column {j}: {got} != {want}");
+                }
+    }
+
     public static TheoryData<string, bool, bool, int, int, int> Cases()
     {
         var data = new TheoryData<string, bool, bool, int, int, int>();

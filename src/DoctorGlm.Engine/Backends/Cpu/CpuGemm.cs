@@ -432,10 +432,42 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
+    /// dst[q·ldd + j] = src[j·lds + q] for j, q &lt; 8: an 8×8 fp32 block transposed in registers (the usual AVX
+    /// sequence: unpack pairs, shuffle quads, swap 128-bit lanes).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* src, long lds, float* dst, long ldd)
+    {
+        var r0 = Avx.LoadVector256(src);
+        var r1 = Avx.LoadVector256(src + lds);
+        var r2 = Avx.LoadVector256(src + 2 * lds);
+        var r3 = Avx.LoadVector256(src + 3 * lds);
+        var r4 = Avx.LoadVector256(src + 4 * lds);
+        var r5 = Avx.LoadVector256(src + 5 * lds);
+        var r6 = Avx.LoadVector256(src + 6 * lds);
+        var r7 = Avx.LoadVector256(src + 7 * lds);
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
+        var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
+        var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
+        var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(dst, Avx.Permute2x128(s0, s4, 0x20));
+        Avx.Store(dst + ldd, Avx.Permute2x128(s1, s5, 0x20));
+        Avx.Store(dst + 2 * ldd, Avx.Permute2x128(s2, s6, 0x20));
+        Avx.Store(dst + 3 * ldd, Avx.Permute2x128(s3, s7, 0x20));
+        Avx.Store(dst + 4 * ldd, Avx.Permute2x128(s0, s4, 0x31));
+        Avx.Store(dst + 5 * ldd, Avx.Permute2x128(s1, s5, 0x31));
+        Avx.Store(dst + 6 * ldd, Avx.Permute2x128(s2, s6, 0x31));
+        Avx.Store(dst + 7 * ldd, Avx.Permute2x128(s3, s7, 0x31));
+    }
+
+    /// <summary>
     /// One 12-row micro-panel of an fp32 A stored m×k: d[p·12 + r] = a[r·lda + p] for r &lt; 12, p &lt; kc. Eight
-    /// columns at a time: rows 0–7 by the usual 8×8 AVX transpose (unpack, shuffle, lane permute), rows 8–11 by a
-    /// 4×8 one; the columns past the last multiple of 8 one by one. Pure data movement: the same panel as the
-    /// scalar loop, bit for bit.
+    /// columns at a time: rows 0–7 by <see cref="Transpose8x8"/>, rows 8–11 by a 4×8 transpose; the columns past
+    /// the last multiple of 8 one by one. Pure data movement: the scalar loop's panel, bit for bit.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackA12F32(float* a, long lda, int kc, float* d)
@@ -444,31 +476,8 @@ internal static unsafe class CpuGemm
         for (; p + 8 <= kc; p += 8)
         {
             float* src = a + p;
-            var r0 = Avx.LoadVector256(src);
-            var r1 = Avx.LoadVector256(src + lda);
-            var r2 = Avx.LoadVector256(src + 2 * lda);
-            var r3 = Avx.LoadVector256(src + 3 * lda);
-            var r4 = Avx.LoadVector256(src + 4 * lda);
-            var r5 = Avx.LoadVector256(src + 5 * lda);
-            var r6 = Avx.LoadVector256(src + 6 * lda);
-            var r7 = Avx.LoadVector256(src + 7 * lda);
-            var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
-            var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
-            var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
-            var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
-            var s0 = Avx.Shuffle(t0, t2, 0x44); var s1 = Avx.Shuffle(t0, t2, 0xEE);
-            var s2 = Avx.Shuffle(t1, t3, 0x44); var s3 = Avx.Shuffle(t1, t3, 0xEE);
-            var s4 = Avx.Shuffle(t4, t6, 0x44); var s5 = Avx.Shuffle(t4, t6, 0xEE);
-            var s6 = Avx.Shuffle(t5, t7, 0x44); var s7 = Avx.Shuffle(t5, t7, 0xEE);
             float* o = d + (long)p * 12;
-            Avx.Store(o, Avx.Permute2x128(s0, s4, 0x20));
-            Avx.Store(o + 12, Avx.Permute2x128(s1, s5, 0x20));
-            Avx.Store(o + 24, Avx.Permute2x128(s2, s6, 0x20));
-            Avx.Store(o + 36, Avx.Permute2x128(s3, s7, 0x20));
-            Avx.Store(o + 48, Avx.Permute2x128(s0, s4, 0x31));
-            Avx.Store(o + 60, Avx.Permute2x128(s1, s5, 0x31));
-            Avx.Store(o + 72, Avx.Permute2x128(s2, s6, 0x31));
-            Avx.Store(o + 84, Avx.Permute2x128(s3, s7, 0x31));
+            Transpose8x8(src, lda, o, 12);
             var r8 = Avx.LoadVector256(src + 8 * lda);
             var r9 = Avx.LoadVector256(src + 9 * lda);
             var r10 = Avx.LoadVector256(src + 10 * lda);
@@ -488,6 +497,21 @@ internal static unsafe class CpuGemm
         }
         for (; p < kc; p++)
             for (int r = 0; r < 12; r++) d[(long)p * 12 + r] = a[r * lda + p];
+    }
+
+    /// <summary>
+    /// One full NR-column micro-panel (NR a multiple of 8) of an fp32 B stored n×k: d[p·nr + j] = b[j·ldb + p] for
+    /// j &lt; nr, p &lt; kc, in 8×8 blocks (<see cref="Transpose8x8"/>); the last kc mod 8 steps one by one.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackBTransF32(float* b, long ldb, int kc, int nr, float* d)
+    {
+        int p = 0;
+        for (; p + 8 <= kc; p += 8)
+            for (int j = 0; j < nr; j += 8)
+                Transpose8x8(b + j * ldb + p, ldb, d + (long)p * nr + j, nr);
+        for (; p < kc; p++)
+            for (int j = 0; j < nr; j++) d[(long)p * nr + j] = b[j * ldb + p];
     }
 
     /// <summary>
@@ -529,6 +553,11 @@ internal static unsafe class CpuGemm
                         for (; j < nr; j++) d[j] = 0f;
                     }
                 }
+            }
+            else if (typeof(TLoad) == typeof(LoadF32) && cols == nr && nr % 8 == 0 && Avx.IsSupported)
+            {
+                // B stored n×k, fp32, a full panel: 8×8 blocks transposed in registers.
+                PackBTransF32((float*)b + (j0 + jr) * ldb + p0, ldb, kc, nr, d);
             }
             else
             {
