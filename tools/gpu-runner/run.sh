@@ -149,10 +149,11 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 steps = [r for r in rows if r["kind"] == "lora_step"]
 if steps:
-    print("| impl | config | dtype | batch×seq | checkpointing | ms/step | tokens/s | MFU | HFU | peak GB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| impl | config | dtype | attention | batch×seq | checkpointing | ms/step | tokens/s | MFU | HFU | peak GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in steps:
-        head = f"| {r['impl']} | {r['config']} | {r['dtype']} | {r['batch']}×{r['seq']} | {'on' if r['checkpointing'] else 'off'} | "
+        head = (f"| {r['impl']} | {r['config']} | {r['dtype']} | {r.get('attention', 'sdpa' if r['impl'] == 'torch' else '')} | "
+                f"{r['batch']}×{r['seq']} | {'on' if r['checkpointing'] else 'off'} | ")
         if "error" in r:
             print(head + f"{r['error']} | | | | |")
             continue

@@ -52,10 +52,12 @@ public static class LoraStepBenchmark
         double ceiling = Ceilings.MatmulTflops(device, dtype);
         Console.WriteLine(string.Create(inv, $"  matrix ceiling ({(cpu ? "all-core fp32 FMA peak" : $"8192³ {dtype} cuBLAS GEMM")}): {ceiling:F2} TFLOP/s"));
 
+        string attentionUsed = "cpu";
         if (!cpu && BackendRegistry.For(device) is CudaBackend gpu)
         {
             gpu.AttentionKernel = attentionKernels == "tensor-cores" || (attentionKernels == "auto" && dtype != DType.F32)
                 ? CudaAttentionKernel.TensorCores : CudaAttentionKernel.Fp32;
+            attentionUsed = gpu.AttentionKernel == CudaAttentionKernel.TensorCores ? "tensor-cores" : "fp32";
             Console.WriteLine($"  attention kernels: {gpu.AttentionKernel}");
         }
 
@@ -118,7 +120,7 @@ public static class LoraStepBenchmark
                 ["config"] = preset, ["dtype"] = dtype.ToString().ToLowerInvariant(), ["batch"] = batch, ["seq"] = seq,
                 ["checkpointing"] = checkpointing, ["steps"] = steps, ["step_ms"] = median * 1e3, ["tokens_per_s"] = tokens / median,
                 ["model_flops_per_step"] = modelFlops, ["hardware_flops_per_step"] = hardwareFlops, ["ceiling_tflops"] = ceiling,
-                ["mfu"] = mfu, ["hfu"] = hfu, ["peak_memory_bytes"] = peak, ["loss"] = lastLoss,
+                ["mfu"] = mfu, ["hfu"] = hfu, ["peak_memory_bytes"] = peak, ["loss"] = lastLoss, ["attention"] = attentionUsed,
             }, jsonl);
         }
         return 0;
