@@ -18,10 +18,13 @@ string here = AppContext.BaseDirectory;
 // names a stable folder, not the build output), else the copy next to the executable.
 string shippedBase = Directory.Exists(Path.Combine("samples", "Train", "base")) ? Path.GetFullPath(Path.Combine("samples", "Train", "base")) : Path.Combine(here, "base");
 
+// Every option is registered where it is declared (in --help order), so none can be declared and forgotten.
+var options = new List<Option>();
 Option<T> Opt<T>(string name, string description, T? defaultValue = default, bool hasDefault = true)
 {
     var o = new Option<T>(name) { Description = description };
     if (hasDefault) o.DefaultValueFactory = _ => defaultValue!;
+    options.Add(o);
     return o;
 }
 
@@ -65,10 +68,7 @@ var resume = Opt("--resume", "Continue from the newest checkpoint in --output (s
 
 var root = new RootCommand("Fine-tune a ChatGLM-6B-architecture model (LoRA, P-Tuning v2 or full) on medical dialogues with DoctorGlm.Engine. " +
     "With no arguments: a small real job on the CPU in about three minutes, on the dialogues shipped with the sample.");
-foreach (var o in new Option[] { model, init, config, tokenizer, device, dtype, attention, method, loraRank, loraAlpha, loraDropout, loraTarget, loraGrouped, preSeqLen,
-             prefixProjection, train, eval, maxTrainSamples, maxEvalSamples, maxSource, maxTarget, optimizer, lr, weightDecay, schedule, warmup, batch, accum,
-             clip, epochs, maxSteps, seed, checkpointing, saveSteps, output, evalGenerate, resume })
-    root.Options.Add(o);
+foreach (var o in options) root.Options.Add(o);
 
 root.SetAction(parse =>
 {
