@@ -11,35 +11,23 @@ __device__ __forceinline__ float gelu_sigmoid(float x) {
     return 1.0f / (1.0f + expf(-z));
 }
 
-extern "C" __global__ void gelu_forward(const float* x, float* y, i64 n) {
-    GRID_STRIDE(i, n) {
-        float v = x[i];
-        y[i] = v * gelu_sigmoid(v);
-    }
+// y = gelu(u), u = x + bias[column] when bias is given (the MLP's bias fused: the fp32 sum AddRowVector forms,
+// never stored; f = row length), else u = x.
+__device__ __forceinline__ float gelu_input(const float* x, const float* bias, i64 i, i64 f) {
+    return bias ? x[i] + bias[i % f] : x[i];
 }
 
-// gelu′ = s + x·2s(1 − s)·k(1 + 3c·x²); dx may alias dy (each element reads dy before writing dx).
-extern "C" __global__ void gelu_backward(const float* x, const float* dy, float* dx, i64 n) {
+extern "C" __global__ void gelu_forward(const float* x, const float* bias, float* y, i64 n, i64 f) {
     GRID_STRIDE(i, n) {
-        float v = x[i];
-        float s = gelu_sigmoid(v);
-        float t = (v * v) * (3.0f * GELU_C * GELU_K) + GELU_K;
-        t = (t * v) * (2.0f * s * (1.0f - s)) + s;
-        dx[i] = dy[i] * t;
-    }
-}
-
-// The MLP's bias and GELU fused: u = x + bias[column] (the fp32 sum AddRowVector forms), never stored.
-extern "C" __global__ void bias_gelu_forward(const float* x, const float* bias, float* y, i64 n, i64 f) {
-    GRID_STRIDE(i, n) {
-        float u = x[i] + bias[i % f];
+        float u = gelu_input(x, bias, i, f);
         y[i] = u * gelu_sigmoid(u);
     }
 }
 
-extern "C" __global__ void bias_gelu_backward(const float* x, const float* bias, const float* dy, float* dx, i64 n, i64 f) {
+// gelu′ = s + u·2s(1 − s)·k(1 + 3c·u²); dx may alias dy (each element reads dy before writing dx).
+extern "C" __global__ void gelu_backward(const float* x, const float* bias, const float* dy, float* dx, i64 n, i64 f) {
     GRID_STRIDE(i, n) {
-        float u = x[i] + bias[i % f];
+        float u = gelu_input(x, bias, i, f);
         float s = gelu_sigmoid(u);
         float t = (u * u) * (3.0f * GELU_C * GELU_K) + GELU_K;
         t = (t * u) * (2.0f * s * (1.0f - s)) + s;

@@ -17,37 +17,14 @@ public sealed unsafe partial class CpuBackend
     public void GeluForward(Tensor x, Tensor y)
     {
         float* px = x.Ptr<float>(), py = y.Ptr<float>();
-        ForChunks(y.NumElements, (start, len) =>
-        {
-            Span<float> s = stackalloc float[GeluBlock];
-            for (int o = 0; o < len; o += GeluBlock)
-            {
-                int n = Math.Min(GeluBlock, len - o);
-                var xs = new ReadOnlySpan<float>(px + start + o, n);
-                var sb = s[..n];
-                GeluSigmoid(xs, sb);
-                TensorPrimitives.Multiply(xs, sb, new Span<float>(py + start + o, n));
-            }
-        });
+        ForChunks(y.NumElements, (start, len) => GeluRun(px + start, null, null, py + start, len));
     }
 
     /// <inheritdoc />
     public void GeluBackward(Tensor x, Tensor dy, Tensor dx)
     {
         float* px = x.Ptr<float>(), pdy = dy.Ptr<float>(), pdx = dx.Ptr<float>();
-        ForChunks(dx.NumElements, (start, len) =>
-        {
-            Span<float> s = stackalloc float[GeluBlock];
-            Span<float> t = stackalloc float[GeluBlock];
-            for (int o = 0; o < len; o += GeluBlock)
-            {
-                int n = Math.Min(GeluBlock, len - o);
-                var xs = new ReadOnlySpan<float>(px + start + o, n);
-                var tb = t[..n];
-                GeluDerivative(xs, s[..n], tb);
-                TensorPrimitives.Multiply(new ReadOnlySpan<float>(pdy + start + o, n), tb, new Span<float>(pdx + start + o, n));
-            }
-        });
+        ForChunks(dx.NumElements, (start, len) => GeluRun(px + start, null, pdy + start, pdx + start, len));
     }
 
     /// <inheritdoc />
@@ -55,21 +32,7 @@ public sealed unsafe partial class CpuBackend
     {
         float* px = x.Ptr<float>(), pb = bias.Ptr<float>(), py = y.Ptr<float>();
         int f = checked((int)bias.NumElements);
-        ForRows(y.NumElements / f, f, row =>
-        {
-            Span<float> u = stackalloc float[GeluBlock];
-            Span<float> s = stackalloc float[GeluBlock];
-            for (int o = 0; o < f; o += GeluBlock)
-            {
-                int n = Math.Min(GeluBlock, f - o);
-                long at = row * f + o;
-                var ub = u[..n];
-                TensorPrimitives.Add(new ReadOnlySpan<float>(px + at, n), new ReadOnlySpan<float>(pb + o, n), ub);
-                var sb = s[..n];
-                GeluSigmoid(ub, sb);
-                TensorPrimitives.Multiply(ub, sb, new Span<float>(py + at, n));
-            }
-        });
+        ForRows(y.NumElements / f, f, row => GeluRun(px + row * f, pb, null, py + row * f, f));
     }
 
     /// <inheritdoc />
@@ -77,21 +40,40 @@ public sealed unsafe partial class CpuBackend
     {
         float* px = x.Ptr<float>(), pb = bias.Ptr<float>(), pdy = dy.Ptr<float>(), pdx = dx.Ptr<float>();
         int f = checked((int)bias.NumElements);
-        ForRows(dx.NumElements / f, f, row =>
+        ForRows(dx.NumElements / f, f, row => GeluRun(px + row * f, pb, pdy + row * f, pdx + row * f, f));
+    }
+
+    /// <summary>
+    /// The four GELU kernels over one contiguous run of <paramref name="len"/> elements, in L1-sized blocks:
+    /// u = x (+ bias when given, the fp32 sum AddRowVector forms; bias is aligned with the run), then
+    /// out = u·σ(2z) (forward, <paramref name="dy"/> null) or out = dy·gelu′(u) (backward). out may alias x or dy.
+    /// </summary>
+    private static void GeluRun(float* x, float* bias, float* dy, float* output, int len)
+    {
+        Span<float> u = stackalloc float[GeluBlock];
+        Span<float> s = stackalloc float[GeluBlock];
+        Span<float> t = stackalloc float[GeluBlock];
+        for (int o = 0; o < len; o += GeluBlock)
         {
-            Span<float> u = stackalloc float[GeluBlock];
-            Span<float> s = stackalloc float[GeluBlock];
-            Span<float> t = stackalloc float[GeluBlock];
-            for (int o = 0; o < f; o += GeluBlock)
+            int n = Math.Min(GeluBlock, len - o);
+            scoped ReadOnlySpan<float> xs = new(x + o, n);
+            if (bias != null)
             {
-                int n = Math.Min(GeluBlock, f - o);
-                long at = row * f + o;
-                var ub = u[..n];
-                TensorPrimitives.Add(new ReadOnlySpan<float>(px + at, n), new ReadOnlySpan<float>(pb + o, n), ub);
-                GeluDerivative(ub, s[..n], t[..n]);
-                TensorPrimitives.Multiply(new ReadOnlySpan<float>(pdy + at, n), t[..n], new Span<float>(pdx + at, n));
+                TensorPrimitives.Add(xs, new ReadOnlySpan<float>(bias + o, n), u[..n]);
+                xs = u[..n];
             }
-        });
+            var outs = new Span<float>(output + o, n);
+            if (dy == null)
+            {
+                GeluSigmoid(xs, s[..n]);
+                TensorPrimitives.Multiply(xs, s[..n], outs);
+            }
+            else
+            {
+                GeluDerivative(xs, s[..n], t[..n]);
+                TensorPrimitives.Multiply(new ReadOnlySpan<float>(dy + o, n), t[..n], outs);
+            }
+        }
     }
 
     /// <summary>t = gelu′(x) in the sigmoid form (s is scratch for σ(2z)).</summary>

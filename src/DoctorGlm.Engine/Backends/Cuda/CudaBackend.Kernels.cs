@@ -59,31 +59,25 @@ public sealed unsafe partial class CudaBackend
     // ---------------------------------------------------------------- GELU, dropout
 
     /// <inheritdoc />
-    public void GeluForward(Tensor x, Tensor y)
-    {
-        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(y)).Add(y.NumElements);
-        LaunchElementwise("gelu.cu", "gelu_forward", y.NumElements, a);
-    }
+    public void GeluForward(Tensor x, Tensor y) => Gelu(x, null, null, y);
 
     /// <inheritdoc />
-    public void GeluBackward(Tensor x, Tensor dy, Tensor dx)
-    {
-        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(dy)).Add(Ptr(dx)).Add(dx.NumElements);
-        LaunchElementwise("gelu.cu", "gelu_backward", dx.NumElements, a);
-    }
+    public void GeluBackward(Tensor x, Tensor dy, Tensor dx) => Gelu(x, null, dy, dx);
 
     /// <inheritdoc />
-    public void BiasGeluForward(Tensor x, Tensor bias, Tensor y)
-    {
-        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(bias)).Add(Ptr(y)).Add(y.NumElements).Add(bias.NumElements);
-        LaunchElementwise("gelu.cu", "bias_gelu_forward", y.NumElements, a);
-    }
+    public void BiasGeluForward(Tensor x, Tensor bias, Tensor y) => Gelu(x, bias, null, y);
 
     /// <inheritdoc />
-    public void BiasGeluBackward(Tensor x, Tensor bias, Tensor dy, Tensor dx)
+    public void BiasGeluBackward(Tensor x, Tensor bias, Tensor dy, Tensor dx) => Gelu(x, bias, dy, dx);
+
+    /// <summary>gelu.cu's two kernels: forward (dy null) or backward, of x or of x + bias (bias null: none).</summary>
+    private void Gelu(Tensor x, Tensor? bias, Tensor? dy, Tensor output)
     {
-        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(bias)).Add(Ptr(dy)).Add(Ptr(dx)).Add(dx.NumElements).Add(bias.NumElements);
-        LaunchElementwise("gelu.cu", "bias_gelu_backward", dx.NumElements, a);
+        long n = output.NumElements, f = bias?.NumElements ?? 1;
+        using var a = new KernelArgs().Add(Ptr(x)).Add(PtrOrNull(bias));
+        if (dy is not null) a.Add(Ptr(dy));
+        a.Add(Ptr(output)).Add(n).Add(f);
+        LaunchElementwise("gelu.cu", dy is null ? "gelu_forward" : "gelu_backward", n, a);
     }
 
     /// <inheritdoc />
