@@ -33,5 +33,5 @@ done
 g++ "${flags[@]}" -c -o "$out/src/driver.o" "$here/driver.cpp" &
 wait
 g++ -shared -o "$out/libcuda.so.1" -Wl,-soname,libcuda.so.1 "$out/src/driver.o" "${objs[@]}"
-g++ -std=c++20 -O2 -fPIC -shared -o "$out/libcublas.so.12" -Wl,-soname,libcublas.so.12 "$here/cublas.cpp"
+g++ "${flags[@]}" -shared -o "$out/libcublas.so.12" -Wl,-soname,libcublas.so.12 "$here/cublas.cpp"
 echo "$out"

@@ -1,5 +1,7 @@
 // The emulated device's cuBLAS: the entry points Backends/Cuda/Native/Cublas.cs binds, with cuBLAS's argument
-// checks (leading dimensions, types) and a plain column-major strided-batched GEMM summed in double.
+// checks (leading dimensions, types) and a plain column-major strided-batched GEMM summed in double. Built with
+// ../cuda_host.h like the kernels, so fp16/bf16 elements convert through kernels/common.cuh.
+#include "../../../kernels/common.cuh"
 #include <cmath>
 #include <cstdint>
 #include <cstddef>
@@ -11,34 +13,10 @@ enum { SUCCESS = 0, NOT_INITIALIZED = 1, INVALID_VALUE = 7, NOT_SUPPORTED = 15 }
 enum { R_32F = 0, R_16F = 2, R_16BF = 14 };
 constexpr int COMPUTE_32F = 68;
 
-float load(const void* p, long long i, int type) {
-    if (type == R_32F) return ((const float*)p)[i];
-    unsigned short h = ((const unsigned short*)p)[i];
-    if (type == R_16BF) {
-        unsigned u = (unsigned)h << 16;
-        float f;
-        std::memcpy(&f, &u, 4);
-        return f;
-    }
-    _Float16 x;
-    std::memcpy(&x, &h, 2);
-    return (float)x;
-}
-
-void store(void* p, long long i, int type, float v) {
-    if (type == R_32F) { ((float*)p)[i] = v; return; }
-    unsigned short h;
-    if (type == R_16BF) {
-        unsigned u;
-        std::memcpy(&u, &v, 4);
-        if ((u & 0x7fffffffu) > 0x7f800000u) h = (unsigned short)((u >> 16) | 0x40u);
-        else h = (unsigned short)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    } else {
-        _Float16 x = (_Float16)v;
-        std::memcpy(&h, &x, 2);
-    }
-    ((unsigned short*)p)[i] = h;
-}
+// cuBLAS type codes → the kernels' dtype codes, so the element conversions are common.cuh's (the GPU's own).
+int dtype(int cudaType) { return cudaType == R_16BF ? DT_BF16 : cudaType == R_16F ? DT_F16 : DT_F32; }
+float load(const void* p, long long i, int type) { return load_as_f32(p, i, dtype(type)); }
+void store(void* p, long long i, int type, float v) { store_from_f32(p, i, dtype(type), v); }
 
 bool known(int t) { return t == R_32F || t == R_16F || t == R_16BF; }
 
