@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.Generation;
 using DoctorGlm.Engine.Models.ChatGlm;
 
@@ -71,42 +70,21 @@ public static class DecodeBenchmark
     private static (double Seconds, List<int> Tokens) Decode(GlmModel model, int promptLength, int warmup, int tokens)
     {
         var config = model.Config;
-        var device = model.Device;
         ulong stream = RandomGenerator.Mix(99);
         int span = Math.Min(config.VocabSize, config.MaskTokenId) - 16;
         var sequence = Enumerable.Range(0, promptLength - 2).Select(i => 16 + (int)(RandomGenerator.Uniform(stream, (ulong)i) * span)).ToList();
         sequence.AddRange([config.GMaskTokenId, config.BosTokenId]);
-        int ctx = promptLength - 1, maskPos = promptLength - 2;
         using var cache = model.CreateCache();
+        var generator = new GlmGenerator(model); // its own step: prompt pass, then §4.2's incremental positions
+        int Next() => LogitsProcessing.ArgMax(generator.NextLogits(sequence, cache));
 
-        int Next(bool prompt)
-        {
-            using var _ = GradMode.NoGrad();
-            using var scope = TensorScope.Begin();
-            int n = sequence.Count;
-            Tensor logits;
-            if (prompt)
-            {
-                var ids = Tensor.FromArray(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequence), new Shape(1, n), device);
-                logits = model.Forward(ids, PositionIds.Glm([ctx], [maskPos], n, device: device), AttentionMask.PrefixLm([ctx], n, device: device), cache, lastOnly: true);
-            }
-            else
-            {
-                // Spec §4.2, as GlmGenerator: the newest token has pos = mask_pos and block position t − ctx + 1.
-                var ids = Tensor.FromArray([sequence[n - 1]], new Shape(1, 1), device);
-                var pos = Tensor.FromArray([maskPos, n - 1 - ctx + 1], new Shape(1, 2, 1), device);
-                logits = model.Forward(ids, pos, null, cache, lastOnly: true);
-            }
-            return LogitsProcessing.ArgMax(logits.ToFloatArray());
-        }
-
-        sequence.Add(Next(prompt: true));
-        for (int i = 0; i < warmup; i++) sequence.Add(Next(prompt: false));
+        sequence.Add(Next()); // the prompt pass
+        for (int i = 0; i < warmup; i++) sequence.Add(Next());
         var generated = new List<int>();
         var sw = Stopwatch.StartNew();
         for (int i = 0; i < tokens; i++)
         {
-            int t = Next(prompt: false);
+            int t = Next();
             sequence.Add(t);
             generated.Add(t);
         }

@@ -77,6 +77,24 @@ public sealed class GlmGenerator
         }
     }
 
+    /// <summary>
+    /// The raw logits of the token after <paramref name="sequence"/> (the prompt, ending in [gMASK] &lt;sop&gt;, plus
+    /// the tokens so far): what each generation step starts from, before §7's processing. With a cache the first
+    /// call runs the prompt and each later one only the newest token (the sequence must have grown by exactly one),
+    /// with §4.2's incremental positions; without one, the whole sequence again. For callers that choose the tokens
+    /// themselves — teacher-forced comparisons, decoding benchmarks.
+    /// </summary>
+    public float[] NextLogits(IReadOnlyList<int> sequence, GlmKvCache? cache)
+    {
+        ArgumentNullException.ThrowIfNull(sequence);
+        var ids = sequence as List<int> ?? [.. sequence];
+        var (ctx, maskPos) = GlmInputs.ContextAndMask(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), Model.Config);
+        if (ctx == ids.Count) throw new ArgumentException($"GlmGenerator.NextLogits: the sequence has no <sop> ({Model.Config.BosTokenId})", nameof(sequence));
+        using (GradMode.NoGrad())
+        using (TensorScope.Begin())
+            return NextLogits(ids, ctx, maskPos, cache);
+    }
+
     /// <summary>One step: logits of the last position, the §7 pipeline, then the pick. Nothing it allocates survives.</summary>
     private int Step(List<int> sequence, int ctx, int maskPos, GlmKvCache? cache, GenerationOptions o, RandomGenerator rng)
     {

@@ -1,4 +1,3 @@
-using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.Generation;
 using DoctorGlm.Engine.Models.ChatGlm;
 using DoctorGlm.Engine.Tests.Models;
@@ -65,28 +64,18 @@ public class CudaDecodeTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The prompt pass, then one cached step per token, as GlmGenerator decodes (spec §4.2: the newest token's position
-    /// is the mask position, its block position counts from 1). Returns each step's last-position logits; the token
-    /// fed after step s is the argmax (forced == null) or forced[s].
+    /// The prompt pass, then one cached step per token, through <see cref="GlmGenerator.NextLogits"/> (the generator's
+    /// own step). Returns each step's logits; the token fed after step s is the argmax (forced == null) or forced[s].
     /// </summary>
     private static List<float[]> Decode(GlmModel model, List<int> prompt, List<int>? forced)
     {
-        var device = model.Device;
+        var generator = new GlmGenerator(model);
         var sequence = new List<int>(prompt);
-        int ctx = prompt.Count - 1, maskPos = prompt.Count - 2;
         using var cache = model.CreateCache();
-        using var _ = GradMode.NoGrad();
         var steps = new List<float[]>();
         for (int s = 0; s < Steps; s++)
         {
-            using var scope = TensorScope.Begin();
-            int n = sequence.Count;
-            Tensor logits = s == 0
-                ? model.Forward(Tensor.FromArray(sequence.ToArray(), new Shape(1, n), device), PositionIds.Glm([ctx], [maskPos], n, device: device),
-                    AttentionMask.PrefixLm([ctx], n, device: device), cache, lastOnly: true)
-                : model.Forward(Tensor.FromArray([sequence[n - 1]], new Shape(1, 1), device),
-                    Tensor.FromArray([maskPos, n - 1 - ctx + 1], new Shape(1, 2, 1), device), null, cache, lastOnly: true);
-            var l = logits.ToFloatArray();
+            var l = generator.NextLogits(sequence, cache);
             steps.Add(l);
             sequence.Add(forced?[s] ?? LogitsProcessing.ArgMax(l));
         }

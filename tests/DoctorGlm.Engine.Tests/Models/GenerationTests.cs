@@ -81,8 +81,13 @@ public sealed class GenerationTests(ITestOutputHelper output)
         double worstRef = 0, worstFull = 0;
         using var cache = model.CreateCache();
         Assert.Equal(model.Prefix?.Length ?? 0, cache.Length);
+        // The generator's public step over its own cache must be this very computation, and without a cache the full forward.
+        var gen = new GlmGenerator(model);
+        using var genCache = model.CreateCache();
         for (int step = 0; step < tokens.Length; step++)
         {
+            var stepped = gen.NextLogits(seq, genCache);
+            var steppedFull = gen.NextLogits(seq, null);
             using var scope = TensorScope.Begin();
             using var _ = GradMode.NoGrad();
             float[] cached;
@@ -96,12 +101,30 @@ public sealed class GenerationTests(ITestOutputHelper output)
             var full = model.Forward(inputs).Narrow(1, seq.Count - 1, 1).ToFloatArray();
             worstRef = Math.Max(worstRef, ModelFixture.MaxAbs(reference.AsSpan(step * v, v), cached));
             worstFull = Math.Max(worstFull, ModelFixture.MaxAbs(full, cached));
+            Assert.Equal(cached, stepped);
+            Assert.Equal(full, steppedFull);
             seq.Add(tokens[step]);
         }
         Assert.Equal((model.Prefix?.Length ?? 0) + seq.Count - 1, cache.Length);
         output.WriteLine($"{name}: max |cached − reference| {worstRef:E3}, max |cached − full forward| {worstFull:E3}");
         Assert.True(worstRef < LogitsTol, $"{name}: cached logits vs reference {worstRef:E3}");
         Assert.True(worstFull < 1e-5, $"{name}: cached vs full-forward logits {worstFull:E3}");
+    }
+
+    [Fact]
+    public void NextLogits_rejects_a_sequence_without_sop_and_a_cache_that_does_not_match()
+    {
+        using var model = Model("p0");
+        var gen = new GlmGenerator(model);
+        var e = Assert.Throws<ArgumentException>(() => gen.NextLogits([5, 6, model.Config.GMaskTokenId], null));
+        Assert.Contains("<sop>", e.Message);
+        using var f = ModelFixture.Open("generation");
+        var prompt = f.Load("p0.prompt").ToIntArray().ToList();
+        using var cache = model.CreateCache();
+        gen.NextLogits(prompt, cache);
+        prompt.AddRange([7, 8]); // two new tokens: the cache holds the prompt only
+        var c = Assert.Throws<InvalidOperationException>(() => gen.NextLogits(prompt, cache));
+        Assert.Contains("the cache holds", c.Message);
     }
 
     [Fact]
