@@ -19,6 +19,21 @@ public class NormBadInputTests
     }
 
     [Fact]
+    public void BiasGeluNamesTheBiasAndTheInputShapes()
+    {
+        using var scope = TensorScope.Begin();
+        var x = Tensor.Zeros(new Shape(2, 5, 64));
+        var b = Tensor.Zeros(new Shape(63));
+        b.Name = "dense_h_to_4h.bias";
+        var e = Assert.Throws<ArgumentException>(() => Ops.BiasGelu(x, b));
+        Assert.Contains("BiasGelu", e.Message);
+        Assert.Contains("'dense_h_to_4h.bias' [63]", e.Message);
+        Assert.Contains("[2, 5, 64]", e.Message);
+        var e2 = Assert.Throws<ArgumentException>(() => Ops.BiasGelu(x, Tensor.Zeros(new Shape(8, 8))));
+        Assert.Contains("bias", e2.Message);
+    }
+
+    [Fact]
     public void LayerNormRejectsNonPositiveEps()
     {
         using var scope = TensorScope.Begin();
