@@ -37,6 +37,7 @@ if (reportAt >= 0)
     if (reportAt + 1 >= rest.Count) { Console.Error.WriteLine("--cuda-report needs a file name"); return 2; }
     cudaReport = rest[reportAt + 1];
     rest.RemoveRange(reportAt, 2);
+    CudaReport.LivePath = cudaReport; // rewritten after every case, so a run cut short keeps what finished
 }
 
 // In-process toolchain: benchmarks run inside this process instead of a generated, separately built project, so they
@@ -67,6 +68,10 @@ if (!rest.Contains("--list") && cudaTypes.Any(Selected) && CudaAvailability.Back
     types = types.Except(cudaTypes).ToList();
     if (filters.Count > 0 && !types.Any(Selected)) return 0;
 }
+
+// The ceilings run first: every other figure is a ratio to them, and a run cut short should still have them.
+static bool IsCeiling(Type t) => t == typeof(CudaCeilingBenchmarks) || t.Name is "CpuMemoryBandwidthBenchmarks" or "PeakFlopsBenchmarks";
+types = [.. types.OrderBy(t => IsCeiling(t) ? 0 : 1).ThenBy(t => t.FullName, StringComparer.Ordinal)];
 
 var summaries = BenchmarkSwitcher.FromTypes([.. types]).Run([.. rest], config).ToList();
 

@@ -47,4 +47,4 @@ XZ_OPT=-6 tar -C "$STAGE" -cJf "$DEST/doctorglm-gpu.tar.xz" doctorglm-gpu
 cp "$ROOT/tools/gpu-runner/run.sh" "$DEST/run.sh"
 chmod +x "$DEST/run.sh"
 du -sh "$APP" "$DEST"
-echo "published to $DEST: carry that folder (device call: carry [\"${DEST#$ROOT/}\"], command \"bash ${DEST#$ROOT/}/run.sh --fast\")"
+echo "published to $DEST: carry that folder (device call: carry [\"${DEST#$ROOT/}\"], command \"bash ${DEST#$ROOT/}/run.sh\", timeout_s 600)"

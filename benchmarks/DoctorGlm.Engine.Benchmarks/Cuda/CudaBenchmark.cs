@@ -175,6 +175,7 @@ public abstract class CudaBenchmark : ICudaWork
         foreach (var e in _events) e.Dispose();
         // Give the pooled blocks back to the driver: the next benchmark class may need the memory for other shapes.
         Gpu.TrimPool();
+        CudaReport.WriteLive();
     }
 
     /// <summary>Times <paramref name="launches"/> launches of <paramref name="launch"/> (argument: which input set) with events.</summary>

@@ -11,6 +11,21 @@ namespace DoctorGlm.Engine.Benchmarks.Cuda;
 /// </summary>
 public static class CudaReport
 {
+    /// <summary>
+    /// A file the table is rewritten to after every CUDA case (<c>--cuda-report</c>), so a run stopped by a time limit
+    /// still leaves the cases that finished; null: only the closing table.
+    /// </summary>
+    public static string? LivePath { get; set; }
+
+    /// <summary>Rewrites <see cref="LivePath"/> with the cases so far (atomically: a reader never sees half a table).</summary>
+    public static void WriteLive()
+    {
+        if (LivePath is null || Build() is not { } table) return;
+        string temp = LivePath + ".tmp";
+        File.WriteAllText(temp, table);
+        File.Move(temp, LivePath, overwrite: true);
+    }
+
     /// <summary>The markdown table, or null when no CUDA case ran.</summary>
     public static string? Build()
     {

@@ -25,10 +25,20 @@ internal static class CudaTestSetup
         Reason = reason;
     }
 
-    /// <summary>The CUDA backend, or a dynamic skip naming why there is none.</summary>
+    /// <summary>
+    /// True when <c>DOCTORGLM_TEST_CUDA=1</c>: the run is meant for a GPU (the GPU runner sets it), so a missing GPU
+    /// fails the CUDA tests instead of skipping them — a runner whose library search found nothing must not look green.
+    /// </summary>
+    public static bool Required => Environment.GetEnvironmentVariable("DOCTORGLM_TEST_CUDA") == "1";
+
+    /// <summary>The CUDA backend, or a dynamic skip (a failure when <see cref="Required"/>) naming why there is none.</summary>
     public static CudaBackend Require()
     {
-        if (Backend is null) Assert.Skip("no CUDA GPU: " + Reason);
+        if (Backend is null)
+        {
+            if (Required) Assert.Fail("DOCTORGLM_TEST_CUDA=1 but no CUDA GPU: " + Reason);
+            Assert.Skip("no CUDA GPU: " + Reason);
+        }
         return Backend!;
     }
 }
