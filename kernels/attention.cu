@@ -7,32 +7,35 @@
 // the saved lse in two kernels, one owning query rows (dQ) and one owning key rows (dK, dV), so every gradient
 // element is written by exactly one block: no atomics, deterministic results.
 // Tiles are T×T with T chosen by the host so the shared memory fits in 48 KiB (T = 16 for d ≤ 64, 8 for d = 128).
+// q, k, v and out are activations of one dtype `act` (F32, BF16 or F16: widened exactly into the fp32 tiles, the
+// output rounded once); prefix keys/values, dO, lse and every gradient are fp32.
 #include "common.cuh"
 
-__device__ __forceinline__ const float* key_row(const float* k, const float* pk, int b, int kk, int S, int N, int H, int h, int D) {
-    return kk < N ? pk + (((i64)b * N + kk) * H + h) * D : k + (((i64)b * S + (kk - N)) * H + h) * D;
+__device__ __forceinline__ i64 seq_off(int b, int i, int S, int H, int h, int D) {
+    return (((i64)b * S + i) * H + h) * D;
 }
 
-__device__ __forceinline__ const float* seq_row(const float* x, int b, int i, int S, int H, int h, int D) {
-    return x + (((i64)b * S + i) * H + h) * D;
+// Element c of combined key row kk (prefix first, fp32; the sequence's own keys of dtype dt).
+__device__ __forceinline__ float key_val(const void* k, int dt, const float* pk, int b, int kk, int S, int N, int H, int h, int D, int c) {
+    return kk < N ? pk[(((i64)b * N + kk) * H + h) * D + c] : load_as_f32(k, seq_off(b, kk - N, S, H, h, D) + c, dt);
 }
 
-// Tile rows r0 .. r0 + T − 1 of one head, zeros past the end: query rows of x (and y when given), or combined
-// keys of K and V (prefix first). Block-strided over T·D elements.
-__device__ __forceinline__ void load_query_tile(float* xs, const float* x, float* ys, const float* y, int b, int q0, int S, int H, int h, int D, int T) {
+// Tile rows r0 .. r0 + T − 1 of one head, zeros past the end: query rows of x (dtype x_dt) and of y (fp32: dO)
+// when given, or combined keys of K and V (prefix first). Block-strided over T·D elements.
+__device__ __forceinline__ void load_query_tile(float* xs, const void* x, int x_dt, float* ys, const float* y, int b, int q0, int S, int H, int h, int D, int T) {
     for (int e = threadIdx.x; e < T * D; e += blockDim.x) {
         int i = e / D, c = e % D, qi = q0 + i;
-        xs[e] = qi < S ? seq_row(x, b, qi, S, H, h, D)[c] : 0.0f;
-        if (ys) ys[e] = qi < S ? seq_row(y, b, qi, S, H, h, D)[c] : 0.0f;
+        xs[e] = qi < S ? load_as_f32(x, seq_off(b, qi, S, H, h, D) + c, x_dt) : 0.0f;
+        if (ys) ys[e] = qi < S ? y[seq_off(b, qi, S, H, h, D) + c] : 0.0f;
     }
 }
 
-__device__ __forceinline__ void load_key_tile(float* ks, float* vs, const float* k, const float* v, const float* pk, const float* pv,
+__device__ __forceinline__ void load_key_tile(float* ks, float* vs, const void* k, const void* v, int dt, const float* pk, const float* pv,
                                               int b, int k0, int S, int N, int H, int h, int D, int T) {
     for (int e = threadIdx.x; e < T * D; e += blockDim.x) {
         int j = e / D, c = e % D, kk = k0 + j;
-        ks[e] = kk < N + S ? key_row(k, pk, b, kk, S, N, H, h, D)[c] : 0.0f;
-        vs[e] = kk < N + S ? key_row(v, pv, b, kk, S, N, H, h, D)[c] : 0.0f;
+        ks[e] = kk < N + S ? key_val(k, dt, pk, b, kk, S, N, H, h, D, c) : 0.0f;
+        vs[e] = kk < N + S ? key_val(v, dt, pv, b, kk, S, N, H, h, D, c) : 0.0f;
     }
 }
 
@@ -60,9 +63,9 @@ __device__ __forceinline__ float tile_score(const float* qs, const float* ks, in
     return scale * acc;
 }
 
-extern "C" __global__ void attention_forward(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+extern "C" __global__ void attention_forward(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
                                              const u8* mask, int S, int N, int H, int D, float scale, float masked, int T,
-                                             float* out, float* lse) {
+                                             void* out, float* lse) {
     DGLM_DYNAMIC_SHARED(float, smem);
     float* Qs = smem;
     float* Ks = Qs + T * D;
@@ -74,12 +77,12 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, con
     float* ra = rl + T;       // this tile's rescale factor
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * T, total = N + S;
     int tid = threadIdx.x, nt = blockDim.x;
-    load_query_tile(Qs, q, nullptr, nullptr, b, q0, S, H, h, D, T);
+    load_query_tile(Qs, q, act, nullptr, nullptr, b, q0, S, H, h, D, T);
     for (int e = tid; e < T * D; e += nt) Os[e] = 0.0f;
     for (int i = tid; i < T; i += nt) { rm[i] = -DGLM_INF; rl[i] = 0.0f; }
     for (int k0 = 0; k0 < total; k0 += T) {
         __syncthreads(); // the previous tile's readers are done with Ks/Vs/Ps
-        load_key_tile(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h, D, T);
+        load_key_tile(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h, D, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
@@ -115,7 +118,7 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, con
     __syncthreads();
     for (int e = tid; e < T * D; e += nt) {
         int i = e / D, c = e % D, qi = q0 + i;
-        if (qi < S) ((float*)seq_row(out, b, qi, S, H, h, D))[c] = Os[e] / rl[i];
+        if (qi < S) store_from_f32(out, seq_off(b, qi, S, H, h, D) + c, act, Os[e] / rl[i]);
     }
     for (int i = tid; i < T; i += nt)
         if (q0 + i < S) lse[((i64)b * H + h) * S + q0 + i] = rm[i] + logf(rl[i]);
@@ -124,14 +127,14 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, con
 // Per query row: delta = dO·O (= Σ_j P_ij·dP_ij) and whether the row sees no key at all (no prefix, every mask
 // entry set). Such a row is exactly uniform, but its lse ≈ masked_value + log S is too large for fp32 to give P
 // to full precision, so the backward kernels use 1/S there instead of exp(s − lse).
-extern "C" __global__ void attention_backward_prep(const float* out, const float* dout, const u8* mask, int B, int S, int N,
+extern "C" __global__ void attention_backward_prep(const void* out, int act, const float* dout, const u8* mask, int B, int S, int N,
                                                    int H, int D, float* delta, int* fully_blocked) {
     GRID_STRIDE(t, (i64)B * H * S) {
         int i = (int)(t % S), h = (int)((t / S) % H), b = (int)(t / ((i64)S * H));
-        const float* o = seq_row(out, b, i, S, H, h, D);
-        const float* g = seq_row(dout, b, i, S, H, h, D);
+        i64 o = seq_off(b, i, S, H, h, D);
+        const float* g = dout + o;
         float acc = 0.0f;
-        for (int c = 0; c < D; c++) acc += g[c] * o[c];
+        for (int c = 0; c < D; c++) acc += g[c] * load_as_f32(out, o + c, act);
         delta[t] = acc;
         int blk = 0;
         if (N == 0 && mask) {
@@ -150,7 +153,7 @@ __device__ __forceinline__ float recomputed_p(float s, float row_lse, int row_bl
 
 // dQ_i = Σ_j dS_ij·K_j with dS_ij = ((dP_ij − delta_i)·P_ij)·scale (0 where blocked), dP_ij = dO_i·V_j.
 // One block per (query tile, head, batch).
-extern "C" __global__ void attention_backward_dq(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+extern "C" __global__ void attention_backward_dq(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
                                                  const u8* mask, const float* lse, const float* delta, const int* fully_blocked,
                                                  const float* dout, int S, int N, int H, int D, float scale, float masked, int T,
                                                  float* dq) {
@@ -166,12 +169,12 @@ extern "C" __global__ void attention_backward_dq(const float* q, const float* k,
     int* rb = (int*)(rd + T);
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * T, total = N + S;
     int tid = threadIdx.x, nt = blockDim.x;
-    load_query_tile(Qs, q, dOs, dout, b, q0, S, H, h, D, T);
+    load_query_tile(Qs, q, act, dOs, dout, b, q0, S, H, h, D, T);
     for (int e = tid; e < T * D; e += nt) dQs[e] = 0.0f;
     load_row_stats(rl, rd, rb, lse, delta, fully_blocked, b, q0, S, H, h, T);
     for (int k0 = 0; k0 < total; k0 += T) {
         __syncthreads();
-        load_key_tile(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h, D, T);
+        load_key_tile(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h, D, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
@@ -203,7 +206,7 @@ extern "C" __global__ void attention_backward_dq(const float* q, const float* k,
 
 // dV_j = Σ_i P_ij·dO_i and dK_j = Σ_i dS_ij·Q_i for a tile of combined keys (prefix keys write dpk/dpv, the
 // sequence's own keys dk/dv; any of them may be null). One block per (key tile, head, batch).
-extern "C" __global__ void attention_backward_dkv(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+extern "C" __global__ void attention_backward_dkv(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
                                                   const u8* mask, const float* lse, const float* delta, const int* fully_blocked,
                                                   const float* dout, int S, int N, int H, int D, float scale, float masked, int T,
                                                   float* dk, float* dv, float* dpk, float* dpv) {
@@ -221,11 +224,11 @@ extern "C" __global__ void attention_backward_dkv(const float* q, const float* k
     int* rb = (int*)(rd + T);
     int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * T, total = N + S;
     int tid = threadIdx.x, nt = blockDim.x;
-    load_key_tile(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h, D, T);
+    load_key_tile(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h, D, T);
     for (int e = tid; e < T * D; e += nt) dKs[e] = dVs[e] = 0.0f;
     for (int q0 = 0; q0 < S; q0 += T) {
         __syncthreads();
-        load_query_tile(Qs, q, dOs, dout, b, q0, S, H, h, D, T);
+        load_query_tile(Qs, q, act, dOs, dout, b, q0, S, H, h, D, T);
         load_row_stats(rl, rd, rb, lse, delta, fully_blocked, b, q0, S, H, h, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {

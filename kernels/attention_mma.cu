@@ -1,7 +1,9 @@
 // GLM attention on tensor cores: the same contract as attention.cu (CpuBackend.Attention.cs is the reference), with
 // the products Q·Kᵀ, P·V, dO·Vᵀ, dS·K, Pᵀ·dO and dSᵀ·Q done by mma.sync in bf16 with fp32 accumulation
-// (FlashAttention-2's schedule). Inputs stay fp32 in global memory and are rounded to bf16 when a tile is staged
-// in shared memory; softmax statistics, the output, lse and every gradient are fp32. Head sizes 64 and 128.
+// (FlashAttention-2's schedule). q, k, v and the output are activations of one dtype `act` (F32, BF16 or F16); the
+// prefix keys/values and dO are fp32. Tiles are rounded to bf16 when staged in shared memory (a bf16 activation is
+// copied as it is); softmax statistics, lse and every gradient are fp32, the output is rounded once to `act`.
+// Head sizes 64 and 128.
 //
 // Layout (as attention.cu): q, k, v, out [B, S, nh, d]; prefix keys/values [B, N, nh, d] come first in the
 // combined key index kk ∈ [0, N + S) and are never blocked; mask U8 [B, S, S] over the sequence's own keys
@@ -24,46 +26,69 @@
 #define ATT_THREADS 128
 #define ATT_SKIP_MARGIN 40.0f
 
-// One fp32 row of a [*, nh, d] tensor staged as bf16 into shared memory (row stride LD); zeros when `src` is null.
-// Work is spread as `count` rows × d/4 float4s over the block's threads.
+// Element `off` of a buffer of dtype `dt` onwards: one row of a [*, nh, d] tensor; p = null for "no row" (zeros).
+struct AttRow {
+    const void* p;
+    i64 off;
+    int dt;
+};
+
+// Row `r` of a shared-memory tile (row stride LD) gets the bf16 values of elements 4·c4 .. 4·c4 + 3 of `row`:
+// copied for a bf16 row (8 bytes, aligned: rows start at multiples of d ≥ 64 elements), else rounded from fp32
+// (an fp16 row is widened first); zeros without a row. Work is spread as rows × d/4 quads over the block's threads.
 template <int D, int LD>
-__device__ __forceinline__ void stage_bf16(u16* dst, int r, const float* src, int c4) {
-    struct alignas(16) F4 { float x, y, z, w; };
-    F4 v = src ? ((const F4*)src)[c4] : F4{0.0f, 0.0f, 0.0f, 0.0f};
+__device__ __forceinline__ void stage_bf16(u16* dst, int r, AttRow row, int c4) {
     u32* o = (u32*)(dst + r * LD + c4 * 4);
+    if (!row.p) { o[0] = 0u; o[1] = 0u; return; }
+    if (row.dt == DT_BF16) {
+        const u32* s = (const u32*)((const u16*)row.p + row.off + c4 * 4);
+        o[0] = s[0];
+        o[1] = s[1];
+        return;
+    }
+    if (row.dt == DT_F16) {
+        const u16* s = (const u16*)row.p + row.off + c4 * 4;
+        o[0] = pack_bf16x2(f16_to_f32(s[0]), f16_to_f32(s[1]));
+        o[1] = pack_bf16x2(f16_to_f32(s[2]), f16_to_f32(s[3]));
+        return;
+    }
+    struct alignas(16) F4 { float x, y, z, w; };
+    F4 v = ((const F4*)((const float*)row.p + row.off))[c4];
     o[0] = pack_bf16x2(v.x, v.y);
     o[1] = pack_bf16x2(v.z, v.w);
 }
 
-__device__ __forceinline__ const float* att_seq_row(const float* x, int b, int i, int S, int H, int h, int D) {
-    return x + (((i64)b * S + i) * H + h) * D;
+__device__ __forceinline__ i64 att_seq_off(int b, int i, int S, int H, int h, int D) {
+    return (((i64)b * S + i) * H + h) * D;
 }
 
-// Row kk of the combined keys (prefix first), null past the end.
-__device__ __forceinline__ const float* att_key_row(const float* x, const float* px, int b, int kk, int S, int N, int H, int h, int D) {
-    if (kk >= N + S) return nullptr;
-    return kk < N ? px + (((i64)b * N + kk) * H + h) * D : x + (((i64)b * S + (kk - N)) * H + h) * D;
+// Row kk of the combined keys (prefix first, fp32), none past the end.
+__device__ __forceinline__ AttRow att_key_row(const void* x, int dt, const float* px, int b, int kk, int S, int N, int H, int h, int D) {
+    if (kk >= N + S) return AttRow{nullptr, 0, DT_F32};
+    if (kk < N) return AttRow{px, (((i64)b * N + kk) * H + h) * D, DT_F32};
+    return AttRow{x, att_seq_off(b, kk - N, S, H, h, D), dt};
 }
 
-// Rows q0 .. q0 + ROWS − 1 of one head of [B, S, nh, d] tensors x (and y, when given) staged as bf16; rows past
-// S are zeros.
+// Rows q0 .. q0 + ROWS − 1 of one head of [B, S, nh, d] tensors x (dtype x_dt) and, when given, y (fp32: dO)
+// staged as bf16; rows past S are zeros.
 template <int D, int LD, int ROWS>
-__device__ __forceinline__ void stage_queries(u16* xs, const float* x, u16* ys, const float* y, int b, int q0, int S, int H, int h) {
+__device__ __forceinline__ void stage_queries(u16* xs, const void* x, int x_dt, u16* ys, const float* y, int b, int q0, int S, int H, int h) {
     for (int e = threadIdx.x; e < ROWS * D / 4; e += ATT_THREADS) {
         int r = e / (D / 4), qi = q0 + r, c4 = e % (D / 4);
-        stage_bf16<D, LD>(xs, r, qi < S ? att_seq_row(x, b, qi, S, H, h, D) : nullptr, c4);
-        if (ys) stage_bf16<D, LD>(ys, r, qi < S ? att_seq_row(y, b, qi, S, H, h, D) : nullptr, c4);
+        i64 off = att_seq_off(b, qi, S, H, h, D);
+        stage_bf16<D, LD>(xs, r, AttRow{qi < S ? x : nullptr, off, x_dt}, c4);
+        if (ys) stage_bf16<D, LD>(ys, r, AttRow{qi < S ? y : nullptr, off, DT_F32}, c4);
     }
 }
 
-// Combined keys k0 .. k0 + ATT_BK − 1 (prefix first) of K and V staged as bf16; keys past the end are zeros.
+// Combined keys k0 .. k0 + ATT_BK − 1 (prefix first) of K and V (dtype dt) staged as bf16; keys past the end are zeros.
 template <int D, int LD>
-__device__ __forceinline__ void stage_keys(u16* Ks, u16* Vs, const float* k, const float* v, const float* pk, const float* pv,
+__device__ __forceinline__ void stage_keys(u16* Ks, u16* Vs, const void* k, const void* v, int dt, const float* pk, const float* pv,
                                            int b, int k0, int S, int N, int H, int h) {
     for (int e = threadIdx.x; e < ATT_BK * D / 4; e += ATT_THREADS) {
         int r = e / (D / 4), c4 = e % (D / 4);
-        stage_bf16<D, LD>(Ks, r, att_key_row(k, pk, b, k0 + r, S, N, H, h, D), c4);
-        stage_bf16<D, LD>(Vs, r, att_key_row(v, pv, b, k0 + r, S, N, H, h, D), c4);
+        stage_bf16<D, LD>(Ks, r, att_key_row(k, dt, pk, b, k0 + r, S, N, H, h, D), c4);
+        stage_bf16<D, LD>(Vs, r, att_key_row(v, dt, pv, b, k0 + r, S, N, H, h, D), c4);
     }
 }
 
@@ -148,8 +173,8 @@ __device__ __forceinline__ float quad_sum(float v) {
 // ------------------------------------------------------------------------------------------------ forward
 
 template <int D>
-__device__ void attention_mma_forward(const float* q, const float* k, const float* v, const float* pk, const float* pv,
-                                      const u8* mask, int S, int N, int H, float scale, float masked, float* out, float* lse) {
+__device__ void attention_mma_forward(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
+                                      const u8* mask, int S, int N, int H, float scale, float masked, void* out, float* lse) {
     constexpr int LD = D + 8; // +16 bytes per row: the eight rows an ldmatrix / fragment load touches hit distinct banks
     DGLM_DYNAMIC_SHARED(u16, smem);
     u16* Qs = smem;
@@ -159,7 +184,7 @@ __device__ void attention_mma_forward(const float* q, const float* k, const floa
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * ATT_BQ, total = N + S;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3, wr = warp * 16;
 
-    stage_queries<D, LD, ATT_BQ>(Qs, q, nullptr, nullptr, b, q0, S, H, h);
+    stage_queries<D, LD, ATT_BQ>(Qs, q, act, nullptr, nullptr, b, q0, S, H, h);
     __syncthreads();
     u32 qf[D / 16][4];
 #pragma unroll
@@ -176,7 +201,7 @@ __device__ void attention_mma_forward(const float* q, const float* k, const floa
         for (int rr = 0; rr < 2; rr++)
             if (rowq[rr] < S && !(m[rr] >= masked + ATT_SKIP_MARGIN)) keep = 1;
         if (!__syncthreads_or(keep)) continue;
-        stage_keys<D, LD>(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h);
+        stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h);
         __syncthreads();
 
         float s[ATT_BK / 8][4];
@@ -233,7 +258,7 @@ __device__ void attention_mma_forward(const float* q, const float* k, const floa
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             int qi = rowq[r >> 1];
-            if (qi < S) ((float*)att_seq_row(out, b, qi, S, H, h, D))[n * 8 + 2 * t + (r & 1)] = o[n][r] / l[r >> 1];
+            if (qi < S) store_from_f32(out, att_seq_off(b, qi, S, H, h, D) + n * 8 + 2 * t + (r & 1), act, o[n][r] / l[r >> 1]);
         }
     if (t == 0)
         for (int rr = 0; rr < 2; rr++)
@@ -245,7 +270,7 @@ __device__ void attention_mma_forward(const float* q, const float* k, const floa
 // delta and the fully-blocked flags come from attention.cu's attention_backward_prep.
 
 template <int D>
-__device__ void attention_mma_backward_dq(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+__device__ void attention_mma_backward_dq(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
                                           const u8* mask, const float* lse, const float* delta, const float* dout,
                                           int S, int N, int H, float scale, float* dq) {
     constexpr int LD = D + 8;
@@ -258,7 +283,7 @@ __device__ void attention_mma_backward_dq(const float* q, const float* k, const 
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * ATT_BQ, total = N + S;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3, wr = warp * 16;
 
-    stage_queries<D, LD, ATT_BQ>(Qs, q, dOs, dout, b, q0, S, H, h);
+    stage_queries<D, LD, ATT_BQ>(Qs, q, act, dOs, dout, b, q0, S, H, h);
     int rowq[2] = {q0 + wr + g, q0 + wr + g + 8};
     float rl[2], rd[2];
     for (int rr = 0; rr < 2; rr++) {
@@ -274,7 +299,7 @@ __device__ void attention_mma_backward_dq(const float* q, const float* k, const 
         // All blocked: dS = 0 everywhere, nothing reaches dQ.
         int keep = load_mask_tile<ATT_BQ>(Ms, mask, b, q0, k0, S, N, [](int) { return false; });
         if (!__syncthreads_or(keep)) continue;
-        stage_keys<D, LD>(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h);
+        stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h);
         __syncthreads();
 
         float s[ATT_BK / 8][4], dp[ATT_BK / 8][4];
@@ -310,7 +335,7 @@ __device__ void attention_mma_backward_dq(const float* q, const float* k, const 
 // keys are the rows of Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ) so that Pᵀ and dSᵀ are A fragments already.
 
 template <int D>
-__device__ void attention_mma_backward_dkv(const float* q, const float* k, const float* v, const float* pk, const float* pv,
+__device__ void attention_mma_backward_dkv(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
                                            const u8* mask, const float* lse, const float* delta, const int* fully_blocked,
                                            const float* dout, int S, int N, int H, float scale, float masked,
                                            float* dk, float* dv, float* dpk, float* dpv) {
@@ -328,7 +353,7 @@ __device__ void attention_mma_backward_dkv(const float* q, const float* k, const
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3, wk = warp * 16;
     float invS = 1.0f / (float)S;
 
-    stage_keys<D, LD>(Ks, Vs, k, v, pk, pv, b, k0, S, N, H, h);
+    stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h);
     float gk[D / 8][4], gv[D / 8][4];
     zero_tiles(gk);
     zero_tiles(gv);
@@ -341,7 +366,7 @@ __device__ void attention_mma_backward_dkv(const float* q, const float* k, const
             return fully_blocked[row] || !(lse[row] >= masked + ATT_SKIP_MARGIN);
         });
         if (!__syncthreads_or(keep)) continue;
-        stage_queries<D, LD, ATT_BQ_DKV>(Qs, q, dOs, dout, b, q0, S, H, h);
+        stage_queries<D, LD, ATT_BQ_DKV>(Qs, q, act, dOs, dout, b, q0, S, H, h);
         for (int i = tid; i < ATT_BQ_DKV; i += ATT_THREADS) {
             i64 row = ((i64)b * H + h) * S + q0 + i;
             bool in = q0 + i < S;
@@ -397,23 +422,23 @@ __device__ void attention_mma_backward_dkv(const float* q, const float* k, const
 // ------------------------------------------------------------------------------------------------ entry points
 
 #define ATT_MMA_ENTRIES(D)                                                                                                     \
-    extern "C" __global__ void attention_mma_forward_d##D(const float* q, const float* k, const float* v, const float* pk,     \
-                                                          const float* pv, const u8* mask, int S, int N, int H, float scale,    \
-                                                          float masked, float* out, float* lse) {                               \
-        attention_mma_forward<D>(q, k, v, pk, pv, mask, S, N, H, scale, masked, out, lse);                                      \
+    extern "C" __global__ void attention_mma_forward_d##D(const void* q, const void* k, const void* v, int act,               \
+                                                          const float* pk, const float* pv, const u8* mask, int S, int N,       \
+                                                          int H, float scale, float masked, void* out, float* lse) {            \
+        attention_mma_forward<D>(q, k, v, act, pk, pv, mask, S, N, H, scale, masked, out, lse);                                 \
     }                                                                                                                          \
-    extern "C" __global__ void attention_mma_backward_dq_d##D(const float* q, const float* k, const float* v, const float* pk,  \
-                                                              const float* pv, const u8* mask, const float* lse,                \
-                                                              const float* delta, const float* dout, int S, int N, int H,       \
-                                                              float scale, float* dq) {                                         \
-        attention_mma_backward_dq<D>(q, k, v, pk, pv, mask, lse, delta, dout, S, N, H, scale, dq);                              \
+    extern "C" __global__ void attention_mma_backward_dq_d##D(const void* q, const void* k, const void* v, int act,           \
+                                                              const float* pk, const float* pv, const u8* mask,                 \
+                                                              const float* lse, const float* delta, const float* dout, int S,   \
+                                                              int N, int H, float scale, float* dq) {                           \
+        attention_mma_backward_dq<D>(q, k, v, act, pk, pv, mask, lse, delta, dout, S, N, H, scale, dq);                         \
     }                                                                                                                          \
     extern "C" __global__ void attention_mma_backward_dkv_d##D(                                                                \
-        const float* q, const float* k, const float* v, const float* pk, const float* pv, const u8* mask, const float* lse,     \
-        const float* delta, const int* fully_blocked, const float* dout, int S, int N, int H, float scale, float masked,         \
-        float* dk, float* dv, float* dpk, float* dpv) {                                                                         \
-        attention_mma_backward_dkv<D>(q, k, v, pk, pv, mask, lse, delta, fully_blocked, dout, S, N, H, scale, masked, dk, dv,   \
-                                      dpk, dpv);                                                                                \
+        const void* q, const void* k, const void* v, int act, const float* pk, const float* pv, const u8* mask,                 \
+        const float* lse, const float* delta, const int* fully_blocked, const float* dout, int S, int N, int H, float scale,    \
+        float masked, float* dk, float* dv, float* dpk, float* dpv) {                                                           \
+        attention_mma_backward_dkv<D>(q, k, v, act, pk, pv, mask, lse, delta, fully_blocked, dout, S, N, H, scale, masked, dk,  \
+                                      dv, dpk, dpv);                                                                            \
     }
 
 ATT_MMA_ENTRIES(64)

@@ -20,6 +20,20 @@ extern "C" __global__ void add_scaled(const float* a, float alpha, const float* 
     }
 }
 
+// add_scaled over 16-bit activations (any mix of F32/BF16/F16 operands): each operand widened exactly, the same fp32
+// operations as add_scaled, y rounded once.
+extern "C" __global__ void add_scaled_mixed(const void* a, int a_dt, float alpha, const void* b, int b_dt, float beta,
+                                            void* y, int y_dt, int same, i64 n) {
+    if (same) {
+        float s = alpha + beta;
+        GRID_STRIDE(i, n) store_from_f32(y, i, y_dt, load_as_f32(a, i, a_dt) * s);
+    } else if (alpha == 1.0f && beta == 1.0f) {
+        GRID_STRIDE(i, n) store_from_f32(y, i, y_dt, load_as_f32(a, i, a_dt) + load_as_f32(b, i, b_dt));
+    } else {
+        GRID_STRIDE(i, n) store_from_f32(y, i, y_dt, load_as_f32(a, i, a_dt) * alpha + load_as_f32(b, i, b_dt) * beta);
+    }
+}
+
 extern "C" __global__ void mul(const float* a, const float* b, float* y, i64 n) {
     GRID_STRIDE(i, n) y[i] = a[i] * b[i];
 }

@@ -12,25 +12,27 @@ __device__ __forceinline__ float gelu_sigmoid(float x) {
 }
 
 // y = gelu(u), u = x + bias[column] when bias is given (the MLP's bias fused: the fp32 sum AddRowVector forms,
-// never stored; f = row length), else u = x.
-__device__ __forceinline__ float gelu_input(const float* x, const float* bias, i64 i, i64 f) {
-    return bias ? x[i] + bias[i % f] : x[i];
+// never stored; f = row length), else u = x. x and the output may be 16-bit activations (x_dt, out_dt: DTypeCode;
+// x widened exactly, the output rounded once); bias and dy are fp32.
+__device__ __forceinline__ float gelu_input(const void* x, int x_dt, const float* bias, i64 i, i64 f) {
+    float v = load_as_f32(x, i, x_dt);
+    return bias ? v + bias[i % f] : v;
 }
 
-extern "C" __global__ void gelu_forward(const float* x, const float* bias, float* y, i64 n, i64 f) {
+extern "C" __global__ void gelu_forward(const void* x, int x_dt, const float* bias, void* y, int out_dt, i64 n, i64 f) {
     GRID_STRIDE(i, n) {
-        float u = gelu_input(x, bias, i, f);
-        y[i] = u * gelu_sigmoid(u);
+        float u = gelu_input(x, x_dt, bias, i, f);
+        store_from_f32(y, i, out_dt, u * gelu_sigmoid(u));
     }
 }
 
 // gelu′ = s + u·2s(1 − s)·k(1 + 3c·u²); dx may alias dy (each element reads dy before writing dx).
-extern "C" __global__ void gelu_backward(const float* x, const float* bias, const float* dy, float* dx, i64 n, i64 f) {
+extern "C" __global__ void gelu_backward(const void* x, int x_dt, const float* bias, const float* dy, void* dx, int out_dt, i64 n, i64 f) {
     GRID_STRIDE(i, n) {
-        float u = gelu_input(x, bias, i, f);
+        float u = gelu_input(x, x_dt, bias, i, f);
         float s = gelu_sigmoid(u);
         float t = (u * u) * (3.0f * GELU_C * GELU_K) + GELU_K;
         t = (t * u) * (2.0f * s * (1.0f - s)) + s;
-        dx[i] = dy[i] * t;
+        store_from_f32(dx, i, out_dt, dy[i] * t);
     }
 }

@@ -1,39 +1,40 @@
 // LayerNorm over the last dimension (CpuBackend.LayerNorm.cs). Row statistics are two-pass (mean, then
 // Σ(x − mean)²) accumulated in double like the CPU, so rows with a large mean and small spread keep their
 // variance; the normalisation itself is fp32 in the CPU's order, with the final ·w + b fused (the CPU uses
-// FusedMultiplyAdd there).
+// FusedMultiplyAdd there). x and y may be 16-bit activations (x_dt, y_dt: DTypeCode): x is widened exactly as it
+// is read and y rounded once as it is written, the fp32 arithmetic in between unchanged; dy and dx are fp32.
 #include "common.cuh"
 
 // One block per row.
-extern "C" __global__ void layernorm_forward(const float* x, const float* w, const float* bias, float eps,
-                                             float* y, float* mean, float* rstd, i64 h) {
+extern "C" __global__ void layernorm_forward(const void* x, int x_dt, const float* w, const float* bias, float eps,
+                                             void* y, int y_dt, float* mean, float* rstd, i64 h) {
     i64 r = blockIdx.x;
-    const float* xr = x + r * h;
+    i64 base = r * h;
     double s = 0.0;
-    for (i64 j = threadIdx.x; j < h; j += blockDim.x) s += (double)xr[j];
+    for (i64 j = threadIdx.x; j < h; j += blockDim.x) s += (double)load_as_f32(x, base + j, x_dt);
     double mu = block_sum(s) / (double)h;
     double q = 0.0;
-    for (i64 j = threadIdx.x; j < h; j += blockDim.x) { double dv = (double)xr[j] - mu; q += dv * dv; }
+    for (i64 j = threadIdx.x; j < h; j += blockDim.x) { double dv = (double)load_as_f32(x, base + j, x_dt) - mu; q += dv * dv; }
     double var = block_sum(q) / (double)h;
     float m = (float)mu;
     float sd = (float)(1.0 / sqrt(var + (double)eps));
     if (threadIdx.x == 0) { mean[r] = m; rstd[r] = sd; }
-    float* yr = y + r * h;
-    for (i64 j = threadIdx.x; j < h; j += blockDim.x) yr[j] = fmaf((xr[j] - m) * sd, w[j], bias[j]);
+    for (i64 j = threadIdx.x; j < h; j += blockDim.x)
+        store_from_f32(y, base + j, y_dt, fmaf((load_as_f32(x, base + j, x_dt) - m) * sd, w[j], bias[j]));
 }
 
 // dx for one row per block: dx = s·dy·w − a − x̂·b with a = s·Σg/h, b = s·Σg·x̂/h (sums in double).
-extern "C" __global__ void layernorm_backward_dx(const float* dy, const float* x, const float* w, const float* mean,
+extern "C" __global__ void layernorm_backward_dx(const float* dy, const void* x, int x_dt, const float* w, const float* mean,
                                                  const float* rstd, float* dx, i64 h) {
     i64 r = blockIdx.x;
     const float* dyr = dy + r * h;
-    const float* xr = x + r * h;
+    i64 base = r * h;
     float m = mean[r], s = rstd[r];
     double sg = 0.0, sgx = 0.0;
     for (i64 j = threadIdx.x; j < h; j += blockDim.x) {
         float g = dyr[j] * w[j];
         sg += (double)g;
-        sgx += (double)(g * ((xr[j] - m) * s));
+        sgx += (double)(g * ((load_as_f32(x, base + j, x_dt) - m) * s));
     }
     sg = block_sum(sg);
     sgx = block_sum(sgx);
@@ -41,14 +42,14 @@ extern "C" __global__ void layernorm_backward_dx(const float* dy, const float* x
     float b = (float)((double)s * sgx / (double)h);
     float* dxr = dx + r * h;
     for (i64 j = threadIdx.x; j < h; j += blockDim.x) {
-        float xh = (xr[j] - m) * s;
+        float xh = (load_as_f32(x, base + j, x_dt) - m) * s;
         dxr[j] = s * dyr[j] * w[j] - a - xh * b;
     }
 }
 
 // dweight/dbias stage 1: chunk c of `rows_per_chunk` rows sums each column in double into partial[c, j], the
 // CPU's fixed chunking, so the summation order does not depend on the launch. Grid: (column blocks, chunks).
-extern "C" __global__ void layernorm_backward_partials(const float* dy, const float* x, const float* mean, const float* rstd,
+extern "C" __global__ void layernorm_backward_partials(const float* dy, const void* x, int x_dt, const float* mean, const float* rstd,
                                                        double* part_w, double* part_b, i64 rows, i64 h, int rows_per_chunk) {
     i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     i64 c = blockIdx.y;
@@ -58,7 +59,7 @@ extern "C" __global__ void layernorm_backward_partials(const float* dy, const fl
     for (i64 r = r0; r < r1; r++) {
         float d = dy[r * h + j];
         ab += (double)d;
-        aw += (double)d * (double)((x[r * h + j] - mean[r]) * rstd[r]);
+        if (part_w) aw += (double)d * (double)((load_as_f32(x, r * h + j, x_dt) - mean[r]) * rstd[r]);
     }
     if (part_w) part_w[c * h + j] = aw;
     if (part_b) part_b[c * h + j] = ab;

@@ -8,7 +8,8 @@
 // x and y have their own strides over (b, s, head) and unit stride along d: one of them may be a slice of the
 // fused [B, S, nh, 3d] QKV tensor, so splitting q/k out of it and rotating them is one pass (and so is the
 // backward's inverse rotation back into the QKV gradient).
-extern "C" __global__ void rotary2d(const float* x, i64 xb, i64 xs, i64 xh, const int* pos, float* y, i64 yb, i64 ys, i64 yh,
+// x and y may be 16-bit activations (x_dt, y_dt: DTypeCode): widened exactly, y rounded once.
+extern "C" __global__ void rotary2d(const void* x, int x_dt, i64 xb, i64 xs, i64 xh, const int* pos, void* y, int y_dt, i64 yb, i64 ys, i64 yh,
                                     const double* inv_freq, int batch, int seq, int heads, int d, int inverse) {
     int r = d / 2, h = r / 2;
     i64 pairs = (i64)batch * seq * heads * 2 * h;
@@ -25,8 +26,8 @@ extern "C" __global__ void rotary2d(const float* x, i64 xb, i64 xs, i64 xh, cons
         float sn = (inverse ? -1.0f : 1.0f) * (float)sin(angle);
         i64 xo = (i64)b * xb + (i64)s * xs + (i64)head * xh + (i64)half * r;
         i64 yo = (i64)b * yb + (i64)s * ys + (i64)head * yh + (i64)half * r;
-        float a = x[xo + j], bb = x[xo + j + h];
-        y[yo + j] = a * c - bb * sn;
-        y[yo + j + h] = bb * c + a * sn;
+        float a = load_as_f32(x, xo + j, x_dt), bb = load_as_f32(x, xo + j + h, x_dt);
+        store_from_f32(y, yo + j, y_dt, a * c - bb * sn);
+        store_from_f32(y, yo + j + h, y_dt, bb * c + a * sn);
     }
 }

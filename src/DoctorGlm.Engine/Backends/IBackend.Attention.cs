@@ -9,7 +9,8 @@ public partial interface IBackend
     /// before k/v and never blocked; <paramref name="mask"/> is U8 [B, S, S] over the non-prefix keys (1 = blocked,
     /// null = nothing blocked). Score of query i and key j = <paramref name="scale"/>·q_i·k_j when visible,
     /// <paramref name="maskedValue"/> when blocked (a constant, as masked_fill does: a fully blocked row becomes
-    /// uniform). <paramref name="lse"/> [B, nh, S] receives log Σ_j exp(score_ij).
+    /// uniform). <paramref name="lse"/> [B, nh, S] receives log Σ_j exp(score_ij). q, k, v and output are
+    /// activations of one dtype, F32, BF16 or F16 (read exactly, the output rounded once); prefixes and lse are F32.
     /// </summary>
     void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
         float scale, float maskedValue, Tensor output, Tensor lse);
@@ -21,8 +22,21 @@ public partial interface IBackend
     /// no prefix) is exactly uniform and must be recognised from the mask: lse ≈ maskedValue there, too large for
     /// fp32 to hold to the precision P needs. Each gradient output (same shape as its input) is
     /// overwritten, or skipped when null; <paramref name="dPrefixK"/>/<paramref name="dPrefixV"/> only exist with a prefix.
+    /// q, k, v and output have the forward's activation dtype; dOutput and every gradient are F32.
     /// </summary>
     void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
         float scale, float maskedValue, Tensor output, Tensor lse, Tensor dOutput,
         Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dPrefixK, Tensor? dPrefixV);
+}
+
+/// <summary>Argument checks the attention kernels of every backend share.</summary>
+internal static class AttentionArguments
+{
+    /// <summary>q, k, v and the output are activations of one float dtype (the kernels take one dtype code for all four).</summary>
+    public static DType ActivationDType(string kernel, Tensor q, Tensor k, Tensor v, Tensor output)
+    {
+        if (!q.DType.IsFloat() || k.DType != q.DType || v.DType != q.DType || output.DType != q.DType)
+            throw new ArgumentException($"{kernel}: q, k, v and the output must share one float dtype; got {q.DType}, {k.DType}, {v.DType}, {output.DType}");
+        return q.DType;
+    }
 }

@@ -1,5 +1,7 @@
 namespace DoctorGlm.Engine.Backends;
 
+// All four: x and the output (y, or dx) may each be F32, BF16 or F16 — 16-bit activations are widened exactly and the
+// output rounded once, the fp32 arithmetic unchanged; bias and dy are F32.
 public partial interface IBackend
 {
     /// <summary>

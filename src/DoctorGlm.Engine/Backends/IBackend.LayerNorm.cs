@@ -7,13 +7,15 @@ public partial interface IBackend
     /// with x viewed as rows of length H = weight's element count,
     /// y[r, j] = (x[r, j] − mean[r])·rstd[r]·weight[j] + bias[j], rstd[r] = 1/√(var[r] + eps).
     /// Writes <paramref name="mean"/> and <paramref name="rstd"/> ([rows] F32) for <see cref="LayerNormBackward"/>.
+    /// x and y are activations: each may be F32, BF16 or F16 (widened exactly, the output rounded once); the rest is F32.
     /// </summary>
     void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd);
 
     /// <summary>
     /// Gradients of <see cref="LayerNormForward"/> from the saved statistics. Each non-null output is overwritten:
     /// dx = rstd·(g − mean(g) − x̂·mean(g⊙x̂)) with g = dy⊙weight and x̂ = (x − mean)·rstd;
-    /// dweight = Σ_rows dy⊙x̂; dbias = Σ_rows dy. Null outputs are not computed.
+    /// dweight = Σ_rows dy⊙x̂; dbias = Σ_rows dy. Null outputs are not computed. x may be F32, BF16 or F16 (the
+    /// forward's input); dy and the gradients are F32.
     /// </summary>
     void LayerNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dweight, Tensor? dbias);
 }

@@ -30,7 +30,10 @@ public partial interface IBackend
     /// <summary>Copies a contiguous tensor's bytes to the host.</summary>
     void CopyToHost(Tensor src, Span<byte> dst);
 
-    /// <summary>y = alpha·a + beta·b elementwise over equal element counts; y may alias a or b.</summary>
+    /// <summary>
+    /// y = alpha·a + beta·b elementwise over equal element counts; y may alias a or b. Each of a, b and y may be F32,
+    /// BF16 or F16 (16-bit activations: operands widened exactly, fp32 arithmetic, y rounded once).
+    /// </summary>
     void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y);
 
     /// <summary>y = a ⊙ b elementwise; y may alias a or b.</summary>

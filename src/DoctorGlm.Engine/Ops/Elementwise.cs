@@ -10,13 +10,16 @@ public static partial class Ops
         if (a.Shape != b.Shape) throw new ArgumentException($"{op}: {a.Describe("a")} and {b.Describe("b")} must have the same shape");
     }
 
-    /// <summary>alpha·a + beta·b (the α-scaled residual of a GLM block is <c>AddScaled(ln, α, attn, 1)</c>).</summary>
+    /// <summary>
+    /// alpha·a + beta·b (the α-scaled residual of a GLM block is <c>AddScaled(ln, α, attn, 1)</c>). a and b may be
+    /// F32, BF16 or F16 activations: the result has their dtype when they share one, else F32; gradients are F32.
+    /// </summary>
     public static Tensor AddScaled(Tensor a, float alpha, Tensor b, float beta)
     {
         SameShape("AddScaled", a, b);
-        var ac = F32Contiguous(a, "AddScaled", "a");
-        var bc = F32Contiguous(b, "AddScaled", "b");
-        var y = Tensor.Empty(a.Shape, DType.F32, a.Device);
+        var ac = FloatContiguous(a, "AddScaled", "a");
+        var bc = FloatContiguous(b, "AddScaled", "b");
+        var y = Tensor.Empty(a.Shape, a.DType == b.DType ? a.DType : DType.F32, a.Device);
         y.Backend.AddScaled(ac, alpha, bc, beta, y);
         return Graph.Record("AddScaled", y, [a, b], (g, needs) => [needs(0) ? ScaledCopy(g, alpha) : null, needs(1) ? ScaledCopy(g, beta) : null]);
     }

@@ -7,14 +7,14 @@ public static partial class Ops
     /// <summary>
     /// GELU with the tanh approximation used by ChatGLM's MLP (spec §3.3):
     /// 0.5·x·(1 + tanh(0.7978845608028654·(x + 0.044715·x³))). Backward uses the analytic gelu′ of spec §3.8
-    /// on the saved input.
+    /// on the saved input. x may be an F32, BF16 or F16 activation: y has its dtype, the gradient is F32.
     /// </summary>
     public static Tensor Gelu(Tensor x)
     {
         const string op = "Gelu";
         SameDevice(op, ("x", x));
-        var xc = F32Contiguous(x, op, "x");
-        var y = Tensor.Empty(x.Shape, DType.F32, x.Device);
+        var xc = FloatContiguous(x, op, "x");
+        var y = Tensor.Empty(x.Shape, x.DType, x.Device);
         var be = x.Backend;
         be.GeluForward(xc, y);
         return Graph.Record(op, y, [x], (g, _) =>
@@ -28,7 +28,8 @@ public static partial class Ops
     /// <summary>
     /// gelu(x + bias) in one pass, bias [f] added to every row of x [.., f]: the MLP's first linear without its bias,
     /// then this, computes what <c>Gelu(Linear(x, w, bias))</c> does (bit for bit) without storing the biased sum.
-    /// Backward recomputes the sum; the bias gradient is the column sum of the input gradient.
+    /// Backward recomputes the sum; the bias gradient is the column sum of the input gradient. x may be an F32, BF16
+    /// or F16 activation (the sum is formed in fp32 and the result rounded once to x's dtype); gradients are F32.
     /// </summary>
     public static Tensor BiasGelu(Tensor x, Tensor bias)
     {
@@ -38,9 +39,9 @@ public static partial class Ops
         int f = bias.Shape[0];
         if (x.Rank < 1 || x.Shape[-1] != f)
             throw new ArgumentException($"{op}: {x.Describe("x")} must end in {f} to match {bias.Describe("bias")}");
-        var xc = F32Contiguous(x, op, "x");
+        var xc = FloatContiguous(x, op, "x");
         var bc = F32Contiguous(bias, op, "bias");
-        var y = Tensor.Empty(x.Shape, DType.F32, x.Device);
+        var y = Tensor.Empty(x.Shape, x.DType, x.Device);
         var be = x.Backend;
         if (y.NumElements > 0) be.BiasGeluForward(xc, bc, y);
         return Graph.Record(op, y, [x, bias], (g, needs) =>

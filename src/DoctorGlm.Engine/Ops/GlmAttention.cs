@@ -9,10 +9,12 @@ public static partial class Ops
     /// head), c = <paramref name="layerCoeff"/> (layer index + 1). This is the fp32 equivalent of the reference's
     /// fp16 trick (scale q by 1/(√d·c), fill −10000, multiply by c): visible logits are exactly q·k/√d, blocked ones
     /// −10000·c, so a fully blocked row (a left pad) attends uniformly to every key instead of producing NaN.
+    /// q, k and v are activations of one dtype (F32, or BF16/F16: the output then has that dtype too, the softmax and
+    /// products accumulate in fp32 and the output is rounded once); the prefix is F32; gradients are F32.
     /// </summary>
-    /// <param name="q">Queries [B, S, nh, d] F32, already rotated.</param>
-    /// <param name="k">Keys [B, S, nh, d] F32, already rotated.</param>
-    /// <param name="v">Values [B, S, nh, d] F32.</param>
+    /// <param name="q">Queries [B, S, nh, d], already rotated.</param>
+    /// <param name="k">Keys [B, S, nh, d], already rotated, q's dtype.</param>
+    /// <param name="v">Values [B, S, nh, d], q's dtype.</param>
     /// <param name="mask">U8 [B, S, S] over the non-prefix keys (query i, key j; 1 = blocked), e.g. from
     /// <see cref="AttentionMask.PrefixLm"/>; null blocks nothing.</param>
     /// <param name="layerCoeff">c in −10000·c, the value of a blocked logit.</param>
@@ -29,9 +31,11 @@ public static partial class Ops
         int d = q.Shape[3];
         ValidateAttention(op, q.Shape, q.Describe("q"), mask, layerCoeff, prefixK, prefixV);
 
-        var qc = F32Contiguous(q, op, "q");
-        var kc = F32Contiguous(k, op, "k");
-        var vc = F32Contiguous(v, op, "v");
+        if (k.DType != q.DType || v.DType != q.DType)
+            throw new ArgumentException($"{op}: {q.Describe("q")}, {k.Describe("k")} and {v.Describe("v")} must share one dtype");
+        var qc = FloatContiguous(q, op, "q");
+        var kc = FloatContiguous(k, op, "k");
+        var vc = FloatContiguous(v, op, "v");
         var pkc = prefixK is null ? null : F32Contiguous(prefixK, op, "prefixK");
         var pvc = prefixV is null ? null : F32Contiguous(prefixV, op, "prefixV");
         var mc = mask is null ? null : mask.IsContiguous ? mask : ContiguousNoGrad(mask);
@@ -39,7 +43,7 @@ public static partial class Ops
         float scale = 1f / MathF.Sqrt(d);
         float maskedValue = -10000f * layerCoeff;
 
-        var output = Tensor.Empty(q.Shape, DType.F32, q.Device);
+        var output = Tensor.Empty(q.Shape, q.DType, q.Device);
         var lse = Tensor.Empty(new Shape(batch, heads, seq), DType.F32, q.Device);
         var be = q.Backend;
         be.AttentionForward(qc, kc, vc, pkc, pvc, mc, scale, maskedValue, output, lse);

@@ -12,7 +12,8 @@ public static partial class Ops
     /// (split and rotation are one pass), and backward writes the rotated-back dq, dk and dv straight into one
     /// [B, S, nh, 3d] gradient instead of three zero-padded ones that then have to be summed.
     /// </summary>
-    /// <param name="qkv">The QKV projection viewed [B, S, nh, 3d] F32 (d divisible by 4).</param>
+    /// <param name="qkv">The QKV projection viewed [B, S, nh, 3d] (d divisible by 4): F32, or a BF16/F16 activation —
+    /// then the rotated q and k, v and the output (all kept for backward) have that dtype, and gradients are F32.</param>
     /// <param name="positionIds">[B, 2, S] I32 (<see cref="PositionIds.Glm"/>).</param>
     /// <param name="mask">As for <see cref="GlmAttention"/>.</param>
     /// <param name="layerCoeff">As for <see cref="GlmAttention"/>.</param>
@@ -32,23 +33,24 @@ public static partial class Ops
         ValidateAttention(op, shape, $"the q slice of {qkv.Describe("qkv")}", mask, layerCoeff, prefixK, prefixV);
         ExpectPositionIds(op, positionIds, batch, seq);
 
-        var xc = F32Contiguous(qkv, op, "qkv");
+        var xc = FloatContiguous(qkv, op, "qkv");
+        var act = qkv.DType;
         var pc = positionIds.IsContiguous ? positionIds : ContiguousNoGrad(positionIds);
         var pkc = prefixK is null ? null : F32Contiguous(prefixK, op, "prefixK");
         var pvc = prefixV is null ? null : F32Contiguous(prefixV, op, "prefixV");
         var mc = mask is null ? null : mask.IsContiguous ? mask : ContiguousNoGrad(mask);
         var be = qkv.Backend;
 
-        var q = Tensor.Empty(shape, DType.F32, qkv.Device);
-        var k = Tensor.Empty(shape, DType.F32, qkv.Device);
-        var v = Tensor.Empty(shape, DType.F32, qkv.Device);
+        var q = Tensor.Empty(shape, act, qkv.Device);
+        var k = Tensor.Empty(shape, act, qkv.Device);
+        var v = Tensor.Empty(shape, act, qkv.Device);
         using (var qs = xc.Narrow(3, 0, d)) be.Rotary2D(qs, pc, q, inverse: false);
         using (var ks = xc.Narrow(3, d, d)) be.Rotary2D(ks, pc, k, inverse: false);
         using (var vs = xc.Narrow(3, 2 * d, d)) be.Copy(vs, v);
 
         float scale = 1f / MathF.Sqrt(d);
         float maskedValue = -10000f * layerCoeff;
-        var output = Tensor.Empty(shape, DType.F32, qkv.Device);
+        var output = Tensor.Empty(shape, act, qkv.Device);
         var lse = Tensor.Empty(new Shape(batch, heads, seq), DType.F32, qkv.Device);
         be.AttentionForward(q, k, v, pkc, pvc, mc, scale, maskedValue, output, lse);
         bool anyGrad = GradMode.IsEnabled && (qkv.RequiresGrad || prefixK?.RequiresGrad == true || prefixV?.RequiresGrad == true);

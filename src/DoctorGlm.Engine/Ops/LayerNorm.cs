@@ -8,7 +8,8 @@ public static partial class Ops
     /// Layer normalisation over the last dimension, as torch's <c>nn.LayerNorm</c> (spec §3.3): biased variance,
     /// <paramref name="eps"/> inside the square root, then the affine <paramref name="weight"/> and
     /// <paramref name="bias"/> (each [H] for x of shape [..., H]). Saves the per-row mean and 1/σ for backward;
-    /// dweight/dbias are computed only when those parameters require gradients.
+    /// dweight/dbias are computed only when those parameters require gradients. x may be an F32, BF16 or F16
+    /// activation: y has x's dtype (computed in fp32, rounded once), the statistics and every gradient are F32.
     /// </summary>
     public static Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, float eps = 1e-5f)
     {
@@ -23,11 +24,11 @@ public static partial class Ops
             throw new ArgumentException($"{op}: {bias.Describe("bias")} must have shape [{h}] to match the last dimension of {x.Describe("x")}");
         if (!(eps > 0) || !float.IsFinite(eps))
             throw new ArgumentOutOfRangeException(nameof(eps), eps, $"{op}: eps must be positive and finite");
-        var xc = F32Contiguous(x, op, "x");
+        var xc = FloatContiguous(x, op, "x");
         var wc = F32Contiguous(weight, op, "weight");
         var bc = F32Contiguous(bias, op, "bias");
         int rows = checked((int)(x.NumElements / h));
-        var y = Tensor.Empty(x.Shape, DType.F32, x.Device);
+        var y = Tensor.Empty(x.Shape, x.DType, x.Device);
         var mean = Tensor.Empty(new Shape(rows), DType.F32, x.Device);
         var rstd = Tensor.Empty(new Shape(rows), DType.F32, x.Device);
         var be = x.Backend;

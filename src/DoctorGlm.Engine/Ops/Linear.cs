@@ -7,9 +7,11 @@ public static partial class Ops
     /// <summary>
     /// y = x·Wᵀ + b, with W stored [out, in] as PyTorch's <c>nn.Linear</c> does and x of shape [..., in].
     /// A frozen W (RequiresGrad false) costs no GEMM in backward. x and W may be stored as F32, BF16 or F16 (a
-    /// frozen base kept in 16 bits); the product accumulates in fp32 and y and every gradient are F32.
+    /// frozen base kept in 16 bits); the product accumulates in fp32 and every gradient is F32. y is F32, or x's dtype
+    /// when x is a 16-bit activation (x·Wᵀ + b formed in fp32, rounded once) — unless <paramref name="outputDType"/>
+    /// says otherwise (the LM head keeps F32 logits for the loss).
     /// </summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null, DType? outputDType = null)
     {
         const string op = "Linear";
         SameDevice(op, ("x", x), ("weight", weight), ("bias", bias));
@@ -28,6 +30,9 @@ public static partial class Ops
         var be = x.Backend;
         be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wc, 0, inF, 0, 0f, y, 0, outF, 0, 1);
         if (bc is not null) be.AddRowVector(y, bc, 1f);
+        var outType = outputDType ?? x.DType;
+        if (!outType.IsFloat()) throw new ArgumentException($"{op}: outputDType {outType} is not a float type");
+        y = RoundToActivation(y, outType);
         return Graph.Record(op, y, [x, weight, bias], (g, needs) =>
         {
             Tensor? gx = null, gw = null, gb = null;
@@ -36,5 +41,18 @@ public static partial class Ops
             if (needs(2)) { gb = Tensor.Empty(new Shape(outF), DType.F32, x.Device); be.SumRows(g, gb, accumulate: false); }
             return [gx, gw, gb];
         });
+    }
+
+    /// <summary>
+    /// An fp32 result as an activation of <paramref name="dtype"/>: itself for F32, else rounded once into a new
+    /// tensor (the fp32 one is freed at once: only the 16-bit copy is kept, for the next op and for backward).
+    /// </summary>
+    internal static Tensor RoundToActivation(Tensor y32, DType dtype)
+    {
+        if (dtype == DType.F32) return y32;
+        var y = Tensor.Empty(y32.Shape, dtype, y32.Device);
+        y32.Backend.Copy(y32, y);
+        y32.Dispose();
+        return y;
     }
 }

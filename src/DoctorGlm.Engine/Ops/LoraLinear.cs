@@ -10,7 +10,8 @@ public static partial class Ops
     /// W and b are frozen: they must not require a gradient and never get one; gradients go to x, A and B, each
     /// computed only when needed.
     /// </summary>
-    /// <param name="x">Input [..., in] F32.</param>
+    /// <param name="x">Input [..., in]: F32, or a BF16/F16 activation (y then has x's dtype: the sum of the frozen
+    /// product, bias and LoRA term is formed in fp32 and rounded once; drop(x) is kept in x's dtype for dA).</param>
     /// <param name="weight">Frozen W [out, in]: F32, or BF16/F16 to keep the base in 16 bits (multiplied with fp32 accumulation).</param>
     /// <param name="bias">Frozen b [out] F32, or null.</param>
     /// <param name="loraA">A [r·g, in] F32 (g = enabled blocks; g = 1 for PEFT).</param>
@@ -37,7 +38,7 @@ public static partial class Ops
         if (GradMode.IsEnabled && (weight.RequiresGrad || bias?.RequiresGrad == true))
             throw new ArgumentException($"{op}: {(weight.RequiresGrad ? weight.Describe("weight") : bias!.Describe("bias"))} requires a gradient, but LoRA keeps the base layer frozen and never computes dW or db; set RequiresGrad = false on it");
 
-        var xc = F32Contiguous(x, op, "x");
+        var xc = FloatContiguous(x, op, "x");
         var wc = FloatContiguous(weight, op, "weight");
         var bc = bias is null ? null : F32Contiguous(bias, op, "bias");
         var ac = F32Contiguous(loraA, op, "loraA");
@@ -58,7 +59,7 @@ public static partial class Ops
         bool drop = dropout > 0f;
         ulong stream = drop ? rng!.NextStream() : 0;
         Tensor xd = xc;
-        if (drop) { xd = Tensor.Empty(x.Shape, DType.F32, x.Device); be.DropoutForward(xc, xd, dropout, stream); }
+        if (drop) { xd = Tensor.Empty(x.Shape, x.DType, x.Device); be.DropoutForward(xc, xd, dropout, stream); }
 
         // z = drop(x)·Aᵀ [rows, r·g]; each group's slice of z times its block of B is added (× scaling) onto its
         // output block of y — the block-diagonal product of loralib's grouped 1×1 convolution, as strided GEMMs.
@@ -67,6 +68,7 @@ public static partial class Ops
         for (int i = 0; i < g; i++)
             be.Gemm(false, true, rows, blockSize, r, scaling, z, r * i, rg, 0, lbc, (long)blockSize * i * r, r, 0,
                 1f, y, (long)blocks[i] * blockSize, outF, 0, 1);
+        y = RoundToActivation(y, x.DType);
 
         return Graph.Record(op, y, [x, loraA, loraB], (grad, needs) =>
         {

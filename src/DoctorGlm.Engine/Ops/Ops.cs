@@ -47,8 +47,9 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// Contiguous view of a GEMM operand, which may be F32, BF16 or F16 (frozen weights kept in 16 bits: the
-    /// backends multiply them with fp32 accumulation). Gradients are F32 whatever the operand's type.
+    /// Contiguous view of an operand that may be F32, BF16 or F16: a GEMM operand (frozen weights kept in 16 bits: the
+    /// backends multiply them with fp32 accumulation) or an activation (a model run with 16-bit activations: ops
+    /// compute in fp32 and round their output to the activation's type). Gradients are F32 whatever the operand's type.
     /// </summary>
     internal static Tensor FloatContiguous(Tensor t, string op, string name)
     {

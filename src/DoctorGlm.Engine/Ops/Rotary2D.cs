@@ -9,7 +9,8 @@ public static partial class Ops
     /// divisible by 4, <paramref name="positionIds"/> [B, 2, S] I32 (row 0 = position, row 1 = block position,
     /// see <see cref="PositionIds.Glm"/>). The first d/2 dims rotate with the position, the last d/2 with the block
     /// position (rotate-half with partner j + d/4, θ_j = fp16(10000^(−4j/d))). Returns a new [B, S, nh, d] tensor;
-    /// the backward pass is the inverse rotation.
+    /// the backward pass is the inverse rotation. x may be an F32, BF16 or F16 activation: y has its dtype (rotated
+    /// in fp32, rounded once); the gradient is F32.
     /// </summary>
     public static Tensor Rotary2D(Tensor x, Tensor positionIds)
     {
@@ -20,9 +21,9 @@ public static partial class Ops
         if (d % 4 != 0)
             throw new ArgumentException($"{op}: {x.Describe("x")} has head dim {d}, which must be divisible by 4 (two rotary halves, each rotated in pairs)");
         ExpectPositionIds(op, positionIds, batch, seq);
-        var xc = F32Contiguous(x, op, "x");
+        var xc = FloatContiguous(x, op, "x");
         var pc = positionIds.IsContiguous ? positionIds : ContiguousNoGrad(positionIds);
-        var y = Tensor.Empty(x.Shape, DType.F32, x.Device);
+        var y = Tensor.Empty(x.Shape, x.DType, x.Device);
         var be = x.Backend;
         be.Rotary2D(xc, pc, y, inverse: false);
         return Graph.Record(op, y, [x], (g, _) =>

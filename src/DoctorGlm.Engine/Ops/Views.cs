@@ -84,7 +84,10 @@ public static partial class Ops
         return Graph.Record("Contiguous", ContiguousNoGrad(x), [x], (g, _) => [g]);
     }
 
-    /// <summary>Converts between float dtypes (round to nearest even); the gradient is converted back.</summary>
+    /// <summary>
+    /// Converts between float dtypes (round to nearest even). Gradients are F32 whatever a tensor's dtype (a 16-bit
+    /// activation's gradient included), so the gradient passes through unchanged in either direction.
+    /// </summary>
     public static Tensor Cast(Tensor x, DType dtype)
     {
         x.ThrowIfDisposed();
@@ -92,15 +95,6 @@ public static partial class Ops
         if (!x.DType.IsFloat() || !dtype.IsFloat()) throw new ArgumentException($"Cast: {x.Describe("x")} to {dtype}: only float types convert");
         var y = Tensor.Empty(x.Shape, dtype, x.Device);
         x.Backend.Copy(x, y);
-        return Graph.Record("Cast", y, [x], (g, _) =>
-        {
-            if (x.DType == DType.F32) return [g];
-            var gx = Tensor.Empty(x.Shape, DType.F32, x.Device);
-            // Round the gradient through x's precision: what a mixed-precision backward would see.
-            using var tmp = Tensor.Empty(x.Shape, x.DType, x.Device);
-            g.Backend.Copy(g, tmp);
-            g.Backend.Copy(tmp, gx);
-            return [gx];
-        });
+        return Graph.Record("Cast", y, [x], (g, _) => [g]);
     }
 }

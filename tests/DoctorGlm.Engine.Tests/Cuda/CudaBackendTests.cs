@@ -292,6 +292,9 @@ public class CudaBackendTests
     private sealed record AttentionCase(int B, int S, int Heads, int D, int Prefix, float[] Q, float[] K, float[] V, float[] DOut,
         float[] PrefixK, float[] PrefixV, byte[]? Mask, float Scale, float MaskedValue)
     {
+        /// <summary>Storage type of q, k, v and the output (16-bit activations); dO, the prefix, lse and gradients stay F32.</summary>
+        public DType Activation { get; init; } = DType.F32;
+
         public static AttentionCase Random(int b, int s, int nh, int d, int nPrefix, byte[]? mask, float maskedValue, Func<float, float>? round = null)
         {
             float[] R(int n) => round is null ? Randn(n) : Randn(n).Select(round).ToArray();
@@ -303,11 +306,12 @@ public class CudaBackendTests
         public Tensor[] Run(IBackend be, Device dev)
         {
             Tensor X(float[] a) => T(a, dev, B, S, Heads, D);
+            Tensor A(float[] a) => Tensor.FromArray(a, new Shape(B, S, Heads, D), Activation, dev);
             Tensor? P(float[] a) => Prefix == 0 ? null : T(a, dev, B, Prefix, Heads, D);
             Tensor? PPoison() => Prefix == 0 ? null : Poison(dev, B, Prefix, Heads, D);
             var tm = Mask is null ? null : Tensor.FromArray(Mask, new Shape(B, S, S), dev);
-            var (tq, tk, tv, tpk, tpv) = (X(Q), X(K), X(V), P(PrefixK), P(PrefixV));
-            var o = Poison(dev, B, S, Heads, D); var lse = Poison(dev, B, Heads, S);
+            var (tq, tk, tv, tpk, tpv) = (A(Q), A(K), A(V), P(PrefixK), P(PrefixV));
+            var o = Tensor.Full(new Shape(B, S, Heads, D), float.NaN, Activation, dev); var lse = Poison(dev, B, Heads, S);
             be.AttentionForward(tq, tk, tv, tpk, tpv, tm, Scale, MaskedValue, o, lse);
             var dq = Poison(dev, B, S, Heads, D); var dk = Poison(dev, B, S, Heads, D); var dv = Poison(dev, B, S, Heads, D);
             var (dpk, dpv) = (PPoison(), PPoison());
@@ -321,16 +325,23 @@ public class CudaBackendTests
     [InlineData(1, 37, 2, 128, 0, true)]
     [InlineData(2, 9, 2, 64, 4, true)]
     [InlineData(1, 20, 1, 32, 3, false)]
-    public void Attention(int b, int s, int nh, int dd, int nPrefix, bool masked)
+    // bf16 q, k, v and output: both sides compute in fp32 from the same stored values, but each rounds its own output
+    // (one bf16 ulp apart where the fp32 results straddle a rounding boundary), and backward's Σ dO·O reads it: 1e-2.
+    [InlineData(2, 9, 2, 64, 4, true, "BF16")]
+    [InlineData(1, 37, 2, 128, 0, true, "F16")]
+    public void Attention(int b, int s, int nh, int dd, int nPrefix, bool masked, string activation = "F32")
     {
         var mask = new byte[b * s * s];
         for (int bi = 0; bi < b; bi++)
             for (int i = 0; i < s; i++)
                 for (int j = 0; j < s; j++)
                     mask[(bi * s + i) * s + j] = (byte)(j > i || (bi == 0 && i == 1) ? 1 : 0); // causal, row 1 of batch 0 fully blocked
-        var c = AttentionCase.Random(b, s, nh, dd, nPrefix, masked ? mask : null, -10000f * 3);
+        var act = Enum.Parse<DType>(activation);
+        var c = AttentionCase.Random(b, s, nh, dd, nPrefix, masked ? mask : null, -10000f * 3,
+            act == DType.F32 ? null : x => OpInput.RoundTo(act, x)) with { Activation = act };
         // lse of a fully blocked row is ≈ mv + log S, too large for a 1e-5 absolute comparison: checked relatively.
-        Close(Both(c.Run), 1e-4, 1e-4, $"attention b={b} s={s} nh={nh} d={dd} prefix={nPrefix}");
+        double tol = act == DType.F32 ? 1e-4 : 1e-2;
+        Close(Both(c.Run), tol, tol, $"attention b={b} s={s} nh={nh} d={dd} prefix={nPrefix} {activation}");
     }
 
     /// <summary>
@@ -350,7 +361,10 @@ public class CudaBackendTests
     [InlineData(1, 33, 1, 128, 0, "none")]
     [InlineData(1, 300, 2, 128, 0, "causal")]
     [InlineData(2, 200, 1, 64, 3, "causal")]
-    public void AttentionOnTensorCores(int b, int s, int nh, int dd, int nPrefix, string maskKind)
+    // bf16 activations: q, k, v stored in bf16 (staged into the tiles as they are) and the output rounded to bf16.
+    [InlineData(1, 130, 2, 128, 5, "glm", "BF16")]
+    [InlineData(2, 200, 1, 64, 3, "causal", "BF16")]
+    public void AttentionOnTensorCores(int b, int s, int nh, int dd, int nPrefix, string maskKind, string activation = "F32")
     {
         var gpu = CudaTestSetup.Require();
         if (gpu.ComputeCapability < 80) Assert.Skip($"tensor-core attention needs sm_80+, this GPU is sm_{gpu.ComputeCapability}");
@@ -366,7 +380,7 @@ public class CudaBackendTests
         if (blockedRow)
             for (int j = 0; j < s; j++) mask[5 * s + j] = 1; // row 5 of batch 0 sees no key: uniform attention
         static float Bf16(float x) => HalfConvert.Bf16ToFloat(HalfConvert.FloatToBf16(x));
-        var c = AttentionCase.Random(b, s, nh, dd, nPrefix, maskKind == "none" ? null : mask, -10000f, Bf16);
+        var c = AttentionCase.Random(b, s, nh, dd, nPrefix, maskKind == "none" ? null : mask, -10000f, Bf16) with { Activation = Enum.Parse<DType>(activation) };
         if (blockedRow)
             for (int e = 0; e < nh * dd; e++) c.DOut[5 * nh * dd + e] *= 32f; // a power of two: still a bf16 value
         var previous = gpu.AttentionKernel;
@@ -374,7 +388,7 @@ public class CudaBackendTests
         try
         {
             var r = Both(c.Run);
-            string what = $"tensor-core attention b={b} s={s} nh={nh} d={dd} prefix={nPrefix} mask={maskKind}";
+            string what = $"tensor-core attention b={b} s={s} nh={nh} d={dd} prefix={nPrefix} mask={maskKind} {activation}";
             for (int i = 0; i < r.Cpu[1].Length; i++)
                 Assert.True(Math.Abs(r.Gpu[1][i] - r.Cpu[1][i]) <= 1e-3 * Math.Max(1, Math.Abs(r.Cpu[1][i])),
                     $"{what}: lse[{i}] CUDA {r.Gpu[1][i]:R}, CPU {r.Cpu[1][i]:R}");

@@ -28,7 +28,7 @@ public sealed class OpInput
     public required int[] Shape { get; init; }
     /// <summary>Values (ints and mask bytes stored as doubles).</summary>
     public required double[] Data { get; init; }
-    /// <summary>F32 (default), I32 or U8.</summary>
+    /// <summary>F32 (default), BF16 or F16 (an activation kept in 16 bits: <see cref="Data"/> must hold values of that type, see <see cref="Rounded"/>), I32 or U8.</summary>
     public DType DType { get; init; } = DType.F32;
     /// <summary>Whether the harness checks this input's gradient (and sets RequiresGrad on it).</summary>
     public bool Differentiable { get; init; }
@@ -38,6 +38,24 @@ public sealed class OpInput
     {
         Name = name, Shape = shape, Differentiable = grad,
         Data = Enumerable.Range(0, shape.Aggregate(1, (a, b) => a * b)).Select(_ => std * Gauss(rng)).Select(v => (double)(float)v).ToArray(),
+    };
+
+    /// <summary>
+    /// This input stored as a 16-bit activation: the values rounded to <paramref name="dtype"/> (so the double
+    /// reference sees exactly what the op reads) and the tensor made with that dtype.
+    /// </summary>
+    public OpInput Rounded(DType dtype) => new()
+    {
+        Name = Name, Shape = Shape, Differentiable = Differentiable, DType = dtype,
+        Data = Data.Select(v => (double)RoundTo(dtype, (float)v)).ToArray(),
+    };
+
+    /// <summary>A float rounded to nearest even in a 16-bit float type (F32: unchanged).</summary>
+    public static float RoundTo(DType dtype, float v) => dtype switch
+    {
+        DType.BF16 => HalfConvert.Bf16ToFloat(HalfConvert.FloatToBf16(v)),
+        DType.F16 => HalfConvert.F16ToFloat(HalfConvert.FloatToF16(v)),
+        _ => v,
     };
 
     /// <summary>Standard normal sample.</summary>
@@ -58,6 +76,15 @@ public sealed class OpInstance
 
     /// <summary>Forward check: |ours − ref| ≤ tol·(max|ref| + 1) per element (fp32 against double).</summary>
     public double ForwardTolerance { get; init; } = 2e-5;
+
+    /// <summary>The dtype the op must return (16-bit activation cases: the activation's type).</summary>
+    public DType OutputDType { get; init; } = DType.F32;
+
+    /// <summary>
+    /// The forward tolerance for an output stored in <paramref name="dtype"/>: fp32's, or twice the half-ulp of one
+    /// rounding to bf16 (2⁻⁹ relative) or fp16 (2⁻¹¹) — the one rounding a 16-bit activation output may add.
+    /// </summary>
+    public static double OutputTolerance(DType dtype) => dtype switch { DType.BF16 => 4e-3, DType.F16 => 1e-3, _ => 2e-5 };
 
     /// <summary>Gradient check: |ours − fd| ≤ tol·(max|fd| + 1e-2) per element.</summary>
     public double GradTolerance { get; init; } = 1e-4;

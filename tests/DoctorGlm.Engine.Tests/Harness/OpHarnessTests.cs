@@ -44,6 +44,10 @@ public class OpHarnessTests
         using var scope = TensorScope.Begin();
         var tensors = inst.Inputs.Select(i => MakeTensor(i, device)).ToArray();
         var output = inst.Forward(tensors);
+        Assert.True(output.DType == inst.OutputDType, $"{label}: the op returned {output.DType}, expected {inst.OutputDType}");
+        // A 16-bit activation output is compared (and weighted for the gradient check) as fp32; gradients pass
+        // through the cast unchanged, so the finite-difference check still judges the op's own backward.
+        if (output.DType != DType.F32) output = Ops.Cast(output, DType.F32);
         var host = inst.Inputs.Select(i => i.Data).ToArray();
         var reference = inst.Reference(host);
         var ours = output.ToFloatArray();
@@ -106,6 +110,7 @@ public class OpHarnessTests
         var t = i.DType switch
         {
             DType.F32 => Tensor.FromArray(i.Data.Select(v => (float)v).ToArray(), new Shape(i.Shape), DType.F32, device),
+            DType.BF16 or DType.F16 => Tensor.FromArray(i.Data.Select(v => (float)v).ToArray(), new Shape(i.Shape), i.DType, device),
             DType.I32 => Tensor.FromArray(i.Data.Select(v => (int)v).ToArray(), new Shape(i.Shape), device),
             DType.U8 => Tensor.FromArray(i.Data.Select(v => (byte)v).ToArray(), new Shape(i.Shape), device),
             _ => throw new NotSupportedException(i.DType.ToString()),

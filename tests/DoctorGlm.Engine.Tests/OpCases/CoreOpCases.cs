@@ -32,6 +32,9 @@ public sealed class CoreOpCases : IOpCases
                 }
             yield return new OpCase("linear.bias", r => Linear(r, bias: true));
             yield return new OpCase("linear.nobias", r => Linear(r, bias: false));
+            // A bf16 activation through an fp32 (trainable) weight: y is bf16 (rounded once, after the bias); the CUDA
+            // backend rounds the weight (forward) and dY (for dW) to bf16 in the mixed products: 1e-2 for gradients.
+            yield return new OpCase("linear.bias.bf16", r => Linear(r, bias: true, DType.BF16));
             yield return new OpCase("elementwise.addscaled", r =>
             {
                 int[] s = [Odd(r, 1, 6), Odd(r, 3, 20)];
@@ -41,6 +44,34 @@ public sealed class CoreOpCases : IOpCases
                     Inputs = [OpInput.Randn(r, "a", s), OpInput.Randn(r, "b", s)],
                     Forward = t => Ops.AddScaled(t[0], alpha, t[1], beta),
                     Reference = x => x[0].Zip(x[1], (a, b) => alpha * a + beta * b).ToArray(),
+                };
+            });
+            // 16-bit activations (a block's residual under bf16 activations): same-type operands give that type, a
+            // mixed pair gives F32; one operand used twice takes the kernels' a·(α + β) path.
+            foreach (var (da, db) in new[] { (DType.BF16, DType.BF16), (DType.F16, DType.F16), (DType.BF16, DType.F32) })
+                yield return new OpCase($"elementwise.addscaled.{da}_{db}".ToLowerInvariant(), r =>
+                {
+                    int[] s = [Odd(r, 1, 6), Odd(r, 3, 20)];
+                    float alpha = 7.483315f, beta = -0.5f;
+                    return new OpInstance
+                    {
+                        Inputs = [OpInput.Randn(r, "a", s).Rounded(da), OpInput.Randn(r, "b", s).Rounded(db)],
+                        Forward = t => Ops.AddScaled(t[0], alpha, t[1], beta),
+                        Reference = x => x[0].Zip(x[1], (a, b) => alpha * a + beta * b).ToArray(),
+                        ForwardTolerance = OpInstance.OutputTolerance(da == db ? da : DType.F32),
+                        OutputDType = da == db ? da : DType.F32,
+                    };
+                });
+            yield return new OpCase("elementwise.addscaled.same_bf16", r =>
+            {
+                int[] s = [Odd(r, 1, 6), Odd(r, 3, 20)];
+                return new OpInstance
+                {
+                    Inputs = [OpInput.Randn(r, "a", s).Rounded(DType.BF16)],
+                    Forward = t => Ops.AddScaled(t[0], 1.75f, t[0], 0.5f),
+                    Reference = x => x[0].Select(a => 2.25 * a).ToArray(),
+                    ForwardTolerance = OpInstance.OutputTolerance(DType.BF16),
+                    OutputDType = DType.BF16,
                 };
             });
             yield return new OpCase("elementwise.mul", r =>
@@ -98,10 +129,10 @@ public sealed class CoreOpCases : IOpCases
         };
     }
 
-    private static OpInstance Linear(Random r, bool bias)
+    private static OpInstance Linear(Random r, bool bias, DType activation = DType.F32)
     {
         int rows = Odd(r, 1, 7), seq = 2, inF = Odd(r, 3, 33), outF = Odd(r, 1, 29);
-        var inputs = new List<OpInput> { OpInput.Randn(r, "x", [rows, seq, inF]), OpInput.Randn(r, "weight", [outF, inF], std: 0.3) };
+        var inputs = new List<OpInput> { OpInput.Randn(r, "x", [rows, seq, inF]).Rounded(activation), OpInput.Randn(r, "weight", [outF, inF], std: 0.3) };
         if (bias) inputs.Add(OpInput.Randn(r, "bias", [outF]));
         return new OpInstance
         {
@@ -114,6 +145,9 @@ public sealed class CoreOpCases : IOpCases
                 if (bias) for (int i = 0; i < rows * seq; i++) for (int o = 0; o < outF; o++) y[i * outF + o] += x[2][o];
                 return y;
             },
+            ForwardTolerance = activation == DType.F32 ? 2e-5 : 1e-2,
+            GradTolerance = activation == DType.F32 ? 1e-4 : 1e-2,
+            OutputDType = activation,
         };
     }
 }

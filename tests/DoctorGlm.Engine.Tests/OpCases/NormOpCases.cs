@@ -16,6 +16,10 @@ public sealed class NormOpCases : IOpCases
             yield return new OpCase("layernorm.one_row", r => LayerNorm(r, [1], Odd(r, 5, 70)));
             // Rows with a large offset and small spread: a one-pass E[x²]−E[x]² variance in fp32 fails this.
             yield return new OpCase("layernorm.offset", r => LayerNorm(r, [3], 41, offset: 300.0, std: 0.5));
+            // 16-bit activations: x read as bf16/fp16, y rounded once to x's type, gradients fp32 (the 1e-4 check holds:
+            // the backward sees exactly the stored x).
+            yield return new OpCase("layernorm.bf16", r => LayerNorm(r, [2, Odd(r, 1, 4)], Odd(r, 3, 70), activation: DType.BF16));
+            yield return new OpCase("layernorm.f16", r => LayerNorm(r, [Odd(r, 1, 6)], Odd(r, 3, 40), activation: DType.F16));
             // |x| up to 6: the saturated tails, where 1 + tanh(z) cancels in fp32.
             yield return new OpCase("gelu.wide", r => Gelu(r, [Odd(r, 1, 6), Odd(r, 3, 30)], 3.0));
             yield return new OpCase("gelu.tails", r => new OpInstance
@@ -25,6 +29,10 @@ public sealed class NormOpCases : IOpCases
                 Reference = a => a[0].Select(RefGelu).ToArray(),
             });
             yield return new OpCase("bias_gelu.rank2", r => BiasGelu(r, [Odd(r, 1, 6)], Odd(r, 3, 30)));
+            // 16-bit activations: x read as bf16/fp16, the output rounded once, gradients (x's and the bias's) fp32.
+            yield return new OpCase("gelu.bf16", r => Gelu(r, [Odd(r, 1, 6), Odd(r, 3, 30)], 3.0, DType.BF16));
+            yield return new OpCase("bias_gelu.bf16", r => BiasGelu(r, [2, Odd(r, 1, 4)], Odd(r, 3, 40), DType.BF16));
+            yield return new OpCase("bias_gelu.f16_long_rows", r => BiasGelu(r, [Odd(r, 1, 3)], 1031, DType.F16));
             // Rows longer than the CPU kernel's 1024-element blocks, and a rank-3 input.
             yield return new OpCase("bias_gelu.long_rows", r => BiasGelu(r, [2, Odd(r, 1, 3)], 1031));
             // Few rows, many ids: repeats are certain, so the scatter-add must accumulate, not overwrite.
@@ -58,19 +66,23 @@ public sealed class NormOpCases : IOpCases
     /// <summary>0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) in double.</summary>
     internal static double RefGelu(double x) => 0.5 * x * (1 + Math.Tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
 
-    private static OpInstance Gelu(Random r, int[] shape, double std) => new()
+    private static OpInstance Gelu(Random r, int[] shape, double std, DType activation = DType.F32) => new()
     {
-        Inputs = [OpInput.Randn(r, "x", shape, std: std)],
+        Inputs = [OpInput.Randn(r, "x", shape, std: std).Rounded(activation)],
         Forward = t => Ops.Gelu(t[0]),
         Reference = a => a[0].Select(RefGelu).ToArray(),
+        ForwardTolerance = OpInstance.OutputTolerance(activation),
+        OutputDType = activation,
     };
 
-    /// <summary>gelu(x + bias) over rows of length f.</summary>
-    private static OpInstance BiasGelu(Random r, int[] rows, int f) => new()
+    /// <summary>gelu(x + bias) over rows of length f; <paramref name="activation"/> is x's (and y's) storage type.</summary>
+    private static OpInstance BiasGelu(Random r, int[] rows, int f, DType activation = DType.F32) => new()
     {
-        Inputs = [OpInput.Randn(r, "x", [.. rows, f], std: 2.0), OpInput.Randn(r, "bias", [f])],
+        Inputs = [OpInput.Randn(r, "x", [.. rows, f], std: 2.0).Rounded(activation), OpInput.Randn(r, "bias", [f])],
         Forward = t => Ops.BiasGelu(t[0], t[1]),
         Reference = a => a[0].Select((x, i) => RefGelu(x + a[1][i % f])).ToArray(),
+        ForwardTolerance = OpInstance.OutputTolerance(activation),
+        OutputDType = activation,
     };
 
     /// <summary>Dropout with a fixed seed: the reference redraws the same stream and rebuilds the mask from <see cref="RandomGenerator.Uniform(ulong, ulong)"/>.</summary>
@@ -135,11 +147,13 @@ public sealed class NormOpCases : IOpCases
         };
     }
 
-    private static OpInstance LayerNorm(Random r, int[] lead, int h, double offset = 0, double std = 1)
+    /// <summary>LayerNorm of rows of length h; <paramref name="activation"/> is x's (and so y's) storage type.</summary>
+    private static OpInstance LayerNorm(Random r, int[] lead, int h, double offset = 0, double std = 1, DType activation = DType.F32)
     {
         int[] shape = [.. lead, h];
         var x = OpInput.Randn(r, "x", shape, std: std);
         if (offset != 0) x = new OpInput { Name = "x", Shape = shape, Differentiable = true, Data = x.Data.Select(v => (double)(float)(v + offset)).ToArray() };
+        if (activation != DType.F32) x = x.Rounded(activation);
         var w = new OpInput { Name = "weight", Shape = [h], Differentiable = true, Data = OpInput.Randn(r, "w", [h]).Data.Select(v => (double)(float)(1 + 0.5 * v)).ToArray() };
         return new OpInstance
         {
@@ -148,6 +162,8 @@ public sealed class NormOpCases : IOpCases
             Reference = a => RefLayerNorm(a[0], a[1], a[2], h, 1e-5),
             // With offset 300 the fd step is scaled by |x| (step·300): keep it small enough for the curvature at σ = 0.5.
             Step = offset != 0 ? 1e-7 : 1e-5,
+            ForwardTolerance = OpInstance.OutputTolerance(activation),
+            OutputDType = activation,
         };
     }
 }

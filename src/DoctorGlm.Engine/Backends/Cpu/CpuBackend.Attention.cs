@@ -43,10 +43,28 @@ public sealed unsafe partial class CpuBackend
         }
     }
 
+    /// <summary>An fp32 copy of a 16-bit activation (exact), or the tensor itself when it is F32.</summary>
+    private Tensor Widened(Tensor t)
+    {
+        if (t.DType == DType.F32) return t;
+        var w = Tensor.Empty(t.Shape, DType.F32, Device);
+        Copy(t, w);
+        return w;
+    }
+
     /// <inheritdoc />
+    /// <remarks>16-bit q/k/v/output: the CPU widens them to fp32 copies for the duration of the call and rounds the
+    /// output once at the end — the same values the CUDA kernels load and store element by element.</remarks>
     public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
         float scale, float maskedValue, Tensor output, Tensor lse)
     {
+        if (AttentionArguments.ActivationDType(nameof(AttentionForward), q, k, v, output) != DType.F32)
+        {
+            using Tensor q32 = Widened(q), k32 = Widened(k), v32 = Widened(v), o32 = Tensor.Empty(output.Shape, DType.F32, Device);
+            AttentionForward(q32, k32, v32, prefixK, prefixV, mask, scale, maskedValue, o32, lse);
+            Copy(o32, output);
+            return;
+        }
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
         long ld = (long)heads * d;
@@ -78,6 +96,12 @@ public sealed unsafe partial class CpuBackend
         float scale, float maskedValue, Tensor output, Tensor lse, Tensor dOutput,
         Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dPrefixK, Tensor? dPrefixV)
     {
+        if (AttentionArguments.ActivationDType(nameof(AttentionBackward), q, k, v, output) != DType.F32)
+        {
+            using Tensor q32 = Widened(q), k32 = Widened(k), v32 = Widened(v), o32 = Widened(output);
+            AttentionBackward(q32, k32, v32, prefixK, prefixV, mask, scale, maskedValue, o32, lse, dOutput, dq, dk, dv, dPrefixK, dPrefixV);
+            return;
+        }
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
         long ld = (long)heads * d;

@@ -14,34 +14,47 @@ public sealed unsafe partial class CpuBackend
     private const int GeluBlock = 1024;
 
     /// <inheritdoc />
-    public void GeluForward(Tensor x, Tensor y)
-    {
-        float* px = x.Ptr<float>(), py = y.Ptr<float>();
-        ForChunks(y.NumElements, (start, len) => GeluRun(px + start, null, null, py + start, len));
-    }
+    public void GeluForward(Tensor x, Tensor y) => Gelu(x, null, null, y);
 
     /// <inheritdoc />
-    public void GeluBackward(Tensor x, Tensor dy, Tensor dx)
-    {
-        float* px = x.Ptr<float>(), pdy = dy.Ptr<float>(), pdx = dx.Ptr<float>();
-        ForChunks(dx.NumElements, (start, len) => GeluRun(px + start, null, pdy + start, pdx + start, len));
-    }
+    public void GeluBackward(Tensor x, Tensor dy, Tensor dx) => Gelu(x, null, dy, dx);
 
     /// <inheritdoc />
-    public void BiasGeluForward(Tensor x, Tensor bias, Tensor y)
-    {
-        float* px = x.Ptr<float>(), pb = bias.Ptr<float>(), py = y.Ptr<float>();
-        int f = checked((int)bias.NumElements);
-        ForRows(y.NumElements / f, f, row => GeluRun(px + row * f, pb, null, py + row * f, f));
-    }
+    public void BiasGeluForward(Tensor x, Tensor bias, Tensor y) => Gelu(x, bias, null, y);
 
     /// <inheritdoc />
-    public void BiasGeluBackward(Tensor x, Tensor bias, Tensor dy, Tensor dx)
+    public void BiasGeluBackward(Tensor x, Tensor bias, Tensor dy, Tensor dx) => Gelu(x, bias, dy, dx);
+
+    /// <summary>
+    /// The four kernels over the whole tensor: rows of the bias's length when there is a bias (so the bias lines up
+    /// with each run), else runs of <see cref="GeluRunLength"/>. x and the output may be 16-bit activations (widened
+    /// per run, the result rounded once; <see cref="CpuRows"/>); dy is F32.
+    /// </summary>
+    private static void Gelu(Tensor x, Tensor? bias, Tensor? dy, Tensor output)
     {
-        float* px = x.Ptr<float>(), pb = bias.Ptr<float>(), pdy = dy.Ptr<float>(), pdx = dx.Ptr<float>();
-        int f = checked((int)bias.NumElements);
-        ForRows(dx.NumElements / f, f, row => GeluRun(px + row * f, pb, pdy + row * f, pdx + row * f, f));
+        float* pb = bias is null ? null : bias.Ptr<float>();
+        float* pdy = dy is null ? null : dy.Ptr<float>();
+        void Span(long offset, int n)
+        {
+            float* px = CpuRows.Read(x, offset, n, 0);
+            float* po = CpuRows.Target(output, offset, n, 1);
+            GeluRun(px, pb, pdy is null ? null : pdy + offset, po, n);
+            CpuRows.Write(po, output, offset, n);
+        }
+        if (bias is not null)
+        {
+            int f = checked((int)bias.NumElements);
+            ForRows(output.NumElements / f, f, row => Span(row * f, f));
+            return;
+        }
+        ForChunks(output.NumElements, (start, len) =>
+        {
+            for (long o = start; o < start + len; o += GeluRunLength) Span(o, (int)Math.Min(GeluRunLength, start + len - o));
+        });
     }
+
+    /// <summary>Elements per run of the bias-free kernels (a 16-bit input is widened one run at a time).</summary>
+    private const int GeluRunLength = 4 * GeluBlock;
 
     /// <summary>
     /// The four GELU kernels over one contiguous run of <paramref name="len"/> elements, in L1-sized blocks:

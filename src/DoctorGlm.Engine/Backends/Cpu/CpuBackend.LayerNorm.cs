@@ -18,22 +18,25 @@ public sealed unsafe partial class CpuBackend
     {
         int h = (int)weight.NumElements;
         long rows = x.NumElements / h;
-        float* px = x.Ptr<float>(), pw = weight.Ptr<float>(), pb = bias.Ptr<float>(), py = y.Ptr<float>();
+        float* pw = weight.Ptr<float>(), pb = bias.Ptr<float>();
         float* pm = mean.Ptr<float>(), pr = rstd.Ptr<float>();
         ForRows(rows, h, r =>
         {
-            float* xr = px + r * h;
+            // x and y may be 16-bit activations: rows are widened and the result rounded once (CpuRows).
+            float* xr = CpuRows.Read(x, r * h, h, 0);
             double mu = SumWide(xr, h) / h;
             double var = SumSquaredDeviationWide(xr, h, mu) / h;
             float m = (float)mu;
             float s = (float)(1.0 / Math.Sqrt(var + eps));
             pm[r] = m;
             pr[r] = s;
-            var yr = new Span<float>(py + r * h, h);
+            float* yp = CpuRows.Target(y, r * h, h, 1);
+            var yr = new Span<float>(yp, h);
             // y = ((x − m)·s)·w + b, vectorised in three passes over the row (all in cache for H ≤ 16k).
             TensorPrimitives.Subtract(new ReadOnlySpan<float>(xr, h), m, yr);
             TensorPrimitives.Multiply(yr, s, yr);
             TensorPrimitives.FusedMultiplyAdd(yr, new ReadOnlySpan<float>(pw, h), new ReadOnlySpan<float>(pb, h), yr);
+            CpuRows.Write(yp, y, r * h, h);
         });
     }
 
@@ -42,11 +45,11 @@ public sealed unsafe partial class CpuBackend
     {
         int h = (int)weight.NumElements;
         long rows = x.NumElements / h;
-        float* pdy = dy.Ptr<float>(), px = x.Ptr<float>(), pw = weight.Ptr<float>(), pm = mean.Ptr<float>(), pr = rstd.Ptr<float>();
+        float* pdy = dy.Ptr<float>(), pw = weight.Ptr<float>(), pm = mean.Ptr<float>(), pr = rstd.Ptr<float>();
         if (dx is not null)
         {
             float* pdx = dx.Ptr<float>();
-            ForRows(rows, h, r => LayerNormBackwardRow(pdy + r * h, px + r * h, pw, pm[r], pr[r], pdx + r * h, h));
+            ForRows(rows, h, r => LayerNormBackwardRow(pdy + r * h, CpuRows.Read(x, r * h, h, 0), pw, pm[r], pr[r], pdx + r * h, h));
         }
         if (dweight is null && dbias is null) return;
 
@@ -65,7 +68,7 @@ public sealed unsafe partial class CpuBackend
             {
                 double* accW = pw0, accB = pb0;
                 for (long r = (long)c * LayerNormRowsPerChunk; r < end; r++)
-                    LayerNormParamGradRow(pdy + r * h, px + r * h, pm[r], pr[r], accW, accB, h);
+                    LayerNormParamGradRow(pdy + r * h, wantW ? CpuRows.Read(x, r * h, h, 0) : null, pm[r], pr[r], accW, accB, h);
             }
             if (partW is not null) partW[c] = aw!;
             if (partB is not null) partB[c] = ab!;

@@ -20,7 +20,12 @@ public sealed unsafe partial class CpuBackend
         int batch = x.Shape[0], seq = x.Shape[1], heads = x.Shape[2], d = x.Shape[3];
         int r = d / 2, h = r / 2;
         var inv = RotaryInvFreq(r);
-        float* px = x.Ptr<float>(), py = y.Ptr<float>();
+        // x and y may be 16-bit activations (strided slices of a 16-bit QKV projection): widened element by element,
+        // the rotation in fp32, y rounded once.
+        bool f32 = x.DType == DType.F32 && y.DType == DType.F32;
+        DType xt = x.DType, yt = y.DType;
+        byte* bx = x.Ptr<byte>(), by = y.Ptr<byte>();
+        float* px = (float*)bx, py = (float*)by;
         long xb = x.Strides[0], xs = x.Strides[1], xh = x.Strides[2];
         long yb = y.Strides[0], ys = y.Strides[1], yhs = y.Strides[2];
         int* pid = positionIds.Ptr<int>();
@@ -44,6 +49,20 @@ public sealed unsafe partial class CpuBackend
             }
             for (int head = 0; head < heads; head++)
             {
+                if (!f32)
+                {
+                    long xo = b * xb + s * xs + head * xh, yo = b * yb + s * ys + head * yhs;
+                    for (int half = 0; half < 2; half++)
+                        for (int j = 0; j < h; j++)
+                        {
+                            float c = cos[half * h + j], sn = sin[half * h + j];
+                            long xi = xo + half * r + j, yi = yo + half * r + j;
+                            float a = CpuRows.Load(bx, xt, xi), bb = CpuRows.Load(bx, xt, xi + h);
+                            CpuRows.Store(by, yt, yi, a * c - bb * sn);
+                            CpuRows.Store(by, yt, yi + h, bb * c + a * sn);
+                        }
+                    continue;
+                }
                 float* xrow = px + b * xb + s * xs + head * xh;
                 float* yrow = py + b * yb + s * ys + head * yhs;
                 for (int half = 0; half < 2; half++)

@@ -125,19 +125,40 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc />
     public void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y)
     {
-        float* pa = a.Ptr<float>(), pb = b.Ptr<float>(), py = y.Ptr<float>();
+        bool same = a.Ptr<byte>() == b.Ptr<byte>();
+        if (a.DType == DType.F32 && b.DType == DType.F32 && y.DType == DType.F32)
+        {
+            float* pa = a.Ptr<float>(), pb = b.Ptr<float>(), py = y.Ptr<float>();
+            ForChunks(y.NumElements, (start, len) => AddScaledRun(pa + start, alpha, pb + start, beta, py + start, len, same, py == pb));
+            return;
+        }
+        // 16-bit activations (a GLM block's residual): widen, the same fp32 arithmetic, round y once, in runs that
+        // stay in L1.
+        const int Run = 4096;
         ForChunks(y.NumElements, (start, len) =>
         {
-            var sa = new ReadOnlySpan<float>(pa + start, len);
-            var sb = new ReadOnlySpan<float>(pb + start, len);
-            var sy = new Span<float>(py + start, len);
-            // TensorPrimitives allows exact aliasing of an input and the output, so order the passes to read
-            // each input before it could be overwritten.
-            if (pa == pb) TensorPrimitives.Multiply(sa, alpha + beta, sy);
-            else if (alpha == 1f && beta == 1f) TensorPrimitives.Add(sa, sb, sy);
-            else if (py == pb) { TensorPrimitives.Multiply(sb, beta, sy); TensorPrimitives.MultiplyAdd(sa, alpha, sy, sy); }
-            else { TensorPrimitives.Multiply(sa, alpha, sy); TensorPrimitives.MultiplyAdd(sb, beta, sy, sy); }
+            for (long o = start; o < start + len; o += Run)
+            {
+                int n = (int)Math.Min(Run, start + len - o);
+                float* pa = CpuRows.Read(a, o, n, 0), pb = same ? pa : CpuRows.Read(b, o, n, 1), py = CpuRows.Target(y, o, n, 2);
+                AddScaledRun(pa, alpha, pb, beta, py, n, same, py == pb);
+                CpuRows.Write(py, y, o, n);
+            }
         });
+    }
+
+    /// <summary>y = α·a + β·b over one run; <paramref name="same"/>: a and b are one buffer; <paramref name="yIsB"/>: y aliases b.</summary>
+    private static void AddScaledRun(float* pa, float alpha, float* pb, float beta, float* py, int len, bool same, bool yIsB)
+    {
+        var sa = new ReadOnlySpan<float>(pa, len);
+        var sb = new ReadOnlySpan<float>(pb, len);
+        var sy = new Span<float>(py, len);
+        // TensorPrimitives allows exact aliasing of an input and the output, so order the passes to read
+        // each input before it could be overwritten.
+        if (same) TensorPrimitives.Multiply(sa, alpha + beta, sy);
+        else if (alpha == 1f && beta == 1f) TensorPrimitives.Add(sa, sb, sy);
+        else if (yIsB) { TensorPrimitives.Multiply(sb, beta, sy); TensorPrimitives.MultiplyAdd(sa, alpha, sy, sy); }
+        else { TensorPrimitives.Multiply(sa, alpha, sy); TensorPrimitives.MultiplyAdd(sb, beta, sy, sy); }
     }
 
     /// <inheritdoc />

@@ -21,7 +21,8 @@ public sealed unsafe partial class CudaBackend
     {
         long h = weight.NumElements, rows = x.NumElements / h;
         if (rows == 0) return;
-        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(weight)).Add(Ptr(bias)).Add(eps).Add(Ptr(y)).Add(Ptr(mean)).Add(Ptr(rstd)).Add(h);
+        using var a = new KernelArgs().Add(Ptr(x)).Add((int)x.DType).Add(Ptr(weight)).Add(Ptr(bias)).Add(eps).Add(Ptr(y)).Add((int)y.DType)
+            .Add(Ptr(mean)).Add(Ptr(rstd)).Add(h);
         Launch("layernorm.cu", "layernorm_forward", ((uint)rows, 1, 1), (RowBlock, 1, 1), 0, a);
     }
 
@@ -31,7 +32,7 @@ public sealed unsafe partial class CudaBackend
         long h = weight.NumElements, rows = x.NumElements / h;
         if (dx is not null && rows > 0)
         {
-            using var a = new KernelArgs().Add(Ptr(dy)).Add(Ptr(x)).Add(Ptr(weight)).Add(Ptr(mean)).Add(Ptr(rstd)).Add(Ptr(dx)).Add(h);
+            using var a = new KernelArgs().Add(Ptr(dy)).Add(Ptr(x)).Add((int)x.DType).Add(Ptr(weight)).Add(Ptr(mean)).Add(Ptr(rstd)).Add(Ptr(dx)).Add(h);
             Launch("layernorm.cu", "layernorm_backward_dx", ((uint)rows, 1, 1), (RowBlock, 1, 1), 0, a);
         }
         if (dweight is null && dbias is null) return;
@@ -45,7 +46,7 @@ public sealed unsafe partial class CudaBackend
             if (dbias is not null) Fill(dbias, 0f);
             return;
         }
-        using (var a = new KernelArgs().Add(Ptr(dy)).Add(Ptr(x)).Add(Ptr(mean)).Add(Ptr(rstd))
+        using (var a = new KernelArgs().Add(Ptr(dy)).Add(Ptr(x)).Add((int)x.DType).Add(Ptr(mean)).Add(Ptr(rstd))
                    .Add(pw?.Pointer ?? 0UL).Add(pb?.Pointer ?? 0UL).Add(rows).Add(h).Add(LayerNormRowsPerChunk))
             Launch("layernorm.cu", "layernorm_backward_partials", ((uint)((h + RowBlock - 1) / RowBlock), (uint)chunks, 1), (RowBlock, 1, 1), 0, a);
         foreach (var (part, dst) in new[] { (pw, dweight), (pb, dbias) })
@@ -74,9 +75,9 @@ public sealed unsafe partial class CudaBackend
     private void Gelu(Tensor x, Tensor? bias, Tensor? dy, Tensor output)
     {
         long n = output.NumElements, f = bias?.NumElements ?? 1;
-        using var a = new KernelArgs().Add(Ptr(x)).Add(PtrOrNull(bias));
+        using var a = new KernelArgs().Add(Ptr(x)).Add((int)x.DType).Add(PtrOrNull(bias));
         if (dy is not null) a.Add(Ptr(dy));
-        a.Add(Ptr(output)).Add(n).Add(f);
+        a.Add(Ptr(output)).Add((int)output.DType).Add(n).Add(f);
         LaunchElementwise("gelu.cu", dy is null ? "gelu_forward" : "gelu_backward", n, a);
     }
 
@@ -98,7 +99,7 @@ public sealed unsafe partial class CudaBackend
     public void DropoutForward(Tensor x, Tensor y, float p, ulong stream)
     {
         float scale = 1f / (1f - p); // the CPU's fp32 expression, so kept values are bit-identical
-        using var a = new KernelArgs().Add(Ptr(x)).Add(Ptr(y)).Add(p).Add(scale).Add(stream).Add(y.NumElements);
+        using var a = new KernelArgs().Add(Ptr(x)).Add((int)x.DType).Add(Ptr(y)).Add((int)y.DType).Add(p).Add(scale).Add(stream).Add(y.NumElements);
         LaunchElementwise("dropout.cu", "dropout_forward", y.NumElements, a);
     }
 
@@ -175,8 +176,8 @@ public sealed unsafe partial class CudaBackend
             return Tensor.FromBytes(bytes, new Shape(Math.Max(1, f.Length * 2)), DType.F32, Device); // 2 floats per double
         });
         long pairs = (long)batch * seq * heads * (d / 2);
-        using var a = new KernelArgs().Add(Ptr(x)).Add(x.Strides[0]).Add(x.Strides[1]).Add(x.Strides[2])
-            .Add(Ptr(positionIds)).Add(Ptr(y)).Add(y.Strides[0]).Add(y.Strides[1]).Add(y.Strides[2]).Add(Ptr(inv))
+        using var a = new KernelArgs().Add(Ptr(x)).Add((int)x.DType).Add(x.Strides[0]).Add(x.Strides[1]).Add(x.Strides[2])
+            .Add(Ptr(positionIds)).Add(Ptr(y)).Add((int)y.DType).Add(y.Strides[0]).Add(y.Strides[1]).Add(y.Strides[2]).Add(Ptr(inv))
             .Add(batch).Add(seq).Add(heads).Add(d).Add(inverse ? 1 : 0);
         LaunchElementwise("rotary.cu", "rotary2d", pairs, a);
     }
@@ -402,12 +403,13 @@ public sealed unsafe partial class CudaBackend
     public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
         float scale, float maskedValue, Tensor output, Tensor lse)
     {
+        AttentionArguments.ActivationDType(nameof(AttentionForward), q, k, v, output);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0;
         if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
         if (UseTensorCoreAttention(d, q, k, v, prefixK, prefixV))
         {
-            using var m = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+            using var m = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
                 .Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue).Add(Ptr(output)).Add(Ptr(lse));
             Launch("attention_mma.cu", $"attention_mma_forward_d{d}", ((uint)((seq + MmaQueryRows - 1) / MmaQueryRows), (uint)heads, (uint)batch),
                 (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.Forward, d), m);
@@ -415,7 +417,7 @@ public sealed unsafe partial class CudaBackend
         }
         int t = AttentionTile(d);
         int shared = (4 * t * d + t * t + 3 * t) * sizeof(float);
-        using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+        using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
             .Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(output)).Add(Ptr(lse));
         Launch("attention.cu", "attention_forward", ((uint)((seq + t - 1) / t), (uint)heads, (uint)batch), (AttentionThreads, 1, 1), (uint)shared, a);
     }
@@ -425,6 +427,7 @@ public sealed unsafe partial class CudaBackend
         float scale, float maskedValue, Tensor output, Tensor lse, Tensor dOutput,
         Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dPrefixK, Tensor? dPrefixV)
     {
+        AttentionArguments.ActivationDType(nameof(AttentionBackward), q, k, v, output);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
         if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
@@ -432,21 +435,21 @@ public sealed unsafe partial class CudaBackend
         long rows = (long)batch * heads * seq;
         using var delta = Temp(rows * sizeof(float));
         using var blocked = Temp(rows * sizeof(int));
-        using (var p = new KernelArgs().Add(Ptr(output)).Add(Ptr(dOutput)).Add(PtrOrNull(mask)).Add(batch).Add(seq).Add(nPrefix)
+        using (var p = new KernelArgs().Add(Ptr(output)).Add((int)output.DType).Add(Ptr(dOutput)).Add(PtrOrNull(mask)).Add(batch).Add(seq).Add(nPrefix)
                    .Add(heads).Add(d).Add(delta.Pointer).Add(blocked.Pointer))
             LaunchElementwise("attention.cu", "attention_backward_prep", rows, p);
         if (UseTensorCoreAttention(d, q, k, v, prefixK, prefixV, dOutput))
         {
             if (dq is not null)
             {
-                using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+                using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
                     .Add(Ptr(lse)).Add(delta.Pointer).Add(Ptr(dOutput)).Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(Ptr(dq));
                 Launch("attention_mma.cu", $"attention_mma_backward_dq_d{d}", ((uint)((seq + MmaQueryRows - 1) / MmaQueryRows), (uint)heads, (uint)batch),
                     (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.BackwardQuery, d), a);
             }
             if (dk is not null || dv is not null || dPrefixK is not null || dPrefixV is not null)
             {
-                using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+                using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
                     .Add(Ptr(lse)).Add(delta.Pointer).Add(blocked.Pointer).Add(Ptr(dOutput)).Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue)
                     .Add(PtrOrNull(dk)).Add(PtrOrNull(dv)).Add(PtrOrNull(dPrefixK)).Add(PtrOrNull(dPrefixV));
                 Launch("attention_mma.cu", $"attention_mma_backward_dkv_d{d}", ((uint)((total + MmaKeyRows - 1) / MmaKeyRows), (uint)heads, (uint)batch),
@@ -457,14 +460,14 @@ public sealed unsafe partial class CudaBackend
         var grid = ((uint)((seq + t - 1) / t), (uint)heads, (uint)batch);
         if (dq is not null)
         {
-            using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+            using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
                 .Add(Ptr(lse)).Add(delta.Pointer).Add(blocked.Pointer).Add(Ptr(dOutput))
                 .Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(dq));
             Launch("attention.cu", "attention_backward_dq", grid, (AttentionThreads, 1, 1), (uint)AttentionSharedBytes(t, d, false), a);
         }
         if (dk is not null || dv is not null || dPrefixK is not null || dPrefixV is not null)
         {
-            using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+            using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
                 .Add(Ptr(lse)).Add(delta.Pointer).Add(blocked.Pointer).Add(Ptr(dOutput))
                 .Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t)
                 .Add(PtrOrNull(dk)).Add(PtrOrNull(dv)).Add(PtrOrNull(dPrefixK)).Add(PtrOrNull(dPrefixV));

@@ -359,8 +359,15 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     public void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y)
     {
         ulong pa = Ptr(a), pb = Ptr(b);
-        using var k = new KernelArgs().Add(pa).Add(alpha).Add(pb).Add(beta).Add(Ptr(y)).Add(pa == pb ? 1 : 0).Add(y.NumElements);
-        LaunchElementwise("elementwise.cu", "add_scaled", y.NumElements, k);
+        if (a.DType == DType.F32 && b.DType == DType.F32 && y.DType == DType.F32)
+        {
+            using var k = new KernelArgs().Add(pa).Add(alpha).Add(pb).Add(beta).Add(Ptr(y)).Add(pa == pb ? 1 : 0).Add(y.NumElements);
+            LaunchElementwise("elementwise.cu", "add_scaled", y.NumElements, k);
+            return;
+        }
+        using var m = new KernelArgs().Add(pa).Add((int)a.DType).Add(alpha).Add(pb).Add((int)b.DType).Add(beta).Add(Ptr(y)).Add((int)y.DType)
+            .Add(pa == pb ? 1 : 0).Add(y.NumElements);
+        LaunchElementwise("elementwise.cu", "add_scaled_mixed", y.NumElements, m);
     }
 
     /// <inheritdoc />
