@@ -33,7 +33,8 @@ var init = Opt("--init", "pretrained: load --model; random: a new model of --con
 var config = Opt("--config", "Size of a random init: tiny (hidden 128, 2 layers, 4 heads, vocabulary of the tokenizer), base (256, 3, 8: the shape of the sample's pretrained base), small (256, 4, 8) or 6b (ChatGLM-6B's shape).", "tiny");
 var tokenizer = Opt<string?>("--tokenizer", "SentencePiece model (ChatGLM pieces). Default: the model folder's ice_text.model / tokenizer.model, else samples/Train/base/tokenizer.model.", null);
 var device = Opt("--device", "cpu, cuda or auto (CUDA when available, else CPU).", "cpu");
-var dtype = Opt("--dtype", "bf16, fp16 or fp32: storage type of the frozen base's weight matrices while training with LoRA or P-Tuning (half the memory; tensor cores on the GPU) and of the written weights. Trainable parameters, optimizer state and activations stay fp32; with --method full the weights are trainable, so they stay fp32 and --dtype only sets the written type.", "fp32");
+var dtype = Opt("--dtype", "bf16, fp16 or fp32: storage type of the frozen base's weight matrices while training with LoRA or P-Tuning (half the memory; tensor cores on the GPU) and of the written weights. Trainable parameters and optimizer state stay fp32 (activations: --activations); with --method full the weights are trainable, so they stay fp32 and --dtype only sets the written type.", "fp32");
+var activations = Opt("--activations", "bf16, fp16 or fp32: storage type of the activations while training and computing the evaluation loss (16 bits: half the activation memory; each op computes in fp32 and rounds its output once). Gradients, the loss and optimizer state stay fp32; generation runs fp32.", "fp32");
 var attention = Opt("--attention", "GPU attention kernels: fp32 (match the CPU to fp32 rounding), tensor-cores (bf16 mma with fp32 softmax: FlashAttention-2 speed, bf16 precision) or auto (tensor cores when the frozen matrices are 16-bit). Ignored on the CPU.", "auto");
 var method = Opt<string?>("--method", "lora, ptuning or full. Default: lora on a pretrained base, full on a random init.", null);
 var loraRank = Opt("--lora-rank", "LoRA rank r.", 8);
@@ -165,6 +166,7 @@ int Run(ParseResult p)
         BatchSize = p.GetValue(batch), GradientAccumulation = p.GetValue(accum), MaxGradNorm = p.GetValue(clip),
         Epochs = p.GetValue(epochs), MaxSteps = p.GetValue(maxSteps), Seed = p.GetValue(seed),
         GradientCheckpointing = p.GetValue(checkpointing), SaveSteps = p.GetValue(saveSteps),
+        ActivationDType = TrainerOptions.ParseDType(p.GetValue(activations)!, "--activations"),
     }.Validate();
     string outDir = Path.GetFullPath(p.GetValue(output)!);
     using var trainer = new Trainer(glm, options, trainSet, evalSet, outDir) { ExportDType = exportType };

@@ -70,11 +70,11 @@ if [ "$CPU" = 1 ]; then
 else
   # bf16 frozen weights on both sides: the comparison issue #7 asks for (tensor-core GEMMs, fp32 accumulation).
   # Decoding lists bf16 and the quantized modes first: fp32 is the 24.7 GB load, last so a short budget drops it.
-  DEVICE=cuda; LORA_ARGS=(--config 6b --batch 4 --steps 2 --dtype bf16)
+  DEVICE=cuda; LORA_ARGS=(--config 6b --batch 4 --steps 2 --dtype bf16 --activations bf16,f32)
   DECODE_ARGS=(--config 6b --tokens 32 --modes bf16,int8,int4,f32)
   TORCH_ARGS=(--config 6b --batch 4 --steps 2); TORCH_DTYPES=(bf16)
   if [ "$FULL" = 1 ]; then
-    LORA_ARGS=(--config 6b --batch 4 --dtype bf16); DECODE_ARGS=(--config 6b --tokens 64 --modes bf16,int8,int4,f32)
+    LORA_ARGS=(--config 6b --batch 4 --dtype bf16 --activations bf16,f32); DECODE_ARGS=(--config 6b --tokens 64 --modes bf16,int8,int4,f32)
     TORCH_ARGS=(--config 6b --batch 4); TORCH_DTYPES=(bf16 f32)
   fi
 fi
@@ -152,21 +152,23 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 steps = [r for r in rows if r["kind"] == "lora_step"]
 if steps:
-    print("| impl | config | dtype | attention | batch×seq | checkpointing | ms/step | tokens/s | MFU | HFU | peak GB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    # A PyTorch model cast to a dtype runs its activations in that dtype too.
+    act = lambda r: r.get("activations", r["dtype"] if r["impl"] == "torch" else "f32")
+    print("| impl | config | weights | activations | attention | batch×seq | checkpointing | ms/step | tokens/s | MFU | HFU | peak GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in steps:
-        head = (f"| {r['impl']} | {r['config']} | {r['dtype']} | {r.get('attention', 'sdpa' if r['impl'] == 'torch' else '')} | "
+        head = (f"| {r['impl']} | {r['config']} | {r['dtype']} | {act(r)} | {r.get('attention', 'sdpa' if r['impl'] == 'torch' else '')} | "
                 f"{r['batch']}×{r['seq']} | {'on' if r['checkpointing'] else 'off'} | ")
         if "error" in r:
             print(head + f"{r['error']} | | | | |")
             continue
         print(head + f"{r['step_ms']:.0f} | {r['tokens_per_s']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['hfu']:.1f}% | {r['peak_memory_bytes'] / 1e9:.1f} |")
     steps = [r for r in steps if "error" not in r]
-    ours = {(r["dtype"], r["checkpointing"]): r for r in steps if r["impl"] == "doctorglm"}
+    ours = {(r["dtype"], act(r), r["checkpointing"]): r for r in steps if r["impl"] == "doctorglm"}
     for r in steps:
-        o = ours.get((r["dtype"], r["checkpointing"])) if r["impl"] == "torch" else None
+        o = ours.get((r["dtype"], act(r), r["checkpointing"])) if r["impl"] == "torch" else None
         if o:
-            print(f"\nours / PyTorch ({r['dtype']}, checkpointing {'on' if r['checkpointing'] else 'off'}): "
+            print(f"\nours / PyTorch ({r['dtype']} weights and activations, checkpointing {'on' if r['checkpointing'] else 'off'}): "
                   f"{o['tokens_per_s'] / r['tokens_per_s']:.2f}× tokens/s")
 dec = [r for r in rows if r["kind"] == "decode"]
 if dec:

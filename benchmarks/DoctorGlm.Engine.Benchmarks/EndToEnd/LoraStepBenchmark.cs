@@ -39,6 +39,8 @@ public static class LoraStepBenchmark
         int seq = o.Int("seq", 512), batch = o.Int("batch", 1), steps = o.Int("steps", 3), warmup = o.Int("warmup", 1);
         var modes = o.List("checkpointing", "off,on", "off", "on");
         var dtype = s_weightDTypes[o.List("dtype", "f32", [.. s_weightDTypes.Keys])[0]];
+        // Activation storage (GlmModel.ActivationDType): by default the weights' type, as a PyTorch model cast to bf16 runs.
+        var activationDTypes = o.List("activations", dtype == DType.BF16 ? "bf16" : "f32", [.. s_weightDTypes.Keys]).Select(a => s_weightDTypes[a]).ToList();
         // Attention kernels on the GPU: tensor cores when the weights are 16-bit (as PyTorch's SDPA runs in bf16), unless told.
         string attentionKernels = o.List("attention", "auto", "auto", "fp32", "tensor-cores")[0];
         string? jsonl = o.Text("jsonl", "");
@@ -76,10 +78,13 @@ public static class LoraStepBenchmark
         double nBlocks = ModelPresets.BlockMatrixParameters(config), n = nBlocks + ModelPresets.HeadParameters(config);
         double attention = 4.0 * config.NumLayers * batch * (double)seq * seq * config.HiddenSize;
         double modelFlops = 4 * n * tokens + 3 * attention;
+        foreach (var activations in activationDTypes)
         foreach (var mode in modes)
         {
             bool checkpointing = mode == "on";
             model.GradientCheckpointing = checkpointing;
+            model.ActivationDType = activations;
+            string act = activations.ToString().ToLowerInvariant();
             double firstLoss = double.NaN, lastLoss = double.NaN;
             var times = new double[steps];
             try
@@ -99,11 +104,11 @@ public static class LoraStepBenchmark
             {
                 // Without checkpointing a large batch may not fit; the other mode can still run.
                 optimizer.ZeroGrad();
-                Console.WriteLine($"  checkpointing {mode,-3}: out of memory ({e.Message})");
+                Console.WriteLine($"  {act} activations, checkpointing {mode,-3}: out of memory ({e.Message})");
                 ResultLine.Write(new Dictionary<string, object?>
                 {
                     ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["config"] = preset,
-                    ["dtype"] = dtype.ToString().ToLowerInvariant(), ["batch"] = batch, ["seq"] = seq, ["checkpointing"] = checkpointing,
+                    ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq, ["checkpointing"] = checkpointing,
                     ["error"] = "out of memory",
                 }, jsonl);
                 continue;
@@ -113,11 +118,11 @@ public static class LoraStepBenchmark
             double hardwareFlops = modelFlops + (checkpointing ? 2 * nBlocks * tokens + attention : 0);
             double mfu = modelFlops / median / 1e12 / ceiling, hfu = hardwareFlops / median / 1e12 / ceiling;
             long peak = BackendRegistry.For(device).Memory.PeakBytes;
-            Console.WriteLine(string.Create(inv, $"  checkpointing {mode,-3}: {median * 1e3:F1} ms/step (median of {steps}), {tokens / median:F1} tokens/s, MFU {100 * mfu:F1}% (HFU {100 * hfu:F1}%), peak memory {peak / 1e9:F2} GB, loss {firstLoss:F4} → {lastLoss:F4}"));
+            Console.WriteLine(string.Create(inv, $"  {act} activations, checkpointing {mode,-3}: {median * 1e3:F1} ms/step (median of {steps}), {tokens / median:F1} tokens/s, MFU {100 * mfu:F1}% (HFU {100 * hfu:F1}%), peak memory {peak / 1e9:F2} GB, loss {firstLoss:F4} → {lastLoss:F4}"));
             ResultLine.Write(new Dictionary<string, object?>
             {
                 ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
-                ["config"] = preset, ["dtype"] = dtype.ToString().ToLowerInvariant(), ["batch"] = batch, ["seq"] = seq,
+                ["config"] = preset, ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq,
                 ["checkpointing"] = checkpointing, ["steps"] = steps, ["step_ms"] = median * 1e3, ["tokens_per_s"] = tokens / median,
                 ["model_flops_per_step"] = modelFlops, ["hardware_flops_per_step"] = hardwareFlops, ["ceiling_tflops"] = ceiling,
                 ["mfu"] = mfu, ["hfu"] = hfu, ["peak_memory_bytes"] = peak, ["loss"] = lastLoss, ["attention"] = attentionUsed,
@@ -128,7 +133,7 @@ public static class LoraStepBenchmark
 
     /// <summary>
     /// The frozen model with its base weight matrices stored in <paramref name="dtype"/> (F32 or BF16: on the GPU the
-    /// bf16 GEMMs then run on tensor cores; vectors, LoRA, optimizer state and activations stay fp32).
+    /// bf16 GEMMs then run on tensor cores; vectors, LoRA and optimizer state stay fp32; activations as --activations says).
     /// </summary>
     private static GlmModel LoadModel(GlmConfig config, Device device, DType dtype)
     {

@@ -117,6 +117,7 @@ public sealed class Trainer : IDisposable
                 break;
         }
         model.GradientCheckpointing = options.GradientCheckpointing;
+        model.ActivationDType = options.ActivationDType;
         model.Rng = new RandomGenerator(RandomGenerator.Mix(options.Seed ^ 0xD20FUL));
         _trainable = model.TrainableParameters();
         var named = _trainable.Select(kv => (kv.Key, kv.Value));
@@ -383,6 +384,7 @@ public sealed class Trainer : IDisposable
             w.WriteNumber("trainable_parameters", TrainableParameterCount);
             w.WriteString("device", _model.Device.ToString());
             w.WriteString("weight_dtype", ModelExport.DTypeName(_model.WeightDType));
+            w.WriteString("activation_dtype", ModelExport.DTypeName(o.ActivationDType));
             w.WriteString("export_dtype", ModelExport.DTypeName(ExportDType));
             foreach (var (k, v) in RunInfo) w.WriteString(k, v);
             w.WriteEndObject();

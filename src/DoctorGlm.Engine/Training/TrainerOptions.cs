@@ -110,6 +110,12 @@ public sealed record TrainerOptions
     /// <summary>Recompute each GLM block in backward (§11) (<c>--gradient-checkpointing</c>).</summary>
     public bool GradientCheckpointing { get; init; }
 
+    /// <summary>
+    /// Storage type of the activations while training and evaluating the loss: F32, or BF16 / F16 for half the
+    /// activation memory (<see cref="Models.ChatGlm.GlmModel.ActivationDType"/>; <c>--activations</c>).
+    /// </summary>
+    public DType ActivationDType { get; init; } = DType.F32;
+
     /// <summary>Write a checkpoint every N optimizer steps; 0 only at the end and on cancellation (<c>--save-steps</c>).</summary>
     public int SaveSteps { get; init; }
 
@@ -154,6 +160,7 @@ public sealed record TrainerOptions
         if (MaxSteps < 0) Fail("--max-steps", MaxSteps, "must be non-negative (0 = from --epochs)");
         if (MaxSteps == 0 && !(Epochs > 0 && double.IsFinite(Epochs))) Fail("--epochs", Epochs, "must be finite and positive when --max-steps is 0");
         if (SaveSteps < 0) Fail("--save-steps", SaveSteps, "must be non-negative (0 = only at the end)");
+        if (ActivationDType is not (DType.F32 or DType.BF16 or DType.F16)) Fail("--activations", ActivationDType, "must be bf16, fp16 or fp32");
         return this;
     }
 
@@ -183,12 +190,12 @@ public sealed record TrainerOptions
         _ => throw new ArgumentException($"--schedule {text}: must be linear, cosine or constant"),
     };
 
-    /// <summary>Parses the storage dtype names <c>fp32</c>, <c>fp16</c>, <c>bf16</c> (also <c>float32</c>, <c>float16</c>, <c>bfloat16</c>).</summary>
-    public static DType ParseDType(string text) => text.Trim().ToLowerInvariant() switch
+    /// <summary>Parses the storage dtype names <c>fp32</c>, <c>fp16</c>, <c>bf16</c> (also <c>float32</c>, <c>float16</c>, <c>bfloat16</c>), naming <paramref name="option"/> on failure.</summary>
+    public static DType ParseDType(string text, string option = "--dtype") => text.Trim().ToLowerInvariant() switch
     {
         "fp32" or "float32" or "f32" => DType.F32,
         "fp16" or "float16" or "f16" or "half" => DType.F16,
         "bf16" or "bfloat16" => DType.BF16,
-        _ => throw new ArgumentException($"--dtype {text}: must be bf16, fp16 or fp32"),
+        _ => throw new ArgumentException($"{option} {text}: must be bf16, fp16 or fp32"),
     };
 }

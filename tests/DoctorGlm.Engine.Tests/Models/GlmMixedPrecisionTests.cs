@@ -45,6 +45,62 @@ public class GlmMixedPrecisionTests(ITestOutputHelper output)
         Assert.Equal(4 * matrices + 4 * vectors, full.BaseBytes);
     }
 
+    /// <summary>
+    /// 16-bit activations (<see cref="GlmModel.ActivationDType"/>): each op rounds its output once to bf16/fp16, so
+    /// the LoRA step must stay close to the same model with fp32 activations — the bounds are what those roundings
+    /// explain (measured on the fixture: bf16 logits 3.6e-3 and LoRA gradients 8.3e-3 of their largest element, loss
+    /// 1.3e-5 relative; fp16 4.0e-4, 1.1e-3, 6.4e-5; bounds 2–4× above) — and must differ from it (else nothing was
+    /// rounded).
+    /// </summary>
+    [Theory]
+    [InlineData("BF16", 1e-3, 2e-2)]
+    [InlineData("F16", 1e-3, 4e-3)]
+    public void Sixteen_bit_activations_stay_close_to_fp32_activations(string type, double lossTol, double tol)
+    {
+        var dt = Enum.Parse<DType>(type);
+        var half = LoraStepRunner.Run(Device.Cpu, DType.BF16, activation: dt);
+        var full = LoraStepRunner.Run(Device.Cpu, DType.BF16);
+        double logitsErr = ModelFixture.RelErr(full.Logits, half.Logits);
+        double lossErr = Math.Abs(half.Loss - full.Loss) / Math.Abs(full.Loss);
+        double gradErr = 0;
+        for (int i = 0; i < half.GradA.Length; i++)
+            gradErr = Math.Max(gradErr, Math.Max(ModelFixture.RelErr(full.GradA[i], half.GradA[i]), ModelFixture.RelErr(full.GradB[i], half.GradB[i])));
+        output.WriteLine($"{type} activations vs fp32 activations (bf16 weights): loss {half.Loss:F6} vs {full.Loss:F6} ({lossErr:E2}), logits {logitsErr:E2}, LoRA grads {gradErr:E2}");
+        Assert.True(logitsErr > 0, "the logits did not change: the activations were not stored in 16 bits");
+        Assert.True(lossErr <= lossTol, $"loss {lossErr:E3} > {lossTol:E1}");
+        Assert.True(logitsErr <= tol, $"logits {logitsErr:E3} > {tol:E1}");
+        Assert.True(gradErr <= tol, $"LoRA gradients {gradErr:E3} > {tol:E1}");
+    }
+
+    /// <summary>Checkpointing with 16-bit activations keeps each block's 16-bit input and replays the block exactly: identical results.</summary>
+    [Fact]
+    public void Checkpointing_with_bf16_activations_gives_the_same_step()
+    {
+        var plain = LoraStepRunner.Run(Device.Cpu, DType.BF16, activation: DType.BF16);
+        var ckpt = LoraStepRunner.Run(Device.Cpu, DType.BF16, activation: DType.BF16, checkpointing: true);
+        Assert.Equal(plain.Logits, ckpt.Logits);
+        Assert.Equal(plain.Loss, ckpt.Loss);
+        for (int i = 0; i < plain.GradA.Length; i++)
+        {
+            Assert.Equal(plain.GradA[i], ckpt.GradA[i]);
+            Assert.Equal(plain.GradB[i], ckpt.GradB[i]);
+        }
+    }
+
+    [Fact]
+    public void Activation_dtype_must_be_a_float_type_and_quantized_models_run_fp32_activations()
+    {
+        using var scope = TensorScope.Begin();
+        using var model = ModelFixture.LoadModel();
+        Assert.Throws<ArgumentException>(() => model.ActivationDType = DType.I32);
+        model.Quantize(8);
+        model.ActivationDType = DType.BF16;
+        using var train = ModelFixture.Open("train");
+        using var batch = GlmInputs.Build(ModelFixture.Rows(train, "ids"), ModelFixture.Config);
+        var e = Assert.Throws<InvalidOperationException>(() => model.Forward(batch));
+        Assert.Contains("quantized", e.Message);
+    }
+
     [Fact]
     public void Loading_in_bf16_equals_converting_after_loading_and_keeps_vectors_fp32()
     {

@@ -11,13 +11,17 @@ namespace DoctorGlm.Engine.Tests.Models;
 internal static class LoraStepRunner
 {
     /// <summary>What a step produced, copied to the host.</summary>
-    public sealed record Result(float[] Logits, double Loss, float[][] GradA, float[][] GradB, long BaseBytes);
+    /// <param name="PeakStepBytes">The device allocator's peak over forward + backward above what was in use before
+    /// (CUDA only: the CPU allocator is shared by tests running in parallel; 0 there).</param>
+    public sealed record Result(float[] Logits, double Loss, float[][] GradA, float[][] GradB, long BaseBytes, long PeakStepBytes = 0);
 
     /// <param name="device">Where the model runs.</param>
     /// <param name="weightDType">Storage type of the base weight matrices.</param>
     /// <param name="roundedTo">If set, the weights are rounded to this type and stored back in F32 (the reference a
     /// 16-bit run is compared with: the same values, fp32 storage).</param>
-    public static Result Run(Device device, DType weightDType, DType? roundedTo = null)
+    /// <param name="activation">The model's <see cref="GlmModel.ActivationDType"/>.</param>
+    /// <param name="checkpointing">Gradient checkpointing of every block.</param>
+    public static Result Run(Device device, DType weightDType, DType? roundedTo = null, DType activation = DType.F32, bool checkpointing = false)
     {
         using var scope = TensorScope.Begin();
         var config = ModelFixture.Config;
@@ -39,14 +43,21 @@ internal static class LoraStepRunner
                 layers.Add((a, b));
             }
         var lora = model.AttachLora(new GlmLora(new LoraSettings((int)f.Meta("r"), (float)f.Meta("alpha")), layers));
+        model.ActivationDType = activation;
+        model.GradientCheckpointing = checkpointing;
         using var batch = GlmInputs.Build(TrainRows("ids"), config, TrainRows("labels"), device);
+        var gpu = device.Kind == DeviceKind.Cuda ? (DoctorGlm.Engine.Backends.Cuda.CudaBackend)batch.Ids.Backend : null;
+        gpu?.Synchronize();
+        long before = gpu?.Memory.InUseBytes ?? 0;
+        gpu?.ResetPeak();
         var logits = model.Forward(batch);
         var loss = GlmModel.LanguageModelLoss(logits, batch.Labels!);
         loss.Backward();
+        long peak = gpu is null ? 0 : gpu.Memory.PeakBytes - before;
         return new Result(logits.ToFloatArray(), loss.Item(),
             lora.Layers.Select(l => l.A.Grad!.ToFloatArray()).ToArray(),
             lora.Layers.Select(l => l.B.Grad!.ToFloatArray()).ToArray(),
-            model.BaseParameterBytes);
+            model.BaseParameterBytes, peak);
     }
 
     private static int[][] TrainRows(string name)

@@ -73,6 +73,26 @@ public sealed partial class GlmModel : IDisposable
     /// <summary>Recompute each block in backward instead of storing its activations (spec §11).</summary>
     public bool GradientCheckpointing { get; set; }
 
+    /// <summary>
+    /// Storage type of the activations of a forward pass without a KV cache (training, evaluation): F32 (default), or
+    /// BF16 / F16 — every op between the embedding and the LM head then keeps its output, and what it saves for
+    /// backward, in 16 bits (half the activation memory and traffic), computing in fp32 and rounding once per op.
+    /// Gradients, the loss and the logits stay F32, as do LayerNorm statistics, LoRA and prefix parameters. The
+    /// KV-cached forward (generation) always runs fp32 activations: it keeps few, and decoding reads weights.
+    /// </summary>
+    public DType ActivationDType
+    {
+        get => _activationDType;
+        set
+        {
+            if (value is not (DType.F32 or DType.BF16 or DType.F16))
+                throw new ArgumentException($"GlmModel.ActivationDType: {value} is not F32, BF16 or F16", nameof(value));
+            _activationDType = value;
+        }
+    }
+
+    private DType _activationDType = DType.F32;
+
     /// <summary>Source of every dropout mask (LoRA and prefix); replayed exactly by gradient checkpointing.</summary>
     public RandomGenerator Rng { get; set; } = new(0);
 
@@ -525,8 +545,10 @@ public sealed partial class GlmModel : IDisposable
         ArgumentNullException.ThrowIfNull(mask);
         var (batch, _) = CheckInputs("GlmModel.Forward", ids, positionIds, mask, "[B, S, S], 1 = blocked");
 
+        if (ActivationDType != DType.F32 && _quantized.Count > 0)
+            throw new InvalidOperationException($"GlmModel.Forward: {ActivationDType} activations with quantized weights are not supported (the quantized linears take fp32 inputs); set ActivationDType = F32");
         var embedding = _params[EmbeddingKey];
-        var h = Ops.Embedding(ids, embedding);
+        var h = Ops.Cast(Ops.Embedding(ids, embedding), ActivationDType); // a no-op for F32
         var prefix = PrefixKeyValues(batch);
         var generators = Lora is { Merged: false } && Training && Lora.Settings.Dropout > 0 ? new[] { Rng } : [];
         for (int i = 0; i < Config.NumLayers; i++)
@@ -558,11 +580,11 @@ public sealed partial class GlmModel : IDisposable
         return (batch, seq);
     }
 
-    /// <summary>Final LayerNorm and the lm_head tied to the embedding (no bias).</summary>
+    /// <summary>Final LayerNorm and the lm_head tied to the embedding (no bias); the logits are F32 whatever the activations.</summary>
     private Tensor Head(Tensor h)
     {
         h = Ops.LayerNorm(h, _params["transformer.final_layernorm.weight"], _params["transformer.final_layernorm.bias"], Config.LayerNormEpsilon);
-        return Ops.Linear(h, _params[EmbeddingKey]);
+        return Ops.Linear(h, _params[EmbeddingKey], outputDType: DType.F32);
     }
 
     /// <summary>
