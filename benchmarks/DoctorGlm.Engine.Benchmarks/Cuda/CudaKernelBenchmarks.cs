@@ -12,11 +12,17 @@ internal static class Glm6B
     public const int Seq = 512;
 }
 
-/// <summary>LayerNorm over hidden 4096 (fp32): forward; backward to the input only (LoRA: the weights are frozen) and to everything.</summary>
+/// <summary>
+/// LayerNorm over hidden 4096: forward; backward to the input only (LoRA: the weights are frozen) and to everything.
+/// x and y are activations (fp32, or bf16 as <c>GlmModel.ActivationDType</c> keeps them); dy and dx are fp32.
+/// </summary>
 public class CudaLayerNormBenchmarks : CudaBenchmark
 {
-    [Params(512, 2048, 8192)]
-    public int Tokens { get; set; } = 512;
+    [Params(2048, 8192)]
+    public int Tokens { get; set; } = 2048;
+
+    [Params(DType.F32, DType.BF16)]
+    public DType Activation { get; set; } = DType.F32;
 
     private const int H = Glm6B.Hidden;
     private Tensor[] _x = [], _dy = [];
@@ -25,12 +31,12 @@ public class CudaLayerNormBenchmarks : CudaBenchmark
     /// <inheritdoc />
     public override Work Work(string method)
     {
-        double n = 4.0 * Tokens * H, stats = 2 * 4.0 * Tokens, vec = 4.0 * H;
+        double a = (double)Activation.SizeOf() * Tokens * H, n = 4.0 * Tokens * H, stats = 2 * 4.0 * Tokens, vec = 4.0 * H;
         return method switch
         {
-            nameof(Forward) => new(2 * n + 2 * vec + stats, 0, Bound.Memory),                 // x, w, b → y, mean, rstd
-            nameof(BackwardInput) => new(3 * n + vec + stats, 0, Bound.Memory),               // dy, x, w, mean, rstd → dx
-            _ => new(3 * n + 3 * vec + stats, 0, Bound.Memory),                               // … and dweight, dbias
+            nameof(Forward) => new(2 * a + 2 * vec + stats, 0, Bound.Memory),                 // x, w, b → y, mean, rstd
+            nameof(BackwardInput) => new(2 * n + a + vec + stats, 0, Bound.Memory),           // dy, x, w, mean, rstd → dx
+            _ => new(2 * n + a + 3 * vec + stats, 0, Bound.Memory),                           // … and dweight, dbias
         };
     }
 
@@ -38,11 +44,11 @@ public class CudaLayerNormBenchmarks : CudaBenchmark
     protected override void Setup()
     {
         var s = new Shape(Tokens, H);
-        _x = Sets(i => BenchData.Uniform(s, 10 + (ulong)i, device: Dev));
+        _x = Sets(i => BenchData.Uniform(s, 10 + (ulong)i, dtype: Activation, device: Dev));
         _dy = Sets(i => BenchData.Uniform(s, 20 + (ulong)i, device: Dev));
         _w = BenchData.Uniform(new Shape(H), 30, device: Dev);
         _b = BenchData.Uniform(new Shape(H), 31, device: Dev);
-        _y = Tensor.Empty(s, DType.F32, Dev);
+        _y = Tensor.Empty(s, Activation, Dev);
         _dx = Tensor.Empty(s, DType.F32, Dev);
         _dw = Tensor.Empty(new Shape(H), DType.F32, Dev);
         _db = Tensor.Empty(new Shape(H), DType.F32, Dev);
@@ -67,22 +73,26 @@ public class CudaLayerNormBenchmarks : CudaBenchmark
 }
 
 /// <summary>
-/// tanh-GELU over the MLP's inner activation, tokens × 16384 (fp32), alone and with dense_h_to_4h's bias fused in
-/// (the model's path: the bias vector's bytes are negligible, so the same traffic is counted).
+/// tanh-GELU over the MLP's inner activation, tokens × 16384, alone and with dense_h_to_4h's bias fused in (the
+/// model's path: the bias vector's bytes are negligible, so the same traffic is counted). x and the forward's y are
+/// activations (fp32, or bf16 as <c>GlmModel.ActivationDType</c> keeps them); dy and dx are fp32.
 /// </summary>
 public class CudaGeluBenchmarks : CudaBenchmark
 {
-    [Params(512, 2048, 8192)]
-    public int Tokens { get; set; } = 512;
+    [Params(2048, 8192)]
+    public int Tokens { get; set; } = 2048;
+
+    [Params(DType.F32, DType.BF16)]
+    public DType Activation { get; set; } = DType.F32;
 
     private Tensor[] _x = [], _dy = [];
-    private Tensor _y = null!;
+    private Tensor _y = null!, _dx = null!;
 
     /// <inheritdoc />
     public override Work Work(string method)
     {
-        double n = 4.0 * Tokens * Glm6B.Ffn;
-        return new(method is nameof(Forward) or nameof(BiasForward) ? 2 * n : 3 * n, 0, Bound.Memory);
+        double a = (double)Activation.SizeOf() * Tokens * Glm6B.Ffn, n = 4.0 * Tokens * Glm6B.Ffn;
+        return new(method is nameof(Forward) or nameof(BiasForward) ? 2 * a : a + 2 * n, 0, Bound.Memory); // x → y; x, dy → dx
     }
 
     private Tensor _bias = null!;
@@ -91,26 +101,27 @@ public class CudaGeluBenchmarks : CudaBenchmark
     protected override void Setup()
     {
         var s = new Shape(Tokens, Glm6B.Ffn);
-        _x = Sets(i => BenchData.Uniform(s, 40 + (ulong)i, 3f, device: Dev));
+        _x = Sets(i => BenchData.Uniform(s, 40 + (ulong)i, 3f, Activation, Dev));
         _dy = Sets(i => BenchData.Uniform(s, 50 + (ulong)i, device: Dev));
-        _y = Tensor.Empty(s, DType.F32, Dev);
+        _y = Tensor.Empty(s, Activation, Dev);
+        _dx = Tensor.Empty(s, DType.F32, Dev);
         _bias = BenchData.Uniform(new Shape(Glm6B.Ffn), 60, device: Dev);
     }
 
     /// <inheritdoc />
-    protected override void Cleanup() => Free(_x, _dy, [_y, _bias]);
+    protected override void Cleanup() => Free(_x, _dy, [_y, _dx, _bias]);
 
     [Benchmark(OperationsPerInvoke = Launches)]
     public void Forward() => Time(i => Gpu.GeluForward(_x[i], _y));
 
     [Benchmark(OperationsPerInvoke = Launches)]
-    public void Backward() => Time(i => Gpu.GeluBackward(_x[i], _dy[i], _y));
+    public void Backward() => Time(i => Gpu.GeluBackward(_x[i], _dy[i], _dx));
 
     [Benchmark(OperationsPerInvoke = Launches)]
     public void BiasForward() => Time(i => Gpu.BiasGeluForward(_x[i], _bias, _y));
 
     [Benchmark(OperationsPerInvoke = Launches)]
-    public void BiasBackward() => Time(i => Gpu.BiasGeluBackward(_x[i], _bias, _dy[i], _y));
+    public void BiasBackward() => Time(i => Gpu.BiasGeluBackward(_x[i], _bias, _dy[i], _dx));
 }
 
 /// <summary>
