@@ -59,9 +59,11 @@ public partial interface IBackend
     /// C_i = alpha·op(A_i)·op(B_i) + beta·C_i where op(A) is m×k, op(B) is k×n. A_i starts at element
     /// <c>aOffset + i·strideA</c> of <paramref name="a"/> (relative to a's own offset) with row stride lda;
     /// when transposed it is stored k×m. beta = 0 overwrites C without reading it.
-    /// A and B may each be F32, BF16 or F16 (offsets and strides count elements of their own type); C is F32 and
-    /// the products accumulate in fp32. The CPU multiplies the exactly converted values in fp32; the CUDA backend
-    /// rounds an F32 operand paired with a 16-bit one to that 16-bit type and runs cuBLAS on tensor cores.
+    /// A and B may each be F32, BF16 or F16 (offsets and strides count elements of their own type); the products
+    /// accumulate in fp32. C is F32, or — with beta = 0 — BF16/F16, each result then rounded once (a 16-bit
+    /// activation written straight from the GEMM). The CPU multiplies the exactly converted values in fp32; the CUDA
+    /// backend rounds an F32 operand paired with a 16-bit one to that 16-bit type (both to C's type when C is 16-bit)
+    /// and runs cuBLAS on tensor cores.
     /// </summary>
     void Gemm(bool transA, bool transB, int m, int n, int k, float alpha,
         Tensor a, long aOffset, long lda, long strideA,
@@ -74,3 +76,16 @@ public partial interface IBackend
 /// <param name="PeakBytes">Highest <paramref name="InUseBytes"/> since start or the last reset.</param>
 /// <param name="PooledBytes">Bytes kept for reuse, not held by any tensor.</param>
 public readonly record struct MemoryStats(long InUseBytes, long PeakBytes, long PooledBytes);
+
+/// <summary>Argument checks the GEMM of every backend shares.</summary>
+internal static class GemmArguments
+{
+    /// <summary>C is F32, or BF16/F16 with beta = 0 (a 16-bit C is written, never accumulated into).</summary>
+    public static void CheckOutput(Tensor c, float beta)
+    {
+        if (c.DType is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"Gemm: {c.Describe("C")} must be F32, BF16 or F16");
+        if (c.DType != DType.F32 && beta != 0f)
+            throw new ArgumentException($"Gemm: a {c.DType} C is written once (beta = 0); beta = {beta} would accumulate into rounded values");
+    }
+}

@@ -26,13 +26,18 @@ public static partial class Ops
         int rows = checked((int)(x.NumElements / inF));
         var outDims = x.Shape.ToArray();
         outDims[^1] = outF;
-        var y = Tensor.Empty(new Shape(outDims), DType.F32, x.Device);
+        var outType = outputDType ?? x.DType;
+        if (outType is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"{op}: outputDType {outType} must be F32, BF16 or F16");
+        // Without a bias a 16-bit y comes straight from the GEMM (rounded once); with one, x·Wᵀ + b is formed in fp32
+        // first, so that the sum is rounded once too.
+        var y = Tensor.Empty(new Shape(outDims), bc is null ? outType : DType.F32, x.Device);
         var be = x.Backend;
         be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wc, 0, inF, 0, 0f, y, 0, outF, 0, 1);
-        if (bc is not null) be.AddRowVector(y, bc, 1f);
-        var outType = outputDType ?? x.DType;
-        if (!outType.IsFloat()) throw new ArgumentException($"{op}: outputDType {outType} is not a float type");
-        y = RoundToActivation(y, outType);
+        if (bc is not null)
+        {
+            be.AddRowVector(y, bc, 1f);
+            y = RoundToActivation(y, outType);
+        }
         return Graph.Record(op, y, [x, weight, bias], (g, needs) =>
         {
             Tensor? gx = null, gw = null, gb = null;

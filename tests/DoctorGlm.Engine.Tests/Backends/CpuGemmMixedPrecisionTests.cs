@@ -125,4 +125,43 @@ public unsafe class CpuGemmMixedPrecisionTests
         }
         return (bytes, values);
     }
+
+    /// <summary>
+    /// A 16-bit C (a 16-bit activation written by the GEMM): each element is the fp32 result rounded once — bit for bit
+    /// what an F32 C rounded afterwards holds — at C's offset, row stride and batch stride, nothing else written; a
+    /// 16-bit C cannot be accumulated into (beta ≠ 0), nor can C be an integer tensor.
+    /// </summary>
+    [Theory]
+    [InlineData("BF16", false, true)]
+    [InlineData("F16", true, false)]
+    public void SixteenBitCIsTheRoundedFp32Result(string typeC, bool transA, bool transB)
+    {
+        var dc = Enum.Parse<DType>(typeC);
+        var be = CpuBackend.Instance;
+        int m = 19, n = 45, k = 70, batch = 2, ldc = 50, strideC = m * ldc + 3, offset = 4;
+        var rng = new Random(5);
+        float[] R(int len) => Enumerable.Range(0, len).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        using var scope = TensorScope.Begin();
+        var a = Tensor.FromArray(R(batch * m * k), new Shape(batch * m * k), DType.BF16);
+        var b = Tensor.FromArray(R(batch * k * n), new Shape(batch * k * n), DType.F32);
+        int cLen = offset + batch * strideC;
+        var c = Tensor.Full(new Shape(cLen), 7.5f, dc);
+        var f = Tensor.Full(new Shape(cLen), 7.5f, DType.F32);
+        be.Gemm(transA, transB, m, n, k, 0.5f, a, 0, transA ? m : k, m * k, b, 0, transB ? k : n, k * n, 0f, c, offset, ldc, strideC, batch);
+        be.Gemm(transA, transB, m, n, k, 0.5f, a, 0, transA ? m : k, m * k, b, 0, transB ? k : n, k * n, 0f, f, offset, ldc, strideC, batch);
+        var got = c.ToFloatArray();
+        var want = f.ToFloatArray();
+        int written = 0;
+        for (int i = 0; i < cLen; i++)
+        {
+            float expect = Harness.OpInput.RoundTo(dc, want[i]);
+            Assert.True(BitConverter.SingleToInt32Bits(got[i]) == BitConverter.SingleToInt32Bits(expect), $"C[{i}] = {got[i]:R}, the rounded fp32 result is {expect:R}");
+            if (want[i] != 7.5f) written++;
+        }
+        Assert.Equal(batch * m * n, written); // every element of C written, the gaps between rows left alone
+        var e = Assert.Throws<ArgumentException>(() => be.Gemm(false, false, m, n, k, 1f, a, 0, k, 0, b, 0, n, 0, 1f, c, 0, n, 0, 1));
+        Assert.Contains("beta", e.Message);
+        var ints = Tensor.Zeros(new Shape(m * n), DType.I32);
+        Assert.Throws<ArgumentException>(() => be.Gemm(false, false, m, n, k, 1f, a, 0, k, 0, b, 0, n, 0, 0f, ints, 0, n, 0, 1));
+    }
 }

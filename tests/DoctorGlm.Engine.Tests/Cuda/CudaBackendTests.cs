@@ -171,6 +171,33 @@ public class CudaBackendTests
         }), 1e-3, atol, $"gemm {typeA}×{typeB} ta={ta} tb={tb}");
     }
 
+    /// <summary>
+    /// A 16-bit C (beta = 0): cuBLAS multiplies A and B rounded to C's type and rounds the fp32 sums once. Bound as
+    /// above for the operand roundings (both operands may be rounded: √2 more), plus one rounding of the result
+    /// (relative 2⁻⁹ / 2⁻¹²: 1e-2 relative covers it, ±1 ulp where the two sides straddle a rounding boundary).
+    /// </summary>
+    [Theory]
+    [InlineData("F32", "F32", "BF16", false, true)]
+    [InlineData("BF16", "BF16", "BF16", false, true)]
+    [InlineData("F32", "BF16", "BF16", true, false)]
+    [InlineData("F16", "F16", "F16", false, false)]
+    [InlineData("BF16", "F32", "F16", false, true)]
+    public void GemmInto16BitC(string typeA, string typeB, string typeC, bool ta, bool tb)
+    {
+        var (da, db, dc) = (Enum.Parse<DType>(typeA), Enum.Parse<DType>(typeB), Enum.Parse<DType>(typeC));
+        int m = 37, n = 70, k = 300, batch = 2;
+        var a = Randn(batch * m * k + 5); var b = Randn(batch * k * n + 7);
+        bool bf16 = da == DType.BF16 || db == DType.BF16 || dc == DType.BF16;
+        double atol = 1.5 * 6 * (bf16 ? 1.0 / 512 : 1.0 / 4096) * Math.Sqrt(k);
+        Close(Both((be, d) =>
+        {
+            var A = Tensor.FromArray(a, new Shape(a.Length), da, d); var B = Tensor.FromArray(b, new Shape(b.Length), db, d);
+            var C = Tensor.Full(new Shape(batch * m * n), float.NaN, dc, d);
+            be.Gemm(ta, tb, m, n, k, 0.75f, A, 5, ta ? m : k, m * k, B, 7, tb ? k : n, k * n, 0f, C, 0, n, m * n, batch);
+            return [C];
+        }), 1e-2, atol, $"gemm {typeA}×{typeB} → {typeC} ta={ta} tb={tb}");
+    }
+
     [Theory]
     [InlineData("BF16")]
     [InlineData("F16")]

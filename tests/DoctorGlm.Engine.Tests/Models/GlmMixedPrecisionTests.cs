@@ -23,10 +23,8 @@ public class GlmMixedPrecisionTests(ITestOutputHelper output)
         var full = LoraStepRunner.Run(Device.Cpu, DType.F32);
 
         double logitsErr = ModelFixture.RelErr(reference.Logits, half.Logits);
-        double lossErr = Math.Abs(half.Loss - reference.Loss) / Math.Abs(reference.Loss);
-        double gradErr = 0;
-        for (int i = 0; i < half.GradA.Length; i++)
-            gradErr = Math.Max(gradErr, Math.Max(ModelFixture.RelErr(reference.GradA[i], half.GradA[i]), ModelFixture.RelErr(reference.GradB[i], half.GradB[i])));
+        double lossErr = reference.LossError(half);
+        double gradErr = reference.LoraGradError(half);
         // How far rounding the weights moves the result from the fp32 model: what mixed precision costs.
         double roundingEffect = ModelFixture.RelErr(full.Logits, half.Logits);
         output.WriteLine($"{type}: logits {logitsErr:E2}, loss {lossErr:E2}, LoRA grads {gradErr:E2} vs fp32 with rounded weights; " +
@@ -61,10 +59,8 @@ public class GlmMixedPrecisionTests(ITestOutputHelper output)
         var half = LoraStepRunner.Run(Device.Cpu, DType.BF16, activation: dt);
         var full = LoraStepRunner.Run(Device.Cpu, DType.BF16);
         double logitsErr = ModelFixture.RelErr(full.Logits, half.Logits);
-        double lossErr = Math.Abs(half.Loss - full.Loss) / Math.Abs(full.Loss);
-        double gradErr = 0;
-        for (int i = 0; i < half.GradA.Length; i++)
-            gradErr = Math.Max(gradErr, Math.Max(ModelFixture.RelErr(full.GradA[i], half.GradA[i]), ModelFixture.RelErr(full.GradB[i], half.GradB[i])));
+        double lossErr = full.LossError(half);
+        double gradErr = full.LoraGradError(half);
         output.WriteLine($"{type} activations vs fp32 activations (bf16 weights): loss {half.Loss:F6} vs {full.Loss:F6} ({lossErr:E2}), logits {logitsErr:E2}, LoRA grads {gradErr:E2}");
         Assert.True(logitsErr > 0, "the logits did not change: the activations were not stored in 16 bits");
         Assert.True(lossErr <= lossTol, $"loss {lossErr:E3} > {lossTol:E1}");

@@ -13,7 +13,20 @@ internal static class LoraStepRunner
     /// <summary>What a step produced, copied to the host.</summary>
     /// <param name="PeakStepBytes">The device allocator's peak over forward + backward above what was in use before
     /// (CUDA only: the CPU allocator is shared by tests running in parallel; 0 there).</param>
-    public sealed record Result(float[] Logits, double Loss, float[][] GradA, float[][] GradB, long BaseBytes, long PeakStepBytes = 0);
+    public sealed record Result(float[] Logits, double Loss, float[][] GradA, float[][] GradB, long BaseBytes, long PeakStepBytes = 0)
+    {
+        /// <summary>The largest <see cref="ModelFixture.RelErr"/> of any LoRA gradient (A or B, any layer) of <paramref name="other"/> against these.</summary>
+        public double LoraGradError(Result other)
+        {
+            double err = 0;
+            for (int i = 0; i < GradA.Length; i++)
+                err = Math.Max(err, Math.Max(ModelFixture.RelErr(GradA[i], other.GradA[i]), ModelFixture.RelErr(GradB[i], other.GradB[i])));
+            return err;
+        }
+
+        /// <summary>|other.Loss − Loss| / |Loss|.</summary>
+        public double LossError(Result other) => Math.Abs(other.Loss - Loss) / Math.Abs(Loss);
+    }
 
     /// <param name="device">Where the model runs.</param>
     /// <param name="weightDType">Storage type of the base weight matrices.</param>

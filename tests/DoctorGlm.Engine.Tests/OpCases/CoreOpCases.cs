@@ -35,6 +35,8 @@ public sealed class CoreOpCases : IOpCases
             // A bf16 activation through an fp32 (trainable) weight: y is bf16 (rounded once, after the bias); the CUDA
             // backend rounds the weight (forward) and dY (for dW) to bf16 in the mixed products: 1e-2 for gradients.
             yield return new OpCase("linear.bias.bf16", r => Linear(r, bias: true, DType.BF16));
+            // No bias: the GEMM writes the bf16 output itself.
+            yield return new OpCase("linear.nobias.bf16", r => Linear(r, bias: false, DType.BF16));
             yield return new OpCase("elementwise.addscaled", r =>
             {
                 int[] s = [Odd(r, 1, 6), Odd(r, 3, 20)];

@@ -55,6 +55,9 @@ int cublasGemmStridedBatchedEx(void* handle, int transa, int transb, int m, int 
     if (ldb < (transb ? (n > 1 ? n : 1) : (k > 1 ? k : 1))) return INVALID_VALUE;
     if (ldc < (m > 1 ? m : 1)) return INVALID_VALUE;
     if (!known(aType) || !known(bType) || !known(cType) || computeType != COMPUTE_32F) return NOT_SUPPORTED;
+    // The type combinations cuBLAS's GemmEx takes with CUBLAS_COMPUTE_32F: A and B of one type; C fp32, or for
+    // 16-bit A/B also that same 16-bit type (an fp32 product into a 16-bit C, or bf16 × fp16, is refused).
+    if (aType != bType || (cType != R_32F && cType != aType)) return NOT_SUPPORTED;
     float al = *(const float*)alpha, be = *(const float*)beta;
     for (int p = 0; p < batch; p++) {
         long long oa = p * strideA, ob = p * strideB, oc = p * strideC;

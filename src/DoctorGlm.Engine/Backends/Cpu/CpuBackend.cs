@@ -257,10 +257,28 @@ public sealed unsafe partial class CpuBackend : IBackend
         Tensor b, long bOffset, long ldb, long strideB,
         float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
     {
-        CpuGemm.GemmBatched(GemmKernel.Auto, transA, transB, m, n, k, alpha,
-            new GemmOperand(a.Ptr<byte>(), a.DType).Offset(aOffset), lda, strideA,
-            new GemmOperand(b.Ptr<byte>(), b.DType).Offset(bOffset), ldb, strideB,
-            beta, c.Ptr<float>() + cOffset, ldc, strideC, batch);
+        GemmArguments.CheckOutput(c, beta);
+        var ga = new GemmOperand(a.Ptr<byte>(), a.DType).Offset(aOffset);
+        var gb = new GemmOperand(b.Ptr<byte>(), b.DType).Offset(bOffset);
+        if (c.DType == DType.F32)
+        {
+            CpuGemm.GemmBatched(GemmKernel.Auto, transA, transB, m, n, k, alpha, ga, lda, strideA, gb, ldb, strideB,
+                beta, c.Ptr<float>() + cOffset, ldc, strideC, batch);
+            return;
+        }
+        // A 16-bit C: the fp32 products go to a packed scratch, then each row is rounded once into C.
+        if (m == 0 || n == 0 || batch == 0) return;
+        using var products = Tensor.Empty(new Shape(batch, m, n), DType.F32, Device);
+        float* p = products.Ptr<float>();
+        CpuGemm.GemmBatched(GemmKernel.Auto, transA, transB, m, n, k, alpha, ga, lda, strideA, gb, ldb, strideB,
+            0f, p, n, (long)m * n, batch);
+        byte* pc = c.Ptr<byte>();
+        int size = c.DType.SizeOf();
+        ForRows((long)batch * m, n, row =>
+        {
+            long bi = row / m, i = row % m;
+            CpuFloatConvert.FromSingle(p + row * n, c.DType, pc + (cOffset + bi * strideC + i * ldc) * size, n);
+        });
     }
 
     // ---------------------------------------------------------------- helpers shared by the kernel files

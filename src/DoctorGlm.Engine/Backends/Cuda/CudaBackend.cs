@@ -430,6 +430,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
     {
         if (m == 0 || n == 0 || batch == 0) return;
+        GemmArguments.CheckOutput(c, beta);
         // An fp32 A beside a 16-bit B is rounded into scratch; when that copy would be large (the LM head's backward:
         // tokens × 130528 gradients of the logits, 2 GB in bf16 at 8192 tokens), the product runs in bands of A's
         // rows instead, each band rounded on its own — the same sums, bounded scratch.
@@ -470,22 +471,23 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         DType ta = a.DType, tb = b.DType;
         CublasType(ta);
         CublasType(tb);
-        Scratch? rounded = null;
-        if (ta != tb)
+        CublasType(c.DType);
+        // cuBLAS multiplies A and B of one type: a 16-bit C (beta = 0) takes its own type; otherwise the fp32 side
+        // (or A, if both are 16-bit) is rounded to the other's type, over the span the GEMM reads.
+        DType target = c.DType != DType.F32 ? c.DType : ta == DType.F32 || tb != DType.F32 ? tb : ta;
+        Scratch? roundedA = null, roundedB = null;
+        if (ta != target)
         {
-            // Round the fp32 side (or A, if both are 16-bit) to the other's type over the span the GEMM reads.
-            if (ta == DType.F32 || tb != DType.F32)
-            {
-                rounded = RoundOperand(pa, ta, transA ? k : m, transA ? m : k, lda, strideA, batch, tb);
-                (pa, ta) = (rounded.Pointer, tb);
-            }
-            else
-            {
-                rounded = RoundOperand(pb, tb, transB ? n : k, transB ? k : n, ldb, strideB, batch, ta);
-                (pb, tb) = (rounded.Pointer, ta);
-            }
+            roundedA = RoundOperand(pa, ta, transA ? k : m, transA ? m : k, lda, strideA, batch, target);
+            (pa, ta) = (roundedA.Pointer, target);
         }
-        using var scratch = rounded;
+        if (tb != target)
+        {
+            roundedB = RoundOperand(pb, tb, transB ? n : k, transB ? k : n, ldb, strideB, batch, target);
+            (pb, tb) = (roundedB.Pointer, target);
+        }
+        using var scratchA = roundedA;
+        using var scratchB = roundedB;
         MakeCurrent();
         lock (_cublasLock)
         {
