@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
 using DoctorGlm.Engine.Backends.Cpu;
 
@@ -29,19 +30,38 @@ public unsafe class CpuGemmTests
 
     private static GemmKernel K(string name) => Enum.Parse<GemmKernel>(name);
 
+    /// <summary>
+    /// Test data as an operand of <paramref name="type"/>: the values rounded to it (F32: as they are) and the
+    /// stored bits, pinned for the duration of the test.
+    /// </summary>
+    private static (float[] Values, GemmOperand Operand, GCHandle Pin) Operand(float[] v, DType type)
+    {
+        var values = v.Select(x => Harness.OpInput.RoundTo(type, x)).ToArray();
+        object bits = type == DType.F32 ? values
+            : values.Select(x => type == DType.BF16 ? HalfConvert.FloatToBf16(x) : HalfConvert.FloatToF16(x)).ToArray();
+        var pin = GCHandle.Alloc(bits, GCHandleType.Pinned);
+        return (values, new GemmOperand((void*)pin.AddrOfPinnedObject(), type), pin);
+    }
+
     [Theory]
-    [InlineData(24, 19, 12)] // two full 12-row panels, 8 + 8 + 3 columns: the transposing path and its tail
-    [InlineData(29, 8, 12)]  // a ragged last panel (5 rows) takes the scalar path, zero-padded
-    [InlineData(13, 21, 6)]  // the AVX2 kernel's 6-row panels
-    public void PackA_lays_out_row_major_A_as_column_panels(int mc, int kc, int mr)
+    [InlineData(24, 19, 12, "F32")] // two full 12-row panels, 8 + 8 + 3 columns: the transposing path and its tail
+    [InlineData(29, 8, 12, "F32")]  // a ragged last panel (5 rows) takes the scalar path, zero-padded
+    [InlineData(13, 21, 6, "F32")]  // the AVX2 kernel's 6-row panels
+    [InlineData(24, 19, 12, "BF16")] // bf16 activations: the same transposing path, widened as loaded
+    [InlineData(29, 8, 12, "BF16")]
+    [InlineData(24, 19, 12, "F16")]  // fp16: the scalar path
+    public void PackA_lays_out_row_major_A_as_column_panels(int mc, int kc, int mr, string type)
     {
         const int lda = 40, i0 = 3, p0 = 5;
-        var a = Enumerable.Range(0, (i0 + mc) * lda).Select(i => (float)(i * 0.37 - 11)).ToArray();
+        var (a, operand, pin) = Operand(Enumerable.Range(0, (i0 + mc) * lda).Select(i => (float)(i * 0.37 - 11)).ToArray(), Enum.Parse<DType>(type));
         int panels = (mc + mr - 1) / mr;
         var packed = new float[panels * mr * kc];
-        fixed (float* pa = a)
-        fixed (float* pd = packed)
-            CpuGemm.PackA(false, pa, lda, i0, p0, mc, kc, mr, pd);
+        try
+        {
+            fixed (float* pd = packed)
+                CpuGemm.PackA(false, operand, lda, i0, p0, mc, kc, mr, pd);
+        }
+        finally { pin.Free(); }
         for (int ir = 0; ir < panels; ir++)
             for (int p = 0; p < kc; p++)
                 for (int r = 0; r < mr; r++)
@@ -53,18 +73,24 @@ public unsafe class CpuGemmTests
     }
 
     [Theory]
-    [InlineData(69, 19, 32)] // two full 32-column panels (8×8 transposes and their 3-step tail), a ragged 5-column one
-    [InlineData(16, 8, 16)]  // the AVX2 kernel's 16-column panels, one exact block
-    [InlineData(7, 20, 16)]  // a single ragged panel only: the scalar path, zero-padded
-    public void PackB_lays_out_transposed_B_as_row_panels(int nc, int kc, int nr)
+    [InlineData(69, 19, 32, "F32")] // two full 32-column panels (8×8 transposes and their 3-step tail), a ragged 5-column one
+    [InlineData(16, 8, 16, "F32")]  // the AVX2 kernel's 16-column panels, one exact block
+    [InlineData(7, 20, 16, "F32")]  // a single ragged panel only: the scalar path, zero-padded
+    [InlineData(69, 19, 32, "BF16")] // bf16 weights: the same transposing path, widened as loaded
+    [InlineData(16, 8, 16, "BF16")]
+    [InlineData(69, 19, 32, "F16")]  // fp16: the scalar path
+    public void PackB_lays_out_transposed_B_as_row_panels(int nc, int kc, int nr, string type)
     {
         const int ldb = 37, j0 = 2, p0 = 4; // B stored n×k (transB): op(B)[p, j] = B[j, p]
-        var b = Enumerable.Range(0, (j0 + nc) * ldb).Select(i => (float)(i * 0.29 - 7)).ToArray();
+        var (b, operand, pin) = Operand(Enumerable.Range(0, (j0 + nc) * ldb).Select(i => (float)(i * 0.29 - 7)).ToArray(), Enum.Parse<DType>(type));
         int panels = (nc + nr - 1) / nr;
         var packed = new float[panels * nr * kc];
-        fixed (float* pb = b)
-        fixed (float* pd = packed)
-            CpuGemm.PackB(true, pb, ldb, p0, j0, kc, nc, nr, pd);
+        try
+        {
+            fixed (float* pd = packed)
+                CpuGemm.PackB(true, operand, ldb, p0, j0, kc, nc, nr, pd);
+        }
+        finally { pin.Free(); }
         for (int jr = 0; jr < panels; jr++)
             for (int p = 0; p < kc; p++)
                 for (int j = 0; j < nr; j++)

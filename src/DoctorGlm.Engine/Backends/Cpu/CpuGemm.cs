@@ -412,11 +412,11 @@ internal static unsafe class CpuGemm
         {
             int rows = Math.Min(mr, mc - ir);
             float* d = dst + (long)ir * kc;
-            if (typeof(TLoad) == typeof(LoadF32) && rows == 12 && mr == 12 && Avx.IsSupported)
+            if (rows == 12 && mr == 12 && TLoad.CanLoad8)
             {
-                // The AVX-512 kernel's full fp32 panels: 12 rows × 8 columns at a time, transposed in registers
-                // (the scalar scatter below was a tenth of a CPU training step).
-                PackA12F32((float*)a + (i0 + ir) * lda + p0, lda, kc, d);
+                // The AVX-512 kernel's full panels (fp32, or bf16 widened as loaded): 12 rows × 8 columns at a time,
+                // transposed in registers (the scalar scatter below was a tenth of a CPU training step).
+                PackA12<TLoad>(a, (i0 + ir) * lda + p0, lda, kc, d);
                 continue;
             }
             // A stored m×k: read each row sequentially, scatter with stride MR (the 12 KiB panel stays in L1).
@@ -432,20 +432,21 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// dst[q·ldd + j] = src[j·lds + q] for j, q &lt; 8: an 8×8 fp32 block transposed in registers (the usual AVX
-    /// sequence: unpack pairs, shuffle quads, swap 128-bit lanes).
+    /// dst[q·ldd + j] = op(j·lds + q) for j, q &lt; 8, op(i) element src + i of the array at p read as fp32: an 8×8
+    /// block transposed in registers (the usual AVX sequence: unpack pairs, shuffle quads, swap 128-bit lanes).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* src, long lds, float* dst, long ldd)
+    private static void Transpose8x8<TLoad>(void* p, long src, long lds, float* dst, long ldd)
+        where TLoad : struct, IElementLoad
     {
-        var r0 = Avx.LoadVector256(src);
-        var r1 = Avx.LoadVector256(src + lds);
-        var r2 = Avx.LoadVector256(src + 2 * lds);
-        var r3 = Avx.LoadVector256(src + 3 * lds);
-        var r4 = Avx.LoadVector256(src + 4 * lds);
-        var r5 = Avx.LoadVector256(src + 5 * lds);
-        var r6 = Avx.LoadVector256(src + 6 * lds);
-        var r7 = Avx.LoadVector256(src + 7 * lds);
+        var r0 = TLoad.Load8(p, src);
+        var r1 = TLoad.Load8(p, src + lds);
+        var r2 = TLoad.Load8(p, src + 2 * lds);
+        var r3 = TLoad.Load8(p, src + 3 * lds);
+        var r4 = TLoad.Load8(p, src + 4 * lds);
+        var r5 = TLoad.Load8(p, src + 5 * lds);
+        var r6 = TLoad.Load8(p, src + 6 * lds);
+        var r7 = TLoad.Load8(p, src + 7 * lds);
         var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
         var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
         var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
@@ -465,23 +466,25 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>
-    /// One 12-row micro-panel of an fp32 A stored m×k: d[p·12 + r] = a[r·lda + p] for r &lt; 12, p &lt; kc. Eight
-    /// columns at a time: rows 0–7 by <see cref="Transpose8x8"/>, rows 8–11 by a 4×8 transpose; the columns past
-    /// the last multiple of 8 one by one. Pure data movement: the scalar loop's panel, bit for bit.
+    /// One 12-row micro-panel of an A stored m×k from element <paramref name="start"/> of the array at
+    /// <paramref name="a"/>: d[p·12 + r] = A[start + r·lda + p] as fp32 for r &lt; 12, p &lt; kc. Eight columns at a
+    /// time: rows 0–7 by <see cref="Transpose8x8"/>, rows 8–11 by a 4×8 transpose; the columns past the last
+    /// multiple of 8 one by one. Pure data movement (bf16 widening is exact): the scalar loop's panel, bit for bit.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackA12F32(float* a, long lda, int kc, float* d)
+    private static void PackA12<TLoad>(void* a, long start, long lda, int kc, float* d)
+        where TLoad : struct, IElementLoad
     {
         int p = 0;
         for (; p + 8 <= kc; p += 8)
         {
-            float* src = a + p;
+            long src = start + p;
             float* o = d + (long)p * 12;
-            Transpose8x8(src, lda, o, 12);
-            var r8 = Avx.LoadVector256(src + 8 * lda);
-            var r9 = Avx.LoadVector256(src + 9 * lda);
-            var r10 = Avx.LoadVector256(src + 10 * lda);
-            var r11 = Avx.LoadVector256(src + 11 * lda);
+            Transpose8x8<TLoad>(a, src, lda, o, 12);
+            var r8 = TLoad.Load8(a, src + 8 * lda);
+            var r9 = TLoad.Load8(a, src + 9 * lda);
+            var r10 = TLoad.Load8(a, src + 10 * lda);
+            var r11 = TLoad.Load8(a, src + 11 * lda);
             var u0 = Avx.UnpackLow(r8, r9); var u1 = Avx.UnpackHigh(r8, r9);
             var u2 = Avx.UnpackLow(r10, r11); var u3 = Avx.UnpackHigh(r10, r11);
             var v0 = Avx.Shuffle(u0, u2, 0x44); var v1 = Avx.Shuffle(u0, u2, 0xEE);
@@ -496,22 +499,24 @@ internal static unsafe class CpuGemm
             Sse.Store(o + 92, v3.GetUpper());
         }
         for (; p < kc; p++)
-            for (int r = 0; r < 12; r++) d[(long)p * 12 + r] = a[r * lda + p];
+            for (int r = 0; r < 12; r++) d[(long)p * 12 + r] = TLoad.Load(a, start + r * lda + p);
     }
 
     /// <summary>
-    /// One full NR-column micro-panel (NR a multiple of 8) of an fp32 B stored n×k: d[p·nr + j] = b[j·ldb + p] for
-    /// j &lt; nr, p &lt; kc, in 8×8 blocks (<see cref="Transpose8x8"/>); the last kc mod 8 steps one by one.
+    /// One full NR-column micro-panel (NR a multiple of 8) of a B stored n×k from element <paramref name="start"/>:
+    /// d[p·nr + j] = B[start + j·ldb + p] as fp32 for j &lt; nr, p &lt; kc, in 8×8 blocks (<see cref="Transpose8x8"/>);
+    /// the last kc mod 8 steps one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void PackBTransF32(float* b, long ldb, int kc, int nr, float* d)
+    private static void PackBTrans<TLoad>(void* b, long start, long ldb, int kc, int nr, float* d)
+        where TLoad : struct, IElementLoad
     {
         int p = 0;
         for (; p + 8 <= kc; p += 8)
             for (int j = 0; j < nr; j += 8)
-                Transpose8x8(b + j * ldb + p, ldb, d + (long)p * nr + j, nr);
+                Transpose8x8<TLoad>(b, start + j * ldb + p, ldb, d + (long)p * nr + j, nr);
         for (; p < kc; p++)
-            for (int j = 0; j < nr; j++) d[(long)p * nr + j] = b[j * ldb + p];
+            for (int j = 0; j < nr; j++) d[(long)p * nr + j] = TLoad.Load(b, start + j * ldb + p);
     }
 
     /// <summary>
@@ -554,10 +559,10 @@ internal static unsafe class CpuGemm
                     }
                 }
             }
-            else if (typeof(TLoad) == typeof(LoadF32) && cols == nr && nr % 8 == 0 && Avx.IsSupported)
+            else if (cols == nr && nr % 8 == 0 && TLoad.CanLoad8)
             {
-                // B stored n×k, fp32, a full panel: 8×8 blocks transposed in registers.
-                PackBTransF32((float*)b + (j0 + jr) * ldb + p0, ldb, kc, nr, d);
+                // B stored n×k (x·Wᵀ's weights), fp32 or bf16, a full panel: 8×8 blocks transposed in registers.
+                PackBTrans<TLoad>(b, (j0 + jr) * ldb + p0, ldb, kc, nr, d);
             }
             else
             {
@@ -589,12 +594,23 @@ internal static unsafe class CpuGemm
 
         /// <summary>Converts <paramref name="n"/> consecutive elements starting at element <paramref name="i"/>.</summary>
         static abstract void Run(void* p, long i, float* dst, int n);
+
+        /// <summary>Whether <see cref="Load8"/> is available (the transposing packers use it).</summary>
+        static abstract bool CanLoad8 { get; }
+
+        /// <summary>Elements i .. i + 7 as eight fp32 lanes (only when <see cref="CanLoad8"/>).</summary>
+        static abstract Vector256<float> Load8(void* p, long i);
     }
 
     private readonly struct LoadF32 : IElementLoad
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float Load(void* p, long i) => ((float*)p)[i];
+
+        public static bool CanLoad8 => Avx.IsSupported;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load8(void* p, long i) => Avx.LoadVector256((float*)p + i);
 
         public static void Run(void* p, long i, float* dst, int n) => Buffer.MemoryCopy((float*)p + i, dst, (long)n * sizeof(float), (long)n * sizeof(float));
     }
@@ -604,6 +620,13 @@ internal static unsafe class CpuGemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float Load(void* p, long i) => HalfConvert.Bf16ToFloat(((ushort*)p)[i]);
 
+        public static bool CanLoad8 => Avx2.IsSupported;
+
+        /// <summary>Eight bf16 values zero-extended to 32 bits and shifted into the high half: exact fp32.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load8(void* p, long i) =>
+            Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)p + i)), 16).AsSingle();
+
         public static void Run(void* p, long i, float* dst, int n) => CpuFloatConvert.Bf16ToSingle((ushort*)p + i, dst, n);
     }
 
@@ -611,6 +634,10 @@ internal static unsafe class CpuGemm
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static float Load(void* p, long i) => (float)((Half*)p)[i];
+
+        public static bool CanLoad8 => false; // fp16 panels take the scalar path
+
+        public static Vector256<float> Load8(void* p, long i) => throw new NotSupportedException("fp16 has no 8-wide load here");
 
         public static void Run(void* p, long i, float* dst, int n) => CpuFloatConvert.F16ToSingle((Half*)p + i, dst, n);
     }
