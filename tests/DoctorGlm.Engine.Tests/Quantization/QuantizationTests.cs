@@ -31,6 +31,58 @@ public class QuantizationTests
         for (int i = 0; i < deq32.Length; i++) Assert.Equal(qv[i] * sv[i / cols], deq32[i]);
     }
 
+    /// <summary>
+    /// The vectorised quantizer against the per-element formula written out here (fp16 weights, fp16 scale, fp16
+    /// quotient, round half to even, clamp) on rows that exercise it: random widths and scales, exact ties, values
+    /// past fp16's range (infinite after rounding), subnormals, a NaN, an all-zero row — bit for bit.
+    /// </summary>
+    [Theory]
+    [InlineData(8)]
+    [InlineData(4)]
+    public void QuantizeEqualsThePerElementFormula(int bits)
+    {
+        const int rows = 40, cols = 1030;
+        var rng = new Random(bits);
+        var w = new float[rows * cols];
+        for (int r = 0; r < rows; r++)
+        {
+            float scale = (float)Math.Pow(10, rng.Next(-6, 3));
+            for (int c = 0; c < cols; c++) w[r * cols + c] = (float)(rng.NextDouble() * 2 - 1) * scale;
+        }
+        for (int c = 0; c < cols; c++) w[2 * cols + c] = 0.5f * (c % 15 - 7); // max 3.5: INT4 scale 0.5, ties at every odd step
+        w[3 * cols + 5] = 70000f;   // rounds to +inf in fp16: the whole row's scale is infinite
+        w[4 * cols + 9] = 1e-7f;    // fp16 subnormal
+        w[5 * cols + 1] = float.NaN;
+        Array.Clear(w, 6 * cols, cols);
+        using var scope = TensorScope.Begin();
+        using var q = QuantizedWeight.Quantize(Tensor.FromArray(w, new Shape(rows, cols)), bits);
+        var (wantQ, wantScale) = PerElement(w, rows, cols, bits);
+        Assert.Equal(wantScale, q.Scale.ToBytes());
+        Assert.Equal(bits == 8 ? wantQ.Select(v => (byte)v).ToArray() : QuantizedWeight.PackInt4(wantQ, rows, cols).Select(v => (byte)v).ToArray(), q.Data.ToBytes());
+    }
+
+    private static (sbyte[] Q, byte[] Scale) PerElement(float[] w, int rows, int cols, int bits)
+    {
+        float qmax = (1 << (bits - 1)) - 1;
+        var q = new sbyte[rows * cols];
+        var scale = new byte[2 * rows];
+        for (int r = 0; r < rows; r++)
+        {
+            float max = 0;
+            for (int c = 0; c < cols; c++) max = MathF.Max(max, MathF.Abs(HalfConvert.RoundToF16(w[r * cols + c])));
+            ushort sBits = HalfConvert.FloatToF16(max / qmax);
+            BitConverter.TryWriteBytes(scale.AsSpan(2 * r), sBits);
+            float s = HalfConvert.F16ToFloat(sBits);
+            if (s == 0) continue;
+            for (int c = 0; c < cols; c++)
+            {
+                float ratio = HalfConvert.RoundToF16(HalfConvert.RoundToF16(w[r * cols + c]) / s);
+                q[r * cols + c] = (sbyte)Math.Clamp(MathF.Round(ratio, MidpointRounding.ToEven), -qmax, qmax);
+            }
+        }
+        return (q, scale);
+    }
+
     [Fact]
     public void RoundsHalfToEvenAndPacksTheEvenColumnHigh()
     {
