@@ -4,7 +4,7 @@
 #                                        linux-x64 into ONE folder (they share the .NET runtime and the engine, whose
 #                                        files are byte-identical: checked below), plus the PyTorch baseline script;
 #                                        xz-compressed (~39 MB) so it fits the device call's 64 MiB carry limit
-#                                        together with the repository (~13 MB). Two single-file bundles would carry
+#                                        together with the repository (~23 MiB). Two single-file bundles would carry
 #                                        the runtime twice (~45 MB + ~40 MB).
 #   out/gpu-runner/run.sh                extracts the archive once (to $DOCTORGLM_RUNNER_DIR, default /tmp/doctorglm-gpu)
 #                                        and runs the stages; see tools/gpu-runner/README.md.
@@ -47,4 +47,8 @@ XZ_OPT=-6 tar -C "$STAGE" -cJf "$DEST/doctorglm-gpu.tar.xz" doctorglm-gpu
 cp "$ROOT/tools/gpu-runner/run.sh" "$DEST/run.sh"
 chmod +x "$DEST/run.sh"
 du -sh "$APP" "$DEST"
+# The device call carries the repository's tracked files and this folder, 64 MiB at most: say how close it is.
+total=$( { git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 stat -c %s); stat -c %s "$DEST"/*; } | awk '{s += $1} END {printf "%.1f", s / 1048576}')
+echo "repository + $DEST: $total MiB of the device call's 64 MiB"
+awk -v t="$total" 'BEGIN { exit !(t > 62) }' && echo "publish.sh: warning: $total MiB leaves under 2 MiB of the 64 MiB carry limit" >&2
 echo "published to $DEST: carry that folder (device call: carry [\"${DEST#$ROOT/}\"], command \"bash ${DEST#$ROOT/}/run.sh\", timeout_s 600)"

@@ -5,7 +5,7 @@ namespace DoctorGlm.Engine;
 public static partial class Ops
 {
     /// <summary>
-    /// ChatGLM 2D rotary position embedding (spec §3.4) of q or k: <paramref name="x"/> [B, S, nh, d] F32 with d
+    /// ChatGLM 2D rotary position embedding (spec §3.4) of q or k: <paramref name="x"/> [B, S, nh, d] with d
     /// divisible by 4, <paramref name="positionIds"/> [B, 2, S] I32 (row 0 = position, row 1 = block position,
     /// see <see cref="PositionIds.Glm"/>). The first d/2 dims rotate with the position, the last d/2 with the block
     /// position (rotate-half with partner j + d/4, θ_j = fp16(10000^(−4j/d))). Returns a new [B, S, nh, d] tensor;
