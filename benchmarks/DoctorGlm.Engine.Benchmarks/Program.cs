@@ -9,10 +9,23 @@ using DoctorGlm.Engine.Benchmarks;
 using DoctorGlm.Engine.Benchmarks.Cuda;
 using DoctorGlm.Engine.Benchmarks.EndToEnd;
 
-// Three modes in one executable, so the GPU runner carries one program:
+// Modes in one executable, so the GPU runner carries one program:
+//   --cuda-info             the device, driver, NVRTC and the CUDA library files resolved
 //   --lora-step [options]   one LoRA training step, checkpointing off/on (EndToEnd/LoraStepBenchmark.cs)
 //   --decode [options]      batch-1 decoding, fp32/INT8/INT4, against the bandwidth bound (EndToEnd/DecodeBenchmark.cs)
 //   anything else           BenchmarkDotNet (--filter, --join, …) plus --short, --fast and --cuda-report FILE.
+// --cuda-info: the device and the CUDA libraries this process resolved (the GPU runner's first line of evidence).
+if (args.Length > 0 && args[0] == "--cuda-info")
+{
+    if (CudaAvailability.Backend is { } gpu)
+    {
+        Console.WriteLine(gpu.Describe());
+        return 0;
+    }
+    Console.Error.WriteLine($"--cuda-info: no CUDA device ({CudaAvailability.Reason})");
+    return 1;
+}
+
 if (args.Length > 0 && args[0] is "--lora-step" or "--decode")
 {
     try

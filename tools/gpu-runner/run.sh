@@ -134,6 +134,7 @@ publish() {
     echo
     echo "## Stages"
     for s in "${STATUS[@]}"; do echo "- $s"; done
+    if [ -f "$R/info.log" ]; then echo; echo '```'; cat "$R/info.log"; echo '```'; fi
     echo
     echo "## Tests"
     for f in "$R"/tests*.log; do
@@ -193,6 +194,8 @@ PY
 
 TESTS="$APP/DoctorGlm.Engine.Tests"
 BENCH="$APP/DoctorGlm.Engine.Benchmarks"
+# First, always on a GPU machine: which device, driver, NVRTC and library files the engine itself resolved.
+[ "$CPU" = 1 ] || stage info 60 "$BENCH" --cuda-info
 if wanted tests; then
   if [ "$FULL" = 1 ]; then
     stage tests 240 "$TESTS" -noColor -trx "$R/tests.trx"

@@ -450,6 +450,20 @@ public class CudaBackendTests
     }
 
     [Fact]
+    public void DescribeNamesTheDeviceAndTheLibraryFilesLoaded()
+    {
+        var gpu = CudaTestSetup.Require();
+        string text = gpu.Describe();
+        Assert.Contains(gpu.DeviceName, text);
+        Assert.Contains($"sm_{gpu.ComputeCapability}", text);
+        foreach (var logical in new[] { "cuda", "nvrtc", "cublas" })
+        {
+            Assert.True(DoctorGlm.Engine.Backends.Cuda.Native.NativeLibraries.LoadedFiles.TryGetValue(logical, out var file), $"no file recorded for {logical}");
+            Assert.Contains(file, text);
+        }
+    }
+
+    [Fact]
     public void OptimizersAreBitIdentical()
     {
         int n = 10_007;

@@ -105,8 +105,17 @@ public class LibraryResolutionTests
     {
         var tried = new List<string>();
         var s = Fake([], [], p => p == "libcuda.so.1", tried);
-        Assert.Equal(42, s.Load("cuda"));
+        Assert.Equal(42, s.Load("cuda", out var file));
         Assert.Equal("libcuda.so.1", tried[^1]);
+        Assert.Equal("libcuda.so.1 (found by the system loader)", file);
+    }
+
+    [Fact]
+    public void SaysWhichFileItLoaded()
+    {
+        var s = Fake(new() { ["DOCTORGLM_CUDA_PATH"] = "/opt/a:/opt/b" }, [], p => p == "/opt/b/libnvrtc.so.12", []);
+        s.Load("nvrtc", out var file);
+        Assert.Equal("/opt/b/libnvrtc.so.12", file);
     }
 
     [Fact]

@@ -114,6 +114,25 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     /// <summary>Compute capability as major·10 + minor (80 for A100, 90 for H100).</summary>
     public int ComputeCapability { get; }
 
+    /// <summary>
+    /// What a log of a GPU run should start with: the device, its compute capability, multiprocessors, memory and L2,
+    /// the driver's CUDA version, NVRTC's version, and the file each CUDA library was loaded from.
+    /// </summary>
+    public string Describe()
+    {
+        MakeCurrent();
+        var (free, total) = CudaDriver.MemGetInfo();
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        int driver = NativeLibraries.DriverVersion ?? CudaDriver.DriverVersion();
+        var (nvMajor, nvMinor) = _compiler.NvrtcVersion;
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine(inv, $"{Device}: {DeviceName}, sm_{ComputeCapability}, {_multiprocessors} multiprocessors, {total / 1073741824.0:F1} GiB ({free / 1073741824.0:F1} free), L2 {L2CacheBytes / 1048576.0:F0} MiB");
+        sb.AppendLine(inv, $"driver CUDA {driver / 1000}.{driver % 1000 / 10}, NVRTC {nvMajor}.{nvMinor}, cuBLAS workspace {CublasWorkspaceBytes >> 20} MiB, attention kernels {AttentionKernel}");
+        foreach (var (logical, file) in NativeLibraries.LoadedFiles.OrderBy(kv => kv.Key, StringComparer.Ordinal))
+            sb.AppendLine(inv, $"  {logical}: {file}");
+        return sb.ToString().TrimEnd();
+    }
+
     /// <inheritdoc />
     public Storage Allocate(long bytes) => new CudaStorage(_allocator, Device, bytes);
 

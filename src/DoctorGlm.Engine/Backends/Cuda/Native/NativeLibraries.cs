@@ -32,14 +32,29 @@ internal static class NativeLibraries
         {
             if (s_loaded.TryGetValue(name, out var h)) return h;
             var search = LibrarySearch.ForThisProcess();
-            h = search.Load(name);
+            h = search.Load(name, out var file);
             s_loaded[name] = h;
+            RecordLoaded(name, file);
             return h;
         }
     }
 
     /// <summary>True for the names our bindings use.</summary>
     public static bool IsLogical(string name) => name is "cuda" or "nvrtc" or "cublas" or "cublasLt";
+
+    /// <summary>The file each logical library was loaded from ("cuda" → ".../libcuda.so.1"), as far as loaded yet.</summary>
+    public static IReadOnlyDictionary<string, string> LoadedFiles
+    {
+        get { lock (s_files) return new Dictionary<string, string>(s_files); }
+    }
+
+    private static readonly Dictionary<string, string> s_files = new();
+
+    /// <summary>Records where <paramref name="logical"/> came from (the real process's loads only).</summary>
+    private static void RecordLoaded(string logical, string file)
+    {
+        lock (s_files) s_files[logical] = file;
+    }
 
     /// <summary>The folder libcuda was loaded from, once it has been (the driver's folder is searched for the others).</summary>
     internal static string? DriverFolder { get; set; }
@@ -135,7 +150,10 @@ internal sealed record LibrarySearch(bool Windows, Func<string, string?> GetEnv,
     }
 
     /// <summary>Loads the first candidate that works; throws <see cref="DllNotFoundException"/> listing everything tried.</summary>
-    public nint Load(string logical)
+    public nint Load(string logical) => Load(logical, out _);
+
+    /// <summary><see cref="Load(string)"/>, also saying which file it loaded (a bare name: found by the system loader).</summary>
+    public nint Load(string logical, out string file)
     {
         var names = CandidateNames(logical, Windows);
         // A driver cannot load CUBINs from a newer NVRTC major (the soname without a number stays, as a last resort).
@@ -151,6 +169,7 @@ internal sealed record LibrarySearch(bool Windows, Func<string, string?> GetEnv,
                     h = TryLoad(full); // its dependency was not on the loader's path; now it is loaded
                 if (h != 0)
                 {
+                    file = full;
                     if (logical == "cuda") NativeLibraries.DriverFolder = folder;
                     // NVRTC dlopens libnvrtc-builtins by soname when it compiles; loaded now from the same folder, the
                     // loader finds it even where that folder is on no search path.
@@ -163,7 +182,7 @@ internal sealed record LibrarySearch(bool Windows, Func<string, string?> GetEnv,
         foreach (var name in names)
         {
             var h = TryLoad(name);
-            if (h != 0) return h;
+            if (h != 0) { file = name + " (found by the system loader)"; return h; }
         }
         throw new DllNotFoundException(
             $"CUDA library '{logical}' was not found. Tried the names {string.Join(", ", names)} " +
