@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU runner (copied next to doctorglm-gpu.tar.xz by publish.sh). One call runs, in this order (what a GPU session
 # must settle first comes first):
+#   info    --cuda-info: the device, driver, NVRTC and the CUDA library files the engine resolved (GPU only, always)
 #   tests   the CUDA tests and the op harness on the GPU (--full: the whole test suite)
 #   decode  batch-1 decoding of the 6B shape, bf16 / INT8 / INT4 / fp32, against the bandwidth bound
 #   lora    one LoRA step of ChatGLM-6B (bf16 frozen base, batch 4 × 512), checkpointing off and on
