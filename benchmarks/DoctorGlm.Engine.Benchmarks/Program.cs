@@ -35,7 +35,7 @@ if (args.Length > 0 && args[0] is "--lora-step" or "--decode")
     catch (Exception e) when (e is ArgumentException or NotSupportedException or InvalidOperationException or OutOfMemoryException)
     {
         // Bad options, no CUDA device, a model that does not fit: one line, not a stack trace.
-        Console.Error.WriteLine($"{args[0]}: {e.Message}");
+        Console.Error.WriteLine(e.Message.StartsWith(args[0], StringComparison.Ordinal) ? e.Message : $"{args[0]}: {e.Message}");
         return 2;
     }
 }

@@ -42,6 +42,15 @@ public sealed class Options
         return n;
     }
 
+    /// <summary>A comma-separated list of positive integers.</summary>
+    public int[] IntList(string name, string fallback)
+    {
+        var items = Text(name, fallback).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (items.Length == 0) throw new ArgumentException($"{_mode}: --{name} is empty");
+        return items.Select(v => int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) && n >= 1 ? n
+            : throw new ArgumentException($"{_mode}: --{name} item '{v}' is not a positive integer")).ToArray();
+    }
+
     /// <summary>A comma-separated list whose items must be in <paramref name="allowed"/>.</summary>
     public string[] List(string name, string fallback, params string[] allowed)
     {

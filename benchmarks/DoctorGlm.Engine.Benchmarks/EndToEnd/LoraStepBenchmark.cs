@@ -36,7 +36,9 @@ public static class LoraStepBenchmark
         var device = Ceilings.Parse(o.Text("device", "cpu"));
         bool cpu = device.Kind == DeviceKind.Cpu;
         string preset = o.Text("config", cpu ? "small" : "6b");
-        int seq = o.Int("seq", 512), batch = o.Int("batch", 1), steps = o.Int("steps", 3), warmup = o.Int("warmup", 1);
+        int seq = o.Int("seq", 512), steps = o.Int("steps", 3), warmup = o.Int("warmup", 1);
+        // Several batch sizes in one run (e.g. 4,16,32): one model load; a size that does not fit reports out of memory.
+        var batches = o.IntList("batch", "1");
         var modes = o.List("checkpointing", "off,on", "off", "on");
         var dtype = s_weightDTypes[o.List("dtype", "f32", [.. s_weightDTypes.Keys])[0]];
         // Activation storage (GlmModel.ActivationDType): by default the weights' type, as a PyTorch model cast to bf16 runs.
@@ -49,7 +51,7 @@ public static class LoraStepBenchmark
         var config = ModelPresets.Get(preset);
         if (seq < 4 || seq > config.MaxSequenceLength) throw new ArgumentException($"--seq {seq}: must be in [4, {config.MaxSequenceLength}]");
         var inv = CultureInfo.InvariantCulture;
-        Console.WriteLine(string.Create(inv, $"LoRA step: {preset} ({config.NumLayers} layers, hidden {config.HiddenSize}, {config.NumAttentionHeads} heads, FFN {config.InnerHiddenSize}, vocabulary {config.VocabSize}, {config.ParameterCount / 1e9:F3} B parameters), {dtype} weights, batch {batch} × seq {seq}, on {Ceilings.Name(device)}"));
+        Console.WriteLine(string.Create(inv, $"LoRA step: {preset} ({config.NumLayers} layers, hidden {config.HiddenSize}, {config.NumAttentionHeads} heads, FFN {config.InnerHiddenSize}, vocabulary {config.VocabSize}, {config.ParameterCount / 1e9:F3} B parameters), {dtype} weights, batch {string.Join(", ", batches)} × seq {seq}, on {Ceilings.Name(device)}"));
 
         double ceiling = Ceilings.MatmulTflops(device, dtype);
         Console.WriteLine(string.Create(inv, $"  matrix ceiling ({(cpu ? "all-core fp32 FMA peak" : $"8192³ {dtype} cuBLAS GEMM")}): {ceiling:F2} TFLOP/s"));
@@ -70,63 +72,66 @@ public static class LoraStepBenchmark
         model.Rng = new RandomGenerator(12);
         var trainable = model.TrainableParameters();
         using var optimizer = new AdamW(trainable.Select(kv => (kv.Key, kv.Value)), lr: 1e-4);
-        using var inputs = Batch(config, batch, seq, device);
         Ceilings.Synchronize(device);
         Console.WriteLine(string.Create(inv, $"  model with random weights ready in {clock.Elapsed.TotalSeconds:F1} s; {trainable.Sum(kv => kv.Value.NumElements):N0} LoRA parameters train"));
 
-        long tokens = (long)batch * seq;
         double nBlocks = ModelPresets.BlockMatrixParameters(config), n = nBlocks + ModelPresets.HeadParameters(config);
-        double attention = 4.0 * config.NumLayers * batch * (double)seq * seq * config.HiddenSize;
-        double modelFlops = 4 * n * tokens + 3 * attention;
-        foreach (var activations in activationDTypes)
-        foreach (var mode in modes)
+        foreach (int batch in batches)
         {
-            bool checkpointing = mode == "on";
-            model.GradientCheckpointing = checkpointing;
-            model.ActivationDType = activations;
-            string act = activations.ToString().ToLowerInvariant();
-            double firstLoss = double.NaN, lastLoss = double.NaN;
-            var times = new double[steps];
-            try
+            using var inputs = Batch(config, batch, seq, device);
+            long tokens = (long)batch * seq;
+            double attention = 4.0 * config.NumLayers * batch * (double)seq * seq * config.HiddenSize;
+            double modelFlops = 4 * n * tokens + 3 * attention;
+            foreach (var activations in activationDTypes)
+            foreach (var mode in modes)
             {
-                for (int i = 0; i < warmup; i++) firstLoss = Step(model, inputs, optimizer, trainable);
-                Ceilings.Synchronize(device);
-                ResetPeak(device);
-                for (int i = 0; i < steps; i++)
+                bool checkpointing = mode == "on";
+                model.GradientCheckpointing = checkpointing;
+                model.ActivationDType = activations;
+                string act = activations.ToString().ToLowerInvariant();
+                double firstLoss = double.NaN, lastLoss = double.NaN;
+                var times = new double[steps];
+                try
                 {
-                    var sw = Stopwatch.StartNew();
-                    lastLoss = Step(model, inputs, optimizer, trainable);
+                    for (int i = 0; i < warmup; i++) firstLoss = Step(model, inputs, optimizer, trainable);
                     Ceilings.Synchronize(device);
-                    times[i] = sw.Elapsed.TotalSeconds;
+                    ResetPeak(device);
+                    for (int i = 0; i < steps; i++)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        lastLoss = Step(model, inputs, optimizer, trainable);
+                        Ceilings.Synchronize(device);
+                        times[i] = sw.Elapsed.TotalSeconds;
+                    }
                 }
-            }
-            catch (OutOfMemoryException e)
-            {
-                // Without checkpointing a large batch may not fit; the other mode can still run.
-                optimizer.ZeroGrad();
-                Console.WriteLine($"  {act} activations, checkpointing {mode,-3}: out of memory ({e.Message})");
+                catch (OutOfMemoryException e)
+                {
+                    // Without checkpointing a large batch may not fit; the other mode can still run.
+                    optimizer.ZeroGrad();
+                    Console.WriteLine($"  batch {batch}, {act} activations, checkpointing {mode,-3}: out of memory ({e.Message})");
+                    ResultLine.Write(new Dictionary<string, object?>
+                    {
+                        ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["config"] = preset,
+                        ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq, ["checkpointing"] = checkpointing,
+                        ["error"] = "out of memory",
+                    }, jsonl);
+                    continue;
+                }
+                Array.Sort(times);
+                double median = times[steps / 2];
+                double hardwareFlops = modelFlops + (checkpointing ? 2 * nBlocks * tokens + attention : 0);
+                double mfu = modelFlops / median / 1e12 / ceiling, hfu = hardwareFlops / median / 1e12 / ceiling;
+                long peak = BackendRegistry.For(device).Memory.PeakBytes;
+                Console.WriteLine(string.Create(inv, $"  batch {batch}, {act} activations, checkpointing {mode,-3}: {median * 1e3:F1} ms/step (median of {steps}), {tokens / median:F1} tokens/s, MFU {100 * mfu:F1}% (HFU {100 * hfu:F1}%), peak memory {peak / 1e9:F2} GB, loss {firstLoss:F4} → {lastLoss:F4}"));
                 ResultLine.Write(new Dictionary<string, object?>
                 {
-                    ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["config"] = preset,
-                    ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq, ["checkpointing"] = checkpointing,
-                    ["error"] = "out of memory",
+                    ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
+                    ["config"] = preset, ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq,
+                    ["checkpointing"] = checkpointing, ["steps"] = steps, ["step_ms"] = median * 1e3, ["tokens_per_s"] = tokens / median,
+                    ["model_flops_per_step"] = modelFlops, ["hardware_flops_per_step"] = hardwareFlops, ["ceiling_tflops"] = ceiling,
+                    ["mfu"] = mfu, ["hfu"] = hfu, ["peak_memory_bytes"] = peak, ["loss"] = lastLoss, ["attention"] = attentionUsed,
                 }, jsonl);
-                continue;
             }
-            Array.Sort(times);
-            double median = times[steps / 2];
-            double hardwareFlops = modelFlops + (checkpointing ? 2 * nBlocks * tokens + attention : 0);
-            double mfu = modelFlops / median / 1e12 / ceiling, hfu = hardwareFlops / median / 1e12 / ceiling;
-            long peak = BackendRegistry.For(device).Memory.PeakBytes;
-            Console.WriteLine(string.Create(inv, $"  {act} activations, checkpointing {mode,-3}: {median * 1e3:F1} ms/step (median of {steps}), {tokens / median:F1} tokens/s, MFU {100 * mfu:F1}% (HFU {100 * hfu:F1}%), peak memory {peak / 1e9:F2} GB, loss {firstLoss:F4} → {lastLoss:F4}"));
-            ResultLine.Write(new Dictionary<string, object?>
-            {
-                ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
-                ["config"] = preset, ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq,
-                ["checkpointing"] = checkpointing, ["steps"] = steps, ["step_ms"] = median * 1e3, ["tokens_per_s"] = tokens / median,
-                ["model_flops_per_step"] = modelFlops, ["hardware_flops_per_step"] = hardwareFlops, ["ceiling_tflops"] = ceiling,
-                ["mfu"] = mfu, ["hfu"] = hfu, ["peak_memory_bytes"] = peak, ["loss"] = lastLoss, ["attention"] = attentionUsed,
-            }, jsonl);
         }
         return 0;
     }
