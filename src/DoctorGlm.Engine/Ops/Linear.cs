@@ -16,12 +16,25 @@ public static partial class Ops
         const string op = "Linear";
         SameDevice(op, ("x", x), ("weight", weight), ("bias", bias));
         ExpectRank(op, "weight", weight, 2, "[out, in]");
-        int outF = weight.Shape[0], inF = weight.Shape[1];
+        return LinearCore(op, x, weight, weight.Shape[0], weight.Shape[1], null, bias, outputDType);
+    }
+
+    /// <summary>
+    /// <see cref="Linear"/> with either a stored <paramref name="weight"/> or, when it is null, a frozen weight that
+    /// <paramref name="materialize"/> makes on demand (a de-quantized INT8/INT4 matrix): forward and backward each
+    /// make it, use it and free it at once, so a step keeps only the packed weights — as the reference's
+    /// <c>W8A16Linear</c> saves the quantized weight and extracts it again in backward.
+    /// </summary>
+    internal static Tensor LinearCore(string op, Tensor x, Tensor? weight, int outF, int inF, Func<Tensor>? materialize, Tensor? bias, DType? outputDType)
+    {
+        string weightText = weight?.Describe("weight") ?? $"the [{outF}, {inF}] weight";
         if (x.Rank < 1 || x.Shape[-1] != inF)
-            throw new ArgumentException($"{op}: {x.Describe("x")} must end in {inF} to match {weight.Describe("weight")} [out, in]");
+            throw new ArgumentException($"{op}: {x.Describe("x")} must end in {inF} to match {weightText} [out, in]");
         if (bias is not null) ExpectShape(op, "bias", bias, new Shape(outF), "one per output feature");
         var xc = FloatContiguous(x, op, "x");
-        var wc = FloatContiguous(weight, op, "weight");
+        var stored = weight is null ? null : FloatContiguous(weight, op, "weight");
+        Tensor Weight() => stored ?? materialize!();
+        void Done(Tensor w) { if (stored is null) w.Dispose(); }
         var bc = bias is null ? null : F32Contiguous(bias, op, "bias");
         int rows = checked((int)(x.NumElements / inF));
         var outDims = x.Shape.ToArray();
@@ -32,7 +45,9 @@ public static partial class Ops
         // first, so that the sum is rounded once too.
         var y = Tensor.Empty(new Shape(outDims), bc is null ? outType : DType.F32, x.Device);
         var be = x.Backend;
-        be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wc, 0, inF, 0, 0f, y, 0, outF, 0, 1);
+        var wf = Weight();
+        be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wf, 0, inF, 0, 0f, y, 0, outF, 0, 1);
+        Done(wf);
         if (bc is not null)
         {
             be.AddRowVector(y, bc, 1f);
@@ -41,8 +56,14 @@ public static partial class Ops
         return Graph.Record(op, y, [x, weight, bias], (g, needs) =>
         {
             Tensor? gx = null, gw = null, gb = null;
-            if (needs(0)) { gx = Tensor.Empty(x.Shape, DType.F32, x.Device); be.Gemm(false, false, rows, inF, outF, 1f, g, 0, outF, 0, wc, 0, inF, 0, 0f, gx, 0, inF, 0, 1); }
-            if (needs(1)) { gw = Tensor.Empty(weight.Shape, DType.F32, x.Device); be.Gemm(true, false, outF, inF, rows, 1f, g, 0, outF, 0, xc, 0, inF, 0, 0f, gw, 0, inF, 0, 1); }
+            if (needs(0))
+            {
+                var wb = Weight();
+                gx = Tensor.Empty(x.Shape, DType.F32, x.Device);
+                be.Gemm(false, false, rows, inF, outF, 1f, g, 0, outF, 0, wb, 0, inF, 0, 0f, gx, 0, inF, 0, 1);
+                Done(wb);
+            }
+            if (needs(1)) { gw = Tensor.Empty(weight!.Shape, DType.F32, x.Device); be.Gemm(true, false, outF, inF, rows, 1f, g, 0, outF, 0, xc, 0, inF, 0, 0f, gw, 0, inF, 0, 1); }
             if (needs(2)) { gb = Tensor.Empty(new Shape(outF), DType.F32, x.Device); be.SumRows(g, gb, accumulate: false); }
             return [gx, gw, gb];
         });

@@ -12,8 +12,10 @@ public static partial class Ops
     /// <summary>
     /// y = x·W′ᵀ + b with W′ the de-quantized <paramref name="weight"/> (W8A16/W4A16). For a few rows and no gradient
     /// (decoding) the fused kernel reads the packed weight directly; otherwise, as the reference does, the weight is
-    /// de-quantized into a frozen temporary of the current scope and multiplied, so backward computes dx (and db
-    /// when the bias trains) but never a weight gradient.
+    /// de-quantized into a frozen temporary and multiplied, so backward computes dx (and db when the bias trains) but
+    /// never a weight gradient. The temporary is freed right after the product and made again in backward: a
+    /// training step over a quantized base (P-Tuning on INT4) keeps the packed weights only, not an fp32 copy of
+    /// every layer's matrices.
     /// </summary>
     public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null)
     {
@@ -39,8 +41,11 @@ public static partial class Ops
             }
             return y;
         }
-        var w = weight.Dequantize(DType.F32);
-        w.Name = $"de-quantized INT{weight.Bits} weight";
-        return Linear(x, w, bias);
+        return LinearCore(op, x, null, outF, inF, () =>
+        {
+            var w = weight.Dequantize(DType.F32);
+            w.Name = $"de-quantized INT{weight.Bits} weight";
+            return w;
+        }, bias, outputDType: null);
     }
 }

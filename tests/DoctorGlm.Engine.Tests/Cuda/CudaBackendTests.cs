@@ -449,6 +449,35 @@ public class CudaBackendTests
         finally { gpu.AttentionKernel = previous; }
     }
 
+    /// <summary>
+    /// A quantized linear that trains its input (P-Tuning on an INT4 base) keeps no de-quantized weight between forward
+    /// and backward: the device memory in use after the forward grows by the output only (the fp32 weight would add
+    /// 512 KiB), and backward, which de-quantizes again, gives what Linear on the de-quantized weight gives, bit for bit.
+    /// </summary>
+    [Fact]
+    public void QuantizedLinearKeepsOnlyThePackedWeightForBackward()
+    {
+        var gpu = CudaTestSetup.Require();
+        using var scope = TensorScope.Begin();
+        var rng = new RandomGenerator(21);
+        var w = rng.Normal(new Shape(256, 512), 0.2f).To(gpu.Device);
+        var b = rng.Normal(new Shape(256)).To(gpu.Device);
+        using var q = DoctorGlm.Engine.Quantization.QuantizedWeight.Quantize(w, 4);
+        var xh = rng.Normal(new Shape(40, 512));
+        var x1 = xh.To(gpu.Device); x1.RequiresGrad = true;
+        var x2 = xh.To(gpu.Device); x2.RequiresGrad = true;
+        gpu.Synchronize();
+        long before = gpu.Memory.InUseBytes;
+        var y1 = Ops.QuantizedLinear(x1, q, b);
+        long grown = gpu.Memory.InUseBytes - before;
+        Assert.True(grown < 256 * 512 * sizeof(float), $"the forward kept {grown} bytes: a de-quantized weight is being held for backward");
+        var y2 = Ops.Linear(x2, q.Dequantize(), b);
+        Assert.Equal(y2.ToFloatArray(), y1.ToFloatArray());
+        Ops.Sum(Ops.Mul(y1, y1)).Backward();
+        Ops.Sum(Ops.Mul(y2, y2)).Backward();
+        Assert.Equal(x2.Grad!.ToFloatArray(), x1.Grad!.ToFloatArray());
+    }
+
     [Fact]
     public void DescribeNamesTheDeviceAndTheLibraryFilesLoaded()
     {
