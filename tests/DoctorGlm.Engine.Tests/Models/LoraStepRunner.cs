@@ -34,7 +34,9 @@ internal static class LoraStepRunner
     /// 16-bit run is compared with: the same values, fp32 storage).</param>
     /// <param name="activation">The model's <see cref="GlmModel.ActivationDType"/>.</param>
     /// <param name="checkpointing">Gradient checkpointing of every block.</param>
-    public static Result Run(Device device, DType weightDType, DType? roundedTo = null, DType activation = DType.F32, bool checkpointing = false)
+    /// <param name="keepIntermediates">Keep every block intermediate to the end of the step (GlmModel.ReleaseIntermediates off).</param>
+    public static Result Run(Device device, DType weightDType, DType? roundedTo = null, DType activation = DType.F32, bool checkpointing = false,
+        bool keepIntermediates = false)
     {
         using var scope = TensorScope.Begin();
         var config = ModelFixture.Config;
@@ -58,6 +60,7 @@ internal static class LoraStepRunner
         var lora = model.AttachLora(new GlmLora(new LoraSettings((int)f.Meta("r"), (float)f.Meta("alpha")), layers));
         model.ActivationDType = activation;
         model.GradientCheckpointing = checkpointing;
+        model.ReleaseIntermediates = !keepIntermediates;
         using var batch = GlmInputs.Build(TrainRows("ids"), config, TrainRows("labels"), device);
         var gpu = device.Kind == DeviceKind.Cuda ? (DoctorGlm.Engine.Backends.Cuda.CudaBackend)batch.Ids.Backend : null;
         gpu?.Synchronize();
