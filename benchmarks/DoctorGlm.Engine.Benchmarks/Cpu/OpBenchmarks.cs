@@ -6,7 +6,8 @@ namespace DoctorGlm.Engine.Benchmarks.Cpu;
 /// <summary>
 /// The memory-bound kernels of a GLM block on the CPU backend, on 8.4 M fp32 elements per tensor (2048 tokens × hidden
 /// 4096 for LayerNorm; the same count as 512 tokens × FFN 16384 for GELU): 33.5 MB per tensor, more than this
-/// machine's 32 MB L3, so they stream from memory as at the 6B shape. Compare the GB/s column with
+/// machine's 32 MB L3, so they stream from memory as at the 6B shape; x and y in fp32 and in bf16 (16-bit activations:
+/// GB/s counts each tensor at its own size). Compare the GB/s column with
 /// <see cref="CpuMemoryBandwidthBenchmarks"/> (the all-core copy is the ceiling) and with <see cref="Copy"/>, the backend's
 /// own single-threaded copy of one tensor.
 /// </summary>
@@ -20,6 +21,10 @@ public class CpuOpBenchmarks : IByteCount
     [Params(4096)]
     public int Hidden { get; set; } = 4096;
 
+    /// <summary>Storage of x and y (the activations; dy and dx stay fp32), as <c>GlmModel.ActivationDType</c> keeps them.</summary>
+    [Params(DType.F32, DType.BF16)]
+    public DType Activation { get; set; } = DType.F32;
+
     private Tensor _x = null!, _y = null!, _dy = null!, _dx = null!, _w = null!, _b = null!, _dw = null!, _db = null!, _mean = null!, _rstd = null!;
     private readonly CpuBackend _cpu = CpuBackend.Instance;
 
@@ -27,9 +32,9 @@ public class CpuOpBenchmarks : IByteCount
     public void Setup()
     {
         var shape = new Shape(Tokens, Hidden);
-        _x = BenchData.Uniform(shape, 1, 3f);
+        _x = BenchData.Uniform(shape, 1, 3f, Activation);
         _dy = BenchData.Uniform(shape, 2);
-        _y = Tensor.Empty(shape);
+        _y = Tensor.Empty(shape, Activation);
         _dx = Tensor.Empty(shape);
         _w = BenchData.Uniform(new Shape(Hidden), 3);
         _b = BenchData.Uniform(new Shape(Hidden), 4);
@@ -48,15 +53,15 @@ public class CpuOpBenchmarks : IByteCount
 
     public double Bytes(string method)
     {
-        double n = (double)Tokens * Hidden * sizeof(float);
+        double n = (double)Tokens * Hidden * sizeof(float), a = (double)Tokens * Hidden * Activation.SizeOf();
         return method switch
         {
-            nameof(Copy) => 2 * n,
-            nameof(LayerNormForward) => 2 * n,          // read x, write y
-            nameof(LayerNormBackwardInput) => 3 * n,    // read dy, x; write dx
-            nameof(LayerNormBackward) => 3 * n,         // … and dweight, dbias (negligible)
-            nameof(GeluForward) => 2 * n,
-            nameof(GeluBackward) => 3 * n,
+            nameof(Copy) => 2 * a,
+            nameof(LayerNormForward) => 2 * a,          // read x, write y
+            nameof(LayerNormBackwardInput) => 2 * n + a, // read dy, x; write dx
+            nameof(LayerNormBackward) => 2 * n + a,     // … and dweight, dbias (negligible)
+            nameof(GeluForward) => 2 * a,
+            nameof(GeluBackward) => 2 * n + a,
             _ => 0,
         };
     }
