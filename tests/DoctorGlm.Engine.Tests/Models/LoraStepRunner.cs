@@ -26,6 +26,18 @@ internal static class LoraStepRunner
 
         /// <summary>|other.Loss − Loss| / |Loss|.</summary>
         public double LossError(Result other) => Math.Abs(other.Loss - Loss) / Math.Abs(Loss);
+
+        /// <summary>Asserts that <paramref name="other"/> is the same step bit for bit: logits, loss, every LoRA gradient.</summary>
+        public void AssertSameStep(Result other)
+        {
+            Assert.Equal(Logits, other.Logits);
+            Assert.Equal(Loss, other.Loss);
+            for (int i = 0; i < GradA.Length; i++)
+            {
+                Assert.Equal(GradA[i], other.GradA[i]);
+                Assert.Equal(GradB[i], other.GradB[i]);
+            }
+        }
     }
 
     /// <param name="device">Where the model runs.</param>
