@@ -86,8 +86,14 @@ public sealed class OpInstance
     /// </summary>
     public static double OutputTolerance(DType dtype) => dtype switch { DType.BF16 => 4e-3, DType.F16 => 1e-3, _ => 2e-5 };
 
-    /// <summary>Gradient check: |ours − fd| ≤ tol·(max|fd| + 1e-2) per element.</summary>
+    /// <summary>Gradient check: |ours − fd| ≤ tol·(max|fd| + <see cref="GradScaleFloor"/>) per element.</summary>
     public double GradTolerance { get; init; } = 1e-4;
+
+    /// <summary>
+    /// The absolute scale added to max|fd| in the gradient bound (default 1e-2): an op whose rounding error does not
+    /// shrink with the gradient (16-bit attention's Σ dO·O over a rounded output) states the scale of its inputs.
+    /// </summary>
+    public double GradScaleFloor { get; init; } = 1e-2;
 
     /// <summary>Finite-difference step (the reference is double, so a small step is accurate).</summary>
     public double Step { get; init; } = 1e-5;

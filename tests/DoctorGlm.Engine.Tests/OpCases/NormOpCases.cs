@@ -110,6 +110,11 @@ public sealed class NormOpCases : IOpCases
         {
             Inputs = [new OpInput { Name = "logits", Shape = [n, v], Differentiable = true, Data = OpInput.Randn(r, "logits", [n, v], std: scale).Data.Select(x => (double)(float)(x + offset)).ToArray() }, new OpInput { Name = "labels", Shape = [n], DType = DType.I32, Data = labels }],
             Forward = t => Ops.CrossEntropy(t[0], t[1], ignoreIndex),
+            // With logits around 100 ± 30 the fp32 lse carries up to half an ulp of 130 (7.6e-6), so each p = exp(x − lse)
+            // is off by that relative amount; at a dominant target dlogit = p − 1 cancels it into ~2e-4 of the largest
+            // gradient (seen once in 30 runs of random data at 1.0× the default 1e-4 bound). Plain fp32 behaviour, so
+            // the large-logit case gets 5e-4.
+            GradTolerance = offset >= 50 ? 5e-4 : 1e-4,
             Reference = a =>
             {
                 double sum = 0;
