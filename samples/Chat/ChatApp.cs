@@ -135,18 +135,22 @@ public static class ChatApp
         {
             device = DeviceSelector.Resolve(deviceSpec, out string? note);
             if (note is not null) console.MarkupLineInterpolated($"[grey]{note}[/]");
-            model = GlmModel.FromPretrained(dir, device, weightDType: weightDType);
-            tok = ChatGlmTokenizer.Load(tokPath, model.Config.NumImageTokens);
+            if (quantize is not null and not (8 or 4)) throw new ArgumentException($"--quantize {quantize}: use 8 or 4");
+            if (merge && adapterPath is null) throw new ArgumentException("--merge needs --adapter");
+            if (quantize is int bits)
+            {
+                // Quantized (and a LoRA adapter merged) one weight at a time as the checkpoint is read: ChatGLM-6B's
+                // fp16 checkpoint never exists in memory as a whole, only the INT8/INT4 model does.
+                string? lora = adapterPath is not null && IsLoraAdapter(adapterPath) ? adapterPath : null;
+                model = GlmModel.FromPretrained(dir, new GlmLoadOptions { WeightDType = weightDType, QuantizeBits = bits, MergeLoraAdapter = lora }, device);
+                if (lora is not null) console.MarkupLineInterpolated($"[grey]LoRA adapter {lora}: merged while loading[/]");
+                console.MarkupLineInterpolated($"[grey]weights quantized to INT{bits} while loading[/]");
+            }
+            else model = GlmModel.FromPretrained(dir, device, weightDType: weightDType);
             try
             {
-                if (quantize is not null and not (8 or 4)) throw new ArgumentException($"--quantize {quantize}: use 8 or 4");
-                if (adapterPath is not null) AttachAdapter(console, model, adapterPath, merge || quantize is not null);
-                else if (merge) throw new ArgumentException("--merge needs --adapter");
-                if (quantize is int bits)
-                {
-                    model.Quantize(bits);
-                    console.MarkupLineInterpolated($"[grey]weights quantized to INT{bits}[/]");
-                }
+                tok = ChatGlmTokenizer.Load(tokPath, model.Config.NumImageTokens);
+                if (adapterPath is not null && !(quantize is not null && IsLoraAdapter(adapterPath))) AttachAdapter(console, model, adapterPath, merge);
             }
             catch { model.Dispose(); throw; }
         }
@@ -209,9 +213,12 @@ public static class ChatApp
     }
 
     /// <summary>Attaches a LoRA adapter (folder with adapter_config.json) or a P-Tuning v2 prefix (file or folder).</summary>
+    /// <summary>A LoRA adapter folder (PEFT or DoctorGLM's), as opposed to a P-Tuning checkpoint.</summary>
+    private static bool IsLoraAdapter(string path) => Directory.Exists(path) && File.Exists(Path.Combine(path, "adapter_config.json"));
+
     private static void AttachAdapter(IAnsiConsole console, GlmModel model, string path, bool merge)
     {
-        if (Directory.Exists(path) && File.Exists(Path.Combine(path, "adapter_config.json")))
+        if (IsLoraAdapter(path))
         {
             var lora = model.LoadLoraAdapter(path);
             if (merge) model.MergeLora();

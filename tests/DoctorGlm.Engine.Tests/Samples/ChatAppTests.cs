@@ -95,11 +95,49 @@ public sealed class ChatAppTests : IDisposable
         Assert.Equal(Answer(withLora.Output), Answer(byDefault.Output));
         var int8 = Run("", [.. common, "--adapter", adapterDir, "--quantize", "8"]);
         Assert.True(int8.Code == 0, int8.Output);
+        Assert.Contains("merged while loading", int8.Output);
         Assert.Contains("INT8", int8.Output);
+        // Merged and quantized while loading: the answer of the library's attach, merge, quantize.
+        using (var model = ChatModelFixture.Model(tok))
+        {
+            model.LoadLoraAdapter(adapterDir);
+            model.MergeLora();
+            model.Quantize(8);
+            var (expected, _) = new GlmChat(model, tok).Chat("头疼怎么办", null,
+                new GenerationOptions { DoSample = false, MaxLength = 24, RepetitionPenalty = 5f }, TestContext.Current.CancellationToken);
+            Assert.Equal("ChatGLM: " + expected + Environment.NewLine, Answer(int8.Output));
+        }
         Assert.Equal(1, Run("", [.. common, "--quantize", "5"]).Code);
         var bad = Run("", [.. common, "--merge"]);
         Assert.Equal(1, bad.Code);
         Assert.Contains("--merge needs --adapter", bad.Output);
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("4")]
+    public void A_p_tuning_prefix_loads_from_its_folder_on_a_full_or_quantized_model(string? bits)
+    {
+        var tok = ChatModelFixture.Tokenizer();
+        string prefixDir = Path.Combine(_dir, "ptuning", "checkpoint-100"); // a folder, as THUDM's P-Tuning run writes
+        Directory.CreateDirectory(prefixDir);
+        using (var model = ChatModelFixture.Model(tok))
+        {
+            model.AttachPrefixEncoder(6, projection: false, new RandomGenerator(4));
+            model.SavePrefixEncoder(prefixDir);
+        }
+        string[] args = ["--model", _dir, "--prompt", "头疼怎么办", "--greedy", "--max-length", "30", "--repetition-penalty", "5", "--adapter", prefixDir];
+        var (code, text) = Run("", bits is null ? args : [.. args, "--quantize", bits]);
+        Assert.True(code == 0, text);
+        Assert.Contains("P-Tuning v2 prefix", text);
+        using var reference = ChatModelFixture.Model(tok);
+        if (bits is not null) reference.Quantize(int.Parse(bits, System.Globalization.CultureInfo.InvariantCulture));
+        var options = new GenerationOptions { DoSample = false, MaxLength = 30, RepetitionPenalty = 5f };
+        var (withoutPrefix, _) = new GlmChat(reference, tok).Chat("头疼怎么办", null, options, TestContext.Current.CancellationToken);
+        reference.LoadPrefixEncoder(prefixDir);
+        var (expected, _) = new GlmChat(reference, tok).Chat("头疼怎么办", null, options, TestContext.Current.CancellationToken);
+        Assert.NotEqual(withoutPrefix, expected);
+        Assert.Contains("ChatGLM: " + expected + Environment.NewLine, text);
     }
 
     [Fact]

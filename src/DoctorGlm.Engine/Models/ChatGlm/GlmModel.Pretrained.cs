@@ -23,9 +23,22 @@ public sealed partial class GlmModel
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json or every weights file is missing (the message lists what was looked for).</exception>
     /// <exception cref="InvalidDataException">A missing shard or tensor, a truncated file, a wrong shape: the message names the file and key.</exception>
-    public static GlmModel FromPretrained(string folder, Device? device = null, bool trainable = false, DType weightDType = DType.F32)
+    public static GlmModel FromPretrained(string folder, Device? device = null, bool trainable = false, DType weightDType = DType.F32) =>
+        FromPretrained(folder, new GlmLoadOptions { Trainable = trainable, WeightDType = weightDType }, device);
+
+    /// <summary>
+    /// Loads a Hugging Face ChatGLM-6B folder as <see cref="FromPretrained(string, Device?, bool, DType)"/> does, stored
+    /// as <paramref name="options"/> say — e.g. <c>new GlmLoadOptions { QuantizeBits = 4 }</c> quantizes each block
+    /// linear as it is read, so ChatGLM-6B's fp16 checkpoint loads into about 5 GB without ever holding the fp16 or
+    /// fp32 model, and <see cref="GlmLoadOptions.MergeLoraAdapter"/> folds a fine-tuned adapter in first.
+    /// </summary>
+    /// <param name="folder">The model folder.</param>
+    /// <param name="options">Weight storage, quantization and an adapter to merge.</param>
+    /// <param name="device">Where to put the weights (default: CPU).</param>
+    public static GlmModel FromPretrained(string folder, GlmLoadOptions options, Device? device = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(options);
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"GlmModel.FromPretrained: {folder} is not a folder (expected a Hugging Face ChatGLM-6B folder with {ConfigFileName} and the weights)");
         string configPath = Path.Combine(folder, ConfigFileName);
@@ -39,7 +52,7 @@ public sealed partial class GlmModel
         using var source = CheckpointReader.Open(folder);
         if (source.Tensors.Count > 0 && source.Tensors.All(t => t.Name.StartsWith(GlmPrefixEncoder.KeyPrefix, StringComparison.Ordinal)))
             throw new InvalidDataException($"{source.Description}: holds only a P-Tuning prefix encoder, no base weights; load the base model and call LoadPrefixEncoder on this folder");
-        return Load(config, source, device, trainable, weightDType);
+        return Load(config, source, options, device);
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using DoctorGlm.Engine.Quantization;
+using DoctorGlm.Engine.IO;
 
 namespace DoctorGlm.Engine.Models.ChatGlm;
 
@@ -60,7 +61,7 @@ public sealed partial class GlmModel
         && (name.EndsWith(".attention.query_key_value.weight", StringComparison.Ordinal) || name.EndsWith(".attention.dense.weight", StringComparison.Ordinal)
             || name.EndsWith(".mlp.dense_h_to_4h.weight", StringComparison.Ordinal) || name.EndsWith(".mlp.dense_4h_to_h.weight", StringComparison.Ordinal));
 
-    /// <summary>Takes the weights a pre-quantized checkpoint supplied (see <see cref="Load"/>).</summary>
+    /// <summary>Takes the weights a pre-quantized checkpoint supplied (see <see cref="Load(GlmConfig, ITensorSource, GlmLoadOptions, Device?)"/>).</summary>
     private void AdoptQuantized(Dictionary<string, QuantizedWeight> quantized, int bits)
     {
         if (quantized.Count == 0) return;

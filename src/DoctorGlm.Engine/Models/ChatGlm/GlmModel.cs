@@ -1,6 +1,7 @@
 using DoctorGlm.Engine.Quantization;
 using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.IO;
+using DoctorGlm.Engine.IO.Adapters;
 
 namespace DoctorGlm.Engine.Models.ChatGlm;
 
@@ -60,7 +61,7 @@ public sealed partial class GlmModel : IDisposable
     /// <summary>
     /// Storage type of the base weight matrices (the embedding and the four linears of each block): F32, or
     /// BF16 / F16 for a frozen base (<see cref="ConvertWeights"/>, or the dtype argument of
-    /// <see cref="Load"/>). One-dimensional parameters stay F32.
+    /// <see cref="GlmLoadOptions.WeightDType"/>). One-dimensional parameters stay F32.
     /// </summary>
     public DType WeightDType { get; private set; }
 
@@ -177,16 +178,43 @@ public sealed partial class GlmModel : IDisposable
     /// <param name="trainable">Whether the base parameters require gradients (then <paramref name="weightDType"/> must be F32).</param>
     /// <param name="weightDType">Storage type of the weight matrices: F32, BF16 or F16 (converted while reading, so
     /// an fp16 checkpoint never needs an fp32 copy in memory).</param>
-    public static GlmModel Load(GlmConfig config, ITensorSource source, Device? device = null, bool trainable = false, DType weightDType = DType.F32)
+    public static GlmModel Load(GlmConfig config, ITensorSource source, Device? device = null, bool trainable = false, DType weightDType = DType.F32) =>
+        Load(config, source, new GlmLoadOptions { Trainable = trainable, WeightDType = weightDType }, device);
+
+    /// <summary>
+    /// Loads a model from <paramref name="source"/> as <paramref name="options"/> say: weight storage type, and a LoRA
+    /// adapter to merge and INT8/INT4 quantization applied to each weight as it is read, so the peak is the finished
+    /// model plus one weight matrix (see <see cref="GlmLoadOptions"/>). Same checks as
+    /// <see cref="LoadWeights(ITensorSource)"/>; on any failure nothing stays allocated.
+    /// </summary>
+    /// <param name="config">The hyper-parameters (config.json).</param>
+    /// <param name="source">Where the weights are read from.</param>
+    /// <param name="options">How to store them.</param>
+    /// <param name="device">Where they go (default: CPU).</param>
+    public static GlmModel Load(GlmConfig config, ITensorSource source, GlmLoadOptions options, Device? device = null)
     {
+        ArgumentNullException.ThrowIfNull(options);
         CheckSupported(config, loading: true);
-        CheckWeightDType(weightDType, trainable, "GlmModel.Load");
+        CheckWeightDType(options.WeightDType, options.Trainable, "GlmModel.Load");
+        options.Validate(config, "GlmModel.Load");
         var dev = device ?? Device.Cpu;
-        var p = ReadBase(config, source, dev, prefix: null, weightDType, out var quantized);
-        foreach (var t in p.Values) t.RequiresGrad = trainable;
-        var model = new GlmModel(config, p, dev, weightDType);
-        model.AdoptQuantized(quantized, config.QuantizationBit);
+        Dictionary<string, Tensor> p;
+        Dictionary<string, QuantizedWeight> quantized;
+        // Read (and checked against the config, and a config.json beside it) before a byte of the base is read.
+        using (var merge = options.MergeLoraAdapter is null ? null
+                   : LoraAdapters.Load(options.MergeLoraAdapter, new AdapterExpectations(config.NumLayers, config.HiddenSize, config.VocabSize), DType.F32, dev))
+            p = ReadBase(config, source, dev, prefix: null, options.WeightDType, new OnRead(options.QuantizeBits, merge), out quantized);
+        foreach (var t in p.Values) t.RequiresGrad = options.Trainable;
+        var model = new GlmModel(config, p, dev, options.WeightDType);
+        model.AdoptQuantized(quantized, config.QuantizationBit != 0 ? config.QuantizationBit : options.QuantizeBits);
         return model;
+    }
+
+    /// <summary>What <see cref="ReadBase"/> does to each block linear's weight once read: fold a LoRA adapter into
+    /// query_key_value, then quantize (bits 8 or 4) the four block linears.</summary>
+    private sealed record OnRead(int QuantizeBits, LoraAdapterData? Merge)
+    {
+        public static readonly OnRead Nothing = new(0, null);
     }
 
     /// <summary>
@@ -202,7 +230,7 @@ public sealed partial class GlmModel : IDisposable
         ThrowIfDisposed();
         if (IsQuantized) throw new InvalidOperationException("GlmModel.LoadWeights: the model is quantized; load the weights into a new model and quantize that");
         if (Lora is { Merged: true }) throw new InvalidOperationException("GlmModel.LoadWeights: a LoRA adapter is merged into the current weights; unmerge or detach it first");
-        var fresh = ReadBase(Config, source, Device, Prefix, WeightDType, out _);
+        var fresh = ReadBase(Config, source, Device, Prefix, WeightDType, OnRead.Nothing, out _);
         foreach (var (name, t) in fresh)
         {
             if (_params.TryGetValue(name, out var old))
@@ -224,7 +252,7 @@ public sealed partial class GlmModel : IDisposable
     }
 
     private static Dictionary<string, Tensor> ReadBase(GlmConfig config, ITensorSource source, Device device, GlmPrefixEncoder? prefix,
-        DType weightDType, out Dictionary<string, QuantizedWeight> quantized)
+        DType weightDType, OnRead onRead, out Dictionary<string, QuantizedWeight> quantized)
     {
         ArgumentNullException.ThrowIfNull(source);
         int bits = config.QuantizationBit;
@@ -281,8 +309,19 @@ public sealed partial class GlmModel : IDisposable
                 {
                     bool prefixKey = name.StartsWith(GlmPrefixEncoder.KeyPrefix, StringComparison.Ordinal);
                     var t = Tensor.Empty(shape, shape.Rank == 2 && !prefixKey ? weightDType : DType.F32, device);
-                    fresh[name] = t;
-                    source.ReadInto(name, t);
+                    bool quantize = onRead.QuantizeBits != 0 && IsQuantizedKey(name);
+                    if (!quantize) fresh[name] = t; // from here on freed with the rest on failure
+                    try
+                    {
+                        source.ReadInto(name, t);
+                        if (onRead.Merge is { } merge && QkvLayer(name) is int layer && merge.Layers.TryGetValue(layer, out var lora))
+                            LoraMerge.Merge(t, lora.A, lora.B, merge.Scaling, merge.Groups);
+                        if (quantize) quantized[name] = QuantizedWeight.Quantize(t, onRead.QuantizeBits);
+                    }
+                    finally
+                    {
+                        if (quantize) t.Dispose(); // only the packed weight stays: one matrix above the finished model
+                    }
                 }
                 if (hasHead)
                 {
@@ -299,6 +338,15 @@ public sealed partial class GlmModel : IDisposable
             throw;
         }
         return fresh;
+    }
+
+    /// <summary>The layer whose query_key_value weight <paramref name="name"/> is, or null.</summary>
+    private static int? QkvLayer(string name)
+    {
+        const string Head = "transformer.layers.", Tail = ".attention.query_key_value.weight";
+        if (!name.StartsWith(Head, StringComparison.Ordinal) || !name.EndsWith(Tail, StringComparison.Ordinal)) return null;
+        return int.TryParse(name.AsSpan(Head.Length, name.Length - Head.Length - Tail.Length), System.Globalization.NumberStyles.None,
+            System.Globalization.CultureInfo.InvariantCulture, out int layer) ? layer : null;
     }
 
     private static void CheckStored(ITensorSource source, string name, DType dtype, Shape shape)
