@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DoctorGlm.Engine.Backends;
 using System.Globalization;
 using DoctorGlm.Engine.Generation;
 using DoctorGlm.Engine.Models.ChatGlm;
@@ -9,13 +10,14 @@ namespace DoctorGlm.Engine.Benchmarks.EndToEnd;
 
 /// <summary>
 /// "--decode": greedy decoding at batch 1 with the KV cache (what <see cref="GlmGenerator"/> does per token: the
-/// cached forward of one token, the logits of the last position to the host, arg-max), with fp32 weights and after
-/// <see cref="GlmModel.Quantize"/>(8) and (4), against the memory-bandwidth bound: each token must read every weight
+/// cached forward of one token, the logits of the last position to the host, arg-max), with fp32 or bf16 weights and
+/// quantized to INT8 and INT4 while loading (<see cref="GlmLoadOptions.QuantizeBits"/>), against the memory-bandwidth bound: each token must read every weight
 /// once, so tokens/s ≤ copy bandwidth / bytes per token.
 /// </summary>
 /// <remarks>
 /// Bytes per token: the four block linears of every layer (fp32: 4 B per weight; INT8: 1 B + an fp16 scale per row;
-/// INT4: ½ B + the scale), the tied head (the fp32 embedding, read whole for the last position's logits), the biases
+/// INT4: ½ B + the scale), the tied head (the embedding, fp32 in the fp32 mode and bf16 in the others, read whole for
+/// the last position's logits), the biases
 /// and LayerNorm vectors (fp32), and the KV cache read by attention (2·L·t·H fp32 values at position t, averaged over
 /// the timed tokens). Bandwidth is the same process's copy (bytes read + written per second), measured right before.
 /// </remarks>
@@ -46,21 +48,29 @@ public static class DecodeBenchmark
             int bits = mode switch { "int8" => 8, "int4" => 4, "bf16" => 16, _ => 0 };
             var clock = Stopwatch.StartNew();
             using var source = new RandomWeights(config, 2026);
-            using var model = GlmModel.Load(config, source, device, weightDType: bits == 16 ? DType.BF16 : DType.F32);
-            if (bits is 8 or 4) model.Quantize(bits);
+            var memory = BackendRegistry.For(device);
+            Ceilings.Synchronize(device);
+            long before = memory.Memory.InUseBytes;
+            Ceilings.ResetPeak(device);
+            // INT8/INT4 are quantized as the weights stream in (never the whole fp32 model: the 6B shape fits a 24 GB
+            // host) and keep the embedding — the tied head — in bf16, as THUDM's quantized checkpoints keep it in fp16.
+            using var model = GlmModel.Load(config, source, new GlmLoadOptions { WeightDType = bits == 0 ? DType.F32 : DType.BF16, QuantizeBits = bits is 8 or 4 ? bits : 0 }, device);
             Ceilings.Synchronize(device);
             double setup = clock.Elapsed.TotalSeconds;
+            double held = (memory.Memory.InUseBytes - before) / 1e9, loadPeak = (memory.Memory.PeakBytes - before) / 1e9;
+            double peakRss = Process.GetCurrentProcess().PeakWorkingSet64 / 1e9; // the whole process, since it started
 
             var (seconds, generated) = Decode(model, promptLength, warmup, tokens);
             double perToken = BytesPerToken(config, bits, promptLength + warmup + tokens / 2.0);
             double rate = tokens / seconds, bound = bandwidth * 1e9 / perToken;
-            Console.WriteLine(string.Create(inv, $"  {mode,-4}: {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/token); bound {bound:F2} tokens/s ({perToken / 1e9:F3} GB/token) → {100 * rate / bound:F0}% of the bound; model ready in {setup:F1} s; tokens {string.Join(' ', generated.Take(6))} …"));
+            Console.WriteLine(string.Create(inv, $"  {mode,-4}: {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/token); bound {bound:F2} tokens/s ({perToken / 1e9:F3} GB/token) → {100 * rate / bound:F0}% of the bound; model ready in {setup:F1} s, holds {held:F2} GB (loading peaked at {loadPeak:F2}; process peak RSS so far {peakRss:F2}); tokens {string.Join(' ', generated.Take(6))} …"));
             ResultLine.Write(new Dictionary<string, object?>
             {
                 ["impl"] = "doctorglm", ["kind"] = "decode", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
                 ["config"] = preset, ["weights"] = mode, ["prompt"] = promptLength, ["tokens"] = tokens,
                 ["tokens_per_s"] = rate, ["ms_per_token"] = 1e3 * seconds / tokens, ["bytes_per_token"] = perToken,
                 ["copy_gbps"] = bandwidth, ["bound_tokens_per_s"] = bound, ["of_bound"] = rate / bound,
+                ["model_gb"] = held, ["load_peak_gb"] = loadPeak, ["process_peak_rss_gb"] = peakRss, ["setup_s"] = setup,
             }, jsonl);
         }
         return 0;
@@ -99,7 +109,7 @@ public static class DecodeBenchmark
         double rows = l * (3 * h + h + f + h);
         double blocks = bits switch { 8 => matrices + 2 * rows, 4 => matrices / 2 + 2 * rows, 16 => 2 * matrices, _ => 4 * matrices };
         double vectors = 4 * (l * (2 * h + 3 * h + h + 2 * h + f + h) + 2 * h);
-        double head = (bits == 16 ? 2.0 : 4.0) * ModelPresets.HeadParameters(c); // bf16 keeps the tied head in 16 bits too
+        double head = (bits == 0 ? 4.0 : 2.0) * ModelPresets.HeadParameters(c); // bf16, INT8, INT4 keep the tied head in bf16
         double kv = 4 * 2 * l * context * h;
         return blocks + vectors + head + kv;
     }

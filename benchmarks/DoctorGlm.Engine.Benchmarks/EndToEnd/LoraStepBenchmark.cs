@@ -95,7 +95,7 @@ public static class LoraStepBenchmark
                 {
                     for (int i = 0; i < warmup; i++) firstLoss = Step(model, inputs, optimizer, trainable);
                     Ceilings.Synchronize(device);
-                    ResetPeak(device);
+                    Ceilings.ResetPeak(device);
                     for (int i = 0; i < steps; i++)
                     {
                         var sw = Stopwatch.StartNew();
@@ -182,11 +182,5 @@ public static class LoraStepBenchmark
         optimizer.Step();
         optimizer.ZeroGrad();
         return value;
-    }
-
-    private static void ResetPeak(Device device)
-    {
-        if (device.Kind == DeviceKind.Cpu) CpuAllocator.ResetPeak();
-        else CudaAvailability.Require().ResetPeak();
     }
 }

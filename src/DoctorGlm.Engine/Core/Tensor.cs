@@ -230,7 +230,8 @@ public sealed unsafe class Tensor : IDisposable
         return ToFloatArray()[0];
     }
 
-    private Tensor HostContiguous()
+    /// <summary>A new contiguous CPU tensor holding a copy of this one's elements in the same dtype.</summary>
+    internal Tensor HostContiguous()
     {
         ThrowIfDisposed();
         using var _ = TensorScope.Unscoped();

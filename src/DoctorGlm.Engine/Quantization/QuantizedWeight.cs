@@ -34,46 +34,74 @@ public sealed class QuantizedWeight : IDisposable
     /// quantizes an fp16 checkpoint) exactly like THUDM's <c>quantization.py</c>: scale = fp16(max|w|/(2^(b−1)−1)),
     /// q = round_half_even(fp16(w/scale)). An all-zero row gets scale 0 and q 0 (the reference would divide 0 by 0).
     /// </summary>
-    public static QuantizedWeight Quantize(Tensor weight, int bits)
+    public static unsafe QuantizedWeight Quantize(Tensor weight, int bits)
     {
+        ArgumentNullException.ThrowIfNull(weight);
         if (bits is not (8 or 4)) throw new ArgumentOutOfRangeException(nameof(bits), bits, "QuantizedWeight.Quantize: bits must be 8 or 4");
         if (weight.Rank != 2) throw new ArgumentException($"QuantizedWeight.Quantize: {weight.Describe("weight")} must be 2-D [out, in]");
+        if (weight.DType is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"QuantizedWeight.Quantize: {weight.Describe("weight")} must be F32, BF16 or F16");
         int rows = weight.Shape[0], cols = weight.Shape[1];
         if (bits == 4 && cols % 2 != 0) throw new ArgumentException($"QuantizedWeight.Quantize: INT4 needs an even number of input features; {weight.Describe("weight")}");
-        var w = weight.ToFloatArray();
+        using var _ = TensorScope.Unscoped();
+        // Rows are read where they are (a contiguous host tensor) or from one host copy in the weight's own dtype, and
+        // the result is written straight into the packed tensor: no float[] of the whole matrix (268 MB for one of
+        // ChatGLM-6B's MLP weights), so a model quantized while it loads stays near its final size.
+        using var copy = weight.Device.Kind == DeviceKind.Cpu && weight.IsContiguous ? null : weight.HostContiguous();
+        var host = copy ?? weight;
+        var scale = Tensor.Empty(new Shape(rows), DType.F16, Device.Cpu);
+        var data = Tensor.Empty(new Shape(rows, bits == 8 ? cols : cols / 2), DType.I8, Device.Cpu);
+        nint src = (nint)host.Ptr<byte>(), scales = (nint)scale.Ptr<ushort>(), packed = (nint)data.Ptr<sbyte>();
+        DType dtype = host.DType;
+        long rowBytes = (long)cols * dtype.SizeOf(), packedRow = bits == 8 ? cols : cols / 2;
+        try
+        {
+            QuantizeRows(bits, cols, dtype, src, rowBytes, scales, packed, packedRow, rows);
+        }
+        catch
+        {
+            data.Dispose(); scale.Dispose();
+            throw;
+        }
+        if (weight.Device.Kind == DeviceKind.Cpu) return new QuantizedWeight(bits, rows, cols, data, scale);
+        try { return new QuantizedWeight(bits, rows, cols, data.To(weight.Device), scale.To(weight.Device)); }
+        finally { data.Dispose(); scale.Dispose(); }
+    }
+
+    private static unsafe void QuantizeRows(int bits, int cols, DType dtype, nint src, long rowBytes, nint scales, nint packed, long packedRow, int rows)
+    {
         float qmax = (1 << (bits - 1)) - 1;
-        var scales = new ushort[rows];
-        var q = new sbyte[(long)rows * cols];
         // Row by row, each step a vectorised pass over the row (a 6B model's 5.6 billion weights are quantized when
         // it loads): the same IEEE operations as the per-element formula, so the same bits.
         Parallel.For(0, rows, () => (X: new float[cols], H: new Half[cols]), (r, _, buf) =>
         {
             var x = buf.X.AsSpan();
             var h = buf.H.AsSpan();
+            fixed (float* xp = x) Backends.Cpu.CpuFloatConvert.ToSingle(dtype, (byte*)src + r * rowBytes, xp, cols);
             // x = fp16(w): the weights as an fp16 checkpoint holds them.
-            TensorPrimitives.ConvertToHalf(w.AsSpan((int)((long)r * cols), cols), h);
+            TensorPrimitives.ConvertToHalf(x, h);
             TensorPrimitives.ConvertToSingle(h, x);
             float max = 0;
             foreach (float v in x) max = MathF.Max(max, MathF.Abs(v));
             ushort sBits = HalfConvert.FloatToF16(max / qmax); // fp16 ÷ int in fp32, rounded to fp16 as torch does
-            scales[r] = sBits;
+            ((ushort*)scales)[r] = sBits;
             float s = HalfConvert.F16ToFloat(sBits);
-            if (s == 0) return buf; // all-zero row: q stays 0
+            var qr = new Span<sbyte>((sbyte*)packed + r * packedRow, (int)packedRow);
+            if (s == 0) { qr.Clear(); return buf; } // all-zero row: q = 0
             // The fp16 quotient of two fp16 values, then rounded half to even and clamped.
             TensorPrimitives.Divide(x, s, x);
             TensorPrimitives.ConvertToHalf(x, h);
             TensorPrimitives.ConvertToSingle(h, x);
             TensorPrimitives.Round(x, MidpointRounding.ToEven, x);
-            var qr = q.AsSpan((int)((long)r * cols), cols);
-            for (int c = 0; c < cols; c++) qr[c] = (sbyte)Math.Clamp(x[c], -qmax, qmax);
+            if (bits == 8)
+                for (int c = 0; c < cols; c++) qr[c] = (sbyte)Math.Clamp(x[c], -qmax, qmax);
+            else
+                for (int k = 0; k < qr.Length; k++)
+                {
+                    int hi = (sbyte)Math.Clamp(x[2 * k], -qmax, qmax), lo = (sbyte)Math.Clamp(x[2 * k + 1], -qmax, qmax);
+                    qr[k] = unchecked((sbyte)(((hi & 0xF) << 4) | (lo & 0xF))); // the layout of PackInt4
+                }
             return buf;
         }, _ => { });
-        using var _ = TensorScope.Unscoped();
-        var scale = Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(scales.AsSpan()), new Shape(rows), DType.F16, weight.Device);
-        var data = bits == 8
-            ? Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(q.AsSpan()), new Shape(rows, cols), DType.I8, weight.Device)
-            : Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(PackInt4(q, rows, cols).AsSpan()), new Shape(rows, cols / 2), DType.I8, weight.Device);
-        return new QuantizedWeight(bits, rows, cols, data, scale);
     }
 
     /// <summary>Packs INT4 values two per byte: byte k of a row = (q[2k] &amp; 0xF) &lt;&lt; 4 | (q[2k+1] &amp; 0xF).</summary>

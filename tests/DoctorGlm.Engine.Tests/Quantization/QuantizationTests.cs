@@ -143,19 +143,24 @@ public class QuantizationTests
 /// <summary>The fused de-quantize-and-multiply (decoding) against de-quantize + GEMM.</summary>
 public class QuantizedMatVecTests
 {
+    // 66 columns run the 256-bit loops and the scalar tails only; 1122 runs the AVX-512 loop (INT8: 17 × 64 weights,
+    // INT4: 17 × 32 bytes), then one 256-bit step and a scalar tail.
     [Theory]
-    [InlineData(8, 1)]
-    [InlineData(4, 1)]
-    [InlineData(8, 5)]
-    [InlineData(4, 16)]
-    public void Fused_path_matches_dequantize_then_multiply(int bits, int rows)
+    [InlineData(8, 1, 66)]
+    [InlineData(4, 1, 66)]
+    [InlineData(8, 5, 66)]
+    [InlineData(4, 16, 66)]
+    [InlineData(8, 1, 1122)]
+    [InlineData(4, 1, 1122)]
+    [InlineData(4, 3, 1122)]
+    public void Fused_path_matches_dequantize_then_multiply(int bits, int rows, int cols)
     {
-        var rng = new RandomGenerator((ulong)(bits * 100 + rows));
+        var rng = new RandomGenerator((ulong)(bits * 100 + rows + cols));
         using var scope = TensorScope.Begin();
-        var w = rng.Normal(new Shape(37, 66), 0.3f);
+        var w = rng.Normal(new Shape(37, cols), 0.3f);
         var b = rng.Normal(new Shape(37));
         using var q = QuantizedWeight.Quantize(w, bits);
-        var x = rng.Normal(new Shape(rows, 66));
+        var x = rng.Normal(new Shape(rows, cols));
         float[] fused;
         using (DoctorGlm.Engine.Autograd.GradMode.NoGrad()) fused = Ops.QuantizedLinear(x, q, b).ToFloatArray();
         var reference = Ops.Linear(x, q.Dequantize(), b).ToFloatArray();

@@ -84,8 +84,21 @@ public sealed unsafe partial class CpuBackend
         const int Block = 64; // output features per task: amortises the task's overhead over 64 weight rows
         ForRows((outF + Block - 1) / Block, (long)Block * cols * rows, blk =>
         {
-            int o1 = (int)Math.Min(outF, (blk + 1) * Block);
-            for (int o = (int)blk * Block; o < o1; o++)
+            int o1 = (int)Math.Min(outF, (blk + 1) * Block), o = (int)blk * Block;
+            // Four weight rows at a time share each load of the input row (see CpuWideningDot.Int8Rows4).
+            float* sums = stackalloc float[4];
+            for (; o + 4 <= o1; o += 4)
+            {
+                sbyte* qr = pq + (long)o * packed;
+                for (int r = 0; r < rows; r++)
+                {
+                    float* xr = xs + (long)r * cols;
+                    if (bits == 8) CpuWideningDot.Int8Rows4(qr, packed, xr, cols, sums);
+                    else CpuWideningDot.Int4Rows4(qr, packed, xr, xr + cols / 2, cols / 2, sums);
+                    for (int j = 0; j < 4; j++) py[(long)r * outF + o + j] = HalfConvert.F16ToFloat(ps[o + j]) * sums[j];
+                }
+            }
+            for (; o < o1; o++)
             {
                 sbyte* qr = pq + (long)o * packed;
                 float s = HalfConvert.F16ToFloat(ps[o]);

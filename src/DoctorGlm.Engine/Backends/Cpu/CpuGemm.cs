@@ -683,7 +683,27 @@ internal static unsafe class CpuGemm
             int j0 = blk * DotColumnBlock, j1 = Math.Min(n, j0 + DotColumnBlock);
             float* buf = stackalloc float[DotChunk];
             float* acc = stackalloc float[DotRows];
-            for (int j = j0; j < j1; j++)
+            int j = j0;
+            if (b.Type == DType.BF16)
+            {
+                // Four rows of B share each load of an A row (see CpuWideningDot.Int8Rows4: a 16384-wide A row is
+                // 64 KB, past L1). Leftover rows take the loop below.
+                float* acc4 = stackalloc float[4];
+                for (; j + 4 <= j1; j += 4)
+                {
+                    ushort* row = (ushort*)b.Pointer + (long)j * ldb;
+                    for (int i = 0; i < m; i++)
+                    {
+                        CpuWideningDot.Bf16Rows4(row, ldb, af + i * lda, k, acc4);
+                        for (int r = 0; r < 4; r++)
+                        {
+                            float* ci = c + i * ldc + j + r;
+                            *ci = beta == 0f ? alpha * acc4[r] : alpha * acc4[r] + beta * *ci;
+                        }
+                    }
+                }
+            }
+            for (; j < j1; j++)
             {
                 byte* row = (byte*)b.Pointer + (long)j * ldb * b.Type.SizeOf();
                 if (b.Type == DType.F32)
