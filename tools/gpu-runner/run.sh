@@ -174,11 +174,11 @@ if steps:
                   f"{o['tokens_per_s'] / r['tokens_per_s']:.2f}× tokens/s")
 dec = [r for r in rows if r["kind"] == "decode"]
 if dec:
-    print("\n| weights | tokens/s | ms/token | bound tokens/s | of bound | GB/token |")
-    print("|---|---|---|---|---|---|")
+    print("\n| weights | tokens/s | ms/token | bound tokens/s | of bound | GB/token | model GB | load peak GB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in dec:
         print(f"| {r['weights']} | {r['tokens_per_s']:.2f} | {r['ms_per_token']:.1f} | {r['bound_tokens_per_s']:.1f} | "
-              f"{100 * r['of_bound']:.0f}% | {r['bytes_per_token'] / 1e9:.2f} |")
+              f"{100 * r['of_bound']:.0f}% | {r['bytes_per_token'] / 1e9:.2f} | {r.get('model_gb', float('nan')):.2f} | {r.get('load_peak_gb', float('nan')):.2f} |")
     print(f"\n(bound = same-run copy bandwidth {dec[0]['copy_gbps']:.0f} GB/s / bytes per token)")
 PY
     else
