@@ -44,8 +44,10 @@ public static class CheckpointReader
         int n;
         using (var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read)) n = fs.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
         if (n >= 2 && head[0] == (byte)'P' && head[1] == (byte)'K') return TorchCheckpointFile.Open(path);
-        if (n >= 1 && head[0] is 0x80 or 0x8a) return TorchCheckpointFile.Open(path); // legacy pickle: refused there with a clear message
+        // Safetensors before the legacy pickle: its first byte is the header length's low byte, which may be 0x80 or
+        // 0x8a too (a legacy pickle's ninth byte is part of its magic number, never '{').
         if (n == 9 && head[8] == (byte)'{') return SafeTensorsFile.Open(path);
+        if (n >= 1 && head[0] is 0x80 or 0x8a) return TorchCheckpointFile.Open(path); // legacy pickle: refused there with a clear message
         if (n < 9) throw new InvalidDataException($"{path}: {n} bytes is too short to be a checkpoint (truncated?)");
         throw new InvalidDataException($"{path}: not a safetensors file, torch.save zip or index json (unrecognised first bytes)");
     }

@@ -44,6 +44,32 @@ public sealed class SafeTensorsAndShardTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(0x80)]
+    [InlineData(0x8a)]
+    [InlineData(0x180)]
+    public void A_header_length_whose_first_byte_looks_like_a_pickle_is_still_safetensors(int headerLength)
+    {
+        // The first byte of a safetensors file is its header length's low byte; 0x80 and 0x8a also open a legacy
+        // torch pickle, and the format sniffing once took such a file (one in 128) for one and refused it.
+        var json = Encoding.UTF8.GetBytes("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}");
+        var header = new byte[headerLength];
+        Array.Fill(header, (byte)' ');
+        json.CopyTo(header, 0);
+        var file = new byte[8 + headerLength + 8];
+        BinaryPrimitives.WriteUInt64LittleEndian(file, (ulong)headerLength);
+        header.CopyTo(file, 8);
+        BinaryPrimitives.WriteSingleLittleEndian(file.AsSpan(8 + headerLength), 1.5f);
+        BinaryPrimitives.WriteSingleLittleEndian(file.AsSpan(12 + headerLength), -2f);
+        string path = Path.Combine(_dir, $"h{headerLength:x}.safetensors");
+        File.WriteAllBytes(path, file);
+        Assert.Equal(headerLength & 0xFF, file[0]);
+        using var src = CheckpointReader.Open(path);
+        Assert.IsType<SafeTensorsFile>(src);
+        using var t = Load(src, "x");
+        Assert.Equal([1.5f, -2f], t.ToFloatArray());
+    }
+
     [Fact]
     public void A_symlinked_file_opens_as_its_target()
     {
