@@ -225,9 +225,22 @@ public sealed unsafe class SafeTensorsFile : ITensorSource
     /// Writes tensors (in the given order) and metadata to <paramref name="path"/> atomically: the file is written
     /// under a temporary name, flushed, and renamed over the target, so a crash never leaves a half-written file.
     /// </summary>
-    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+        Save(path, tensors, metadata, storedAs: null);
+
+    /// <summary>
+    /// <see cref="Save(string, IEnumerable{KeyValuePair{string, Tensor}}, IReadOnlyDictionary{string, string}?)"/>, each
+    /// tensor stored as the dtype <paramref name="storedAs"/> gives for it (name, tensor): a tensor to convert is copied
+    /// to that dtype just before it is written and freed after, so saving a model in another precision needs one
+    /// tensor's worth of extra memory, not a converted copy of the model.
+    /// </summary>
+    public static void Save(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata,
+        Func<string, Tensor, DType>? storedAs)
     {
-        var items = tensors.ToList();
+        var items = tensors.Select(kv => (kv.Key, kv.Value, Stored: storedAs?.Invoke(kv.Key, kv.Value) ?? kv.Value.DType)).ToList();
+        foreach (var (name, t, stored) in items)
+            if (stored != t.DType && !(stored.IsFloat() && t.DType.IsFloat()))
+                throw new ArgumentException($"SafeTensorsFile.Save: tensor '{name}' is {t.DType}; only float tensors convert (to {stored})");
         var buffer = new System.Buffers.ArrayBufferWriter<byte>();
         using (var w = new Utf8JsonWriter(buffer))
         {
@@ -239,11 +252,11 @@ public sealed unsafe class SafeTensorsFile : ITensorSource
                 w.WriteEndObject();
             }
             long offset = 0;
-            foreach (var (name, t) in items)
+            foreach (var (name, t, stored) in items)
             {
-                long n = t.NumElements * t.DType.SizeOf();
+                long n = t.NumElements * stored.SizeOf();
                 w.WriteStartObject(name);
-                w.WriteString("dtype", t.DType.SafeTensorsName());
+                w.WriteString("dtype", stored.SafeTensorsName());
                 w.WriteStartArray("shape");
                 foreach (int d in t.Shape.Dims) w.WriteNumberValue(d);
                 w.WriteEndArray();
@@ -273,7 +286,14 @@ public sealed unsafe class SafeTensorsFile : ITensorSource
                 BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)headerBytes.Length);
                 fs.Write(len);
                 fs.Write(headerBytes);
-                foreach (var (_, t) in items) WriteTensor(fs, t);
+                foreach (var (_, t, stored) in items)
+                {
+                    if (stored == t.DType) { WriteTensor(fs, t); continue; }
+                    using var _ = TensorScope.Unscoped();
+                    using var converted = Tensor.Empty(t.Shape, stored, t.Device);
+                    t.Backend.Copy(t, converted);
+                    WriteTensor(fs, converted);
+                }
                 fs.Flush(flushToDisk: true);
             }
             File.Move(tmp, path, overwrite: true);

@@ -83,44 +83,18 @@ public static class ModelExport
         SaveConverted(Path.Combine(folder, PrefixFileName), prefix.NamedParameters(), dtype);
     }
 
-    /// <summary>Saves every base parameter as <paramref name="folder"/>/<see cref="ModelFileName"/> (HF keys) and the config as <see cref="ConfigFileName"/>.</summary>
+    /// <summary>Saves the model as <paramref name="folder"/>/<see cref="ModelFileName"/> (HF keys) and <see cref="ConfigFileName"/>, every float tensor as <paramref name="dtype"/> (<see cref="GlmModel.SavePretrained"/>).</summary>
     public static void SaveFull(string folder, GlmModel model, DType dtype = DType.F32)
     {
         ArgumentNullException.ThrowIfNull(model);
-        Directory.CreateDirectory(folder);
-        SaveConverted(Path.Combine(folder, ModelFileName), model.BaseParameters(), dtype);
-        WriteConfig(Path.Combine(folder, ConfigFileName), model.Config with { TorchDType = DTypeName(dtype) });
+        model.SavePretrained(folder, dtype);
     }
 
-    /// <summary>Writes <paramref name="config"/> as a Hugging Face ChatGLM <c>config.json</c> that <see cref="GlmConfig.FromJson"/> reads back equal.</summary>
+    /// <summary>Writes <paramref name="config"/> as a Hugging Face ChatGLM <c>config.json</c> (<see cref="GlmConfig.Save"/>).</summary>
     public static void WriteConfig(string path, GlmConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
-        AtomicFile.WriteAllText(path, Json(w =>
-        {
-            w.WriteStartArray("architectures"); w.WriteStringValue("ChatGLMModel"); w.WriteEndArray();
-            w.WriteString("model_type", "chatglm");
-            w.WriteNumber("vocab_size", config.VocabSize);
-            w.WriteNumber("hidden_size", config.HiddenSize);
-            w.WriteNumber("num_layers", config.NumLayers);
-            w.WriteNumber("num_attention_heads", config.NumAttentionHeads);
-            w.WriteNumber("inner_hidden_size", config.InnerHiddenSize);
-            w.WriteNumber("layernorm_epsilon", config.LayerNormEpsilon);
-            w.WriteNumber("max_sequence_length", config.MaxSequenceLength);
-            w.WriteBoolean("position_encoding_2d", config.PositionEncoding2D);
-            w.WriteNumber("bos_token_id", config.BosTokenId);
-            w.WriteNumber("eos_token_id", config.EosTokenId);
-            w.WriteNumber("mask_token_id", config.MaskTokenId);
-            w.WriteNumber("gmask_token_id", config.GMaskTokenId);
-            w.WriteNumber("pad_token_id", config.PadTokenId);
-            w.WriteBoolean("use_cache", config.UseCache);
-            w.WriteString("torch_dtype", config.TorchDType);
-            w.WriteNumber("quantization_bit", config.QuantizationBit);
-            if (config.PreSeqLen is { } n) w.WriteNumber("pre_seq_len", n); else w.WriteNull("pre_seq_len");
-            w.WriteBoolean("prefix_projection", config.PrefixProjection);
-            w.WriteBoolean("tie_word_embeddings", config.TieWordEmbeddings);
-            w.WriteNumber("num_image_tokens", config.NumImageTokens);
-        }));
+        config.Save(path);
     }
 
     /// <summary>HF's torch_dtype name of a float dtype.</summary>
@@ -132,21 +106,8 @@ public static class ModelExport
         _ => throw new ArgumentException($"{dtype} is not a float type", nameof(dtype)),
     };
 
-    private static void SaveConverted(string file, IEnumerable<KeyValuePair<string, Tensor>> tensors, DType dtype)
-    {
-        var copies = new List<KeyValuePair<string, Tensor>>();
-        try
-        {
-            using (TensorScope.Unscoped())
-                foreach (var (k, t) in tensors)
-                    copies.Add(new(k, dtype == DType.F32 ? t : Copy(t, dtype)));
-            SafeTensorsFile.Save(file, copies, new Dictionary<string, string> { ["format"] = "pt" });
-        }
-        finally
-        {
-            if (dtype != DType.F32) foreach (var kv in copies) kv.Value.Dispose();
-        }
-    }
+    private static void SaveConverted(string file, IEnumerable<KeyValuePair<string, Tensor>> tensors, DType dtype) =>
+        SafeTensorsFile.Save(file, tensors, new Dictionary<string, string> { ["format"] = "pt" }, (_, t) => t.DType.IsFloat() ? dtype : t.DType);
 
     private static Tensor Copy(Tensor t, DType dtype)
     {

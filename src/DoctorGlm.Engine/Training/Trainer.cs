@@ -4,6 +4,7 @@ using System.Text.Json;
 using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.Backends;
 using DoctorGlm.Engine.Data;
+using DoctorGlm.Engine.IO;
 using DoctorGlm.Engine.Models.ChatGlm;
 using DoctorGlm.Engine.Optim;
 

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using DoctorGlm.Engine.IO;
 
 namespace DoctorGlm.Engine.Models.ChatGlm;
 
@@ -177,5 +178,41 @@ public sealed record GlmConfig(
                 TieWordEmbeddings: OptBool("tie_word_embeddings", true),
                 NumImageTokens: OptInt("num_image_tokens", vocab == 150528 ? 20000 : 0)).Validated(source);
         }
+    }
+
+    /// <summary>Writes this config as a Hugging Face ChatGLM <c>config.json</c> (atomically) that <see cref="FromJson"/> reads back equal.</summary>
+    public void Save(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        var config = this;
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteStartArray("architectures"); w.WriteStringValue("ChatGLMModel"); w.WriteEndArray();
+            w.WriteString("model_type", "chatglm");
+            w.WriteNumber("vocab_size", config.VocabSize);
+            w.WriteNumber("hidden_size", config.HiddenSize);
+            w.WriteNumber("num_layers", config.NumLayers);
+            w.WriteNumber("num_attention_heads", config.NumAttentionHeads);
+            w.WriteNumber("inner_hidden_size", config.InnerHiddenSize);
+            w.WriteNumber("layernorm_epsilon", config.LayerNormEpsilon);
+            w.WriteNumber("max_sequence_length", config.MaxSequenceLength);
+            w.WriteBoolean("position_encoding_2d", config.PositionEncoding2D);
+            w.WriteNumber("bos_token_id", config.BosTokenId);
+            w.WriteNumber("eos_token_id", config.EosTokenId);
+            w.WriteNumber("mask_token_id", config.MaskTokenId);
+            w.WriteNumber("gmask_token_id", config.GMaskTokenId);
+            w.WriteNumber("pad_token_id", config.PadTokenId);
+            w.WriteBoolean("use_cache", config.UseCache);
+            w.WriteString("torch_dtype", config.TorchDType);
+            w.WriteNumber("quantization_bit", config.QuantizationBit);
+            if (config.PreSeqLen is { } n) w.WriteNumber("pre_seq_len", n); else w.WriteNull("pre_seq_len");
+            w.WriteBoolean("prefix_projection", config.PrefixProjection);
+            w.WriteBoolean("tie_word_embeddings", config.TieWordEmbeddings);
+            w.WriteNumber("num_image_tokens", config.NumImageTokens);
+            w.WriteEndObject();
+        }
+        AtomicFile.WriteAllText(path, System.Text.Encoding.UTF8.GetString(ms.ToArray()) + "\n");
     }
 }
