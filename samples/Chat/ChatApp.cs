@@ -49,13 +49,14 @@ public static class ChatApp
         var seed = new Option<ulong?>("--seed") { Description = "sampling seed (default: random)" };
         var device = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "cpu" };
         var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (HF PEFT or DoctorGLM's deep_training format, detected) or P-Tuning v2 checkpoint (pytorch_model.bin / .safetensors, or its folder)" };
-        var quantize = new Option<int?>("--quantize") { Description = "8 or 4: ChatGLM's weight-only INT8/INT4 quantization of the block linears on load (a LoRA adapter is merged first)" };
+        var quantize = new Option<int?>("--quantize") { Description = "8 or 4: ChatGLM's weight-only INT8/INT4 quantization of the block linears, one weight at a time while loading (a LoRA adapter is merged first)" };
+        var save = new Option<DirectoryInfo?>("--save") { Description = "write the model as loaded (LoRA adapter merged, --quantize applied) to this folder as a Hugging Face folder with its tokenizer, and exit; --model DIR then loads it directly" };
         var merge = new Option<bool>("--merge") { Description = "fold the LoRA adapter into the weights (faster decoding; same answers)" };
         var dtype = new Option<string>("--dtype") { Description = "fp32, bf16 or fp16: storage type of the weight matrices (16 bits halve their memory; computation stays fp32 on the CPU, tensor cores on the GPU)", DefaultValueFactory = _ => "fp32" };
 
         var root = new RootCommand("DoctorGlm.Chat — chat with a ChatGLM model (spec §7 generation, streamed).")
         {
-            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, dtype, adapter, merge, quantize,
+            model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, dtype, adapter, merge, quantize, save,
         };
         int exit = 0;
         root.SetAction(async (parse, ct) =>
@@ -80,7 +81,7 @@ public static class ChatApp
                 Seed = parse.GetValue(seed),
             };
             exit = await ExecuteAsync(console, output, input, searchRoots, parse.GetValue(model), parse.GetValue(tokenizer), parse.GetValue(prompt),
-                parse.GetValue(device)!, parse.GetValue(dtype)!, parse.GetValue(adapter), parse.GetValue(merge), parse.GetValue(quantize), options, ct).ConfigureAwait(false);
+                parse.GetValue(device)!, parse.GetValue(dtype)!, parse.GetValue(adapter), parse.GetValue(merge), parse.GetValue(quantize), parse.GetValue(save), options, ct).ConfigureAwait(false);
             return exit;
         });
         var result = root.Parse(args);
@@ -89,7 +90,7 @@ public static class ChatApp
     }
 
     private static async Task<int> ExecuteAsync(IAnsiConsole console, TextWriter output, TextReader input, IReadOnlyList<string>? searchRoots, DirectoryInfo? modelDir, FileInfo? tokenizerFile,
-        string? prompt, string deviceSpec, string dtypeName, string? adapterPath, bool merge, int? quantize, GenerationOptions options, CancellationToken ct)
+        string? prompt, string deviceSpec, string dtypeName, string? adapterPath, bool merge, int? quantize, DirectoryInfo? saveDir, GenerationOptions options, CancellationToken ct)
     {
         DType weightDType;
         try
@@ -137,6 +138,9 @@ public static class ChatApp
             if (note is not null) console.MarkupLineInterpolated($"[grey]{note}[/]");
             if (quantize is not null and not (8 or 4)) throw new ArgumentException($"--quantize {quantize}: use 8 or 4");
             if (merge && adapterPath is null) throw new ArgumentException("--merge needs --adapter");
+            if (saveDir is not null && adapterPath is not null && !IsLoraAdapter(adapterPath))
+                throw new ArgumentException($"--save writes the base model, and a P-Tuning prefix is not part of it: save without --adapter and keep passing --adapter {adapterPath}");
+            merge |= saveDir is not null; // a saved model carries its LoRA adapter merged
             if (quantize is int bits)
             {
                 // Quantized (and a LoRA adapter merged) one weight at a time as the checkpoint is read: ChatGLM-6B's
@@ -162,6 +166,7 @@ public static class ChatApp
 
         using (model)
         {
+            if (saveDir is not null) return Save(console, model, tokPath, saveDir.FullName);
             GlmChat chat;
             try { chat = new GlmChat(model, tok); }
             catch (ArgumentException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 1; }
@@ -213,6 +218,24 @@ public static class ChatApp
     }
 
     /// <summary>Attaches a LoRA adapter (folder with adapter_config.json) or a P-Tuning v2 prefix (file or folder).</summary>
+    /// <summary>--save: the model as loaded, and its tokenizer under the same file name, into <paramref name="dir"/>.</summary>
+    private static int Save(IAnsiConsole console, GlmModel model, string tokenizerPath, string dir)
+    {
+        try
+        {
+            model.SavePretrained(dir);
+            File.Copy(tokenizerPath, Path.Combine(dir, Path.GetFileName(tokenizerPath)), overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            console.MarkupLineInterpolated($"[red]error:[/] cannot save to {dir}: {e.Message}");
+            return 1;
+        }
+        long bytes = new DirectoryInfo(dir).EnumerateFiles().Sum(f => f.Length);
+        console.MarkupLineInterpolated($"saved {dir} ({bytes / 1048576.0:N1} MiB{(model.IsQuantized ? $", INT{model.QuantizationBits}" : "")}); chat with it: [bold]--model {dir}[/]");
+        return 0;
+    }
+
     /// <summary>A LoRA adapter folder (PEFT or DoctorGLM's), as opposed to a P-Tuning checkpoint.</summary>
     private static bool IsLoraAdapter(string path) => Directory.Exists(path) && File.Exists(Path.Combine(path, "adapter_config.json"));
 

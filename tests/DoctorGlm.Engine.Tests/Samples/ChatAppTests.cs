@@ -107,6 +107,18 @@ public sealed class ChatAppTests : IDisposable
                 new GenerationOptions { DoSample = false, MaxLength = 24, RepetitionPenalty = 5f }, TestContext.Current.CancellationToken);
             Assert.Equal("ChatGLM: " + expected + Environment.NewLine, Answer(int8.Output));
         }
+        // --save writes the merged INT4 model with its tokenizer and exits; loaded back, it answers the same.
+        string saved = Path.Combine(_dir, "saved-int4");
+        var save = Run("", [.. common[..2], "--adapter", adapterDir, "--quantize", "4", "--save", saved]);
+        Assert.True(save.Code == 0, save.Output);
+        Assert.Contains("INT4", save.Output);
+        Assert.DoesNotContain("ChatGLM: ", save.Output);
+        Assert.True(File.Exists(Path.Combine(saved, "tokenizer.model")));
+        var fromSaved = Run("", ["--model", saved, .. common[2..]]);
+        var int4 = Run("", [.. common, "--adapter", adapterDir, "--quantize", "4"]);
+        Assert.True(fromSaved.Code == 0, fromSaved.Output);
+        Assert.Contains("block linears in INT4", fromSaved.Output);
+        Assert.Equal(Answer(int4.Output), Answer(fromSaved.Output));
         Assert.Equal(1, Run("", [.. common, "--quantize", "5"]).Code);
         var bad = Run("", [.. common, "--merge"]);
         Assert.Equal(1, bad.Code);
@@ -138,6 +150,10 @@ public sealed class ChatAppTests : IDisposable
         var (expected, _) = new GlmChat(reference, tok).Chat("头疼怎么办", null, options, TestContext.Current.CancellationToken);
         Assert.NotEqual(withoutPrefix, expected);
         Assert.Contains("ChatGLM: " + expected + Environment.NewLine, text);
+        var save = Run("", "--model", _dir, "--adapter", prefixDir, "--save", Path.Combine(_dir, "never"));
+        Assert.Equal(1, save.Code);
+        Assert.Contains("P-Tuning prefix is not part of it", save.Output);
+        Assert.False(Directory.Exists(Path.Combine(_dir, "never")));
     }
 
     [Fact]
