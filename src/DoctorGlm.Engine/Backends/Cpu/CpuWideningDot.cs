@@ -135,34 +135,64 @@ internal static unsafe class CpuWideningDot
     /// one row at a time reads x from L2 four bytes per weight byte — the matrix-vector product then runs at L2's
     /// pace, not memory's (ChatGLM's dense_4h_to_h, 4096 × 16384).
     /// </summary>
+    public static void Int8Rows4(sbyte* q, long stride, float* x, int n, float* sums) => Rows4<sbyte, Int8Widener>(q, stride, x, n, sums);
+
+    /// <summary><see cref="Bf16"/> for the four rows w + r·<paramref name="stride"/> against one x (see <see cref="Int8Rows4"/>).</summary>
+    public static void Bf16Rows4(ushort* w, long stride, float* x, int k, float* sums) => Rows4<ushort, Bf16Widener>(w, stride, x, k, sums);
+
+    /// <summary>How a weight type of <see cref="Rows4{T, TWiden}"/> becomes fp32: 16 elements at a time, and a whole (short) row's dot product.</summary>
+    private interface IWidener<T> where T : unmanaged
+    {
+        /// <summary>w[0..16) as fp32 (exact).</summary>
+        static abstract Vector512<float> Widen16(T* w);
+
+        /// <summary>Σ w[p]·x[p] over n elements, one row (the tail after the 512-bit loop).</summary>
+        static abstract float Dot(T* w, float* x, int n);
+    }
+
+    private readonly struct Int8Widener : IWidener<sbyte>
+    {
+        // vpmovsxbd widens 16 bytes to 16 int32 straight from memory.
+        public static Vector512<float> Widen16(sbyte* w) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(w)));
+
+        public static float Dot(sbyte* w, float* x, int n) => Int8(w, x, n);
+    }
+
+    private readonly struct Bf16Widener : IWidener<ushort>
+    {
+        // bf16 → fp32 is a shift of the zero-extended bits (vpmovzxwd, vpslld).
+        public static Vector512<float> Widen16(ushort* w) => Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load(w)), 16).AsSingle();
+
+        public static float Dot(ushort* w, float* x, int n) => Bf16(w, x, n);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Int8Rows4(sbyte* q, long stride, float* x, int n, float* sums)
+    private static void Rows4<T, TWiden>(T* w, long stride, float* x, int n, float* sums) where T : unmanaged where TWiden : IWidener<T>
     {
         int i = 0;
         if (Avx512F.IsSupported)
         {
-            sbyte* q1 = q + stride, q2 = q1 + stride, q3 = q2 + stride;
+            T* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+            // Two accumulators per row: eight independent FMA chains cover the FMA latency.
             var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0; var a4 = a0; var a5 = a0; var a6 = a0; var a7 = a0;
             for (; i + 32 <= n; i += 32)
             {
                 var x0 = Vector512.Load(x + i);
                 var x1 = Vector512.Load(x + i + 16);
-                a0 = Avx512F.FusedMultiplyAdd(Widen(q + i), x0, a0);
-                a1 = Avx512F.FusedMultiplyAdd(Widen(q + i + 16), x1, a1);
-                a2 = Avx512F.FusedMultiplyAdd(Widen(q1 + i), x0, a2);
-                a3 = Avx512F.FusedMultiplyAdd(Widen(q1 + i + 16), x1, a3);
-                a4 = Avx512F.FusedMultiplyAdd(Widen(q2 + i), x0, a4);
-                a5 = Avx512F.FusedMultiplyAdd(Widen(q2 + i + 16), x1, a5);
-                a6 = Avx512F.FusedMultiplyAdd(Widen(q3 + i), x0, a6);
-                a7 = Avx512F.FusedMultiplyAdd(Widen(q3 + i + 16), x1, a7);
+                a0 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w + i), x0, a0);
+                a1 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w + i + 16), x1, a1);
+                a2 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w1 + i), x0, a2);
+                a3 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w1 + i + 16), x1, a3);
+                a4 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w2 + i), x0, a4);
+                a5 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w2 + i + 16), x1, a5);
+                a6 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w3 + i), x0, a6);
+                a7 = Avx512F.FusedMultiplyAdd(TWiden.Widen16(w3 + i + 16), x1, a7);
             }
             sums[0] = Vector512.Sum(a0 + a1); sums[1] = Vector512.Sum(a2 + a3);
             sums[2] = Vector512.Sum(a4 + a5); sums[3] = Vector512.Sum(a6 + a7);
         }
         else sums[0] = sums[1] = sums[2] = sums[3] = 0f;
-        for (int r = 0; r < 4; r++) sums[r] += Int8(q + r * stride + i, x + i, n - i);
-
-        static Vector512<float> Widen(sbyte* p) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load(p)));
+        for (int r = 0; r < 4; r++) sums[r] += TWiden.Dot(w + r * stride + i, x + i, n - i);
     }
 
     /// <summary><see cref="Int4"/> for the four rows q + r·<paramref name="stride"/> against one x (see <see cref="Int8Rows4"/>).</summary>
@@ -197,37 +227,5 @@ internal static unsafe class CpuWideningDot
         }
         else sums[0] = sums[1] = sums[2] = sums[3] = 0f;
         for (int r = 0; r < 4; r++) sums[r] += Int4(q + r * stride + i, xEven + i, xOdd + i, n - i);
-    }
-
-    /// <summary><see cref="Bf16"/> for the four rows w + r·<paramref name="stride"/> against one x (see <see cref="Int8Rows4"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Bf16Rows4(ushort* w, long stride, float* x, int k, float* sums)
-    {
-        int p = 0;
-        if (Avx512F.IsSupported)
-        {
-            ushort* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
-            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0; var a4 = a0; var a5 = a0; var a6 = a0; var a7 = a0;
-            for (; p + 32 <= k; p += 32)
-            {
-                var x0 = Vector512.Load(x + p);
-                var x1 = Vector512.Load(x + p + 16);
-                a0 = Avx512F.FusedMultiplyAdd(Widen(w + p), x0, a0);
-                a1 = Avx512F.FusedMultiplyAdd(Widen(w + p + 16), x1, a1);
-                a2 = Avx512F.FusedMultiplyAdd(Widen(w1 + p), x0, a2);
-                a3 = Avx512F.FusedMultiplyAdd(Widen(w1 + p + 16), x1, a3);
-                a4 = Avx512F.FusedMultiplyAdd(Widen(w2 + p), x0, a4);
-                a5 = Avx512F.FusedMultiplyAdd(Widen(w2 + p + 16), x1, a5);
-                a6 = Avx512F.FusedMultiplyAdd(Widen(w3 + p), x0, a6);
-                a7 = Avx512F.FusedMultiplyAdd(Widen(w3 + p + 16), x1, a7);
-            }
-            sums[0] = Vector512.Sum(a0 + a1); sums[1] = Vector512.Sum(a2 + a3);
-            sums[2] = Vector512.Sum(a4 + a5); sums[3] = Vector512.Sum(a6 + a7);
-        }
-        else sums[0] = sums[1] = sums[2] = sums[3] = 0f;
-        for (int r = 0; r < 4; r++) sums[r] += Bf16(w + r * stride + p, x + p, k - p);
-
-        // bf16 → fp32 is a shift of the zero-extended bits (vpmovzxwd, vpslld).
-        static Vector512<float> Widen(ushort* q) => Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load(q)), 16).AsSingle();
     }
 }
