@@ -49,14 +49,18 @@ public sealed class LoraGroups
     /// Checks A [r·g, in] and B [blockSize·g, r] against a weight of <paramref name="outF"/> × <paramref name="inF"/>
     /// and returns (r, blockSize).
     /// </summary>
-    internal (int Rank, int BlockSize) Resolve(string op, int outF, int inF, Tensor weight, Tensor loraA, Tensor loraB)
+    internal (int Rank, int BlockSize) Resolve(string op, int outF, int inF, Tensor weight, Tensor loraA, Tensor loraB) =>
+        Resolve(op, outF, inF, weight.Describe("weight"), loraA, loraB);
+
+    /// <summary>As above, the base weight named by <paramref name="weightText"/> (e.g. a quantized one).</summary>
+    internal (int Rank, int BlockSize) Resolve(string op, int outF, int inF, string weightText, Tensor loraA, Tensor loraB)
     {
         int g = EnabledCount;
         if (outF % Count != 0)
-            throw new ArgumentException($"{op}: {weight.Describe("weight")} has {outF} output rows, which do not split into {Count} equal LoRA blocks (enable_lora {this})");
+            throw new ArgumentException($"{op}: {weightText} has {outF} output rows, which do not split into {Count} equal LoRA blocks (enable_lora {this})");
         int blockSize = outF / Count;
         if (loraA.Rank != 2 || loraA.Shape[1] != inF || loraA.Shape[0] == 0 || loraA.Shape[0] % g != 0)
-            throw new ArgumentException($"{op}: {loraA.Describe("loraA")} must be [r·{g}, {inF}] (r rows per enabled block, in = {inF} from {weight.Describe("weight")})");
+            throw new ArgumentException($"{op}: {loraA.Describe("loraA")} must be [r·{g}, {inF}] (r rows per enabled block, in = {inF} from {weightText})");
         int r = loraA.Shape[0] / g;
         var wantB = new Shape(blockSize * g, r);
         if (loraB.Shape != wantB)

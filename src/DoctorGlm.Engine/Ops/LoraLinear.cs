@@ -24,22 +24,52 @@ public static partial class Ops
         LoraGroups? groups = null, float dropout = 0f, RandomGenerator? rng = null)
     {
         const string op = "LoraLinear";
-        groups ??= LoraGroups.Full;
         SameDevice(op, ("x", x), ("weight", weight), ("bias", bias), ("loraA", loraA), ("loraB", loraB));
         ExpectRank(op, "weight", weight, 2, "[out, in]");
-        int outF = weight.Shape[0], inF = weight.Shape[1];
+        if (GradMode.IsEnabled && weight.RequiresGrad)
+            throw new ArgumentException($"{op}: {weight.Describe("weight")} requires a gradient, but LoRA keeps the base layer frozen and never computes dW or db; set RequiresGrad = false on it");
+        var wc = FloatContiguous(weight, op, "weight");
+        return LoraLinearCore(op, x, weight.Shape[0], weight.Shape[1], weight.Describe("weight"), () => wc, _ => { }, quantized: null,
+            bias, loraA, loraB, scaling, groups, dropout, rng);
+    }
+
+    /// <summary>
+    /// <see cref="LoraLinear(Tensor, Tensor, Tensor?, Tensor, Tensor, float, LoraGroups?, float, RandomGenerator?)"/> on a
+    /// frozen INT8/INT4 base (a LoRA adapter trained or run on a quantized model, as QLoRA does): the base product is
+    /// <see cref="QuantizedLinear"/>'s — the fused kernel for a few rows without gradients, else the weight de-quantized
+    /// into a temporary for the product and again for dx in backward — and the low-rank path is the same as over a float
+    /// base, so A and B get the gradients they would get over the de-quantized weight.
+    /// </summary>
+    public static Tensor LoraLinear(Tensor x, Quantization.QuantizedWeight weight, Tensor? bias, Tensor loraA, Tensor loraB, float scaling,
+        LoraGroups? groups = null, float dropout = 0f, RandomGenerator? rng = null)
+    {
+        const string op = "LoraLinear";
+        ArgumentNullException.ThrowIfNull(weight);
+        SameDevice(op, ("x", x), ("weight", weight.Data), ("bias", bias), ("loraA", loraA), ("loraB", loraB));
+        return LoraLinearCore(op, x, weight.Rows, weight.Columns, $"the INT{weight.Bits} weight [{weight.Rows}, {weight.Columns}]",
+            () => weight.Dequantize(DType.F32), w => w.Dispose(), weight, bias, loraA, loraB, scaling, groups, dropout, rng);
+    }
+
+    /// <summary>
+    /// The LoRA layer over a frozen weight that <paramref name="frozen"/> gives for each product (and <paramref name="done"/>
+    /// releases): a stored matrix, or one de-quantized on demand. With <paramref name="quantized"/>, a forward of at most
+    /// <see cref="QuantizedMatVecMaxRows"/> rows without gradients reads the packed weight directly.
+    /// </summary>
+    private static Tensor LoraLinearCore(string op, Tensor x, int outF, int inF, string weightText, Func<Tensor> frozen, Action<Tensor> done,
+        Quantization.QuantizedWeight? quantized, Tensor? bias, Tensor loraA, Tensor loraB, float scaling, LoraGroups? groups, float dropout, RandomGenerator? rng)
+    {
+        groups ??= LoraGroups.Full;
         if (x.Rank < 1 || x.Shape[-1] != inF)
-            throw new ArgumentException($"{op}: {x.Describe("x")} must end in {inF} to match {weight.Describe("weight")} [out, in]");
+            throw new ArgumentException($"{op}: {x.Describe("x")} must end in {inF} to match {weightText} [out, in]");
         if (bias is not null) ExpectShape(op, "bias", bias, new Shape(outF), "one per output feature");
-        var (r, blockSize) = groups.Resolve(op, outF, inF, weight, loraA, loraB);
+        var (r, blockSize) = groups.Resolve(op, outF, inF, weightText, loraA, loraB);
         if (!float.IsFinite(scaling)) throw new ArgumentOutOfRangeException(nameof(scaling), $"{op}: scaling = {scaling} must be finite");
         if (!(dropout >= 0f && dropout < 1f)) throw new ArgumentOutOfRangeException(nameof(dropout), $"{op}: dropout = {dropout} must be in [0, 1)");
         if (dropout > 0f && rng is null) throw new ArgumentException($"{op}: dropout = {dropout} needs a RandomGenerator (rng) for its mask");
-        if (GradMode.IsEnabled && (weight.RequiresGrad || bias?.RequiresGrad == true))
-            throw new ArgumentException($"{op}: {(weight.RequiresGrad ? weight.Describe("weight") : bias!.Describe("bias"))} requires a gradient, but LoRA keeps the base layer frozen and never computes dW or db; set RequiresGrad = false on it");
+        if (GradMode.IsEnabled && bias?.RequiresGrad == true)
+            throw new ArgumentException($"{op}: {bias.Describe("bias")} requires a gradient, but LoRA keeps the base layer frozen and never computes dW or db; set RequiresGrad = false on it");
 
         var xc = FloatContiguous(x, op, "x");
-        var wc = FloatContiguous(weight, op, "weight");
         var bc = bias is null ? null : F32Contiguous(bias, op, "bias");
         var ac = F32Contiguous(loraA, op, "loraA");
         var lbc = F32Contiguous(loraB, op, "loraB");
@@ -51,7 +81,20 @@ public static partial class Ops
         var outDims = x.Shape.ToArray();
         outDims[^1] = outF;
         var y = Tensor.Empty(new Shape(outDims), DType.F32, x.Device);
-        be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wc, 0, inF, 0, 0f, y, 0, outF, 0, 1);
+        bool wantsGrad = GradMode.IsEnabled && (x.RequiresGrad || loraA.RequiresGrad || loraB.RequiresGrad);
+        if (quantized is not null && !wantsGrad && rows <= QuantizedMatVecMaxRows && x.DType == DType.F32)
+        {
+            // Decoding: the fused kernel reads the packed weight (no de-quantized temporary).
+            using var x2 = xc.ViewAs(new Shape(rows, inF), [inF, 1], xc.Offset);
+            using var y2 = y.ViewAs(new Shape(rows, outF), [outF, 1], y.Offset);
+            be.QuantizedMatVec(x2, quantized.Data, quantized.Scale, quantized.Bits, y2);
+        }
+        else
+        {
+            var wf = frozen();
+            be.Gemm(false, true, rows, outF, inF, 1f, xc, 0, inF, 0, wf, 0, inF, 0, 0f, y, 0, outF, 0, 1);
+            done(wf);
+        }
         if (bc is not null) be.AddRowVector(y, bc, 1f);
 
         // drop(x) with the dropout kernel (the same counter-based mask as Ops.Dropout); backward reapplies the
@@ -97,7 +140,9 @@ public static partial class Ops
                 if (needs(0))
                 {
                     gx = Tensor.Empty(x.Shape, DType.F32, x.Device);
-                    be.Gemm(false, false, rows, inF, outF, 1f, gc, 0, outF, 0, wc, 0, inF, 0, 0f, gx, 0, inF, 0, 1);
+                    var wb = frozen();
+                    be.Gemm(false, false, rows, inF, outF, 1f, gc, 0, outF, 0, wb, 0, inF, 0, 0f, gx, 0, inF, 0, 1);
+                    done(wb);
                     if (!drop)
                         be.Gemm(false, false, rows, inF, rg, 1f, dz, 0, rg, 0, ac, 0, inF, 0, 1f, gx, 0, inF, 0, 1);
                     else

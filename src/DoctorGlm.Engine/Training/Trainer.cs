@@ -215,7 +215,7 @@ public sealed class Trainer : IDisposable
                 throw new InvalidDataException(Mismatch("batch size × accumulation", $"{st.BatchSize}×{st.GradientAccumulation}", $"{Options.BatchSize}×{Options.GradientAccumulation}"));
             if (st.TotalSteps != TotalSteps) throw new InvalidDataException(Mismatch("total steps", st.TotalSteps, TotalSteps));
             if (st.DataSeed != Options.Seed) throw new InvalidDataException(Mismatch("seed", st.DataSeed, Options.Seed));
-            string weightDType = ModelExport.DTypeName(_model.WeightDType);
+            string weightDType = BaseWeights;
             if (st.WeightDType != weightDType) throw new InvalidDataException(Mismatch("weight dtype", st.WeightDType, weightDType));
             _model.Rng.State = st.Rng;
             _history.AddRange(st.History);
@@ -320,7 +320,11 @@ public sealed class Trainer : IDisposable
 
     private string SaveCheckpoint(int step) => TrainingCheckpoint.Save(OutputDir, _trainable, _optimizer,
         new TrainerState(step, TotalSteps, MethodName, Options.Seed, _train.Count, Options.BatchSize, Options.GradientAccumulation,
-            _model.Rng.State, _history.ToList(), _evals.ToList(), ModelExport.DTypeName(_model.WeightDType)));
+            _model.Rng.State, _history.ToList(), _evals.ToList(), BaseWeights));
+
+    /// <summary>How the base stores its weights, as checkpoints record it: the float type ("bfloat16"), and for a
+    /// quantized base the bits of its block linears first ("int4+bfloat16"); a resume must find the same.</summary>
+    private string BaseWeights => (_model.IsQuantized ? $"int{_model.QuantizationBits}+" : "") + ModelExport.DTypeName(_model.WeightDType);
 
     /// <summary>Writes the trained weights into <see cref="OutputDir"/> (see <see cref="ModelExport"/>).</summary>
     public void Export()
@@ -385,6 +389,7 @@ public sealed class Trainer : IDisposable
             w.WriteNumber("trainable_parameters", TrainableParameterCount);
             w.WriteString("device", _model.Device.ToString());
             w.WriteString("weight_dtype", ModelExport.DTypeName(_model.WeightDType));
+            w.WriteNumber("quantization_bit", _model.QuantizationBits);
             w.WriteString("activation_dtype", ModelExport.DTypeName(o.ActivationDType));
             w.WriteString("export_dtype", ModelExport.DTypeName(ExportDType));
             foreach (var (k, v) in RunInfo) w.WriteString(k, v);

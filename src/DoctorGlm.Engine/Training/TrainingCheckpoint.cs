@@ -21,8 +21,9 @@ public readonly record struct EvalRecord(int Step, double Loss);
 /// <param name="Rng">The dropout generator's (seed, counter).</param>
 /// <param name="History">Every completed step's record, in order.</param>
 /// <param name="Evals">Evaluations so far.</param>
-/// <param name="WeightDType">Storage type of the frozen base's weights (fp32, bf16, fp16): a resume with another is
-/// refused, since it would not continue the same computation. Checkpoints written before it existed read as fp32.</param>
+/// <param name="WeightDType">Storage type of the frozen base's weights ("float32", "bfloat16", "float16"; "int4+bfloat16"
+/// for a base whose block linears are quantized): a resume with another is refused, since it would not continue the
+/// same computation. Checkpoints written before it existed read as fp32.</param>
 public sealed record TrainerState(
     int Step, int TotalSteps, string Method, ulong DataSeed, int TrainSamples, int BatchSize, int GradientAccumulation,
     (ulong Seed, ulong Counter) Rng, IReadOnlyList<StepRecord> History, IReadOnlyList<EvalRecord> Evals, string WeightDType = "float32");

@@ -74,4 +74,41 @@ public class CudaModelLoadingTests(ITestOutputHelper output)
         output.WriteLine($"INT{bits}: GPU vs CPU logits max |error| {err:E3} of max |logit| {scale:F3}");
         Assert.True(err <= 1e-4 * scale, $"INT{bits}: GPU logits differ from the CPU's by {err:E3} (bound {1e-4 * scale:E3})");
     }
+
+    /// <summary>LoRA trained over an INT4 base on the device (QLoRA's arrangement) against the same on the CPU.</summary>
+    [Fact]
+    public void Lora_over_an_int4_base_matches_the_cpu()
+    {
+        var gpu = CudaTestSetup.Require();
+        (float Loss, float[][] Grads) Step(Device device)
+        {
+            using var model = GlmModel.FromPretrained(Folder("hf_bin"), new GlmLoadOptions { QuantizeBits = 4 }, device);
+            var rng = new RandomGenerator(8);
+            var layers = new List<(Tensor, Tensor)>();
+            using (TensorScope.Unscoped())
+                for (int i = 0; i < model.Config.NumLayers; i++)
+                {
+                    // Drawn on the host (the same numbers for both runs), then moved; To(Cpu) returns the tensor itself.
+                    Tensor OnDevice(Tensor host) { var t = host.To(device); if (!ReferenceEquals(t, host)) host.Dispose(); return t; }
+                    var da = OnDevice(rng.Normal(new Shape(4, model.Config.HiddenSize), 0.1f));
+                    var db = OnDevice(rng.Normal(new Shape(3 * model.Config.HiddenSize, 4), 0.1f));
+                    da.RequiresGrad = db.RequiresGrad = true;
+                    layers.Add((da, db));
+                }
+            var lora = model.AttachLora(new GlmLora(new LoraSettings(4, 8f), layers));
+            using var scope = TensorScope.Begin();
+            using var batch = GlmInputs.Build(ModelFixture.Rows(ModelFixture.Open("train"), "ids"), model.Config,
+                ModelFixture.Rows(ModelFixture.Open("train"), "labels"), device);
+            var loss = model.Loss(batch);
+            loss.Backward();
+            return (loss.Item(), lora.Layers.SelectMany(l => new[] { l.A.Grad!.ToFloatArray(), l.B.Grad!.ToFloatArray() }).ToArray());
+        }
+        var cpu = Step(Device.Cpu);
+        var dev = Step(gpu.Device);
+        double lossErr = Math.Abs(cpu.Loss - dev.Loss) / Math.Abs(cpu.Loss), worst = 0;
+        for (int i = 0; i < cpu.Grads.Length; i++) worst = Math.Max(worst, ModelFixture.RelErr(cpu.Grads[i], dev.Grads[i]));
+        output.WriteLine($"LoRA over INT4, GPU vs CPU: loss {lossErr:E3} relative, LoRA gradients {worst:E3}");
+        Assert.True(lossErr <= 1e-5, $"loss differs by {lossErr:E3}");
+        Assert.True(worst <= 1e-4, $"LoRA gradients differ by {worst:E3}");
+    }
 }

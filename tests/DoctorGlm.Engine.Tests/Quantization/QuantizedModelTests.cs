@@ -41,18 +41,24 @@ public class QuantizedModelTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Quantizing_refuses_an_unmerged_adapter_and_frees_the_fp32_weights()
+    public void Quantizing_keeps_an_adapter_as_it_was_attached_and_frees_the_fp32_weights()
     {
         using var model = ModelFixture.LoadModel();
         model.AttachLora(new LoraSettings(2, 4f), new RandomGenerator(1));
-        var e = Assert.Throws<InvalidOperationException>(() => model.Quantize(8));
-        Assert.Contains("MergeLora", e.Message);
-        model.MergeLora();
         int before = model.BaseParameters().Count();
-        model.Quantize(8);
+        model.Quantize(8); // unmerged: it stays on top of the INT8 base
+        Assert.False(model.Lora!.Merged);
         Assert.Equal(before - 4 * model.Config.NumLayers, model.BaseParameters().Count());
-        Assert.Throws<InvalidOperationException>(() => model.UnmergeLora());
+        var e = Assert.Throws<InvalidOperationException>(() => model.MergeLora());
+        Assert.Contains("cannot be folded into INT8/INT4 weights", e.Message);
         Assert.Throws<InvalidOperationException>(() => model.Quantize(4));
+
+        using var merged = ModelFixture.LoadModel();
+        merged.AttachLora(new LoraSettings(2, 4f), new RandomGenerator(1));
+        merged.MergeLora();
+        merged.Quantize(8); // merged: quantized with the weights
+        Assert.True(merged.Lora!.Merged);
+        Assert.Throws<InvalidOperationException>(() => merged.UnmergeLora());
     }
 }
 

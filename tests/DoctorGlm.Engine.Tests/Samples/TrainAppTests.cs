@@ -59,7 +59,19 @@ public sealed class TrainAppTests : IDisposable
         Assert.Contains("eval loss after", text);
     }
 
+    [Fact]
+    public void A_p_tuning_job_over_an_int4_base_writes_its_prefix()
+    {
+        var (code, text) = RunTrain("--method", "ptuning", "--quantize", "4", "--pre-seq-len", "4", "--max-steps", "3", "--warmup-steps", "0",
+            "--max-train-samples", "8", "--max-eval-samples", "2", "--eval-generate", "1", "--batch-size", "4", "--save-steps", "0", "--output", _out);
+        Assert.True(code == 0, text);
+        Assert.Contains("block linears in INT4", System.Text.RegularExpressions.Regex.Replace(text, @"\s+", " ")); // Spectre wraps at 80 columns
+        Assert.True(File.Exists(Path.Combine(_out, "prefix_encoder.safetensors")), text);
+        Assert.Contains("\"quantization_bit\": 4", File.ReadAllText(Path.Combine(_out, "trainer_options.json")));
+    }
+
     [Theory]
+    [InlineData("--quantize", "5", "--quantize 5")]
     [InlineData("--attention", "fast", "--attention fast")]
     [InlineData("--dtype", "int3", "int3")]
     [InlineData("--method", "dpo", "dpo")]

@@ -46,9 +46,14 @@ public sealed class TrainerTests : IDisposable
     private static GlmModel Model() => GlmModel.CreateRandom(Config, new RandomGenerator(3));
 
     private TrainingResult Train(string dir, TrainerOptions o, bool resume = false, int cancelAfter = -1, int trainCount = 10,
-        DType weightDType = DType.F32, bool roundOnly = false)
+        DType weightDType = DType.F32, bool roundOnly = false, int quantizeBits = 0)
     {
         using var model = Model();
+        if (quantizeBits != 0)
+        {
+            model.SetBaseTrainable(false);
+            model.Quantize(quantizeBits);
+        }
         if (weightDType != DType.F32)
         {
             // A frozen base in 16 bits; roundOnly keeps the same rounded values in fp32 storage (the reference).
@@ -186,6 +191,36 @@ public sealed class TrainerTests : IDisposable
         Assert.Contains("weight dtype is bfloat16, this run's float32", e.Message);
         var ok = Train(_dir, Options(), resume: true, weightDType: DType.BF16);
         Assert.NotNull(ok.ResumedFrom);
+    }
+
+    [Theory]
+    [InlineData(TrainingMethod.Lora, "adapter_model.safetensors")]
+    [InlineData(TrainingMethod.PTuning, ModelExport.PrefixFileName)]
+    public void A_quantized_base_trains_resumes_identically_and_is_recorded(TrainingMethod method, string file)
+    {
+        // THUDM's P-Tuning recipe trains over an INT4 base; LoRA over one is QLoRA's arrangement.
+        string a = Path.Combine(_dir, "a"), b = Path.Combine(_dir, "b");
+        var whole = Train(a, Options(method), quantizeBits: 4);
+        Assert.True(whole.History[^1].Loss < whole.History[0].Loss + 1, "training over the INT4 base diverged");
+        Train(b, Options(method), cancelAfter: 3, quantizeBits: 4);
+        var resumed = Train(b, Options(method), resume: true, quantizeBits: 4);
+        Assert.NotNull(resumed.ResumedFrom);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(a, file)), File.ReadAllBytes(Path.Combine(b, file)));
+        Assert.Contains("\"quantization_bit\": 4", File.ReadAllText(Path.Combine(a, "trainer_options.json")));
+        // The quantization changes the computation: a float base gives other losses, and its run cannot resume this one.
+        var fp32 = Train(Path.Combine(_dir, "fp32"), Options(method));
+        Assert.NotEqual(fp32.History.Select(h => h.Loss), whole.History.Select(h => h.Loss));
+        string c = Path.Combine(_dir, "c");
+        Train(c, Options(method), cancelAfter: 2, quantizeBits: 4);
+        var e = Assert.Throws<InvalidDataException>(() => Train(c, Options(method), resume: true));
+        Assert.Contains("weight dtype is int4+float32, this run's float32", e.Message);
+    }
+
+    [Fact]
+    public void Full_training_refuses_a_quantized_base()
+    {
+        var e = Assert.Throws<InvalidOperationException>(() => Train(_dir, Options(TrainingMethod.Full), quantizeBits: 8));
+        Assert.Contains("INT8", e.Message);
     }
 
     [Fact]

@@ -21,7 +21,7 @@ public sealed record LoraSettings(int Rank, float Alpha, float Dropout = 0f, boo
 /// <summary>
 /// A LoRA adapter on every layer's <c>attention.query_key_value</c>: per layer a trainable A [r·g, H] and
 /// B [blockSize·g, r] (g enabled blocks of blockSize = 3H / G output rows each), used by the block through
-/// <see cref="Ops.LoraLinear"/> while unmerged. Owns its tensors.
+/// <c>Ops.LoraLinear</c> while unmerged. Owns its tensors.
 /// </summary>
 public sealed class GlmLora : IDisposable
 {

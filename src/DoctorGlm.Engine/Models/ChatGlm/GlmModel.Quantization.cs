@@ -17,15 +17,15 @@ public sealed partial class GlmModel
     /// <summary>
     /// Replaces the four linear weights of every block (query_key_value, dense, dense_h_to_4h, dense_4h_to_h) by
     /// ChatGLM's per-row INT8 or INT4 quantization (spec §10; embeddings, LayerNorms and biases stay as they are) and
-    /// frees the fp32 copies. A LoRA adapter must be merged first (as DoctorGLM's "6merge" files are); an unmerged one
-    /// is refused. The quantized linears are frozen: gradients still flow to their inputs.
+    /// frees the fp32 copies. A merged LoRA adapter is quantized with the weights (DoctorGLM's "6merge" files) and stays
+    /// attached, merged, for the record; an unmerged one stays on top of the quantized base (QLoRA's arrangement), where
+    /// it keeps training or running unmerged. The quantized linears are frozen: gradients still flow to their inputs.
     /// </summary>
     public void Quantize(int bits)
     {
         ThrowIfDisposed();
         if (bits is not (8 or 4)) throw new ArgumentOutOfRangeException(nameof(bits), bits, "GlmModel.Quantize: bits must be 8 or 4");
         if (IsQuantized) throw new InvalidOperationException($"GlmModel.Quantize: the model is already INT{QuantizationBits}");
-        if (Lora is { Merged: false }) throw new InvalidOperationException("GlmModel.Quantize: a LoRA adapter is attached unmerged; call MergeLora first");
         if (bits == 4 && (Config.HiddenSize % 2 != 0 || Config.InnerHiddenSize % 2 != 0))
             throw new InvalidOperationException("GlmModel.Quantize: INT4 packs two columns per byte and needs even hidden and inner sizes");
         // Quantize everything before touching the model, so a failure leaves it as it was.

@@ -422,6 +422,8 @@ public sealed partial class GlmModel : IDisposable
     {
         ThrowIfDisposed();
         CheckWeightDType(WeightDType, trainable, "GlmModel.SetBaseTrainable");
+        if (trainable && IsQuantized)
+            throw new InvalidOperationException($"GlmModel.SetBaseTrainable: the block linears are INT{QuantizationBits} and cannot train; full training needs the float model (LoRA and P-Tuning train over a quantized base)");
         foreach (var t in _params.Values) t.RequiresGrad = trainable;
     }
 
@@ -482,21 +484,24 @@ public sealed partial class GlmModel : IDisposable
 
     /// <summary>
     /// Attaches <paramref name="adapter"/> (the model takes ownership) after checking its shapes against every
-    /// layer's query_key_value; freezes the base weights (spec §9: only A and B train).
+    /// layer's query_key_value; freezes the base weights (spec §9: only A and B train). On a quantized model the adapter
+    /// runs on top of the INT8/INT4 base (QLoRA's arrangement: train or run it over the packed weights); it cannot be
+    /// merged there.
     /// </summary>
     public GlmLora AttachLora(GlmLora adapter)
     {
         ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(adapter);
         if (Lora is not null) throw new InvalidOperationException("GlmModel.AttachLora: an adapter is already attached; detach it first");
-        if (IsQuantized) throw new InvalidOperationException("GlmModel.AttachLora: the model is quantized; attach (and merge) the adapter before Quantize");
         if (adapter.Layers.Count != Config.NumLayers)
             throw new ArgumentException($"GlmModel.AttachLora: the adapter has {adapter.Layers.Count} layers, the model {Config.NumLayers}");
         for (int i = 0; i < Config.NumLayers; i++)
         {
-            var w = _params[_layerKeys[i][QkvW]];
+            string key = _layerKeys[i][QkvW];
             var (a, b) = adapter.Layers[i];
-            adapter.Groups.Resolve($"GlmModel.AttachLora (layer {i})", w.Shape[0], w.Shape[1], w, a, b);
+            string where = $"GlmModel.AttachLora (layer {i})";
+            if (_quantized.TryGetValue(key, out var q)) adapter.Groups.Resolve(where, q.Rows, q.Columns, $"the INT{q.Bits} weight [{q.Rows}, {q.Columns}]", a, b);
+            else adapter.Groups.Resolve(where, _params[key].Shape[0], _params[key].Shape[1], _params[key], a, b);
             if (a.Device != Device || b.Device != Device) throw new ArgumentException($"GlmModel.AttachLora: layer {i}'s adapter is on {a.Device}/{b.Device}, the model on {Device}");
         }
         SetBaseTrainable(false);
@@ -520,7 +525,7 @@ public sealed partial class GlmModel : IDisposable
     {
         ThrowIfDisposed();
         var lora = Lora ?? throw new InvalidOperationException("GlmModel.MergeLora: no LoRA adapter is attached");
-        if (IsQuantized) throw new InvalidOperationException("GlmModel.MergeLora: the model is quantized; merge the adapter before Quantize");
+        if (IsQuantized) throw new InvalidOperationException("GlmModel.MergeLora: the model is quantized, and an adapter cannot be folded into INT8/INT4 weights; merge it into the float model before quantizing (GlmLoadOptions.MergeLoraAdapter does both while loading)");
         if (lora.Merged) throw new InvalidOperationException("GlmModel.MergeLora: the adapter is already merged");
         for (int i = 0; i < Config.NumLayers; i++)
             LoraMerge.Merge(_params[_layerKeys[i][QkvW]], lora.Layers[i].A, lora.Layers[i].B, lora.Scaling, lora.Groups);
@@ -725,7 +730,9 @@ public sealed partial class GlmModel : IDisposable
         {
             var (la, lb) = lora.Layers[layer];
             float drop = Training ? lora.Settings.Dropout : 0f;
-            qkv = Ops.LoraLinear(a, P(QkvW), P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null);
+            qkv = _quantized.TryGetValue(p[QkvW], out var q)
+                ? Ops.LoraLinear(a, q, P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null)
+                : Ops.LoraLinear(a, P(QkvW), P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null);
         }
         else qkv = LayerLinear(layer, QkvW, a);
         // Per-head interleaved rows (spec §3.3): head h's q, k, v are rows [3dh, 3dh + d), [.. + d, .. + 2d), [.. + 2d, .. + 3d).
