@@ -45,13 +45,15 @@ public static class LoraStepBenchmark
         var activationDTypes = o.List("activations", dtype == DType.BF16 ? "bf16" : "f32", [.. s_weightDTypes.Keys]).Select(a => s_weightDTypes[a]).ToList();
         // Attention kernels on the GPU: tensor cores when the weights are 16-bit (as PyTorch's SDPA runs in bf16), unless told.
         string attentionKernels = o.List("attention", "auto", "auto", "fp32", "tensor-cores")[0];
+        // 8 or 4: the base's block linears quantized while loading (LoRA over INT8/INT4, QLoRA's arrangement).
+        int quantize = int.Parse(o.List("quantize", "0", "0", "8", "4")[0], CultureInfo.InvariantCulture);
         string? jsonl = o.Text("jsonl", "");
         o.RejectUnknown();
 
         var config = ModelPresets.Get(preset);
         if (seq < 4 || seq > config.MaxSequenceLength) throw new ArgumentException($"--seq {seq}: must be in [4, {config.MaxSequenceLength}]");
         var inv = CultureInfo.InvariantCulture;
-        Console.WriteLine(string.Create(inv, $"LoRA step: {preset} ({config.NumLayers} layers, hidden {config.HiddenSize}, {config.NumAttentionHeads} heads, FFN {config.InnerHiddenSize}, vocabulary {config.VocabSize}, {config.ParameterCount / 1e9:F3} B parameters), {dtype} weights, batch {string.Join(", ", batches)} × seq {seq}, on {Ceilings.Name(device)}"));
+        Console.WriteLine(string.Create(inv, $"LoRA step: {preset} ({config.NumLayers} layers, hidden {config.HiddenSize}, {config.NumAttentionHeads} heads, FFN {config.InnerHiddenSize}, vocabulary {config.VocabSize}, {config.ParameterCount / 1e9:F3} B parameters), {dtype} weights{(quantize != 0 ? $" (block linears INT{quantize})" : "")}, batch {string.Join(", ", batches)} × seq {seq}, on {Ceilings.Name(device)}"));
 
         double ceiling = Ceilings.MatmulTflops(device, dtype);
         Console.WriteLine(string.Create(inv, $"  matrix ceiling ({(cpu ? "all-core fp32 FMA peak" : $"8192³ {dtype} cuBLAS GEMM")}): {ceiling:F2} TFLOP/s"));
@@ -66,7 +68,7 @@ public static class LoraStepBenchmark
         }
 
         var clock = Stopwatch.StartNew();
-        using var model = LoadModel(config, device, dtype);
+        using var model = LoadModel(config, device, dtype, quantize);
         model.AttachLora(new LoraSettings(8, 32f, 0.1f), new RandomGenerator(11));
         model.Training = true;
         model.Rng = new RandomGenerator(12);
@@ -113,7 +115,7 @@ public static class LoraStepBenchmark
                     {
                         ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["config"] = preset,
                         ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq, ["checkpointing"] = checkpointing,
-                        ["error"] = "out of memory",
+                        ["quantize"] = quantize, ["error"] = "out of memory",
                     }, jsonl);
                     continue;
                 }
@@ -127,7 +129,7 @@ public static class LoraStepBenchmark
                 {
                     ["impl"] = "doctorglm", ["kind"] = "lora_step", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
                     ["config"] = preset, ["dtype"] = dtype.ToString().ToLowerInvariant(), ["activations"] = act, ["batch"] = batch, ["seq"] = seq,
-                    ["checkpointing"] = checkpointing, ["steps"] = steps, ["step_ms"] = median * 1e3, ["tokens_per_s"] = tokens / median,
+                    ["checkpointing"] = checkpointing, ["quantize"] = quantize, ["steps"] = steps, ["step_ms"] = median * 1e3, ["tokens_per_s"] = tokens / median,
                     ["model_flops_per_step"] = modelFlops, ["hardware_flops_per_step"] = hardwareFlops, ["ceiling_tflops"] = ceiling,
                     ["mfu"] = mfu, ["hfu"] = hfu, ["peak_memory_bytes"] = peak, ["loss"] = lastLoss, ["attention"] = attentionUsed,
                 }, jsonl);
@@ -138,12 +140,14 @@ public static class LoraStepBenchmark
 
     /// <summary>
     /// The frozen model with its base weight matrices stored in <paramref name="dtype"/> (F32 or BF16: on the GPU the
-    /// bf16 GEMMs then run on tensor cores; vectors, LoRA and optimizer state stay fp32; activations as --activations says).
+    /// bf16 GEMMs then run on tensor cores; vectors, LoRA and optimizer state stay fp32; activations as --activations says),
+    /// the block linears quantized to INT<paramref name="quantize"/> as they load when it is 8 or 4 (de-quantized into
+    /// <paramref name="dtype"/> for each product).
     /// </summary>
-    private static GlmModel LoadModel(GlmConfig config, Device device, DType dtype)
+    private static GlmModel LoadModel(GlmConfig config, Device device, DType dtype, int quantize)
     {
         using var source = new RandomWeights(config, 2026);
-        return GlmModel.Load(config, source, device, weightDType: dtype);
+        return GlmModel.Load(config, source, new GlmLoadOptions { WeightDType = dtype, QuantizeBits = quantize }, device);
     }
 
     /// <summary>

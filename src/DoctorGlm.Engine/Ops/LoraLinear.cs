@@ -38,16 +38,19 @@ public static partial class Ops
     /// frozen INT8/INT4 base (a LoRA adapter trained or run on a quantized model, as QLoRA does): the base product is
     /// <see cref="QuantizedLinear"/>'s — the fused kernel for a few rows without gradients, else the weight de-quantized
     /// into a temporary for the product and again for dx in backward — and the low-rank path is the same as over a float
-    /// base, so A and B get the gradients they would get over the de-quantized weight.
+    /// base, so A and B get the gradients they would get over the de-quantized weight (in <paramref name="dequantizedDType"/>,
+    /// see <see cref="QuantizedLinear"/>).
     /// </summary>
     public static Tensor LoraLinear(Tensor x, Quantization.QuantizedWeight weight, Tensor? bias, Tensor loraA, Tensor loraB, float scaling,
-        LoraGroups? groups = null, float dropout = 0f, RandomGenerator? rng = null)
+        LoraGroups? groups = null, float dropout = 0f, RandomGenerator? rng = null, DType dequantizedDType = DType.F32)
     {
         const string op = "LoraLinear";
         ArgumentNullException.ThrowIfNull(weight);
+        if (dequantizedDType is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"{op}: dequantizedDType {dequantizedDType} must be F32, BF16 or F16", nameof(dequantizedDType));
         SameDevice(op, ("x", x), ("weight", weight.Data), ("bias", bias), ("loraA", loraA), ("loraB", loraB));
         return LoraLinearCore(op, x, weight.Rows, weight.Columns, $"the INT{weight.Bits} weight [{weight.Rows}, {weight.Columns}]",
-            () => weight.Dequantize(DType.F32), w => w.Dispose(), weight, bias, loraA, loraB, scaling, groups, dropout, rng);
+            () => weight.Dequantize(dequantizedDType), w => w.Dispose(), weight, bias, loraA, loraB, scaling, groups, dropout, rng);
     }
 
     /// <summary>

@@ -17,7 +17,13 @@ public static partial class Ops
     /// training step over a quantized base (P-Tuning on INT4) keeps the packed weights only, not an fp32 copy of
     /// every layer's matrices.
     /// </summary>
-    public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null)
+    /// <param name="x">Input [..., in].</param>
+    /// <param name="weight">The packed weight.</param>
+    /// <param name="bias">Frozen or trainable b [out], or null.</param>
+    /// <param name="dequantizedDType">The type the weight is de-quantized into for a GEMM: F32 (exact), or F16 as the
+    /// reference does (W′ = q·scale in fp16) / BF16 — a 16-bit W′ is rounded once and multiplied on tensor cores on
+    /// the GPU, where an fp32 one takes the fp32 GEMM.</param>
+    public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null, DType dequantizedDType = DType.F32)
     {
         const string op = "QuantizedLinear";
         ArgumentNullException.ThrowIfNull(weight);
@@ -25,7 +31,8 @@ public static partial class Ops
         int inF = weight.Columns, outF = weight.Rows;
         bool wantsGrad = GradMode.IsEnabled && (x.RequiresGrad || bias is { RequiresGrad: true });
         long rows = x.Rank >= 1 && x.Shape[-1] == inF ? x.NumElements / inF : -1;
-        if (!wantsGrad && rows is > 0 and <= QuantizedMatVecMaxRows)
+        // The fused kernel takes fp32 rows and writes fp32; a 16-bit activation takes the GEMM, which returns its type.
+        if (!wantsGrad && rows is > 0 and <= QuantizedMatVecMaxRows && x.DType == DType.F32)
         {
             var xc = F32Contiguous(x, op, "x");
             var outDims = x.Shape.ToArray();
@@ -41,9 +48,11 @@ public static partial class Ops
             }
             return y;
         }
+        if (dequantizedDType is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"{op}: dequantizedDType {dequantizedDType} must be F32, BF16 or F16", nameof(dequantizedDType));
         return LinearCore(op, x, null, outF, inF, () =>
         {
-            var w = weight.Dequantize(DType.F32);
+            var w = weight.Dequantize(dequantizedDType);
             w.Name = $"de-quantized INT{weight.Bits} weight";
             return w;
         }, bias, outputDType: null);

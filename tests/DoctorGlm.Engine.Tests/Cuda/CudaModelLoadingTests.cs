@@ -75,14 +75,20 @@ public class CudaModelLoadingTests(ITestOutputHelper output)
         Assert.True(err <= 1e-4 * scale, $"INT{bits}: GPU logits differ from the CPU's by {err:E3} (bound {1e-4 * scale:E3})");
     }
 
-    /// <summary>LoRA trained over an INT4 base on the device (QLoRA's arrangement) against the same on the CPU.</summary>
-    [Fact]
-    public void Lora_over_an_int4_base_matches_the_cpu()
+    /// <summary>
+    /// LoRA trained over an INT4 base on the device (QLoRA's arrangement) against the same on the CPU. With bf16 weights
+    /// the base is de-quantized into bf16 and the GPU rounds the fp32 activations to bf16 for its tensor-core GEMMs
+    /// (the CPU multiplies them exactly): issue #4's bf16 bounds, 2e-2 on the loss and 5e-2 on the LoRA gradients.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.F32, 1e-5, 1e-4)]
+    [InlineData(DType.BF16, 2e-2, 5e-2)]
+    public void Lora_over_an_int4_base_matches_the_cpu(DType weights, double lossTol, double gradTol)
     {
         var gpu = CudaTestSetup.Require();
         (float Loss, float[][] Grads) Step(Device device)
         {
-            using var model = GlmModel.FromPretrained(Folder("hf_bin"), new GlmLoadOptions { QuantizeBits = 4 }, device);
+            using var model = GlmModel.FromPretrained(Folder("hf_bin"), new GlmLoadOptions { QuantizeBits = 4, WeightDType = weights }, device);
             var rng = new RandomGenerator(8);
             var layers = new List<(Tensor, Tensor)>();
             using (TensorScope.Unscoped())
@@ -107,8 +113,8 @@ public class CudaModelLoadingTests(ITestOutputHelper output)
         var dev = Step(gpu.Device);
         double lossErr = Math.Abs(cpu.Loss - dev.Loss) / Math.Abs(cpu.Loss), worst = 0;
         for (int i = 0; i < cpu.Grads.Length; i++) worst = Math.Max(worst, ModelFixture.RelErr(cpu.Grads[i], dev.Grads[i]));
-        output.WriteLine($"LoRA over INT4, GPU vs CPU: loss {lossErr:E3} relative, LoRA gradients {worst:E3}");
-        Assert.True(lossErr <= 1e-5, $"loss differs by {lossErr:E3}");
-        Assert.True(worst <= 1e-4, $"LoRA gradients differ by {worst:E3}");
+        output.WriteLine($"LoRA over INT4 ({weights} weights), GPU vs CPU: loss {lossErr:E3} relative, LoRA gradients {worst:E3}");
+        Assert.True(lossErr <= lossTol, $"loss differs by {lossErr:E3}");
+        Assert.True(worst <= gradTol, $"LoRA gradients differ by {worst:E3}");
     }
 }

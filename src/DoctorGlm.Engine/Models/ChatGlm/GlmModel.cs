@@ -598,8 +598,6 @@ public sealed partial class GlmModel : IDisposable
         ArgumentNullException.ThrowIfNull(mask);
         var (batch, _) = CheckInputs("GlmModel.Forward", ids, positionIds, mask, "[B, S, S], 1 = blocked");
 
-        if (ActivationDType != DType.F32 && _quantized.Count > 0)
-            throw new InvalidOperationException($"GlmModel.Forward: {ActivationDType} activations with quantized weights are not supported (the quantized linears take fp32 inputs); set ActivationDType = F32");
         var embedding = _params[EmbeddingKey];
         var h = Ops.Cast(Ops.Embedding(ids, embedding), ActivationDType); // a no-op for F32
         var prefix = PrefixKeyValues(batch);
@@ -731,7 +729,7 @@ public sealed partial class GlmModel : IDisposable
             var (la, lb) = lora.Layers[layer];
             float drop = Training ? lora.Settings.Dropout : 0f;
             qkv = _quantized.TryGetValue(p[QkvW], out var q)
-                ? Ops.LoraLinear(a, q, P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null)
+                ? Ops.LoraLinear(a, q, P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null, WeightDType)
                 : Ops.LoraLinear(a, P(QkvW), P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null);
         }
         else qkv = LayerLinear(layer, QkvW, a);
