@@ -5,6 +5,7 @@
 #   tests   the CUDA tests and the op harness on the GPU (--full: the whole test suite)
 #   decode  batch-1 decoding of the 6B shape, bf16 / INT8 / INT4 / fp32, against the bandwidth bound
 #   lora    one LoRA step of ChatGLM-6B (bf16 frozen base, batch 4 × 512), checkpointing off and on
+#   qlora   the same step over an INT4 base (block linears quantized while loading; --full, or --only qlora)
 #   torch   the same step in PyTorch (bf16; --full: bf16 and fp32), when python3 has torch
 #   bench   the CUDA kernel suite (BenchmarkDotNet, a fixed tiny job; --full: the --short job)
 # Every stage runs under `timeout`, from a shared budget (default 500 s), and a stage that would not fit is skipped
@@ -14,7 +15,7 @@
 # (the device tool returns what is written there: at most 8 files), summary.md, run.log and results.tar.gz are
 # copied there after EVERY stage, so a call cut short still returns what had finished.
 #
-#   run.sh [--full] [--only tests,decode,lora,torch,bench] [--budget SECONDS] [--cpu]
+#   run.sh [--full] [--only tests,decode,lora,qlora,torch,bench] [--budget SECONDS] [--cpu]
 # --fast is accepted as the default's old name. PYTHON (default python3) names the interpreter that has PyTorch.
 # --cpu rehearses every stage on the CPU with small shapes (for checking the runner on a machine without a GPU).
 set -uo pipefail
@@ -27,7 +28,7 @@ PYTHON="${PYTHON:-python3}"   # the interpreter that has torch (on the device im
 while [ $# -gt 0 ]; do
   case "$1" in
     --fast) FULL=0 ;;
-    --full) FULL=1 ;;
+    --full) FULL=1; [ "$ONLY" = "tests,decode,lora,torch,bench" ] && ONLY="tests,decode,lora,qlora,torch,bench" ;;
     --cpu) CPU=1 ;;
     --only) ONLY="$2"; shift ;;
     --budget) BUDGET="$2"; shift ;;
@@ -157,16 +158,17 @@ if steps:
     # A PyTorch model cast to a dtype runs its activations in that dtype too.
     act = lambda r: r.get("activations", r["dtype"] if r["impl"] == "torch" else "f32")
     print("| impl | config | weights | activations | attention | batch×seq | checkpointing | ms/step | tokens/s | MFU | HFU | peak GB |")
+    wt = lambda r: r["dtype"] + (f" (INT{r['quantize']} linears)" if r.get("quantize") else "")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in steps:
-        head = (f"| {r['impl']} | {r['config']} | {r['dtype']} | {act(r)} | {r.get('attention', 'sdpa' if r['impl'] == 'torch' else '')} | "
+        head = (f"| {r['impl']} | {r['config']} | {wt(r)} | {act(r)} | {r.get('attention', 'sdpa' if r['impl'] == 'torch' else '')} | "
                 f"{r['batch']}×{r['seq']} | {'on' if r['checkpointing'] else 'off'} | ")
         if "error" in r:
             print(head + f"{r['error']} | | | | |")
             continue
         print(head + f"{r['step_ms']:.0f} | {r['tokens_per_s']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['hfu']:.1f}% | {r['peak_memory_bytes'] / 1e9:.1f} |")
     steps = [r for r in steps if "error" not in r]
-    ours = {(r["dtype"], act(r), r["checkpointing"]): r for r in steps if r["impl"] == "doctorglm"}
+    ours = {(r["dtype"], act(r), r["checkpointing"]): r for r in steps if r["impl"] == "doctorglm" and not r.get("quantize")}
     for r in steps:
         o = ours.get((r["dtype"], act(r), r["checkpointing"])) if r["impl"] == "torch" else None
         if o:
@@ -207,6 +209,7 @@ if wanted tests; then
 fi
 wanted decode && stage decode 150 "$BENCH" --decode --device "$DEVICE" "${DECODE_ARGS[@]}" --jsonl "$R/e2e.jsonl"
 wanted lora && stage lora 120 "$BENCH" --lora-step --device "$DEVICE" "${LORA_ARGS[@]}" --jsonl "$R/e2e.jsonl"
+wanted qlora && stage qlora 90 "$BENCH" --lora-step --device "$DEVICE" "${LORA_ARGS[@]}" --quantize 4 --jsonl "$R/e2e.jsonl"
 if wanted torch; then
   if "$PYTHON" -c 'import torch' 2>/dev/null; then
     for dt in "${TORCH_DTYPES[@]}"; do
