@@ -146,11 +146,11 @@ public static class ChatApp
                 // Quantized (and a LoRA adapter merged) one weight at a time as the checkpoint is read: ChatGLM-6B's
                 // fp16 checkpoint never exists in memory as a whole, only the INT8/INT4 model does.
                 string? lora = adapterPath is not null && IsLoraAdapter(adapterPath) ? adapterPath : null;
-                model = GlmModel.FromPretrained(dir, new GlmLoadOptions { WeightDType = weightDType, QuantizeBits = bits, MergeLoraAdapter = lora }, device);
+                model = Load(output, dir, new GlmLoadOptions { WeightDType = weightDType, QuantizeBits = bits, MergeLoraAdapter = lora }, device);
                 if (lora is not null) console.MarkupLineInterpolated($"[grey]LoRA adapter {lora}: merged while loading[/]");
                 console.MarkupLineInterpolated($"[grey]weights quantized to INT{bits} while loading[/]");
             }
-            else model = GlmModel.FromPretrained(dir, device, weightDType: weightDType);
+            else model = Load(output, dir, new GlmLoadOptions { WeightDType = weightDType }, device);
             try
             {
                 tok = ChatGlmTokenizer.Load(tokPath, model.Config.NumImageTokens);
@@ -218,6 +218,28 @@ public static class ChatApp
     }
 
     /// <summary>Attaches a LoRA adapter (folder with adapter_config.json) or a P-Tuning v2 prefix (file or folder).</summary>
+    /// <summary>
+    /// Loads the model folder, with a progress bar (GB read of the checkpoint) when the output is a live terminal:
+    /// ChatGLM-6B takes tens of seconds, longer when quantized while loading.
+    /// </summary>
+    private static GlmModel Load(TextWriter output, string dir, GlmLoadOptions options, Device device)
+    {
+        if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected) return GlmModel.FromPretrained(dir, options, device);
+        return AnsiConsole.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask($"loading {Path.GetFileName(Path.TrimEndingDirectorySeparator(dir))}", maxValue: 1);
+                // Progress<T> reports on the thread pool, possibly out of order: the bar only moves forward.
+                var progress = new Progress<GlmLoadProgress>(p =>
+                {
+                    task.MaxValue = Math.Max(1, p.TotalBytes);
+                    task.Value = Math.Max(task.Value, p.Bytes);
+                    task.Description = $"loading {p.Bytes / 1048576.0:N0} of {p.TotalBytes / 1048576.0:N0} MiB{(options.QuantizeBits != 0 ? $", quantizing to INT{options.QuantizeBits}" : "")}";
+                });
+                return GlmModel.FromPretrained(dir, options with { Progress = progress }, device);
+            });
+    }
+
     /// <summary>--save: the model as loaded, and its tokenizer under the same file name, into <paramref name="dir"/>.</summary>
     private static int Save(IAnsiConsole console, GlmModel model, string tokenizerPath, string dir)
     {

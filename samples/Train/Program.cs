@@ -119,12 +119,25 @@ int Run(ParseResult p)
     {
         var cfg = GlmConfigFor(modelDir!);
         using var src = CheckpointReader.Open(modelDir!);
-        glm = GlmModel.Load(cfg, src, new GlmLoadOptions
+        var loadOptions = new GlmLoadOptions
         {
             Trainable = trainingMethod == TrainingMethod.Full,
             WeightDType = trainingMethod == TrainingMethod.Full ? DType.F32 : exportType,
             QuantizeBits = quantizeBits,
-        }, dev);
+        };
+        if (Console.IsOutputRedirected) glm = GlmModel.Load(cfg, src, loadOptions, dev);
+        else
+            // A 6B base takes tens of seconds to read (and quantize): a bar of the checkpoint's bytes.
+            glm = AnsiConsole.Progress().AutoClear(true).Start(ctx =>
+            {
+                var task = ctx.AddTask($"loading {Path.GetFileName(Path.TrimEndingDirectorySeparator(modelDir!))}", maxValue: 1);
+                var progress = new Progress<GlmLoadProgress>(r =>
+                {
+                    task.MaxValue = Math.Max(1, r.TotalBytes);
+                    task.Value = Math.Max(task.Value, r.Bytes); // reported on the thread pool, possibly out of order
+                });
+                return GlmModel.Load(cfg, src, loadOptions with { Progress = progress }, dev);
+            });
         modelDescription = Path.GetFullPath(modelDir!);
     }
     using var _ = glm;

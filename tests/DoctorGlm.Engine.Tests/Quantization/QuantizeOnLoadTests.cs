@@ -68,6 +68,36 @@ public class QuantizeOnLoadTests(ITestOutputHelper output)
         Assert.True(moved > 1e-3, $"{adapter}: the adapter changed the logits by only {moved:E3}; the merge was not applied");
     }
 
+    private sealed class Recorder : IProgress<GlmLoadProgress>
+    {
+        public List<GlmLoadProgress> Reports { get; } = [];
+
+        public void Report(GlmLoadProgress value) => Reports.Add(value);
+    }
+
+    [Theory]
+    [InlineData(false, 0)]
+    [InlineData(false, 4)]
+    [InlineData(true, 8)] // THUDM's pre-quantized layout: int8 weight and fp16 weight_scale pairs
+    public void Progress_counts_every_tensor_and_byte_read(bool preQuantized, int bits)
+    {
+        string folder = preQuantized ? Path.Combine(Fixture.Dir("quant"), "hf_int8") : Folder("hf_bin");
+        var recorder = new Recorder();
+        using var model = GlmModel.FromPretrained(folder, new GlmLoadOptions { QuantizeBits = bits, Progress = recorder });
+        Assert.Equal(bits, model.QuantizationBits);
+        var r = recorder.Reports;
+        using var source = DoctorGlm.Engine.IO.CheckpointReader.Open(folder);
+        // Every stored tensor but the rotary tables the model recomputes: the parameters, and lm_head (checked, not kept).
+        var stored = source.Tensors.Where(t => !t.Name.EndsWith("inv_freq", StringComparison.Ordinal)).ToList();
+        Assert.Equal(stored.Count, r.Count);
+        Assert.Equal(Enumerable.Range(1, r.Count), r.Select(x => x.Tensors));
+        Assert.All(r, x => Assert.Equal(stored.Count, x.TotalTensors));
+        Assert.Equal(stored.Sum(t => t.Shape.NumElements * t.DType.SizeOf()), r[^1].TotalBytes);
+        Assert.Equal(r[^1].TotalBytes, r[^1].Bytes);
+        Assert.True(r.Zip(r.Skip(1)).All(p => p.Second.Bytes > p.First.Bytes));
+        Assert.Equal(stored.Select(t => t.Name).Order(), r.Select(x => x.Name).Order());
+    }
+
     [Fact]
     public void Options_that_cannot_hold_are_refused_before_anything_is_read()
     {

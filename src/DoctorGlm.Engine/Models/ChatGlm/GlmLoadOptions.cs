@@ -32,6 +32,13 @@ public sealed record GlmLoadOptions
     /// </summary>
     public string? MergeLoraAdapter { get; init; }
 
+    /// <summary>
+    /// Told after each tensor is read (and quantized): how many of how many, and the bytes read so far of the
+    /// checkpoint's total — the 6B model takes tens of seconds to load, which a front end shows as a progress bar.
+    /// Called on the loading thread.
+    /// </summary>
+    public IProgress<GlmLoadProgress>? Progress { get; init; }
+
     // WeightDType and Trainable are checked with the other loaders' (GlmModel.CheckWeightDType).
     internal void Validate(GlmConfig config, string op)
     {
@@ -47,3 +54,11 @@ public sealed record GlmLoadOptions
             throw new ArgumentException($"{op}: a LoRA adapter cannot be merged into a pre-quantized checkpoint (INT{config.QuantizationBit}); merge it into the fp16 model and quantize that (QuantizeBits)");
     }
 }
+
+/// <summary>Where a load stands (<see cref="GlmLoadOptions.Progress"/>).</summary>
+/// <param name="Tensors">Tensors read so far.</param>
+/// <param name="TotalTensors">Tensors to read.</param>
+/// <param name="Bytes">Checkpoint bytes read so far (at the stored dtype).</param>
+/// <param name="TotalBytes">Checkpoint bytes to read.</param>
+/// <param name="Name">The tensor just read.</param>
+public readonly record struct GlmLoadProgress(int Tensors, int TotalTensors, long Bytes, long TotalBytes, string Name);

@@ -203,7 +203,7 @@ public sealed partial class GlmModel : IDisposable
         // Read (and checked against the config, and a config.json beside it) before a byte of the base is read.
         using (var merge = options.MergeLoraAdapter is null ? null
                    : LoraAdapters.Load(options.MergeLoraAdapter, new AdapterExpectations(config.NumLayers, config.HiddenSize, config.VocabSize), DType.F32, dev))
-            p = ReadBase(config, source, dev, prefix: null, options.WeightDType, new OnRead(options.QuantizeBits, merge), out quantized);
+            p = ReadBase(config, source, dev, prefix: null, options.WeightDType, new OnRead(options.QuantizeBits, merge, options.Progress), out quantized);
         foreach (var t in p.Values) t.RequiresGrad = options.Trainable;
         var model = new GlmModel(config, p, dev, options.WeightDType);
         model.AdoptQuantized(quantized, config.QuantizationBit != 0 ? config.QuantizationBit : options.QuantizeBits);
@@ -212,7 +212,7 @@ public sealed partial class GlmModel : IDisposable
 
     /// <summary>What <see cref="ReadBase"/> does to each block linear's weight once read: fold a LoRA adapter into
     /// query_key_value, then quantize (bits 8 or 4) the four block linears.</summary>
-    private sealed record OnRead(int QuantizeBits, LoraAdapterData? Merge)
+    private sealed record OnRead(int QuantizeBits, LoraAdapterData? Merge, IProgress<GlmLoadProgress>? Progress = null)
     {
         public static readonly OnRead Nothing = new(0, null);
     }
@@ -289,6 +289,16 @@ public sealed partial class GlmModel : IDisposable
 
         var fresh = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         quantized = new Dictionary<string, QuantizedWeight>(StringComparer.Ordinal);
+        // Progress over everything read: the pre-quantized pairs, the float tensors and the tied head's check.
+        var toRead = quantizedShapes.SelectMany(e => new[] { e.Name, e.Name + "_scale" }).Concat(expected.Select(e => e.Name))
+            .Concat(hasHead ? [LmHeadKey] : []).ToList();
+        long totalBytes = toRead.Sum(n => source.Info(n).Shape.NumElements * source.Info(n).DType.SizeOf()), bytesRead = 0;
+        int tensorsRead = 0;
+        void Read(string name)
+        {
+            bytesRead += source.Info(name).Shape.NumElements * source.Info(name).DType.SizeOf();
+            onRead.Progress?.Report(new GlmLoadProgress(++tensorsRead, toRead.Count, bytesRead, totalBytes, name));
+        }
         try
         {
             using (TensorScope.Unscoped())
@@ -300,7 +310,9 @@ public sealed partial class GlmModel : IDisposable
                     try
                     {
                         source.ReadInto(name, data);
+                        Read(name);
                         source.ReadInto(name + "_scale", scale);
+                        Read(name + "_scale");
                         quantized[name] = QuantizedWeight.FromTensors(data, scale, bits, shape[1], $"{source.Description}: '{name}'");
                     }
                     catch { data.Dispose(); scale.Dispose(); throw; }
@@ -317,6 +329,7 @@ public sealed partial class GlmModel : IDisposable
                         if (onRead.Merge is { } merge && QkvLayer(name) is int layer && merge.Layers.TryGetValue(layer, out var lora))
                             LoraMerge.Merge(t, lora.A, lora.B, merge.Scaling, merge.Groups);
                         if (quantize) quantized[name] = QuantizedWeight.Quantize(t, onRead.QuantizeBits);
+                        Read(name);
                     }
                     finally
                     {
@@ -328,6 +341,7 @@ public sealed partial class GlmModel : IDisposable
                     using var head = Tensor.Empty(new Shape(config.VocabSize, config.HiddenSize), weightDType, device);
                     source.ReadInto(LmHeadKey, head);
                     CheckTied(source, fresh[EmbeddingKey], head);
+                    Read(LmHeadKey);
                 }
             }
         }
