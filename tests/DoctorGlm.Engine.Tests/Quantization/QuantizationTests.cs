@@ -96,6 +96,49 @@ public class QuantizationTests
         Assert.Equal(new float[] { 7, 0, 2, 2, -2, -7 }, q.Dequantize().ToFloatArray());
     }
 
+    // Widths that run the vector loop and the scalar tail (1030 = 64·16 + 6; INT4: 32·32 + 3 bytes) and only the tail (14).
+    [Theory]
+    [InlineData(8, 1030, "F32")]
+    [InlineData(8, 1030, "BF16")]
+    [InlineData(4, 1030, "F32")]
+    [InlineData(4, 1030, "F16")]
+    [InlineData(4, 14, "BF16")]
+    [InlineData(8, 14, "F16")]
+    public void DequantizeEqualsThePerElementFormulaBitForBit(int bits, int cols, string dtype)
+    {
+        // Every code a checkpoint may hold (INT8 −128, INT4 −8 included: THUDM's quantizer never writes them, a file may)
+        // and scales of every kind: normal, subnormal, zero, negative.
+        const int rows = 9;
+        var rng = new Random(bits * 1000 + cols);
+        var bytes = new byte[rows * (bits == 8 ? cols : cols / 2)];
+        rng.NextBytes(bytes);
+        var scales = new ushort[rows];
+        for (int r = 0; r < rows; r++) scales[r] = HalfConvert.FloatToF16((float)(rng.NextDouble() - 0.3) * (float)Math.Pow(10, rng.Next(-6, 3)));
+        scales[1] = 0x0003; // subnormal
+        scales[2] = 0;
+        using var scope = TensorScope.Begin();
+        var data = Tensor.FromBytes(bytes, new Shape(rows, bits == 8 ? cols : cols / 2), DType.I8, Device.Cpu);
+        var scale = Tensor.FromBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(scales.AsSpan()), new Shape(rows), DType.F16, Device.Cpu);
+        using var q = QuantizedWeight.FromTensors(data, scale, bits, cols);
+        var type = Enum.Parse<DType>(dtype);
+        var got = q.Dequantize(type).ToBytes();
+        var want = new byte[rows * cols * type.SizeOf()];
+        for (int r = 0; r < rows; r++)
+        {
+            float sc = HalfConvert.F16ToFloat(scales[r]);
+            for (int c = 0; c < cols; c++)
+            {
+                sbyte b = (sbyte)bytes[bits == 8 ? r * cols + c : r * (cols / 2) + c / 2];
+                int v = bits == 8 ? b : c % 2 == 0 ? b >> 4 : (sbyte)(b << 4) >> 4;
+                float x = v * sc;
+                int e = r * cols + c;
+                if (type == DType.F32) BitConverter.TryWriteBytes(want.AsSpan(4 * e), x);
+                else BitConverter.TryWriteBytes(want.AsSpan(2 * e), type == DType.BF16 ? HalfConvert.FloatToBf16(x) : HalfConvert.FloatToF16(x));
+            }
+        }
+        Assert.Equal(want, got);
+    }
+
     [Fact]
     public void AllZeroRowsStayZero()
     {

@@ -22,31 +22,15 @@ public sealed unsafe partial class CpuBackend
         if (!w.DType.IsFloat()) throw new ArgumentException($"{op}: {w.Describe("output")} must be F32, F16 or BF16");
         sbyte* pq = q.Ptr<sbyte>();
         ushort* ps = scale.Ptr<ushort>();
-        DType dt = w.DType;
-        byte* pw = w.Ptr<byte>();
+        // A row's values are made in fp32 (q·scale is exact there: ≤ 8 + 11 significant bits) straight into an fp32
+        // output, or into a per-thread row buffer rounded once into a 16-bit one.
         ForRows(rows, cols, r =>
         {
-            float s = HalfConvert.F16ToFloat(ps[r]);
-            sbyte* qr = pq + r * packedCols;
-            for (int c = 0; c < cols; c++)
-            {
-                int v;
-                if (!int4) v = qr[c];
-                else
-                {
-                    sbyte b = qr[c >> 1];
-                    // high nibble = even column; arithmetic shifts sign-extend the 4-bit values
-                    v = (c & 1) == 0 ? b >> 4 : (sbyte)(b << 4) >> 4;
-                }
-                float x = v * s; // exact in fp32 (≤ 8 + 11 significant bits); rounded once below
-                long e = (long)r * cols + c;
-                switch (dt)
-                {
-                    case DType.F32: ((float*)pw)[e] = x; break;
-                    case DType.F16: ((ushort*)pw)[e] = HalfConvert.FloatToF16(x); break;
-                    default: ((ushort*)pw)[e] = HalfConvert.FloatToBf16(x); break;
-                }
-            }
+            long offset = (long)r * cols;
+            float* row = CpuRows.Target(w, offset, cols, 0);
+            if (int4) CpuDequantize.Int4Row(pq + r * packedCols, HalfConvert.F16ToFloat(ps[r]), row, cols);
+            else CpuDequantize.Int8Row(pq + r * packedCols, HalfConvert.F16ToFloat(ps[r]), row, cols);
+            CpuRows.Write(row, w, offset, cols);
         });
     }
 }
