@@ -57,19 +57,23 @@ public class CpuRotaryBenchmarks : IByteCount
     private const int Seq = 2048, Heads = 32, D = 128;
     private Tensor _q = null!, _qkv = null!, _pos = null!, _y = null!;
 
+    /// <summary>Storage of the activations (q, k, the qkv projection and y), as <c>GlmModel.ActivationDType</c> keeps them.</summary>
+    [Params(DType.F32, DType.BF16)]
+    public DType Activation { get; set; } = DType.F32;
+
     public double Bytes(string method)
     {
-        double n = 4.0 * Seq * Heads * D;
+        double n = (double)Activation.SizeOf() * Seq * Heads * D;
         return method == nameof(Kernel) ? 2 * n : 4 * n; // split: q and k each read once and written once
     }
 
     [GlobalSetup]
     public void Setup()
     {
-        _q = BenchData.Uniform(new Shape(1, Seq, Heads, D), 21);
-        _qkv = BenchData.Uniform(new Shape(1, Seq, Heads, 3 * D), 22);
+        _q = BenchData.Uniform(new Shape(1, Seq, Heads, D), 21, dtype: Activation);
+        _qkv = BenchData.Uniform(new Shape(1, Seq, Heads, 3 * D), 22, dtype: Activation);
         _pos = PositionIds.Glm([Seq / 2], [Seq / 2 - 2], Seq);
-        _y = Tensor.Empty(_q.Shape);
+        _y = Tensor.Empty(_q.Shape, Activation);
     }
 
     [GlobalCleanup]

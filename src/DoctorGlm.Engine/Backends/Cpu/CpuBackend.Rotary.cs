@@ -20,12 +20,11 @@ public sealed unsafe partial class CpuBackend
         int batch = x.Shape[0], seq = x.Shape[1], heads = x.Shape[2], d = x.Shape[3];
         int r = d / 2, h = r / 2;
         var inv = RotaryInvFreq(r);
-        // x and y may be 16-bit activations (strided slices of a 16-bit QKV projection): widened element by element,
-        // the rotation in fp32, y rounded once.
+        // x and y may be 16-bit activations (strided slices of a 16-bit QKV projection): each head's d values are
+        // widened into a buffer in one vectorised pass, rotated in fp32 and rounded once into y.
         bool f32 = x.DType == DType.F32 && y.DType == DType.F32;
         DType xt = x.DType, yt = y.DType;
         byte* bx = x.Ptr<byte>(), by = y.Ptr<byte>();
-        float* px = (float*)bx, py = (float*)by;
         long xb = x.Strides[0], xs = x.Strides[1], xh = x.Strides[2];
         long yb = y.Strides[0], ys = y.Strides[1], yhs = y.Strides[2];
         int* pid = positionIds.Ptr<int>();
@@ -35,8 +34,8 @@ public sealed unsafe partial class CpuBackend
         ForRows((long)batch * seq, (long)heads * d, row =>
         {
             int b = (int)(row / seq), s = (int)(row % seq);
-            Span<float> cos = stackalloc float[2 * h];
-            Span<float> sin = stackalloc float[2 * h];
+            float* cos = stackalloc float[2 * h];
+            float* sin = stackalloc float[2 * h];
             for (int half = 0; half < 2; half++)
             {
                 double p = pid[(b * 2 + half) * seq + s];
@@ -47,36 +46,37 @@ public sealed unsafe partial class CpuBackend
                     sin[half * h + j] = sign * (float)Math.Sin(angle);
                 }
             }
+            if (f32)
+            {
+                for (int head = 0; head < heads; head++)
+                    RotateHead((float*)bx + b * xb + s * xs + head * xh, (float*)by + b * yb + s * ys + head * yhs, r, h, cos, sin);
+                return;
+            }
+            float* xbuf = stackalloc float[d];
+            float* ybuf = stackalloc float[d];
             for (int head = 0; head < heads; head++)
             {
-                if (!f32)
-                {
-                    long xo = b * xb + s * xs + head * xh, yo = b * yb + s * ys + head * yhs;
-                    for (int half = 0; half < 2; half++)
-                        for (int j = 0; j < h; j++)
-                        {
-                            float c = cos[half * h + j], sn = sin[half * h + j];
-                            long xi = xo + half * r + j, yi = yo + half * r + j;
-                            float a = CpuRows.Load(bx, xt, xi), bb = CpuRows.Load(bx, xt, xi + h);
-                            CpuRows.Store(by, yt, yi, a * c - bb * sn);
-                            CpuRows.Store(by, yt, yi + h, bb * c + a * sn);
-                        }
-                    continue;
-                }
-                float* xrow = px + b * xb + s * xs + head * xh;
-                float* yrow = py + b * yb + s * ys + head * yhs;
-                for (int half = 0; half < 2; half++)
-                {
-                    float* xhalf = xrow + half * r, yhalf = yrow + half * r;
-                    for (int j = 0; j < h; j++)
-                    {
-                        float c = cos[half * h + j], sn = sin[half * h + j];
-                        float a = xhalf[j], bb = xhalf[j + h];
-                        yhalf[j] = a * c - bb * sn;
-                        yhalf[j + h] = bb * c + a * sn;
-                    }
-                }
+                long xo = b * xb + s * xs + head * xh, yo = b * yb + s * ys + head * yhs;
+                CpuFloatConvert.ToSingle(xt, bx + xo * xt.SizeOf(), xbuf, d);
+                RotateHead(xbuf, ybuf, r, h, cos, sin);
+                CpuFloatConvert.FromSingle(ybuf, yt, by + yo * yt.SizeOf(), d);
             }
         });
+    }
+
+    /// <summary>One head's d = 2r values: each half's pairs (j, j + h) rotated by its own angles (2D rotary, spec §3.1).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void RotateHead(float* x, float* y, int r, int h, float* cos, float* sin)
+    {
+        for (int half = 0; half < 2; half++)
+        {
+            float* xhalf = x + half * r, yhalf = y + half * r, c = cos + half * h, sn = sin + half * h;
+            for (int j = 0; j < h; j++)
+            {
+                float a = xhalf[j], bb = xhalf[j + h];
+                yhalf[j] = a * c[j] - bb * sn[j];
+                yhalf[j + h] = bb * c[j] + a * sn[j];
+            }
+        }
     }
 }
