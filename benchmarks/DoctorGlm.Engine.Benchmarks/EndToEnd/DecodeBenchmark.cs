@@ -30,7 +30,7 @@ public static class DecodeBenchmark
         var device = Ceilings.Parse(o.Text("device", "cpu"));
         bool cpu = device.Kind == DeviceKind.Cpu;
         string preset = o.Text("config", cpu ? "medium" : "6b");
-        var modes = o.List("modes", "f32,bf16,int8,int4", "f32", "bf16", "int8", "int4");
+        var modes = o.List("modes", "f32,bf16,int8,int4", "f32", "bf16", "f16", "int8", "int4");
         int promptLength = o.Int("prompt", 32), tokens = o.Int("tokens", cpu ? 16 : 64), warmup = o.Int("warmup", 2);
         string? jsonl = o.Text("jsonl", "");
         o.RejectUnknown();
@@ -45,7 +45,7 @@ public static class DecodeBenchmark
 
         foreach (var mode in modes)
         {
-            int bits = mode switch { "int8" => 8, "int4" => 4, "bf16" => 16, _ => 0 };
+            int bits = mode switch { "int8" => 8, "int4" => 4, "bf16" or "f16" => 16, _ => 0 };
             var clock = Stopwatch.StartNew();
             using var source = new RandomWeights(config, 2026);
             var memory = BackendRegistry.For(device);
@@ -54,7 +54,8 @@ public static class DecodeBenchmark
             Ceilings.ResetPeak(device);
             // INT8/INT4 are quantized as the weights stream in (never the whole fp32 model: the 6B shape fits a 24 GB
             // host) and keep the embedding — the tied head — in bf16, as THUDM's quantized checkpoints keep it in fp16.
-            using var model = GlmModel.Load(config, source, new GlmLoadOptions { WeightDType = bits == 0 ? DType.F32 : DType.BF16, QuantizeBits = bits is 8 or 4 ? bits : 0 }, device);
+            var floats = bits == 0 ? DType.F32 : mode == "f16" ? DType.F16 : DType.BF16; // f16: THUDM's checkpoint type
+            using var model = GlmModel.Load(config, source, new GlmLoadOptions { WeightDType = floats, QuantizeBits = bits is 8 or 4 ? bits : 0 }, device);
             Ceilings.Synchronize(device);
             double setup = clock.Elapsed.TotalSeconds;
             double held = (memory.Memory.InUseBytes - before) / 1e9, loadPeak = (memory.Memory.PeakBytes - before) / 1e9;
@@ -111,7 +112,7 @@ public static class DecodeBenchmark
         double rows = l * (3 * h + h + f + h);
         double blocks = bits switch { 8 => matrices + 2 * rows, 4 => matrices / 2 + 2 * rows, 16 => 2 * matrices, _ => 4 * matrices };
         double vectors = 4 * (l * (2 * h + 3 * h + h + 2 * h + f + h) + 2 * h);
-        double head = (bits == 0 ? 4.0 : 2.0) * ModelPresets.HeadParameters(c); // bf16, INT8, INT4 keep the tied head in bf16
+        double head = (bits == 0 ? 4.0 : 2.0) * ModelPresets.HeadParameters(c); // bf16, f16, INT8, INT4 keep the tied head in 16 bits
         double kv = 4 * 2 * l * context * h;
         return blocks + vectors + head + kv;
     }

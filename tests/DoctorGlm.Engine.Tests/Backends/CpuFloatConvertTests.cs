@@ -78,4 +78,26 @@ public unsafe class CpuFloatConvertTests
                 $"[{i}] 0x{bits[i]:X4}: got {got[i]}, want {want}");
         }
     }
+
+    [Fact]
+    public void F16WideningInRegistersIsExactForEveryBitPattern()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Skip("the in-register fp16 widening needs AVX-512");
+        var bits = new ushort[1 << 16];
+        for (int i = 0; i < bits.Length; i++) bits[i] = (ushort)i;
+        var got = new float[16];
+        fixed (ushort* pb = bits)
+        fixed (float* pg = got)
+            for (int i = 0; i < bits.Length; i += 16)
+            {
+                System.Runtime.Intrinsics.Vector512.Store(CpuWideningDot.F16Widener.Widen16(pb + i), pg);
+                for (int j = 0; j < 16; j++)
+                {
+                    float want = HalfConvert.F16ToFloat(bits[i + j]);
+                    // NaN payloads need not survive, but a NaN must stay a NaN (and an infinity an infinity).
+                    Assert.True(BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got[j]) || (float.IsNaN(want) && float.IsNaN(got[j])),
+                        $"0x{bits[i + j]:X4}: got {got[j]} (0x{BitConverter.SingleToUInt32Bits(got[j]):X8}), want {want}");
+                }
+            }
+    }
 }

@@ -684,7 +684,9 @@ internal static unsafe class CpuGemm
             float* buf = stackalloc float[DotChunk];
             float* acc = stackalloc float[DotRows];
             int j = j0;
-            if (b.Type == DType.BF16)
+            // fp16 widens in registers with AVX-512 only (CpuWideningDot.F16Widener); without it, the chunked loop below.
+            bool widenF16 = b.Type == DType.F16 && Avx512F.IsSupported;
+            if (b.Type == DType.BF16 || widenF16)
             {
                 // Four rows of B share each load of an A row (see CpuWideningDot.Int8Rows4: a 16384-wide A row is
                 // 64 KB, past L1). Leftover rows take the loop below.
@@ -694,7 +696,8 @@ internal static unsafe class CpuGemm
                     ushort* row = (ushort*)b.Pointer + (long)j * ldb;
                     for (int i = 0; i < m; i++)
                     {
-                        CpuWideningDot.Bf16Rows4(row, ldb, af + i * lda, k, acc4);
+                        if (b.Type == DType.BF16) CpuWideningDot.Bf16Rows4(row, ldb, af + i * lda, k, acc4);
+                        else CpuWideningDot.F16Rows4(row, ldb, af + i * lda, k, acc4);
                         for (int r = 0; r < 4; r++)
                         {
                             float* ci = c + i * ldc + j + r;
@@ -715,6 +718,10 @@ internal static unsafe class CpuGemm
                 {
                     // bf16 → fp32 is a shift: done in registers as the row streams, at the memory's pace.
                     for (int i = 0; i < m; i++) acc[i] = CpuWideningDot.Bf16((ushort*)row, af + i * lda, k);
+                }
+                else if (widenF16)
+                {
+                    for (int i = 0; i < m; i++) acc[i] = CpuWideningDot.F16((ushort*)row, af + i * lda, k);
                 }
                 else
                 {
