@@ -319,6 +319,11 @@ public sealed class AttentionOpCases : IOpCases
                 dropout > 0 ? new RandomGenerator(seed) : null),
             Reference = x => RefLora(x[0], x[1], bias ? x[4] : null, x[2], x[3], keep, batch * seq, inF, outF, rank, enable, scaling),
             GradTolerance = activation == DType.F32 ? 2e-4 : 1e-2,
+            // With 16-bit activations the GPU forms z = drop(x)·Aᵀ with A rounded to x's type (cuBLAS takes one operand
+            // type), an error of ulp·Σ|dY·z| that does not shrink when dB's sum cancels: seen on the emulated device,
+            // d/dlora_b[0] = 0.778 against 0.807 at max|fd| 2.24 (once, in a fresh-clone CI run). Bounded as the 16-bit
+            // attention cases are, by the inputs' unit scale; a 2% error in an O(1) gradient still fails.
+            GradScaleFloor = activation == DType.F32 ? 1e-2 : 1.0,
             ForwardTolerance = activation == DType.F32 ? 2e-5 : 1e-2,
             OutputDType = activation,
         };
