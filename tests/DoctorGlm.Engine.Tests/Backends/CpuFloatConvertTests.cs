@@ -82,22 +82,25 @@ public unsafe class CpuFloatConvertTests
     [Fact]
     public void F16WideningInRegistersIsExactForEveryBitPattern()
     {
-        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Skip("the in-register fp16 widening needs AVX-512");
-        var bits = new ushort[1 << 16];
-        for (int i = 0; i < bits.Length; i++) bits[i] = (ushort)i;
-        var got = new float[16];
-        fixed (ushort* pb = bits)
-        fixed (float* pg = got)
-            for (int i = 0; i < bits.Length; i += 16)
+        // Both widths (the GEMM's 8-wide panel loads, the dot products' 16-wide rows) against the scalar definition.
+        var got8 = new float[8];
+        var got16 = new float[16];
+        for (int i = 0; i < 1 << 16; i += 16)
+        {
+            var u = Enumerable.Range(i, 16).Select(v => (uint)v).ToArray();
+            System.Runtime.Intrinsics.Vector512.CopyTo(CpuFloatConvert.F16BitsToSingle(System.Runtime.Intrinsics.Vector512.Create(u)), got16);
+            System.Runtime.Intrinsics.Vector256.CopyTo(CpuFloatConvert.F16BitsToSingle(System.Runtime.Intrinsics.Vector256.Create(u.AsSpan(0, 8))), got8);
+            for (int j = 0; j < 16; j++)
             {
-                System.Runtime.Intrinsics.Vector512.Store(CpuWideningDot.F16Widener.Widen16(pb + i), pg);
-                for (int j = 0; j < 16; j++)
-                {
-                    float want = HalfConvert.F16ToFloat(bits[i + j]);
-                    // NaN payloads need not survive, but a NaN must stay a NaN (and an infinity an infinity).
-                    Assert.True(BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got[j]) || (float.IsNaN(want) && float.IsNaN(got[j])),
-                        $"0x{bits[i + j]:X4}: got {got[j]} (0x{BitConverter.SingleToUInt32Bits(got[j]):X8}), want {want}");
-                }
+                float want = HalfConvert.F16ToFloat((ushort)(i + j));
+                Same(want, got16[j], i + j);
+                if (j < 8) Same(want, got8[j], i + j);
             }
+        }
+
+        // NaN payloads need not survive, but a NaN must stay a NaN (and an infinity an infinity).
+        static void Same(float want, float got, int bits) =>
+            Assert.True(BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got) || (float.IsNaN(want) && float.IsNaN(got)),
+                $"0x{bits:X4}: got {got} (0x{BitConverter.SingleToUInt32Bits(got):X8}), want {want}");
     }
 }

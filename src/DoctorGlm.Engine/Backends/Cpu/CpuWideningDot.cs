@@ -193,24 +193,10 @@ internal static unsafe class CpuWideningDot
 
     internal readonly struct F16Widener : IWidener<ushort>
     {
-        /// <summary>
-        /// fp16 → fp32, exact for every bit pattern, in integer steps: a normal's exponent and mantissa bits move up 13
-        /// places and the exponent is rebased by adding (127 − 15) &lt;&lt; 23; an all-ones exponent (inf, NaN) is rebased
-        /// once more, to fp32's all-ones; a subnormal (or zero) is its 10-bit mantissa times 2^-24, converted from an
-        /// integer. No lane ever multiplies an fp32 denormal (which costs a microcode assist on some cores), and the sign
-        /// is put back last.
-        /// </summary>
+        /// <summary>Sixteen fp16 weights as fp32, exactly (<see cref="CpuFloatConvert.F16BitsToSingle(Vector512{uint})"/>).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Widen16(ushort* w)
-        {
-            var u = Avx512F.ConvertToVector512Int32(Vector256.Load(w)).AsUInt32();
-            var m = u & Vector512.Create(0x7FFFu);
-            var bits = Avx512F.ShiftLeftLogical(m, 13) + Vector512.Create(0x3800_0000u);
-            bits += Vector512.Equals(m & Vector512.Create(0x7C00u), Vector512.Create(0x7C00u)) & Vector512.Create(0x3800_0000u);
-            var subnormal = Avx512F.ConvertToVector512Single(m.AsInt32()) * Vector512.Create(0x3380_0000u).AsSingle(); // × 2^-24
-            var value = Vector512.ConditionalSelect(Vector512.LessThan(m, Vector512.Create(0x400u)), subnormal.AsUInt32(), bits);
-            return (value | Avx512F.ShiftLeftLogical(u & Vector512.Create(0x8000u), 16)).AsSingle();
-        }
+        public static Vector512<float> Widen16(ushort* w) =>
+            CpuFloatConvert.F16BitsToSingle(Avx512F.ConvertToVector512Int32(Vector256.Load(w)).AsUInt32());
 
         public static float Dot(ushort* w, float* x, int n) => F16(w, x, n);
     }
