@@ -1,7 +1,9 @@
 // GLM attention (CpuBackend.Attention.cs), a straightforward tiled flash-attention: correctness first.
 // Layout: q, k, v, out are [B, S, nh, d]; prefix keys/values [B, N, nh, d] come before the sequence's own keys
-// (combined key index kk ∈ [0, N + S), prefix first) and are never blocked; mask is U8 [B, S, S] over the
-// sequence keys (1 = blocked → the score becomes the constant masked_value, as masked_fill does).
+// (combined key index kk ∈ [0, N + S), prefix first); mask is U8 [B, S, S] over the sequence keys (1 = blocked →
+// the score becomes the constant masked_value, as masked_fill does). The forward also takes pmask, U8 [B, N] over
+// the prefix keys (1 = blocked for every query; null = none): a batched KV cache's left-pad positions. The backward
+// has no pmask (it serves training, where the prefix is a P-Tuning prefix and always visible).
 // Forward: one block per (query tile, head, batch); key tiles stream through shared memory with an online
 // softmax, so the S×(N+S) matrix never exists; only the row log-sum-exp is saved. Backward recomputes P from
 // the saved lse in two kernels, one owning query rows (dQ) and one owning key rows (dK, dV), so every gradient
@@ -54,17 +56,17 @@ __device__ __forceinline__ void load_row_stats(float* rl, float* rd, int* rb, co
 // Score of query row qi and combined key kk from the shared tiles; -inf outside the matrix. `blocked` reports a
 // masked entry (whose gradient must be zero).
 __device__ __forceinline__ float tile_score(const float* qs, const float* ks, int D, float scale, int qi, int kk,
-                                            int S, int N, const u8* mask, int b, float masked, bool& blocked) {
+                                            int S, int N, const u8* mask, const u8* pmask, int b, float masked, bool& blocked) {
     blocked = false;
     if (qi >= S || kk >= N + S) return -DGLM_INF;
-    if (kk >= N && mask && mask[((i64)b * S + qi) * S + (kk - N)]) { blocked = true; return masked; }
+    if (kk >= N ? mask && mask[((i64)b * S + qi) * S + (kk - N)] : pmask && pmask[(i64)b * N + kk]) { blocked = true; return masked; }
     float acc = 0.0f;
     for (int c = 0; c < D; c++) acc += qs[c] * ks[c];
     return scale * acc;
 }
 
 extern "C" __global__ void attention_forward(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
-                                             const u8* mask, int S, int N, int H, int D, float scale, float masked, int T,
+                                             const u8* mask, const u8* pmask, int S, int N, int H, int D, float scale, float masked, int T,
                                              void* out, float* lse) {
     DGLM_DYNAMIC_SHARED(float, smem);
     float* Qs = smem;
@@ -87,7 +89,7 @@ extern "C" __global__ void attention_forward(const void* q, const void* k, const
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
             bool blocked;
-            Ps[e] = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, b, masked, blocked);
+            Ps[e] = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, pmask, b, masked, blocked);
         }
         __syncthreads();
         for (int i = tid; i < T; i += nt) {
@@ -179,7 +181,7 @@ extern "C" __global__ void attention_backward_dq(const void* q, const void* k, c
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
             bool blocked;
-            float s = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, b, masked, blocked);
+            float s = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, nullptr, b, masked, blocked);
             float ds = 0.0f;
             if (s != -DGLM_INF && !blocked) {
                 float p = recomputed_p(s, rl[i], rb[i], S);
@@ -234,7 +236,7 @@ extern "C" __global__ void attention_backward_dkv(const void* q, const void* k, 
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
             bool blocked;
-            float s = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, b, masked, blocked);
+            float s = tile_score(Qs + i * D, Ks + j * D, D, scale, q0 + i, k0 + j, S, N, mask, nullptr, b, masked, blocked);
             float p = recomputed_p(s, rl[i], rb[i], S);
             float ds = 0.0f;
             if (s != -DGLM_INF && !blocked) {

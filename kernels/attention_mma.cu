@@ -6,8 +6,9 @@
 // Head sizes 64 and 128.
 //
 // Layout (as attention.cu): q, k, v, out [B, S, nh, d]; prefix keys/values [B, N, nh, d] come first in the
-// combined key index kk ∈ [0, N + S) and are never blocked; mask U8 [B, S, S] over the sequence's own keys
-// (1 = blocked → the score is the constant `masked`, as masked_fill does).
+// combined key index kk ∈ [0, N + S); mask U8 [B, S, S] over the sequence's own keys (1 = blocked → the score is
+// the constant `masked`, as masked_fill does). The forward also takes pmask, U8 [B, N] over the prefix keys
+// (1 = blocked for every query; null = none: a batched KV cache's left pads); the backward has none.
 //
 // Blocks have 4 warps. Forward and dQ: a block owns 64 query rows (16 per warp) and streams 64-key tiles.
 // dK/dV: a block owns 64 keys (16 per warp) and streams 32-row query tiles. Each gradient element is written by
@@ -92,17 +93,18 @@ __device__ __forceinline__ void stage_keys(u16* Ks, u16* Vs, const void* k, cons
     }
 }
 
-// The ROWS × ATT_BK mask tile at (q0, k0) into Ms (1 = blocked; prefix keys and entries outside the matrix are 0).
-// Returns whether this thread saw an entry that must be computed: an open one, or a blocked one for which
-// `blocked_counts(qi)` says its probability still matters.
+// The ROWS × ATT_BK mask tile at (q0, k0) into Ms (1 = blocked: from mask for sequence keys, from pmask for prefix
+// keys; entries outside the matrix are 0). Returns whether this thread saw an entry that must be computed: an open
+// one, or a blocked one for which `blocked_counts(qi)` says its probability still matters.
 template <int ROWS, typename F>
-__device__ __forceinline__ int load_mask_tile(u8* Ms, const u8* mask, int b, int q0, int k0, int S, int N, F blocked_counts) {
+__device__ __forceinline__ int load_mask_tile(u8* Ms, const u8* mask, const u8* pmask, int b, int q0, int k0, int S, int N, F blocked_counts) {
     int keep = 0;
     for (int e = threadIdx.x; e < ROWS * ATT_BK; e += ATT_THREADS) {
         int i = e / ATT_BK, j = e % ATT_BK, qi = q0 + i, kk = k0 + j;
         u8 blk = 0;
         if (qi < S && kk < N + S) {
-            if (kk >= N && mask) blk = mask[((i64)b * S + qi) * S + (kk - N)];
+            if (kk >= N) { if (mask) blk = mask[((i64)b * S + qi) * S + (kk - N)]; }
+            else if (pmask) blk = pmask[(i64)b * N + kk];
             if (!blk || blocked_counts(qi)) keep = 1;
         }
         Ms[e] = blk;
@@ -174,7 +176,7 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 template <int D>
 __device__ void attention_mma_forward(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
-                                      const u8* mask, int S, int N, int H, float scale, float masked, void* out, float* lse) {
+                                      const u8* mask, const u8* pmask, int S, int N, int H, float scale, float masked, void* out, float* lse) {
     constexpr int LD = D + 8; // +16 bytes per row: the eight rows an ldmatrix / fragment load touches hit distinct banks
     DGLM_DYNAMIC_SHARED(u16, smem);
     u16* Qs = smem;
@@ -197,7 +199,7 @@ __device__ void attention_mma_forward(const void* q, const void* k, const void* 
 
     for (int k0 = 0; k0 < total; k0 += ATT_BK) {
         __syncthreads(); // every warp is done with the previous tile
-        int keep = load_mask_tile<ATT_BQ>(Ms, mask, b, q0, k0, S, N, [](int) { return false; });
+        int keep = load_mask_tile<ATT_BQ>(Ms, mask, pmask, b, q0, k0, S, N, [](int) { return false; });
         for (int rr = 0; rr < 2; rr++)
             if (rowq[rr] < S && !(m[rr] >= masked + ATT_SKIP_MARGIN)) keep = 1;
         if (!__syncthreads_or(keep)) continue;
@@ -297,7 +299,7 @@ __device__ void attention_mma_backward_dq(const void* q, const void* k, const vo
     for (int k0 = 0; k0 < total; k0 += ATT_BK) {
         __syncthreads();
         // All blocked: dS = 0 everywhere, nothing reaches dQ.
-        int keep = load_mask_tile<ATT_BQ>(Ms, mask, b, q0, k0, S, N, [](int) { return false; });
+        int keep = load_mask_tile<ATT_BQ>(Ms, mask, nullptr, b, q0, k0, S, N, [](int) { return false; });
         if (!__syncthreads_or(keep)) continue;
         stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h);
         __syncthreads();
@@ -361,7 +363,7 @@ __device__ void attention_mma_backward_dkv(const void* q, const void* k, const v
     for (int q0 = 0; q0 < S; q0 += ATT_BQ_DKV) {
         __syncthreads();
         // A blocked entry still carries P = exp(masked − lse) (or 1/S in a fully blocked row) into dV.
-        int keep = load_mask_tile<ATT_BQ_DKV>(Ms, mask, b, q0, k0, S, N, [&](int qi) {
+        int keep = load_mask_tile<ATT_BQ_DKV>(Ms, mask, nullptr, b, q0, k0, S, N, [&](int qi) {
             i64 row = ((i64)b * H + h) * S + qi;
             return fully_blocked[row] || !(lse[row] >= masked + ATT_SKIP_MARGIN);
         });
@@ -423,9 +425,10 @@ __device__ void attention_mma_backward_dkv(const void* q, const void* k, const v
 
 #define ATT_MMA_ENTRIES(D)                                                                                                     \
     extern "C" __global__ void attention_mma_forward_d##D(const void* q, const void* k, const void* v, int act,               \
-                                                          const float* pk, const float* pv, const u8* mask, int S, int N,       \
-                                                          int H, float scale, float masked, void* out, float* lse) {            \
-        attention_mma_forward<D>(q, k, v, act, pk, pv, mask, S, N, H, scale, masked, out, lse);                                 \
+                                                          const float* pk, const float* pv, const u8* mask, const u8* pmask,    \
+                                                          int S, int N, int H, float scale, float masked, void* out,            \
+                                                          float* lse) {                                                         \
+        attention_mma_forward<D>(q, k, v, act, pk, pv, mask, pmask, S, N, H, scale, masked, out, lse);                          \
     }                                                                                                                          \
     extern "C" __global__ void attention_mma_backward_dq_d##D(const void* q, const void* k, const void* v, int act,           \
                                                               const float* pk, const float* pv, const u8* mask,                 \

@@ -11,9 +11,11 @@ public partial interface IBackend
     /// <paramref name="maskedValue"/> when blocked (a constant, as masked_fill does: a fully blocked row becomes
     /// uniform). <paramref name="lse"/> [B, nh, S] receives log Σ_j exp(score_ij). q, k, v and output are
     /// activations of one dtype, F32, BF16 or F16 (read exactly, the output rounded once); prefixes and lse are F32.
+    /// <paramref name="prefixMask"/>, U8 [B, N] (1 = blocked for every query; null = none), hides prefix keys the same
+    /// way: a batched KV cache's left-pad positions (the past of a generation step). It has no backward.
     /// </summary>
     void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
-        float scale, float maskedValue, Tensor output, Tensor lse);
+        float scale, float maskedValue, Tensor output, Tensor lse, Tensor? prefixMask = null);
 
     /// <summary>
     /// Gradients of <see cref="AttentionForward"/>, recomputing the probabilities from q, k and

@@ -9,6 +9,10 @@ public sealed record GenerationOptions
     /// <summary>HF <c>max_length</c>: generation stops when prompt + output reach this many tokens.</summary>
     public int MaxLength { get; init; } = 2048;
 
+    /// <summary>HF <c>max_new_tokens</c>: when set, generation also stops after this many new tokens (the stop token
+    /// counts as one, as in HF). Useful for a batch, whose prompts differ in length (<see cref="GlmGenerator.GenerateBatch"/>).</summary>
+    public int? MaxNewTokens { get; init; }
+
     /// <summary>Sample from the warped distribution (true) or take the arg-max (greedy; warpers are then skipped, as in HF).</summary>
     public bool DoSample { get; init; } = true;
 
@@ -40,6 +44,7 @@ public sealed record GenerationOptions
     public void Validate()
     {
         if (MaxLength < 1) throw new ArgumentOutOfRangeException(nameof(MaxLength), MaxLength, "must be at least 1");
+        if (MaxNewTokens is < 1) throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, "must be at least 1 (null: only MaxLength limits)");
         if (!(Temperature > 0) || !float.IsFinite(Temperature)) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "must be a positive number");
         if (TopK < 0) throw new ArgumentOutOfRangeException(nameof(TopK), TopK, "must be ≥ 0 (0 disables top-k)");
         if (!(TopP >= 0 && TopP <= 1)) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "must be in [0, 1] (1 disables top-p)");

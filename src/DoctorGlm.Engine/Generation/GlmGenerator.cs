@@ -44,34 +44,114 @@ public sealed class GlmGenerator
         ArgumentNullException.ThrowIfNull(prompt);
         var o = options ?? new GenerationOptions();
         o.Validate();
+        CheckModel();
+        var row = CheckPrompt(prompt, o, "the prompt", nameof(prompt));
+        return Run(row, o, cancellationToken);
+    }
+
+    /// <summary>
+    /// Generates for several prompts at once, left-padded into one batch (as HF pads for generation), so that each
+    /// step reads the weights once for every row. Each row keeps its own rules, as <see cref="Generate"/> would apply
+    /// them to it alone: <see cref="GenerationOptions.MaxLength"/> counts its own prompt, it stops at its own stop
+    /// token, the repetition penalty sees its own tokens, and with a <see cref="GenerationOptions.Seed"/> every row
+    /// samples from a generator seeded with it. Row b's answer is therefore <c>Generate(prompts[b], options)</c>, up
+    /// to the rounding of the batched products (greedy answers agree unless two scores are within that rounding).
+    /// A finished row stays in the batch, fed the pad token, until every row is done; without the cache
+    /// (<see cref="GenerationOptions.UseCache"/> false) finished rows leave the batch.
+    /// </summary>
+    /// <returns>Per prompt, its new tokens (the stop token excluded).</returns>
+    public int[][] GenerateBatch(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        if (prompts.Count == 0) throw new ArgumentException("GlmGenerator.GenerateBatch: there are no prompts", nameof(prompts));
+        var o = options ?? new GenerationOptions();
+        o.Validate();
+        CheckModel();
+        var rows = new RowState[prompts.Count];
+        for (int b = 0; b < rows.Length; b++)
+        {
+            if (prompts[b] is null) throw new ArgumentNullException(nameof(prompts), $"GlmGenerator.GenerateBatch: prompt {b} is null");
+            rows[b] = CheckPrompt(prompts[b], o, $"prompt {b}", nameof(prompts));
+        }
+        int eos = o.EosTokenId ?? Model.Config.EosTokenId;
+        using var cache = o.UseCache ? Model.CreateCache(rows.Length) : null;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var active = Enumerable.Range(0, rows.Length).Where(b => !rows[b].Done).ToArray();
+            if (active.Length == 0) break;
+            float[] logits;
+            using (GradMode.NoGrad())
+            using (TensorScope.Begin())
+                logits = cache is null ? BatchLogits(rows, active) : BatchLogits(rows, cache);
+            int v = Model.Config.VocabSize;
+            for (int i = 0; i < active.Length; i++)
+            {
+                var row = rows[active[i]];
+                // Without the cache the logits hold the active rows only; with it, every row.
+                var scores = logits.AsSpan((cache is null ? i : active[i]) * v, v).ToArray();
+                int token = Pick(scores, row, o);
+                row.Sequence.Add(token);
+                if (token == eos) row.Done = true;
+                else
+                {
+                    row.Output.Add(token);
+                    if (row.Sequence.Count >= row.Limit) row.Done = true;
+                }
+            }
+        }
+        return [.. rows.Select(r => r.Output.ToArray())];
+    }
+
+    /// <summary>One prompt's generation state: its tokens so far (prompt first), its §4.1 positions and its limits.</summary>
+    private sealed class RowState(int[] prompt, int ctx, int maskPos, int limit, RandomGenerator rng)
+    {
+        public List<int> Sequence { get; } = [.. prompt];
+        public int Ctx { get; } = ctx;
+        public int MaskPos { get; } = maskPos;
+        /// <summary>Sequence length at which the row stops (MaxLength, or the prompt plus MaxNewTokens when smaller).</summary>
+        public int Limit { get; } = limit;
+        public RandomGenerator Rng { get; } = rng;
+        public List<int> Output { get; } = [];
+        public bool Done { get; set; }
+    }
+
+    private void CheckModel()
+    {
+        if (Model.Training) throw new InvalidOperationException("GlmGenerator: the model is in training mode (dropout on); set GlmModel.Training = false to generate");
+        if (InvalidScoreTokenId >= Model.Config.VocabSize) throw new InvalidOperationException($"GlmGenerator: the invalid-score token {InvalidScoreTokenId} is outside the vocabulary");
+    }
+
+    private RowState CheckPrompt(IReadOnlyList<int> prompt, GenerationOptions o, string what, string paramName)
+    {
         var config = Model.Config;
-        if (prompt.Count == 0) throw new ArgumentException("GlmGenerator: the prompt is empty", nameof(prompt));
+        if (prompt.Count == 0) throw new ArgumentException($"GlmGenerator: {what} is empty", paramName);
         var ids = prompt.ToArray();
         for (int i = 0; i < ids.Length; i++)
             if ((uint)ids[i] >= (uint)config.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(prompt), $"GlmGenerator: prompt token {i} = {ids[i]} is outside the vocabulary [0, {config.VocabSize})");
+                throw new ArgumentOutOfRangeException(paramName, $"GlmGenerator: {what}: token {i} = {ids[i]} is outside the vocabulary [0, {config.VocabSize})");
         var (ctx, maskPos) = GlmInputs.ContextAndMask(ids, config);
         if (ctx == ids.Length)
-            throw new ArgumentException($"GlmGenerator: the prompt has no <sop> ({config.BosTokenId}); end it with [gMASK] <sop> (ChatGlmTokenizer.Encode(text, addSpecialTokens: true))", nameof(prompt));
+            throw new ArgumentException($"GlmGenerator: {what} has no <sop> ({config.BosTokenId}); end it with [gMASK] <sop> (ChatGlmTokenizer.Encode(text, addSpecialTokens: true))", paramName);
         if (ids.Length >= o.MaxLength)
-            throw new ArgumentException($"GlmGenerator: the prompt has {ids.Length} tokens, not fewer than MaxLength = {o.MaxLength} (which counts the prompt)", nameof(prompt));
-        if (Model.Training) throw new InvalidOperationException("GlmGenerator: the model is in training mode (dropout on); set GlmModel.Training = false to generate");
-        if (InvalidScoreTokenId >= config.VocabSize) throw new InvalidOperationException($"GlmGenerator: the invalid-score token {InvalidScoreTokenId} is outside the vocabulary");
-        return Run(ids, ctx, maskPos, o, cancellationToken);
+            throw new ArgumentException($"GlmGenerator: {what} has {ids.Length} tokens, not fewer than MaxLength = {o.MaxLength} (which counts the prompt)", paramName);
+        int limit = o.MaxNewTokens is int n ? (int)Math.Min(o.MaxLength, (long)ids.Length + n) : o.MaxLength;
+        return new RowState(ids, ctx, maskPos, limit, new RandomGenerator(o.Seed ?? (ulong)Random.Shared.NextInt64()));
     }
 
-    private IEnumerable<int> Run(int[] prompt, int ctx, int maskPos, GenerationOptions o, CancellationToken ct)
+    private IEnumerable<int> Run(RowState row, GenerationOptions o, CancellationToken ct)
     {
         int eos = o.EosTokenId ?? Model.Config.EosTokenId;
-        var rng = new RandomGenerator(o.Seed ?? (ulong)Random.Shared.NextInt64());
-        var sequence = new List<int>(o.MaxLength);
-        sequence.AddRange(prompt);
         using var cache = o.UseCache ? Model.CreateCache() : null;
-        while (sequence.Count < o.MaxLength)
+        while (row.Sequence.Count < row.Limit)
         {
             ct.ThrowIfCancellationRequested();
-            int token = Step(sequence, ctx, maskPos, cache, o, rng);
-            sequence.Add(token);
+            float[] scores;
+            using (GradMode.NoGrad())
+            using (TensorScope.Begin())
+                scores = NextLogits(row.Sequence, row.Ctx, row.MaskPos, cache);
+            int token = Pick(scores, row, o);
+            row.Sequence.Add(token);
             if (token == eos) yield break;
             yield return token;
         }
@@ -95,18 +175,49 @@ public sealed class GlmGenerator
             return NextLogits(ids, ctx, maskPos, cache);
     }
 
-    /// <summary>One step: logits of the last position, the §7 pipeline, then the pick. Nothing it allocates survives.</summary>
-    private int Step(List<int> sequence, int ctx, int maskPos, GlmKvCache? cache, GenerationOptions o, RandomGenerator rng)
+    /// <summary>The §7 pipeline over one row's raw scores (modified in place), then its pick.</summary>
+    private int Pick(float[] scores, RowState row, GenerationOptions o)
     {
-        float[] scores;
-        using (GradMode.NoGrad())
-        using (TensorScope.Begin())
-            scores = NextLogits(sequence, ctx, maskPos, cache);
-        var seqSpan = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequence);
+        var seqSpan = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(row.Sequence);
         LogitsProcessing.Process(scores, seqSpan, o, InvalidScoreTokenId);
         if (!o.DoSample) return LogitsProcessing.ArgMax(scores);
         var probs = LogitsProcessing.Softmax(scores);
-        return LogitsProcessing.SampleIndex(probs, RandomGenerator.Uniform(rng.NextStream(), 0));
+        return LogitsProcessing.SampleIndex(probs, RandomGenerator.Uniform(row.Rng.NextStream(), 0));
+    }
+
+    /// <summary>Without a cache: the active rows' sequences again, left-padded into one batch (§4.1, §4.3); [active, V].</summary>
+    private float[] BatchLogits(RowState[] rows, int[] active)
+    {
+        using var inputs = GlmInputs.Build([.. active.Select(b => rows[b].Sequence.ToArray())], Model.Config, device: Model.Device);
+        return Model.Forward(inputs).Narrow(1, inputs.SeqLen - 1, 1).ToFloatArray();
+    }
+
+    /// <summary>
+    /// With the cache: the left-padded prompts first (their pads declared to the cache), then one token per row and
+    /// step with §4.2's positions; a finished row is fed the pad token. Returns [rows, V].
+    /// </summary>
+    private float[] BatchLogits(RowState[] rows, GlmKvCache cache)
+    {
+        var device = Model.Device;
+        int batch = rows.Length;
+        if (cache.TokenCount == 0)
+        {
+            using var inputs = GlmInputs.Build([.. rows.Select(r => r.Sequence.ToArray())], Model.Config, device: device);
+            cache.SetLeftPadding(inputs.PadLeft);
+            return Model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true).ToFloatArray();
+        }
+        var ids = new int[batch];
+        var pos = new int[batch * 2];
+        for (int b = 0; b < batch; b++)
+        {
+            var r = rows[b];
+            int t = r.Sequence.Count - 1; // the newest token of a live row; a finished row repeats its last position
+            ids[b] = r.Done ? Model.Config.PadTokenId : r.Sequence[t];
+            pos[2 * b] = r.MaskPos;
+            pos[2 * b + 1] = t - r.Ctx + 1;
+        }
+        return Model.Forward(Tensor.FromArray(ids, new Shape(batch, 1), device), Tensor.FromArray(pos, new Shape(batch, 2, 1), device), null, cache,
+            lastOnly: true).ToFloatArray();
     }
 
     private float[] NextLogits(List<int> sequence, int ctx, int maskPos, GlmKvCache? cache)

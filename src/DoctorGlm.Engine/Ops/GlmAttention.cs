@@ -20,16 +20,26 @@ public static partial class Ops
     /// <param name="layerCoeff">c in −10000·c, the value of a blocked logit.</param>
     /// <param name="prefixK">P-tuning v2 prefix keys [B, N, nh, d] (no rotary), placed before k and always visible.</param>
     /// <param name="prefixV">Prefix values [B, N, nh, d]; given exactly when <paramref name="prefixK"/> is.</param>
+    /// <param name="prefixMask">U8 [B, N] over the prefix keys (1 = blocked for every query), or null (all visible).
+    /// The past of a batched KV cache (<see cref="Models.ChatGlm.GlmKvCache"/>) uses it to hide each row's left pads.
+    /// Inference only: with it, no input may require a gradient.</param>
     /// <returns>[B, S, nh, d]. Backward recomputes the probabilities from the saved row log-sum-exp.</returns>
-    public static Tensor GlmAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, float layerCoeff = 1f, Tensor? prefixK = null, Tensor? prefixV = null)
+    public static Tensor GlmAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, float layerCoeff = 1f, Tensor? prefixK = null, Tensor? prefixV = null,
+        Tensor? prefixMask = null)
     {
         const string op = "GlmAttention";
-        SameDevice(op, ("q", q), ("k", k), ("v", v), ("mask", mask), ("prefixK", prefixK), ("prefixV", prefixV));
+        SameDevice(op, ("q", q), ("k", k), ("v", v), ("mask", mask), ("prefixK", prefixK), ("prefixV", prefixV), ("prefixMask", prefixMask));
         ExpectRank(op, "q", q, 4, "[B, S, heads, headDim]");
         ExpectShape(op, "k", k, q.Shape, $"same as {q.Describe("q")}");
         ExpectShape(op, "v", v, q.Shape, $"same as {q.Describe("q")}");
         int d = q.Shape[3];
         ValidateAttention(op, q.Shape, q.Describe("q"), mask, layerCoeff, prefixK, prefixV);
+        if (prefixMask is not null)
+        {
+            if (prefixK is null) throw new ArgumentException($"{op}: {prefixMask.Describe("prefixMask")} was given without prefix keys");
+            ExpectDType(op, "prefixMask", prefixMask, DType.U8);
+            ExpectShape(op, "prefixMask", prefixMask, new Shape(q.Shape[0], prefixK.Shape[1]), "[B, N(prefix keys)], 1 = blocked");
+        }
 
         if (k.DType != q.DType || v.DType != q.DType)
             throw new ArgumentException($"{op}: {q.Describe("q")}, {k.Describe("k")} and {v.Describe("v")} must share one dtype");
@@ -39,6 +49,7 @@ public static partial class Ops
         var pkc = prefixK is null ? null : F32Contiguous(prefixK, op, "prefixK");
         var pvc = prefixV is null ? null : F32Contiguous(prefixV, op, "prefixV");
         var mc = mask is null ? null : mask.IsContiguous ? mask : ContiguousNoGrad(mask);
+        var pmc = prefixMask is null ? null : prefixMask.IsContiguous ? prefixMask : ContiguousNoGrad(prefixMask);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2];
         float scale = 1f / MathF.Sqrt(d);
         float maskedValue = -10000f * layerCoeff;
@@ -46,8 +57,10 @@ public static partial class Ops
         var output = Tensor.Empty(q.Shape, q.DType, q.Device);
         var lse = Tensor.Empty(new Shape(batch, heads, seq), DType.F32, q.Device);
         var be = q.Backend;
-        be.AttentionForward(qc, kc, vc, pkc, pvc, mc, scale, maskedValue, output, lse);
         bool anyGrad = GradMode.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad || prefixK?.RequiresGrad == true || prefixV?.RequiresGrad == true);
+        if (anyGrad && pmc is not null)
+            throw new NotSupportedException($"{op}: a prefix mask is for inference (a batched KV cache's past) and has no backward; run under GradMode.NoGrad or detach the inputs");
+        be.AttentionForward(qc, kc, vc, pkc, pvc, mc, scale, maskedValue, output, lse, pmc);
         if (!anyGrad) { lse.Dispose(); return output; } // inference keeps nothing for backward
         return Graph.Record(op, output, [q, k, v, prefixK, prefixV], (g, needs) =>
         {

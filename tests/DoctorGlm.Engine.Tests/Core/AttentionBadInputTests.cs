@@ -57,6 +57,21 @@ public class AttentionBadInputTests
     }
 
     [Fact]
+    public void AttentionRejectsBadPrefixMaskAndItsGradient()
+    {
+        using var scope = TensorScope.Begin();
+        var q = Z(2, 5, 2, 8);
+        var pk = Z(2, 3, 2, 8);
+        var pm = Tensor.FromArray(new byte[6], new Shape(2, 3));
+        Throws<ArgumentException>(() => Ops.GlmAttention(q, q, q, null, 1f, null, null, pm), "prefixMask [2, 3]", "without prefix keys");
+        Throws<ArgumentException>(() => Ops.GlmAttention(q, q, q, null, 1f, pk, pk, Tensor.FromArray(new byte[4], new Shape(2, 2))), "prefixMask [2, 2]", "must have shape [2, 3]");
+        Throws<ArgumentException>(() => Ops.GlmAttention(q, q, q, null, 1f, pk, pk, Z(2, 3)), "prefixMask [2, 3] F32", "must be U8");
+        var trained = Z(2, 5, 2, 8);
+        trained.RequiresGrad = true;
+        Throws<NotSupportedException>(() => Ops.GlmAttention(trained, q, q, null, 1f, pk, pk, pm), "prefix mask", "no backward");
+    }
+
+    [Fact]
     public void MaskAndPositionBuildersRejectInconsistentArguments()
     {
         using var scope = TensorScope.Begin();

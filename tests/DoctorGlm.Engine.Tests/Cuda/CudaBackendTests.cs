@@ -438,6 +438,56 @@ public class CudaBackendTests
         finally { gpu.AttentionKernel = previous; }
     }
 
+    /// <summary>
+    /// The prefix mask (a batched KV cache's left pads among the past keys) in both forward kernels against the CPU:
+    /// a decoding step (one query per row over a long past, P-Tuning positions visible, each row's pads hidden, one
+    /// row with pads spanning a whole 64-key tile) and a short chunk with its own causal mask. Inputs are bf16 values,
+    /// outputs poisoned; fp32 kernels within 1e-4, tensor cores within 1e-2 of the largest output (their P is bf16).
+    /// </summary>
+    [Theory]
+    [InlineData("Fp32", 3, 1, 2, 128, 150)]
+    [InlineData("Fp32", 2, 5, 3, 32, 19)]
+    [InlineData("TensorCores", 3, 1, 2, 128, 150)]
+    [InlineData("TensorCores", 2, 5, 1, 64, 70)]
+    public void AttentionWithPrefixMask(string kernel, int b, int s, int nh, int dd, int nPast)
+    {
+        var gpu = CudaTestSetup.Require();
+        var which = Enum.Parse<CudaAttentionKernel>(kernel);
+        if (which == CudaAttentionKernel.TensorCores && gpu.ComputeCapability < 80) Assert.Skip($"tensor-core attention needs sm_80+, this GPU is sm_{gpu.ComputeCapability}");
+        static float Bf16(float x) => HalfConvert.Bf16ToFloat(HalfConvert.FloatToBf16(x));
+        var c = AttentionCase.Random(b, s, nh, dd, nPast, null, -10000f * 2, Bf16);
+        var mask = new byte[b * s * s];
+        for (int bi = 0; bi < b; bi++) for (int i = 0; i < s; i++) for (int j = i + 1; j < s; j++) mask[(bi * s + i) * s + j] = 1;
+        var pmask = new byte[b * nPast];
+        for (int bi = 0; bi < b; bi++)
+        {
+            int pads = bi == 0 ? 0 : bi == 1 ? Math.Min(nPast - 1, 67) : 9; // row 0 none; row 1 covers a whole 64-key tile
+            for (int j = 3; j < Math.Min(nPast, 3 + pads); j++) pmask[bi * nPast + j] = 1; // the first 3 positions: a visible P-Tuning prefix
+        }
+        var previous = gpu.AttentionKernel;
+        gpu.AttentionKernel = which;
+        try
+        {
+            var r = Both((be, d) =>
+            {
+                Tensor A(float[] a, int n) => T(a, d, b, n, nh, dd);
+                var o = Poison(d, b, s, nh, dd);
+                var lse = Poison(d, b, nh, s);
+                be.AttentionForward(A(c.Q, s), A(c.K, s), A(c.V, s), A(c.PrefixK, nPast), A(c.PrefixV, nPast), Tensor.FromArray(mask, new Shape(b, s, s), d),
+                    c.Scale, c.MaskedValue, o, lse, Tensor.FromArray(pmask, new Shape(b, nPast), d));
+                return [o, lse];
+            });
+            string what = $"prefix-masked attention ({kernel}) b={b} s={s} nh={nh} d={dd} past={nPast}";
+            double tol = which == CudaAttentionKernel.Fp32 ? 1e-4 : 1e-2;
+            double maxRef = r.Cpu[0].Max(x => Math.Abs((double)x));
+            for (int i = 0; i < r.Cpu[0].Length; i++)
+                Assert.True(Math.Abs((double)r.Gpu[0][i] - r.Cpu[0][i]) <= tol * maxRef, $"{what}: out[{i}] CUDA {r.Gpu[0][i]:R}, CPU {r.Cpu[0][i]:R} (max |CPU| {maxRef:G4})");
+            for (int i = 0; i < r.Cpu[1].Length; i++)
+                Assert.True(Math.Abs(r.Gpu[1][i] - r.Cpu[1][i]) <= 1e-3 * Math.Max(1, Math.Abs(r.Cpu[1][i])), $"{what}: lse[{i}] CUDA {r.Gpu[1][i]:R}, CPU {r.Cpu[1][i]:R}");
+        }
+        finally { gpu.AttentionKernel = previous; }
+    }
+
     [Fact]
     public void TensorCoreAttentionFallsBackToFp32ForOtherHeadSizes()
     {

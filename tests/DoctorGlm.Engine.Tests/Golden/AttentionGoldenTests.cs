@@ -76,6 +76,39 @@ public class AttentionGoldenTests
         }
     }
 
+    /// <summary>
+    /// The prefix mask (a batched KV cache's left pads) hides prefix keys exactly as if they were absent: each row
+    /// hides its own subset, and agrees with the attention over only its visible prefix keys; an all-zero mask gives
+    /// PyTorch's output.
+    /// </summary>
+    [Fact]
+    public void PrefixMaskHidesPrefixKeysAsIfTheyWereAbsent()
+    {
+        using var scope = TensorScope.Begin();
+        using var _ = GradMode.NoGrad();
+        using var f = Fixture.Ops("glm_attention_prefix");
+        float c = (float)f.Meta("layer_coeff");
+        Tensor q = f.Load("q"), k = f.Load("k"), v = f.Load("v"), mask = f.Load("mask"), pk = f.Load("prefix_k"), pv = f.Load("prefix_v");
+        int batch = q.Shape[0], n = pk.Shape[1], rowLen = pk.Shape[2] * pk.Shape[3];
+        Assert.True(n >= 2, $"the fixture has {n} prefix keys");
+        Check(f, "out", Ops.GlmAttention(q, k, v, mask, c, pk, pv, Tensor.FromArray(new byte[batch * n], new Shape(batch, n))));
+
+        var pm = new byte[batch * n];
+        for (int b = 0; b < batch; b++) for (int j = 0; j < n; j++) pm[b * n + j] = (byte)((j + b) % 2 == 0 && j != n - 1 ? 1 : 0);
+        var masked = Ops.GlmAttention(q, k, v, mask, c, pk, pv, Tensor.FromArray(pm, new Shape(batch, n))).ToFloatArray();
+        float[] pkAll = pk.ToFloatArray(), pvAll = pv.ToFloatArray();
+        int per = masked.Length / batch;
+        for (int b = 0; b < batch; b++)
+        {
+            var keep = Enumerable.Range(0, n).Where(j => pm[b * n + j] == 0).ToArray();
+            float[] Rows(float[] all) => [.. keep.SelectMany(j => all.AsSpan((b * n + j) * rowLen, rowLen).ToArray())];
+            var shape = new Shape(1, keep.Length, pk.Shape[2], pk.Shape[3]);
+            Tensor One(Tensor t) => t.Narrow(0, b, 1).Contiguous();
+            var alone = Ops.GlmAttention(One(q), One(k), One(v), One(mask), c, Tensor.FromArray(Rows(pkAll), shape), Tensor.FromArray(Rows(pvAll), shape)).ToFloatArray();
+            Fixture.AssertClose(alone, masked.AsSpan(b * per, per).ToArray(), 1e-6, 1e-6, $"row {b} (visible prefix keys {string.Join(",", keep)})");
+        }
+    }
+
     [Fact]
     public void FullyBlockedPadRowsGiveZeroQueryAndKeyGradients()
     {

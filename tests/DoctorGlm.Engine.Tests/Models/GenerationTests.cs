@@ -22,7 +22,8 @@ public sealed class GenerationTests(ITestOutputHelper output)
 
     private static IEnumerable<int> Str(GlmGenerator g, int[] prompt, GenerationOptions? o = null) => g.Stream(prompt, o, TestContext.Current.CancellationToken);
 
-    private static GlmModel Model(string name)
+    /// <summary>The tiny fixture model, with the LoRA adapter or P-Tuning prefix a case name starting "lora" or "ptuning" needs.</summary>
+    internal static GlmModel Model(string name)
     {
         var model = ModelFixture.LoadModel();
         if (name.StartsWith("lora", StringComparison.Ordinal))

@@ -18,7 +18,7 @@ public sealed unsafe partial class CpuBackend
     /// <paramref name="maskedValue"/> (−10000·c) before the softmax, exactly like the reference's masked_fill, so a
     /// fully blocked row (left padding) comes out uniform rather than NaN.
     /// </summary>
-    private static void AttentionProbabilities(float* q, float* k, float* pk, byte* mask, int b, int head, int seq, int nPrefix,
+    private static void AttentionProbabilities(float* q, float* k, float* pk, byte* mask, byte* prefixMask, int b, int head, int seq, int nPrefix,
         int heads, int d, float scale, float maskedValue, float* p, float* lseRow)
     {
         int total = nPrefix + seq;
@@ -33,6 +33,11 @@ public sealed unsafe partial class CpuBackend
             {
                 byte* mrow = mask + ((long)b * seq + i) * seq;
                 for (int j = 0; j < seq; j++) if (mrow[j] != 0) row[nPrefix + j] = maskedValue;
+            }
+            if (prefixMask != null)
+            {
+                byte* prow = prefixMask + (long)b * nPrefix;
+                for (int j = 0; j < nPrefix; j++) if (prow[j] != 0) row[j] = maskedValue;
             }
             float max = TensorPrimitives.Max(row);
             TensorPrimitives.Subtract(row, max, row);
@@ -56,12 +61,12 @@ public sealed unsafe partial class CpuBackend
     /// <remarks>16-bit q/k/v/output: the CPU widens them to fp32 copies for the duration of the call and rounds the
     /// output once at the end — the same values the CUDA kernels load and store element by element.</remarks>
     public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
-        float scale, float maskedValue, Tensor output, Tensor lse)
+        float scale, float maskedValue, Tensor output, Tensor lse, Tensor? prefixMask = null)
     {
         if (AttentionArguments.ActivationDType(nameof(AttentionForward), q, k, v, output) != DType.F32)
         {
             using Tensor q32 = Widened(q), k32 = Widened(k), v32 = Widened(v), o32 = Tensor.Empty(output.Shape, DType.F32, Device);
-            AttentionForward(q32, k32, v32, prefixK, prefixV, mask, scale, maskedValue, o32, lse);
+            AttentionForward(q32, k32, v32, prefixK, prefixV, mask, scale, maskedValue, o32, lse, prefixMask);
             Copy(o32, output);
             return;
         }
@@ -70,7 +75,7 @@ public sealed unsafe partial class CpuBackend
         long ld = (long)heads * d;
         float* pq = q.Ptr<float>(), pk = k.Ptr<float>(), pv = v.Ptr<float>(), po = output.Ptr<float>(), pl = lse.Ptr<float>();
         float* ppk = prefixK is null ? null : prefixK.Ptr<float>(), ppv = prefixV is null ? null : prefixV.Ptr<float>();
-        byte* pm = mask is null ? null : mask.Ptr<byte>();
+        byte* pm = mask is null ? null : mask.Ptr<byte>(), ppm = prefixMask is null ? null : prefixMask.Ptr<byte>();
         // (batch, head) pairs are independent: each writes its own output rows and lse entries.
         ForRows((long)batch * heads, (long)seq * total * d, bh =>
         {
@@ -78,7 +83,7 @@ public sealed unsafe partial class CpuBackend
             var buf = ArrayPool<float>.Shared.Rent(seq * total);
             fixed (float* p = buf)
             {
-                AttentionProbabilities(pq, pk, ppk, pm, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, pl + bh * seq);
+                AttentionProbabilities(pq, pk, ppk, pm, ppm, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, pl + bh * seq);
                 float* o = HeadBase(po, b, seq, heads, head, d);
                 if (nPrefix > 0) CpuGemm.Sgemm(false, false, seq, d, nPrefix, 1f, p, total, HeadBase(ppv, b, nPrefix, heads, head, d), ld, 0f, o, ld);
                 CpuGemm.Sgemm(false, false, seq, d, seq, 1f, p + nPrefix, total, HeadBase(pv, b, seq, heads, head, d), ld, nPrefix > 0 ? 1f : 0f, o, ld);
@@ -118,7 +123,7 @@ public sealed unsafe partial class CpuBackend
             var dBuf = ArrayPool<float>.Shared.Rent(seq * total);
             fixed (float* p = pBuf, ds = dBuf)
             {
-                AttentionProbabilities(pq, pk, ppk, pm, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, null);
+                AttentionProbabilities(pq, pk, ppk, pm, null, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, null);
                 float* dO = HeadBase(pdo, b, seq, heads, head, d);
                 float* o = HeadBase(po, b, seq, heads, head, d);
                 float* qh = HeadBase(pq, b, seq, heads, head, d);

@@ -401,7 +401,7 @@ public sealed unsafe partial class CudaBackend
 
     /// <inheritdoc />
     public void AttentionForward(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, Tensor? mask,
-        float scale, float maskedValue, Tensor output, Tensor lse)
+        float scale, float maskedValue, Tensor output, Tensor lse, Tensor? prefixMask = null)
     {
         AttentionArguments.ActivationDType(nameof(AttentionForward), q, k, v, output);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
@@ -410,7 +410,7 @@ public sealed unsafe partial class CudaBackend
         if (UseTensorCoreAttention(d, q, k, v, prefixK, prefixV))
         {
             using var m = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
-                .Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue).Add(Ptr(output)).Add(Ptr(lse));
+                .Add(PtrOrNull(prefixMask)).Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue).Add(Ptr(output)).Add(Ptr(lse));
             Launch("attention_mma.cu", $"attention_mma_forward_d{d}", ((uint)((seq + MmaQueryRows - 1) / MmaQueryRows), (uint)heads, (uint)batch),
                 (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.Forward, d), m);
             return;
@@ -418,7 +418,7 @@ public sealed unsafe partial class CudaBackend
         int t = AttentionTile(d);
         int shared = (4 * t * d + t * t + 3 * t) * sizeof(float);
         using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
-            .Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(output)).Add(Ptr(lse));
+            .Add(PtrOrNull(prefixMask)).Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(output)).Add(Ptr(lse));
         Launch("attention.cu", "attention_forward", ((uint)((seq + t - 1) / t), (uint)heads, (uint)batch), (AttentionThreads, 1, 1), (uint)shared, a);
     }
 

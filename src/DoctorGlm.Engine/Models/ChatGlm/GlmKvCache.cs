@@ -9,8 +9,9 @@ namespace DoctorGlm.Engine.Models.ChatGlm;
 /// </summary>
 /// <remarks>
 /// The buffers are allocated outside any <see cref="TensorScope"/> (they outlive every step) and grow by doubling,
-/// so appending a token costs one strided copy per layer. Past entries are never masked: the cache serves one
-/// unpadded sequence per batch row (chat generation); left-padded batches would let new tokens see the pads.
+/// so appending a token costs one strided copy per layer. A batch of prompts of different lengths is left-padded
+/// (as HF's tokenizer pads for generation): <see cref="SetLeftPadding"/> records where each row's pads go, and every
+/// later step hides those past positions from its queries (the last row of HF's growing attention mask).
 /// Multi-turn chat cannot reuse a cache across turns (§4.2: the previous answer becomes bidirectional context), so a
 /// turn starts from a fresh cache.
 /// </remarks>
@@ -20,6 +21,7 @@ public sealed class GlmKvCache : IDisposable
     private readonly Tensor?[] _values;
     private int _capacity;
     private bool _disposed;
+    private int[]? _padCount; // per row: left pads written right after the prefix
 
     internal GlmKvCache(GlmConfig config, int batch, Device device)
     {
@@ -47,6 +49,44 @@ public sealed class GlmKvCache : IDisposable
 
     /// <summary>Number of text tokens appended so far (<see cref="Length"/> − <see cref="PrefixLength"/>).</summary>
     public int TokenCount => Length - PrefixLength;
+
+    /// <summary>Per row, the number of left-pad positions held after the prefix (all 0 unless <see cref="SetLeftPadding"/> was called).</summary>
+    public IReadOnlyList<int> PadLeft => _padCount ?? new int[Batch];
+
+    /// <summary>
+    /// Declares that the first tokens written after the prefix (the prompt pass of a left-padded batch, e.g.
+    /// <see cref="GlmInputs.PadLeft"/>) begin, in row b, with <paramref name="padLeft"/>[b] pad tokens. The prompt
+    /// pass hides them with its own mask; every later forward hides them through the past (<see cref="PastMask"/>).
+    /// Call it on a cache that holds no text token yet.
+    /// </summary>
+    public void SetLeftPadding(IReadOnlyList<int> padLeft)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(padLeft);
+        if (padLeft.Count != Batch) throw new ArgumentException($"GlmKvCache.SetLeftPadding: {padLeft.Count} pad counts for a batch of {Batch}", nameof(padLeft));
+        if (TokenCount != 0) throw new InvalidOperationException($"GlmKvCache.SetLeftPadding: the cache already holds {TokenCount} tokens; padding must come first");
+        for (int b = 0; b < Batch; b++)
+            if (padLeft[b] < 0) throw new ArgumentOutOfRangeException(nameof(padLeft), $"GlmKvCache.SetLeftPadding: row {b} has {padLeft[b]} pads");
+        _padCount = [.. padLeft];
+    }
+
+    /// <summary>
+    /// The mask of the past for the next forward: U8 [B, <see cref="Length"/>] with 1 on each row's pad positions
+    /// (the prefix and every real token are visible), or null when nothing in the past is a pad.
+    /// </summary>
+    public Tensor? PastMask()
+    {
+        ThrowIfDisposed();
+        if (_padCount is null) return null;
+        var m = new byte[Batch * Length];
+        bool any = false;
+        for (int b = 0; b < Batch; b++)
+        {
+            int end = Math.Min(Length, PrefixLength + _padCount[b]);
+            for (int j = PrefixLength; j < end; j++) { m[b * Length + j] = 1; any = true; }
+        }
+        return any ? Tensor.FromArray(m, new Shape(Batch, Length), Device) : null;
+    }
 
     /// <summary>Layer <paramref name="layer"/>'s past keys and values as [B, P, nh, d] views, or nulls while empty.</summary>
     public (Tensor? Keys, Tensor? Values) Past(int layer)

@@ -681,9 +681,10 @@ public sealed partial class GlmModel : IDisposable
 
     /// <summary>
     /// Incremental forward (spec §4.2): runs the new tokens <paramref name="ids"/> [B, S] I32 with positions
-    /// [B, 2, S] I32 against every past key of <paramref name="cache"/> (always visible, prefix included), then
-    /// appends their keys (after rotary) and values to the cache. <paramref name="mask"/> [B, S, S] U8 (1 = blocked)
-    /// covers the new tokens among themselves: the prompt pass uses the prompt's prefix-LM mask (§4.1); a
+    /// [B, 2, S] I32 against every past key of <paramref name="cache"/> (visible, prefix included, except the left pads
+    /// declared with <see cref="GlmKvCache.SetLeftPadding"/>), then appends their keys (after rotary) and values to
+    /// the cache. <paramref name="mask"/> [B, S, S] U8 (1 = blocked) covers the new tokens among themselves: the
+    /// prompt pass uses the prompt's prefix-LM mask (§4.1, pads blocked as <see cref="GlmInputs"/> builds it); a
     /// single-token step needs none (null). Runs without gradients. Returns logits [B, S, V] F32, or [B, 1, V] for
     /// the last position only when <paramref name="lastOnly"/> (what generation needs: it skips the LM head on the
     /// rest of the prompt).
@@ -702,10 +703,11 @@ public sealed partial class GlmModel : IDisposable
         using var _ = GradMode.NoGrad(); // the cache copies are outside autograd anyway
         var embedding = _params[EmbeddingKey];
         var h = Ops.Embedding(ids, embedding);
+        var pastMask = cache.PastMask(); // one [B, P] upload per step, shared by every layer
         for (int i = 0; i < Config.NumLayers; i++)
         {
             var (pk, pv) = cache.Past(i);
-            h = Block(i, h, positionIds, mask, pk, pv, cache);
+            h = Block(i, h, positionIds, mask, pk, pv, cache, pastMask);
         }
         cache.Advance(seq);
         if (lastOnly && seq > 1) h = h.Narrow(1, seq - 1, 1);
@@ -729,7 +731,8 @@ public sealed partial class GlmModel : IDisposable
         return result;
     }
 
-    private Tensor Block(int layer, Tensor x, Tensor positionIds, Tensor? mask, Tensor? prefixK, Tensor? prefixV, GlmKvCache? cache = null)
+    private Tensor Block(int layer, Tensor x, Tensor positionIds, Tensor? mask, Tensor? prefixK, Tensor? prefixV, GlmKvCache? cache = null,
+        Tensor? pastMask = null)
     {
         var p = _layerKeys[layer];
         Tensor P(int j) => _params[p[j]];
@@ -762,7 +765,7 @@ public sealed partial class GlmModel : IDisposable
             var q = Ops.Rotary2D(heads.Narrow(3, 0, d), positionIds);
             var k = Ops.Rotary2D(heads.Narrow(3, d, d), positionIds);
             var v = heads.Narrow(3, 2 * d, d);
-            context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV).Reshape(batch, seq, hidden);
+            context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV, pastMask).Reshape(batch, seq, hidden);
             // Stored after use: this step's tokens see the past through prefixK/V and each other through k/v and the mask.
             cache.Write(layer, k, v);
         }
