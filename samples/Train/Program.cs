@@ -66,6 +66,7 @@ var checkpointing = Opt("--gradient-checkpointing", "Recompute each GLM block in
 var saveSteps = Opt("--save-steps", "Write a checkpoint every N steps (0 = only at the end and on Ctrl+C).", 50);
 var output = Opt("--output", "Output folder: adapter / prefix / model, trainer_options.json, loss.csv, loss.png, checkpoints/.", Path.Combine("out", "train"));
 var evalGenerate = Opt("--eval-generate", "Answer the first N evaluation prompts (greedy, up to --max-target-length new tokens) before and after training and report BLEU-4 and ROUGE-1/2/L as ChatGLM's P-Tuning evaluation computes them (0 = off).", 16);
+var evalBatch = Opt("--eval-batch", "Evaluation prompts answered together in one left-padded batch (the reference's per_device_eval_batch_size); the answers are those each prompt gets alone. 0 = 8 on a GPU, 1 on the CPU (where the small default model's decoding is compute-bound and batching does not pay).", 0);
 var resume = Opt("--resume", "Continue from the newest checkpoint in --output (same settings and data).", false);
 
 var root = new RootCommand("Fine-tune a ChatGLM-6B-architecture model (LoRA, P-Tuning v2 or full) on medical dialogues with DoctorGlm.Engine. " +
@@ -206,7 +207,7 @@ int Run(ParseResult p)
     int nGenerate = Math.Min(p.GetValue(evalGenerate), evalExamples.Count);
     if (nGenerate > 0)
     {
-        generationEval = new GenerationEvaluator(tok, evalExamples.Take(nGenerate).ToList(), options.MaxTargetLength);
+        generationEval = new GenerationEvaluator(tok, evalExamples.Take(nGenerate).ToList(), options.MaxTargetLength, batchSize: p.GetValue(evalBatch) is > 0 and var eb ? eb : dev.Kind == DeviceKind.Cpu ? 1 : 8);
         trainer.GenerationEvaluator = generationEval;
         if (!p.GetValue(resume))
         {

@@ -9,17 +9,20 @@ using DoctorGlm.Engine.Benchmarks.Cuda;
 namespace DoctorGlm.Engine.Benchmarks.EndToEnd;
 
 /// <summary>
-/// "--decode": greedy decoding at batch 1 with the KV cache (what <see cref="GlmGenerator"/> does per token: the
-/// cached forward of one token, the logits of the last position to the host, arg-max), with fp32 or bf16 weights and
+/// "--decode": greedy decoding with the KV cache (what <see cref="GlmGenerator"/> does per token: the cached forward of
+/// one token per row, the logits of the last position to the host, arg-max) at batch 1 and, with <c>--batch</c>, for
+/// several prompts of different lengths left-padded into one batch (<see cref="GlmGenerator.NextLogitsBatch"/>), with
+/// fp32 or bf16 weights and
 /// quantized to INT8 and INT4 while loading (<see cref="GlmLoadOptions.QuantizeBits"/>), against the memory-bandwidth bound: each token must read every weight
-/// once, so tokens/s ≤ copy bandwidth / bytes per token.
+/// once per step, so tokens/s ≤ batch × copy bandwidth / bytes per step.
 /// </summary>
 /// <remarks>
 /// Bytes per token: the four block linears of every layer (fp32: 4 B per weight; INT8: 1 B + an fp16 scale per row;
 /// INT4: ½ B + the scale), the tied head (the embedding, fp32 in the fp32 mode and bf16 in the others, read whole for
 /// the last position's logits), the biases
 /// and LayerNorm vectors (fp32), and the KV cache read by attention (2·L·t·H fp32 values at position t, averaged over
-/// the timed tokens). Bandwidth is the same process's copy (bytes read + written per second), measured right before.
+/// the timed tokens; once per row). Bandwidth is the same process's copy (bytes read + written per second), measured
+/// right before.
 /// </remarks>
 public static class DecodeBenchmark
 {
@@ -32,14 +35,16 @@ public static class DecodeBenchmark
         string preset = o.Text("config", cpu ? "medium" : "6b");
         var modes = o.List("modes", "f32,bf16,int8,int4", "f32", "bf16", "f16", "int8", "int4");
         int promptLength = o.Int("prompt", 32), tokens = o.Int("tokens", cpu ? 16 : 64), warmup = o.Int("warmup", 2);
+        var batches = o.IntList("batch", "1");
         string? jsonl = o.Text("jsonl", "");
         o.RejectUnknown();
 
         var config = ModelPresets.Get(preset);
         if (promptLength < 3 || promptLength + warmup + tokens + 1 > config.MaxSequenceLength)
             throw new ArgumentException($"--prompt {promptLength} + --warmup {warmup} + --tokens {tokens}: must fit in {config.MaxSequenceLength} positions (prompt ≥ 3)");
+        if (batches.Any(b => b < 1)) throw new ArgumentException($"--batch {string.Join(',', batches)}: every batch size must be at least 1");
         var inv = CultureInfo.InvariantCulture;
-        Console.WriteLine(string.Create(inv, $"Decode at batch 1: {preset} ({config.NumLayers} layers, hidden {config.HiddenSize}, FFN {config.InnerHiddenSize}, vocabulary {config.VocabSize}), prompt {promptLength}, {tokens} timed tokens after {warmup}, on {Ceilings.Name(device)}"));
+        Console.WriteLine(string.Create(inv, $"Decode at batch {string.Join(", ", batches)}: {preset} ({config.NumLayers} layers, hidden {config.HiddenSize}, FFN {config.InnerHiddenSize}, vocabulary {config.VocabSize}), prompt {promptLength}, {tokens} timed tokens after {warmup}, on {Ceilings.Name(device)}"));
         double bandwidth = Ceilings.CopyGBps(device);
         Console.WriteLine(string.Create(inv, $"  copy bandwidth (read + write): {bandwidth:F1} GB/s"));
 
@@ -61,51 +66,72 @@ public static class DecodeBenchmark
             double held = (memory.Memory.InUseBytes - before) / 1e9, loadPeak = (memory.Memory.PeakBytes - before) / 1e9;
             double peakRss = Process.GetCurrentProcess().PeakWorkingSet64 / 1e9; // the whole process, since it started
 
-            var (seconds, promptSeconds, generated) = Decode(model, promptLength, warmup, tokens);
-            double perToken = BytesPerToken(config, bits, promptLength + warmup + tokens / 2.0);
-            double rate = tokens / seconds, bound = bandwidth * 1e9 / perToken;
-            Console.WriteLine(string.Create(inv, $"  {mode,-4}: {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/token); bound {bound:F2} tokens/s ({perToken / 1e9:F3} GB/token) → {100 * rate / bound:F0}% of the bound; prompt pass {1e3 * promptSeconds:F0} ms; model ready in {setup:F1} s, holds {held:F2} GB (loading peaked at {loadPeak:F2}; process peak RSS so far {peakRss:F2}); tokens {string.Join(' ', generated.Take(6))} …"));
-            ResultLine.Write(new Dictionary<string, object?>
+            foreach (int batch in batches)
             {
-                ["impl"] = "doctorglm", ["kind"] = "decode", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
-                ["config"] = preset, ["weights"] = mode, ["prompt"] = promptLength, ["tokens"] = tokens,
-                ["tokens_per_s"] = rate, ["ms_per_token"] = 1e3 * seconds / tokens, ["bytes_per_token"] = perToken,
-                ["copy_gbps"] = bandwidth, ["bound_tokens_per_s"] = bound, ["of_bound"] = rate / bound,
-                ["prompt_pass_ms"] = 1e3 * promptSeconds, ["model_gb"] = held, ["load_peak_gb"] = loadPeak, ["process_peak_rss_gb"] = peakRss, ["setup_s"] = setup,
-            }, jsonl);
+                var (seconds, promptSeconds, generated) = Decode(model, batch, promptLength, warmup, tokens);
+                double perStep = BytesPerToken(config, bits, promptLength + warmup + tokens / 2.0, batch);
+                double rate = batch * tokens / seconds, bound = batch * bandwidth * 1e9 / perStep;
+                Console.WriteLine(string.Create(inv, $"  {mode,-4} batch {batch,2}: {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/step); bound {bound:F2} tokens/s ({perStep / 1e9:F3} GB/step) → {100 * rate / bound:F0}% of the bound; prompt pass {1e3 * promptSeconds:F0} ms; model ready in {setup:F1} s, holds {held:F2} GB (loading peaked at {loadPeak:F2}; process peak RSS so far {peakRss:F2}); tokens {string.Join(' ', generated.Take(6))} …"));
+                ResultLine.Write(new Dictionary<string, object?>
+                {
+                    ["impl"] = "doctorglm", ["kind"] = "decode", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
+                    ["config"] = preset, ["weights"] = mode, ["batch"] = batch, ["prompt"] = promptLength, ["tokens"] = tokens,
+                    ["tokens_per_s"] = rate, ["ms_per_token"] = 1e3 * seconds / tokens, ["bytes_per_token"] = perStep,
+                    ["copy_gbps"] = bandwidth, ["bound_tokens_per_s"] = bound, ["of_bound"] = rate / bound,
+                    ["prompt_pass_ms"] = 1e3 * promptSeconds, ["model_gb"] = held, ["load_peak_gb"] = loadPeak, ["process_peak_rss_gb"] = peakRss, ["setup_s"] = setup,
+                }, jsonl);
+            }
         }
         return 0;
     }
 
-    /// <summary>Prompt pass, <paramref name="warmup"/> untimed tokens, then <paramref name="tokens"/> timed ones; returns the timed seconds, the prompt pass's and the tokens.</summary>
-    private static (double Seconds, double PromptSeconds, List<int> Tokens) Decode(GlmModel model, int promptLength, int warmup, int tokens)
+    /// <summary>
+    /// Prompt pass, <paramref name="warmup"/> untimed steps, then <paramref name="tokens"/> timed ones, each step one
+    /// token per row; returns the timed seconds, the prompt pass's and row 0's tokens. Batch 1 goes through
+    /// <see cref="GlmGenerator.NextLogits(IReadOnlyList{int}, GlmKvCache?)"/>; a batch through
+    /// <see cref="GlmGenerator.NextLogitsBatch"/>, with prompts of <paramref name="promptLength"/>, −1, −2 and −3
+    /// tokens in turn, so that the rows are left-padded as a real batch would be.
+    /// </summary>
+    private static (double Seconds, double PromptSeconds, List<int> Tokens) Decode(GlmModel model, int batch, int promptLength, int warmup, int tokens)
     {
         var config = model.Config;
         ulong stream = RandomGenerator.Mix(99);
         int span = Math.Min(config.VocabSize, config.MaskTokenId) - 16;
-        var sequence = Enumerable.Range(0, promptLength - 2).Select(i => 16 + (int)(RandomGenerator.Uniform(stream, (ulong)i) * span)).ToList();
-        sequence.AddRange([config.GMaskTokenId, config.BosTokenId]);
-        using var cache = model.CreateCache();
+        var sequences = Enumerable.Range(0, batch).Select(b =>
+        {
+            int n = Math.Max(3, promptLength - b % 4);
+            var s = Enumerable.Range(0, n - 2).Select(i => 16 + (int)(RandomGenerator.Uniform(stream, (ulong)(b * 100_003 + i)) * span)).ToList();
+            s.AddRange([config.GMaskTokenId, config.BosTokenId]);
+            return s;
+        }).ToArray();
+        using var cache = model.CreateCache(batch);
         var generator = new GlmGenerator(model); // its own step: prompt pass, then §4.2's incremental positions
-        int Next() => LogitsProcessing.ArgMax(generator.NextLogits(sequence, cache));
+        void Step()
+        {
+            if (batch == 1) sequences[0].Add(LogitsProcessing.ArgMax(generator.NextLogits(sequences[0], cache)));
+            else
+            {
+                var logits = generator.NextLogitsBatch(sequences, cache);
+                for (int b = 0; b < batch; b++) sequences[b].Add(LogitsProcessing.ArgMax(logits[b]));
+            }
+        }
 
         var prefill = Stopwatch.StartNew();
-        sequence.Add(Next()); // the prompt pass: the time to the first token
+        Step(); // the prompt pass: the time to the first token
         double prompt = prefill.Elapsed.TotalSeconds;
-        for (int i = 0; i < warmup; i++) sequence.Add(Next());
-        var generated = new List<int>();
+        for (int i = 0; i < warmup; i++) Step();
+        int first = sequences[0].Count;
         var sw = Stopwatch.StartNew();
-        for (int i = 0; i < tokens; i++)
-        {
-            int t = Next();
-            sequence.Add(t);
-            generated.Add(t);
-        }
-        return (sw.Elapsed.TotalSeconds, prompt, generated);
+        for (int i = 0; i < tokens; i++) Step();
+        return (sw.Elapsed.TotalSeconds, prompt, sequences[0][first..]);
     }
 
-    /// <summary>Bytes one decoded token must read at context length <paramref name="context"/> (see the remarks).</summary>
-    public static double BytesPerToken(GlmConfig c, int bits, double context)
+    /// <summary>Bytes one decoding step must read at context length <paramref name="context"/> (see the remarks).</summary>
+    /// <param name="c">The model's shape.</param>
+    /// <param name="bits">0 (fp32), 16, 8 or 4: how the block linears are stored.</param>
+    /// <param name="context">Positions held in the cache.</param>
+    /// <param name="batch">Rows decoded together: the weights are read once per step, each row's cache once.</param>
+    public static double BytesPerToken(GlmConfig c, int bits, double context, int batch = 1)
     {
         double h = c.HiddenSize, f = c.InnerHiddenSize, l = c.NumLayers;
         double matrices = ModelPresets.BlockMatrixParameters(c);
@@ -113,7 +139,7 @@ public static class DecodeBenchmark
         double blocks = bits switch { 8 => matrices + 2 * rows, 4 => matrices / 2 + 2 * rows, 16 => 2 * matrices, _ => 4 * matrices };
         double vectors = 4 * (l * (2 * h + 3 * h + h + 2 * h + f + h) + 2 * h);
         double head = (bits == 0 ? 4.0 : 2.0) * ModelPresets.HeadParameters(c); // bf16, f16, INT8, INT4 keep the tied head in 16 bits
-        double kv = 4 * 2 * l * context * h;
+        double kv = 4 * 2 * l * context * h * batch;
         return blocks + vectors + head + kv;
     }
 }

@@ -46,6 +46,26 @@ public sealed class GlmChat
     }
 
     /// <summary>
+    /// Answers several independent questions in one batch (<see cref="GlmGenerator.GenerateBatch"/>: the prompts are
+    /// left-padded and decoded together, each weight read once per step for all of them). Each answer is what
+    /// <see cref="Chat"/> returns for that question alone with the same options and seed (up to the rounding of the
+    /// batched products). <paramref name="histories"/>, when given, holds one history per question (null entries
+    /// for none).
+    /// </summary>
+    public string[] ChatBatch(IReadOnlyList<string> queries, IReadOnlyList<IReadOnlyList<ChatTurn>?>? histories = null,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(queries);
+        if (histories is not null && histories.Count != queries.Count)
+            throw new ArgumentException($"GlmChat.ChatBatch: {histories.Count} histories for {queries.Count} questions", nameof(histories));
+        var prompts = new int[queries.Count][];
+        for (int i = 0; i < prompts.Length; i++)
+            prompts[i] = EncodePrompt(queries[i] ?? throw new ArgumentNullException(nameof(queries), $"GlmChat.ChatBatch: question {i} is null"), histories?[i]);
+        var ids = Generator.GenerateBatch(prompts, options, cancellationToken);
+        return [.. ids.Select(a => ResponseText.Process(Tokenizer.Decode(a)))];
+    }
+
+    /// <summary>
     /// Streams one answer as text deltas (see <see cref="ResponseStreamer"/>): they never split a character and
     /// concatenate to the response <see cref="Chat"/> would return with the same options and seed. Each step runs
     /// on the thread pool so the caller's thread stays free; history is left to the caller

@@ -56,8 +56,8 @@ public sealed class GlmGenerator
     /// token, the repetition penalty sees its own tokens, and with a <see cref="GenerationOptions.Seed"/> every row
     /// samples from a generator seeded with it. Row b's answer is therefore <c>Generate(prompts[b], options)</c>, up
     /// to the rounding of the batched products (greedy answers agree unless two scores are within that rounding).
-    /// A finished row stays in the batch, fed the pad token, until every row is done; without the cache
-    /// (<see cref="GenerationOptions.UseCache"/> false) finished rows leave the batch.
+    /// A row that finishes leaves the batch, its past dropped from the cache (<see cref="GlmKvCache.KeepRows"/>), so
+    /// later steps compute the live rows only.
     /// </summary>
     /// <returns>Per prompt, its new tokens (the stop token excluded).</returns>
     public int[][] GenerateBatch(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions? options = null, CancellationToken cancellationToken = default)
@@ -75,22 +75,19 @@ public sealed class GlmGenerator
         }
         int eos = o.EosTokenId ?? Model.Config.EosTokenId;
         using var cache = o.UseCache ? Model.CreateCache(rows.Length) : null;
-        while (true)
+        var live = rows; // the rows still generating, in the cache's row order
+        while (live.Length > 0)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var active = Enumerable.Range(0, rows.Length).Where(b => !rows[b].Done).ToArray();
-            if (active.Length == 0) break;
             float[] logits;
             using (GradMode.NoGrad())
             using (TensorScope.Begin())
-                logits = cache is null ? BatchLogits(rows, active) : BatchLogits(rows, cache);
+                logits = cache is null ? BatchLogits(live) : BatchLogits(live, cache);
             int v = Model.Config.VocabSize;
-            for (int i = 0; i < active.Length; i++)
+            for (int i = 0; i < live.Length; i++)
             {
-                var row = rows[active[i]];
-                // Without the cache the logits hold the active rows only; with it, every row.
-                var scores = logits.AsSpan((cache is null ? i : active[i]) * v, v).ToArray();
-                int token = Pick(scores, row, o);
+                var row = live[i];
+                int token = Pick(logits.AsSpan(i * v, v).ToArray(), row, o);
                 row.Sequence.Add(token);
                 if (token == eos) row.Done = true;
                 else
@@ -99,6 +96,10 @@ public sealed class GlmGenerator
                     if (row.Sequence.Count >= row.Limit) row.Done = true;
                 }
             }
+            // Finished rows leave the batch (and the cache), so later steps compute the live rows only.
+            var keep = Enumerable.Range(0, live.Length).Where(i => !live[i].Done).ToArray();
+            if (keep.Length < live.Length && keep.Length > 0) cache?.KeepRows(keep);
+            live = [.. keep.Select(i => live[i])];
         }
         return [.. rows.Select(r => r.Output.ToArray())];
     }
@@ -175,6 +176,39 @@ public sealed class GlmGenerator
             return NextLogits(ids, ctx, maskPos, cache);
     }
 
+    /// <summary>
+    /// The batched <see cref="NextLogits(IReadOnlyList{int}, GlmKvCache?)"/>: per row, the raw logits of the token after
+    /// its sequence. With a cache made for this many rows, the first call runs the prompts left-padded (declaring the
+    /// pads to the cache) and each later one only every row's newest token (each sequence must have grown by exactly
+    /// one); without one, the whole left-padded batch again. For callers that choose the tokens themselves (batched
+    /// decoding benchmarks, teacher-forced comparisons).
+    /// </summary>
+    public float[][] NextLogitsBatch(IReadOnlyList<IReadOnlyList<int>> sequences, GlmKvCache? cache)
+    {
+        const string op = "GlmGenerator.NextLogitsBatch";
+        ArgumentNullException.ThrowIfNull(sequences);
+        if (sequences.Count == 0) throw new ArgumentException($"{op}: there are no sequences", nameof(sequences));
+        if (cache is not null && cache.Batch != sequences.Count) throw new ArgumentException($"{op}: the cache holds {cache.Batch} rows, there are {sequences.Count} sequences", nameof(cache));
+        var rows = new RowState[sequences.Count];
+        for (int b = 0; b < rows.Length; b++)
+        {
+            var ids = sequences[b]?.ToArray() ?? throw new ArgumentNullException(nameof(sequences), $"{op}: sequence {b} is null");
+            if (ids.Length == 0) throw new ArgumentException($"{op}: sequence {b} is empty", nameof(sequences));
+            var (ctx, maskPos) = GlmInputs.ContextAndMask(ids, Model.Config, b);
+            if (ctx == ids.Length) throw new ArgumentException($"{op}: sequence {b} has no <sop> ({Model.Config.BosTokenId})", nameof(sequences));
+            // After the prompt pass the cache holds pads + prompt + the tokens fed since: the newest token is the one to add.
+            if (cache is { TokenCount: > 0 } && cache.PadLeft[b] + ids.Length - 1 != cache.TokenCount)
+                throw new InvalidOperationException($"{op}: the cache holds {cache.TokenCount - cache.PadLeft[b]} tokens of row {b}, its sequence {ids.Length - 1} before the newest");
+            rows[b] = new RowState(ids, ctx, maskPos, int.MaxValue, null!);
+        }
+        var v = Model.Config.VocabSize;
+        float[] flat;
+        using (GradMode.NoGrad())
+        using (TensorScope.Begin())
+            flat = cache is null ? BatchLogits(rows) : BatchLogits(rows, cache);
+        return [.. Enumerable.Range(0, rows.Length).Select(b => flat.AsSpan(b * v, v).ToArray())];
+    }
+
     /// <summary>The §7 pipeline over one row's raw scores (modified in place), then its pick.</summary>
     private int Pick(float[] scores, RowState row, GenerationOptions o)
     {
@@ -185,16 +219,16 @@ public sealed class GlmGenerator
         return LogitsProcessing.SampleIndex(probs, RandomGenerator.Uniform(row.Rng.NextStream(), 0));
     }
 
-    /// <summary>Without a cache: the active rows' sequences again, left-padded into one batch (§4.1, §4.3); [active, V].</summary>
-    private float[] BatchLogits(RowState[] rows, int[] active)
+    /// <summary>Without a cache: the rows' sequences again, left-padded into one batch (§4.1, §4.3); [rows, V].</summary>
+    private float[] BatchLogits(RowState[] rows)
     {
-        using var inputs = GlmInputs.Build([.. active.Select(b => rows[b].Sequence.ToArray())], Model.Config, device: Model.Device);
+        using var inputs = GlmInputs.Build([.. rows.Select(r => r.Sequence.ToArray())], Model.Config, device: Model.Device);
         return Model.Forward(inputs).Narrow(1, inputs.SeqLen - 1, 1).ToFloatArray();
     }
 
     /// <summary>
     /// With the cache: the left-padded prompts first (their pads declared to the cache), then one token per row and
-    /// step with §4.2's positions; a finished row is fed the pad token. Returns [rows, V].
+    /// step with §4.2's positions. Returns [rows, V].
     /// </summary>
     private float[] BatchLogits(RowState[] rows, GlmKvCache cache)
     {
@@ -211,8 +245,8 @@ public sealed class GlmGenerator
         for (int b = 0; b < batch; b++)
         {
             var r = rows[b];
-            int t = r.Sequence.Count - 1; // the newest token of a live row; a finished row repeats its last position
-            ids[b] = r.Done ? Model.Config.PadTokenId : r.Sequence[t];
+            int t = r.Sequence.Count - 1; // the newest token
+            ids[b] = r.Sequence[t];
             pos[2 * b] = r.MaskPos;
             pos[2 * b + 1] = t - r.Ctx + 1;
         }

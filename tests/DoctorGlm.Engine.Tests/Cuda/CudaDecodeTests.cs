@@ -86,6 +86,35 @@ public class CudaDecodeTests(ITestOutputHelper output)
         output.WriteLine($"{mode}: {prompts.Length} rows × {steps} steps, worst relative logit error {worst:E2}");
     }
 
+    /// <summary>
+    /// <see cref="GlmGenerator.GenerateBatch"/> on the GPU (fp32 weights: logits within 1e-6 of the CPU's, so greedy
+    /// picks agree) with a stop token that ends row 0 early: the row leaves the batch and the device cache
+    /// (<see cref="GlmKvCache.KeepRows"/>) while the others go on; every row's answer must be the CPU's.
+    /// </summary>
+    [Fact]
+    public void Batched_generation_with_rows_leaving_the_batch_matches_the_cpu()
+    {
+        var gpu = CudaTestSetup.Require();
+        var tok = ChatModelFixture.Tokenizer();
+        using var cpuModel = ChatModelFixture.Model(tok);
+        using var gpuModel = ChatModelFixture.Model(tok, device: gpu.Device);
+        int[][] prompts = [.. new[] { "高血压患者能吃党参吗？", "头疼", "我最近总是失眠，晚上睡不着，白天没精神，怎么办？" }
+            .Select(q => tok.Encode(q).Concat([tok.GMaskId, tok.SopId]).ToArray())];
+        var o = new GenerationOptions { DoSample = false, RepetitionPenalty = 1.5f, MaxNewTokens = 10 };
+        var ct = TestContext.Current.CancellationToken;
+        var cpu = new GlmGenerator(cpuModel).GenerateBatch(prompts, o, ct);
+        int stop = cpu[0][2];
+        o = o with { EosTokenId = stop };
+        cpu = new GlmGenerator(cpuModel).GenerateBatch(prompts, o, ct);
+        var gpuAnswers = new GlmGenerator(gpuModel).GenerateBatch(prompts, o, ct);
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            output.WriteLine($"row {b}: CPU [{string.Join(", ", cpu[b])}], GPU [{string.Join(", ", gpuAnswers[b])}]");
+            Assert.Equal(cpu[b], gpuAnswers[b]);
+        }
+        Assert.True(cpu[0].Length < 3 && cpu.Any(a => a.Length == 10), "row 0 must stop early while another row runs on");
+    }
+
     private static float[] Row(float[] logits, int b, GlmModel model) => logits.AsSpan(b * model.Config.VocabSize, model.Config.VocabSize).ToArray();
 
     /// <summary>Batched prompt pass (left-padded, pads declared to the cache), then one token per row and step; [B·V] logits per step.</summary>

@@ -59,7 +59,7 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
             Assert.Equal(cut < 0 ? expected[b] : expected[b][..cut], early[b]);
         }
         Assert.Equal(3, early[0].Length);
-        Assert.Contains(early, a => a.Length == NewTokens); // some row ran on after row 0 finished
+        Assert.Contains(early, a => a.Length == NewTokens); // some row ran on after row 0 finished and left the batch
     }
 
     [Theory]
@@ -77,11 +77,18 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
         var config = model.Config;
         int batch = names.Length, v = config.VocabSize, steps = tokens.Min(t => t.Length);
         using var cache = model.CreateCache(batch);
-        double worst = 0;
+        // The generator's public batched step over its own cache must be this very computation, and without a cache the full forward.
+        var gen = new GlmGenerator(model);
+        using var genCache = model.CreateCache(batch);
+        var seqs = prompts.Select(p => p.ToList()).ToArray();
+        double worst = 0, worstFull = 0;
         using (GradMode.NoGrad())
         {
             for (int step = 0; step < steps; step++)
             {
+                var stepped = gen.NextLogitsBatch(seqs, genCache);
+                var steppedFull = gen.NextLogitsBatch(seqs, null);
+                for (int b = 0; b < batch; b++) seqs[b].Add(tokens[b][step]);
                 using var scope = TensorScope.Begin();
                 float[] logits;
                 if (step == 0)
@@ -107,11 +114,18 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
                     logits = model.Forward(Tensor.FromArray(ids, new Shape(batch, 1)), Tensor.FromArray(pos, new Shape(batch, 2, 1)), null, cache).ToFloatArray();
                 }
                 for (int b = 0; b < batch; b++)
+                {
                     worst = Math.Max(worst, ModelFixture.MaxAbs(reference[b].AsSpan(step * v, v), logits.AsSpan(b * v, v)));
+                    worstFull = Math.Max(worstFull, ModelFixture.MaxAbs(steppedFull[b], logits.AsSpan(b * v, v)));
+                    Assert.Equal(logits.AsSpan(b * v, v).ToArray(), stepped[b]);
+                }
             }
         }
-        output.WriteLine($"{group}: {batch} rows, {steps} steps, max |batched − reference| {worst:E3}");
+        output.WriteLine($"{group}: {batch} rows, {steps} steps, max |batched − reference| {worst:E3}, max |cached − full forward| {worstFull:E3}");
         Assert.True(worst < 1e-4, $"{group}: batched logits vs reference {worst:E3}");
+        Assert.True(worstFull < 1e-5, $"{group}: batched cached vs full-forward logits {worstFull:E3}");
+        seqs[0].Add(7); // two new tokens in row 0: the cache holds one fewer
+        Assert.Contains("of row 0", Assert.Throws<InvalidOperationException>(() => gen.NextLogitsBatch(seqs, genCache)).Message);
     }
 
     [Fact]
@@ -176,5 +190,14 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
         using (var past = cache.PastMask())
             Assert.Equal(new byte[] { 1, 1, 0, 0, 0, 0, 0, 0, 0, 0 }, past!.ToBytes());
         Assert.Contains("already holds 5 tokens", Assert.Throws<InvalidOperationException>(() => cache.SetLeftPadding([0, 0])).Message);
+        // Dropping row 0 (the padded one) leaves row 1 with its own past and no pads.
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.KeepRows([1, 0]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.KeepRows([2]));
+        Assert.Throws<ArgumentException>(() => cache.KeepRows([]));
+        cache.KeepRows([1]);
+        Assert.Equal(1, cache.Batch);
+        Assert.Equal([0], cache.PadLeft);
+        Assert.Null(cache.PastMask());
+        Assert.Equal(5, cache.Length);
     }
 }

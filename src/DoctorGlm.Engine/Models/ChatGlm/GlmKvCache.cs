@@ -35,8 +35,8 @@ public sealed class GlmKvCache : IDisposable
     /// <summary>The model's hyper-parameters (layer count, heads, head dim).</summary>
     public GlmConfig Config { get; }
 
-    /// <summary>Batch size B.</summary>
-    public int Batch { get; }
+    /// <summary>Batch size B (rows held; <see cref="KeepRows"/> reduces it).</summary>
+    public int Batch { get; private set; }
 
     /// <summary>Where the buffers live.</summary>
     public Device Device { get; }
@@ -86,6 +86,49 @@ public sealed class GlmKvCache : IDisposable
             for (int j = PrefixLength; j < end; j++) { m[b * Length + j] = 1; any = true; }
         }
         return any ? Tensor.FromArray(m, new Shape(Batch, Length), Device) : null;
+    }
+
+    /// <summary>
+    /// Keeps only the rows <paramref name="rows"/> (strictly increasing indices), in that order, dropping the others:
+    /// a batch whose finished sequences leave it, so later steps compute the live rows only. Each kept row's past
+    /// (and its pad count) moves with it; the copy costs one pass over the kept part of the cache.
+    /// </summary>
+    public void KeepRows(IReadOnlyList<int> rows)
+    {
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(rows);
+        if (rows.Count == 0) throw new ArgumentException("GlmKvCache.KeepRows: keep at least one row (dispose the cache to drop them all)", nameof(rows));
+        for (int i = 0; i < rows.Count; i++)
+            if (rows[i] < 0 || rows[i] >= Batch || (i > 0 && rows[i] <= rows[i - 1]))
+                throw new ArgumentOutOfRangeException(nameof(rows), $"GlmKvCache.KeepRows: row indices must increase strictly within [0, {Batch}); got [{string.Join(", ", rows)}]");
+        if (rows.Count == Batch) return; // strictly increasing and all of them: the identity
+        if (_capacity > 0)
+        {
+            var shape = new Shape(rows.Count, _capacity, Config.NumAttentionHeads, Config.HeadDim);
+            using (TensorScope.Unscoped())
+                for (int l = 0; l < Config.NumLayers; l++)
+                {
+                    _keys[l] = Gather(_keys[l]!, shape, rows);
+                    _values[l] = Gather(_values[l]!, shape, rows);
+                }
+        }
+        if (_padCount is not null) _padCount = [.. rows.Select(r => _padCount[r])];
+        Batch = rows.Count;
+    }
+
+    private Tensor Gather(Tensor old, Shape shape, IReadOnlyList<int> rows)
+    {
+        var t = Tensor.Empty(shape, DType.F32, Device);
+        for (int i = 0; Length > 0 && i < rows.Count; i++)
+        {
+            using var srcRow = old.Narrow(0, rows[i], 1);
+            using var dstRow = t.Narrow(0, i, 1);
+            using var src = srcRow.Narrow(1, 0, Length);
+            using var dst = dstRow.Narrow(1, 0, Length);
+            dst.Backend.Copy(src, dst);
+        }
+        old.Dispose();
+        return t;
     }
 
     /// <summary>Layer <paramref name="layer"/>'s past keys and values as [B, P, nh, d] views, or nulls while empty.</summary>
