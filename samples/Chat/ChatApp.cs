@@ -51,12 +51,16 @@ public static class ChatApp
         var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (HF PEFT or DoctorGLM's deep_training format, detected) or P-Tuning v2 checkpoint (pytorch_model.bin / .safetensors, or its folder)" };
         var quantize = new Option<int?>("--quantize") { Description = "8 or 4: ChatGLM's weight-only INT8/INT4 quantization of the block linears, one weight at a time while loading (a LoRA adapter is merged first)" };
         var save = new Option<DirectoryInfo?>("--save") { Description = "write the model as loaded (LoRA adapter merged, --quantize applied) to this folder as a Hugging Face folder with its tokenizer, and exit; --model DIR then loads it directly" };
+        var questions = new Option<FileInfo?>("--questions") { Description = "answer every non-empty line of this UTF-8 file (one question each, no history), in left-padded batches, and exit; one JSON line {\"question\", \"answer\"} per question, in order" };
+        var answers = new Option<FileInfo?>("--answers") { Description = "with --questions: write the JSON lines to this file (atomically, when all are answered) instead of the output" };
+        var batch = new Option<int>("--batch") { Description = "with --questions: questions decoded together (each answer is the one the question gets alone)", DefaultValueFactory = _ => 8 };
         var merge = new Option<bool>("--merge") { Description = "fold the LoRA adapter into the weights (faster decoding; same answers)" };
         var dtype = new Option<string>("--dtype") { Description = "fp32, bf16 or fp16: storage type of the weight matrices (16 bits halve their memory; computation stays fp32 on the CPU, tensor cores on the GPU)", DefaultValueFactory = _ => "fp32" };
 
         var root = new RootCommand("DoctorGlm.Chat — chat with a ChatGLM model (spec §7 generation, streamed).")
         {
             model, tokenizer, prompt, greedy, maxLength, topP, temperature, topK, penalty, seed, device, dtype, adapter, merge, quantize, save,
+            questions, answers, batch,
         };
         int exit = 0;
         root.SetAction(async (parse, ct) =>
@@ -81,7 +85,8 @@ public static class ChatApp
                 Seed = parse.GetValue(seed),
             };
             exit = await ExecuteAsync(console, output, input, searchRoots, parse.GetValue(model), parse.GetValue(tokenizer), parse.GetValue(prompt),
-                parse.GetValue(device)!, parse.GetValue(dtype)!, parse.GetValue(adapter), parse.GetValue(merge), parse.GetValue(quantize), parse.GetValue(save), options, ct).ConfigureAwait(false);
+                parse.GetValue(device)!, parse.GetValue(dtype)!, parse.GetValue(adapter), parse.GetValue(merge), parse.GetValue(quantize), parse.GetValue(save), options,
+                new BatchJob(parse.GetValue(questions), parse.GetValue(answers), parse.GetValue(batch)), ct).ConfigureAwait(false);
             return exit;
         });
         var result = root.Parse(args);
@@ -90,13 +95,24 @@ public static class ChatApp
     }
 
     private static async Task<int> ExecuteAsync(IAnsiConsole console, TextWriter output, TextReader input, IReadOnlyList<string>? searchRoots, DirectoryInfo? modelDir, FileInfo? tokenizerFile,
-        string? prompt, string deviceSpec, string dtypeName, string? adapterPath, bool merge, int? quantize, DirectoryInfo? saveDir, GenerationOptions options, CancellationToken ct)
+        string? prompt, string deviceSpec, string dtypeName, string? adapterPath, bool merge, int? quantize, DirectoryInfo? saveDir, GenerationOptions options,
+        BatchJob job, CancellationToken ct)
     {
         DType weightDType;
+        string[]? questionLines = null;
         try
         {
             options.Validate();
             weightDType = TrainerOptions.ParseDType(dtypeName);
+            if (job.Batch < 1) throw new ArgumentException($"--batch {job.Batch}: must be at least 1");
+            if (job.Answers is not null && job.Questions is null) throw new ArgumentException("--answers needs --questions");
+            if (job.Questions is not null)
+            {
+                if (prompt is not null) throw new ArgumentException("--questions and --prompt exclude each other");
+                if (!job.Questions.Exists) throw new ArgumentException($"--questions {job.Questions.FullName}: the file does not exist");
+                questionLines = [.. File.ReadAllLines(job.Questions.FullName).Select(l => l.Trim()).Where(l => l.Length > 0)];
+                if (questionLines.Length == 0) throw new ArgumentException($"--questions {job.Questions.FullName}: the file holds no question");
+            }
         }
         catch (ArgumentException e) { console.MarkupLineInterpolated($"[red]error:[/] {e.Message}"); return 2; }
 
@@ -173,6 +189,7 @@ public static class ChatApp
             console.MarkupLineInterpolated($"[grey]ChatGLM: {model.Config.NumLayers} layers, hidden {model.Config.HiddenSize}, vocabulary {model.Config.VocabSize}, {model.Config.ParameterCount:N0} parameters ({model.BaseParameterBytes / 1048576.0:N1} MiB of {model.WeightDType} weights{(model.IsQuantized ? $", block linears in INT{model.QuantizationBits}" : "")}) on {device}; {(options.DoSample ? $"sampling (T {options.Temperature}, top-k {options.TopK}, top-p {options.TopP})" : "greedy")}, max length {options.MaxLength}[/]");
             var session = new ChatSession(chat, options);
             if (prompt is not null) return await AnswerAsync(session, prompt, output, console, ct).ConfigureAwait(false) ? 0 : 1;
+            if (questionLines is not null) return AnswerAll(console, output, chat, questionLines, job, options, ct);
 
             console.MarkupLine("Type a question. Commands: [bold]/clear[/] forget the conversation, [bold]/history[/] show it, [bold]/exit[/] quit.");
             while (!ct.IsCancellationRequested)
@@ -276,6 +293,56 @@ public static class ChatApp
     }
 
     /// <summary>Streams one answer; deltas go to the raw writer so Spectre's line wrapping does not cut them.</summary>
+    /// <summary>What <c>--questions</c> asks: the file, where the answers go, and how many questions share a batch.</summary>
+    private sealed record BatchJob(FileInfo? Questions, FileInfo? Answers, int Batch);
+
+    /// <summary>
+    /// <c>--questions</c>: every question answered on its own (no history), <see cref="BatchJob.Batch"/> at a time
+    /// through <see cref="GlmChat.ChatBatch"/>, each answer a JSON line {question, answer} in the file's order, with a
+    /// progress bar on a live terminal.
+    /// </summary>
+    private static int AnswerAll(IAnsiConsole console, TextWriter output, GlmChat chat, string[] questions, BatchJob job, GenerationOptions options, CancellationToken ct)
+    {
+        var json = new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        var lines = new List<string>(questions.Length);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        void Answer(Action<int>? advance)
+        {
+            foreach (var chunk in questions.Chunk(job.Batch))
+            {
+                var replies = chat.ChatBatch(chunk, null, options, ct);
+                for (int i = 0; i < chunk.Length; i++)
+                {
+                    string line = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["question"] = chunk[i], ["answer"] = replies[i] }, json);
+                    lines.Add(line);
+                    if (job.Answers is null) output.WriteLine(line); // streamed as each batch finishes
+                }
+                advance?.Invoke(chunk.Length);
+            }
+        }
+        try
+        {
+            if (job.Answers is not null && !Console.IsOutputRedirected && ReferenceEquals(output, Console.Out))
+                AnsiConsole.Progress().Start(ctx =>
+                {
+                    var task = ctx.AddTask("answering", maxValue: questions.Length);
+                    Answer(n => task.Increment(n));
+                });
+            else Answer(null);
+        }
+        catch (OperationCanceledException)
+        {
+            console.MarkupLineInterpolated($"[yellow]stopped after {lines.Count} of {questions.Length} answers[/]");
+            return 1;
+        }
+        if (job.Answers is not null)
+        {
+            DoctorGlm.Engine.IO.AtomicFile.WriteAllText(job.Answers.FullName, string.Join("\n", lines) + "\n");
+            console.MarkupLineInterpolated($"[grey]{lines.Count} answers in {clock.Elapsed.TotalSeconds:F1} s (batches of {job.Batch}) written to {job.Answers.FullName}[/]");
+        }
+        return 0;
+    }
+
     private static async Task<bool> AnswerAsync(ChatSession session, string query, TextWriter output, IAnsiConsole console, CancellationToken ct)
     {
         console.Markup("[bold blue]ChatGLM:[/] ");

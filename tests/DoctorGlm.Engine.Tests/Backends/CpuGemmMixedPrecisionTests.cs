@@ -164,4 +164,24 @@ public unsafe class CpuGemmMixedPrecisionTests
         var ints = Tensor.Zeros(new Shape(m * n), DType.I32);
         Assert.Throws<ArgumentException>(() => be.Gemm(false, false, m, n, k, 1f, a, 0, k, 0, b, 0, n, 0, 0f, ints, 0, n, 0, 1));
     }
+
+    /// <summary>
+    /// On the dot-product path (m ≤ 4, B stored n×k in 16 bits) A's rows go in pairs, each B element widened once for
+    /// both: every row of C must be bit for bit the one its row of A gives alone.
+    /// </summary>
+    [Theory]
+    [InlineData("BF16", 3)]
+    [InlineData("BF16", 4)]
+    [InlineData("F16", 3)]
+    public void Paired_rows_on_the_dot_path_give_bit_for_bit_their_single_row_results(string weightType, int m)
+    {
+        var rng = new RandomGenerator((ulong)(m * 7 + weightType.Length));
+        using var scope = TensorScope.Begin();
+        const int n = 43, k = 1100;
+        var w = rng.Normal(new Shape(n, k), 0.2f).To(Enum.Parse<DType>(weightType));
+        var x = rng.Normal(new Shape(m, k));
+        var all = Ops.Linear(x, w).ToFloatArray();
+        for (int r = 0; r < m; r++)
+            Assert.Equal(Ops.Linear(x.Narrow(0, r, 1).Contiguous(), w).ToFloatArray(), all.AsSpan(r * n, n).ToArray());
+    }
 }

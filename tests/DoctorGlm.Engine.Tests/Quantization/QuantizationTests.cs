@@ -216,6 +216,32 @@ public class QuantizedMatVecTests
         Assert.DoesNotContain(y.ToFloatArray(), float.IsNaN);
     }
 
+    /// <summary>
+    /// A batch's rows go through the kernel in pairs (each weight unpacked once for two rows): every row's output must
+    /// be bit for bit what the row alone gives, so a prompt decoded in a batch gets the answer it gets alone.
+    /// </summary>
+    [Theory]
+    [InlineData(8, 5, 1122)]
+    [InlineData(4, 5, 1122)]
+    [InlineData(4, 4, 66)]
+    public void Rows_in_a_batch_give_bit_for_bit_their_single_row_results(int bits, int rows, int cols)
+    {
+        var rng = new RandomGenerator((ulong)(bits * 1000 + rows + cols));
+        using var scope = TensorScope.Begin();
+        var w = rng.Normal(new Shape(41, cols), 0.3f); // 41: ten blocks of four weight rows and a leftover row
+        using var q = QuantizedWeight.Quantize(w, bits);
+        var x = rng.Normal(new Shape(rows, cols));
+        var all = Tensor.Full(new Shape(rows, 41), float.NaN);
+        x.Backend.QuantizedMatVec(x, q.Data, q.Scale, bits, all);
+        var batched = all.ToFloatArray();
+        for (int r = 0; r < rows; r++)
+        {
+            var one = Tensor.Full(new Shape(1, 41), float.NaN);
+            x.Backend.QuantizedMatVec(x.Narrow(0, r, 1).Contiguous(), q.Data, q.Scale, bits, one);
+            Assert.Equal(one.ToFloatArray(), batched.AsSpan(r * 41, 41).ToArray());
+        }
+    }
+
     [Fact]
     public void Int4_with_an_odd_input_width_is_refused_rather_than_read_past_the_row()
     {

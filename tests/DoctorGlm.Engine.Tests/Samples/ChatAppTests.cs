@@ -35,6 +35,38 @@ public sealed class ChatAppTests : IDisposable
     }
 
     [Fact]
+    public void Questions_file_answers_every_line_as_the_library_answers_it_alone()
+    {
+        string file = Path.Combine(_dir, "questions.txt");
+        string[] questions = ["头疼怎么办", "高血压患者能吃党参吗？", "失眠"];
+        File.WriteAllText(file, $"{questions[0]}\n\n  {questions[1]}  \n{questions[2]}\n");
+        string[] common = ["--model", _dir, "--questions", file, "--greedy", "--max-length", "40", "--repetition-penalty", "5", "--batch", "2"];
+        var (code, text) = Run("", common);
+        Assert.True(code == 0, text);
+        var tok = ChatModelFixture.Tokenizer();
+        using var model = ChatModelFixture.Model(tok);
+        var chat = new GlmChat(model, tok);
+        var o = new GenerationOptions { DoSample = false, MaxLength = 40, RepetitionPenalty = 5 };
+        var expected = questions.Select(q => chat.Chat(q, null, o, TestContext.Current.CancellationToken).Response).ToArray();
+        var lines = text.Split('\n').Where(l => l.StartsWith('{')).ToArray();
+        Assert.Equal(questions.Length, lines.Length);
+        for (int i = 0; i < questions.Length; i++)
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(lines[i]);
+            Assert.Equal(questions[i], doc.RootElement.GetProperty("question").GetString());
+            Assert.Equal(expected[i], doc.RootElement.GetProperty("answer").GetString());
+        }
+        // --answers writes the same lines to a file; bad combinations are refused before loading anything.
+        string outFile = Path.Combine(_dir, "answers.jsonl");
+        var (code2, text2) = Run("", [.. common, "--answers", outFile]);
+        Assert.True(code2 == 0, text2);
+        Assert.Equal(lines, File.ReadAllLines(outFile));
+        Assert.Equal(2, Run("", "--model", _dir, "--answers", outFile).Code);
+        Assert.Equal(2, Run("", "--model", _dir, "--questions", file, "--prompt", "x").Code);
+        Assert.Equal(2, Run("", "--model", _dir, "--questions", Path.Combine(_dir, "missing.txt")).Code);
+    }
+
+    [Fact]
     public void Greedy_prompt_mode_is_deterministic()
     {
         var a = Run("", "--model", _dir, "--tokenizer", Path.Combine(_dir, "tokenizer.model"), "--prompt", "你好", "--greedy", "--max-length", "30", "--repetition-penalty", "5");

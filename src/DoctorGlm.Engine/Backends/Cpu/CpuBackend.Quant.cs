@@ -70,11 +70,25 @@ public sealed unsafe partial class CpuBackend
         {
             int o1 = (int)Math.Min(outF, (blk + 1) * Block), o = (int)blk * Block;
             // Four weight rows at a time share each load of the input row (see CpuWideningDot.Int8Rows4).
-            float* sums = stackalloc float[4];
+            // Input rows go in pairs (a batch being decoded): each weight is widened once for two rows, same sums.
+            float* sums = stackalloc float[8];
             for (; o + 4 <= o1; o += 4)
             {
                 sbyte* qr = pq + (long)o * packed;
-                for (int r = 0; r < rows; r++)
+                int r = 0;
+                for (; r + 2 <= rows; r += 2)
+                {
+                    float* xr = xs + (long)r * cols, yr = xr + cols;
+                    if (bits == 8) CpuWideningDot.Int8Rows4x2(qr, packed, xr, yr, cols, sums, sums + 4);
+                    else CpuWideningDot.Int4Rows4x2(qr, packed, xr, xr + cols / 2, yr, yr + cols / 2, cols / 2, sums, sums + 4);
+                    for (int j = 0; j < 4; j++)
+                    {
+                        float scale = HalfConvert.F16ToFloat(ps[o + j]);
+                        py[(long)r * outF + o + j] = scale * sums[j];
+                        py[(long)(r + 1) * outF + o + j] = scale * sums[4 + j];
+                    }
+                }
+                for (; r < rows; r++)
                 {
                     float* xr = xs + (long)r * cols;
                     if (bits == 8) CpuWideningDot.Int8Rows4(qr, packed, xr, cols, sums);

@@ -693,19 +693,29 @@ internal static unsafe class CpuGemm
             {
                 // Four rows of B share each load of an A row (see CpuWideningDot.Int8Rows4: a 16384-wide A row is
                 // 64 KB, past L1). Leftover rows take the loop below.
-                float* acc4 = stackalloc float[4];
+                // Rows of A go in pairs (a batch being decoded): each B element is widened once for two rows, same sums.
+                float* acc4 = stackalloc float[8];
                 for (; j + 4 <= j1; j += 4)
                 {
                     ushort* row = (ushort*)b.Pointer + (long)j * ldb;
-                    for (int i = 0; i < m; i++)
+                    for (int i = 0; i < m;)
                     {
-                        if (b.Type == DType.BF16) CpuWideningDot.Bf16Rows4(row, ldb, af + i * lda, k, acc4);
-                        else CpuWideningDot.F16Rows4(row, ldb, af + i * lda, k, acc4);
-                        for (int r = 0; r < 4; r++)
+                        int pair = i + 2 <= m ? 2 : 1;
+                        if (pair == 2)
                         {
-                            float* ci = c + i * ldc + j + r;
-                            *ci = beta == 0f ? alpha * acc4[r] : alpha * acc4[r] + beta * *ci;
+                            if (b.Type == DType.BF16) CpuWideningDot.Bf16Rows4x2(row, ldb, af + i * lda, af + (i + 1) * lda, k, acc4, acc4 + 4);
+                            else CpuWideningDot.F16Rows4x2(row, ldb, af + i * lda, af + (i + 1) * lda, k, acc4, acc4 + 4);
                         }
+                        else if (b.Type == DType.BF16) CpuWideningDot.Bf16Rows4(row, ldb, af + i * lda, k, acc4);
+                        else CpuWideningDot.F16Rows4(row, ldb, af + i * lda, k, acc4);
+                        for (int h = 0; h < pair; h++)
+                            for (int r = 0; r < 4; r++)
+                            {
+                                float* ci = c + (i + h) * ldc + j + r;
+                                float v = acc4[4 * h + r];
+                                *ci = beta == 0f ? alpha * v : alpha * v + beta * *ci;
+                            }
+                        i += pair;
                     }
                 }
             }

@@ -230,6 +230,108 @@ internal static unsafe class CpuWideningDot
         for (int r = 0; r < 4; r++) sums[r] += TWiden.Dot(w + r * stride + i, x + i, n - i);
     }
 
+    /// <summary>
+    /// <see cref="Rows4{T, TWiden}"/> against two input rows at once (a batch being decoded): each weight is widened
+    /// once for both, which is what bounds a batch on the CPU. Per input row the accumulators, their order and the
+    /// final sums are those of <see cref="Rows4{T, TWiden}"/>, so the results are bit for bit the same.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows4x2<T, TWiden>(T* w, long stride, float* x, float* y, int n, float* sx, float* sy) where T : unmanaged where TWiden : IWidener<T>
+    {
+        int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            T* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0; var a4 = a0; var a5 = a0; var a6 = a0; var a7 = a0;
+            var b0 = a0; var b1 = a0; var b2 = a0; var b3 = a0; var b4 = a0; var b5 = a0; var b6 = a0; var b7 = a0;
+            for (; i + 32 <= n; i += 32)
+            {
+                var x0 = Vector512.Load(x + i);
+                var x1 = Vector512.Load(x + i + 16);
+                var y0 = Vector512.Load(y + i);
+                var y1 = Vector512.Load(y + i + 16);
+                var v0 = TWiden.Widen16(w + i); var v1 = TWiden.Widen16(w + i + 16);
+                var v2 = TWiden.Widen16(w1 + i); var v3 = TWiden.Widen16(w1 + i + 16);
+                var v4 = TWiden.Widen16(w2 + i); var v5 = TWiden.Widen16(w2 + i + 16);
+                var v6 = TWiden.Widen16(w3 + i); var v7 = TWiden.Widen16(w3 + i + 16);
+                a0 = Avx512F.FusedMultiplyAdd(v0, x0, a0); b0 = Avx512F.FusedMultiplyAdd(v0, y0, b0);
+                a1 = Avx512F.FusedMultiplyAdd(v1, x1, a1); b1 = Avx512F.FusedMultiplyAdd(v1, y1, b1);
+                a2 = Avx512F.FusedMultiplyAdd(v2, x0, a2); b2 = Avx512F.FusedMultiplyAdd(v2, y0, b2);
+                a3 = Avx512F.FusedMultiplyAdd(v3, x1, a3); b3 = Avx512F.FusedMultiplyAdd(v3, y1, b3);
+                a4 = Avx512F.FusedMultiplyAdd(v4, x0, a4); b4 = Avx512F.FusedMultiplyAdd(v4, y0, b4);
+                a5 = Avx512F.FusedMultiplyAdd(v5, x1, a5); b5 = Avx512F.FusedMultiplyAdd(v5, y1, b5);
+                a6 = Avx512F.FusedMultiplyAdd(v6, x0, a6); b6 = Avx512F.FusedMultiplyAdd(v6, y0, b6);
+                a7 = Avx512F.FusedMultiplyAdd(v7, x1, a7); b7 = Avx512F.FusedMultiplyAdd(v7, y1, b7);
+            }
+            sx[0] = Vector512.Sum(a0 + a1); sx[1] = Vector512.Sum(a2 + a3); sx[2] = Vector512.Sum(a4 + a5); sx[3] = Vector512.Sum(a6 + a7);
+            sy[0] = Vector512.Sum(b0 + b1); sy[1] = Vector512.Sum(b2 + b3); sy[2] = Vector512.Sum(b4 + b5); sy[3] = Vector512.Sum(b6 + b7);
+        }
+        else sx[0] = sx[1] = sx[2] = sx[3] = sy[0] = sy[1] = sy[2] = sy[3] = 0f;
+        for (int r = 0; r < 4; r++)
+        {
+            sx[r] += TWiden.Dot(w + r * stride + i, x + i, n - i);
+            sy[r] += TWiden.Dot(w + r * stride + i, y + i, n - i);
+        }
+    }
+
+    /// <summary><see cref="Int8Rows4"/> against two input rows, each weight widened once (bit for bit the single-row sums).</summary>
+    public static void Int8Rows4x2(sbyte* q, long stride, float* x, float* y, int n, float* sx, float* sy) => Rows4x2<sbyte, Int8Widener>(q, stride, x, y, n, sx, sy);
+
+    /// <summary><see cref="Bf16Rows4"/> against two input rows, each weight widened once (bit for bit the single-row sums).</summary>
+    public static void Bf16Rows4x2(ushort* w, long stride, float* x, float* y, int k, float* sx, float* sy) => Rows4x2<ushort, Bf16Widener>(w, stride, x, y, k, sx, sy);
+
+    /// <summary><see cref="F16Rows4"/> against two input rows, each weight widened once (bit for bit the single-row sums).</summary>
+    public static void F16Rows4x2(ushort* w, long stride, float* x, float* y, int k, float* sx, float* sy) => Rows4x2<ushort, F16Widener>(w, stride, x, y, k, sx, sy);
+
+    /// <summary>
+    /// <see cref="Int4Rows4"/> against two input rows (x: <paramref name="xEven"/>/<paramref name="xOdd"/>, y:
+    /// <paramref name="yEven"/>/<paramref name="yOdd"/>): the nibbles, whose unpacking bounds INT4 decoding, are
+    /// unpacked once for both; per input row the sums are bit for bit those of <see cref="Int4Rows4"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Int4Rows4x2(sbyte* q, long stride, float* xEven, float* xOdd, float* yEven, float* yOdd, int n, float* sx, float* sy)
+    {
+        int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            var table = Vector512.Create(0f, 1f, 2f, 3f, 4f, 5f, 6f, 7f, -8f, -7f, -6f, -5f, -4f, -3f, -2f, -1f);
+            byte* q0 = (byte*)q, q1 = q0 + stride, q2 = q1 + stride, q3 = q2 + stride;
+            var a0 = Vector512<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0; var a4 = a0; var a5 = a0; var a6 = a0; var a7 = a0;
+            var b0 = a0; var b1 = a0; var b2 = a0; var b3 = a0; var b4 = a0; var b5 = a0; var b6 = a0; var b7 = a0;
+            for (; i + 16 <= n; i += 16)
+            {
+                var xe = Vector512.Load(xEven + i);
+                var xo = Vector512.Load(xOdd + i);
+                var ye = Vector512.Load(yEven + i);
+                var yo = Vector512.Load(yOdd + i);
+                var c0 = Avx512F.ConvertToVector512Int32(Vector128.Load(q0 + i));
+                var c1 = Avx512F.ConvertToVector512Int32(Vector128.Load(q1 + i));
+                var c2 = Avx512F.ConvertToVector512Int32(Vector128.Load(q2 + i));
+                var c3 = Avx512F.ConvertToVector512Int32(Vector128.Load(q3 + i));
+                var h0 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(c0, 4)); var l0 = Avx512F.PermuteVar16x32(table, c0);
+                var h1 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(c1, 4)); var l1 = Avx512F.PermuteVar16x32(table, c1);
+                var h2 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(c2, 4)); var l2 = Avx512F.PermuteVar16x32(table, c2);
+                var h3 = Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(c3, 4)); var l3 = Avx512F.PermuteVar16x32(table, c3);
+                a0 = Avx512F.FusedMultiplyAdd(h0, xe, a0); b0 = Avx512F.FusedMultiplyAdd(h0, ye, b0);
+                a1 = Avx512F.FusedMultiplyAdd(l0, xo, a1); b1 = Avx512F.FusedMultiplyAdd(l0, yo, b1);
+                a2 = Avx512F.FusedMultiplyAdd(h1, xe, a2); b2 = Avx512F.FusedMultiplyAdd(h1, ye, b2);
+                a3 = Avx512F.FusedMultiplyAdd(l1, xo, a3); b3 = Avx512F.FusedMultiplyAdd(l1, yo, b3);
+                a4 = Avx512F.FusedMultiplyAdd(h2, xe, a4); b4 = Avx512F.FusedMultiplyAdd(h2, ye, b4);
+                a5 = Avx512F.FusedMultiplyAdd(l2, xo, a5); b5 = Avx512F.FusedMultiplyAdd(l2, yo, b5);
+                a6 = Avx512F.FusedMultiplyAdd(h3, xe, a6); b6 = Avx512F.FusedMultiplyAdd(h3, ye, b6);
+                a7 = Avx512F.FusedMultiplyAdd(l3, xo, a7); b7 = Avx512F.FusedMultiplyAdd(l3, yo, b7);
+            }
+            sx[0] = Vector512.Sum(a0 + a1); sx[1] = Vector512.Sum(a2 + a3); sx[2] = Vector512.Sum(a4 + a5); sx[3] = Vector512.Sum(a6 + a7);
+            sy[0] = Vector512.Sum(b0 + b1); sy[1] = Vector512.Sum(b2 + b3); sy[2] = Vector512.Sum(b4 + b5); sy[3] = Vector512.Sum(b6 + b7);
+        }
+        else sx[0] = sx[1] = sx[2] = sx[3] = sy[0] = sy[1] = sy[2] = sy[3] = 0f;
+        for (int r = 0; r < 4; r++)
+        {
+            sx[r] += Int4(q + r * stride + i, xEven + i, xOdd + i, n - i);
+            sy[r] += Int4(q + r * stride + i, yEven + i, yOdd + i, n - i);
+        }
+    }
+
     /// <summary><see cref="Int4"/> for the four rows q + r·<paramref name="stride"/> against one x (see <see cref="Int8Rows4"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Int4Rows4(sbyte* q, long stride, float* xEven, float* xOdd, int n, float* sums)
