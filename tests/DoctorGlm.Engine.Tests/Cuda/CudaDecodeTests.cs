@@ -117,42 +117,19 @@ public class CudaDecodeTests(ITestOutputHelper output)
 
     private static float[] Row(float[] logits, int b, GlmModel model) => logits.AsSpan(b * model.Config.VocabSize, model.Config.VocabSize).ToArray();
 
-    /// <summary>Batched prompt pass (left-padded, pads declared to the cache), then one token per row and step; [B·V] logits per step.</summary>
+    /// <summary>Batched prompt pass then one token per row and step, through <see cref="GlmGenerator.NextLogitsBatch"/>
+    /// (left padding declared to the cache, §4.2 positions per row); [B·V] logits per step.</summary>
     private static List<float[]> BatchDecode(GlmModel model, int[][] prompts, int steps, List<int[]>? forced)
     {
-        var config = model.Config;
-        int batch = prompts.Length;
+        var generator = new GlmGenerator(model);
         var seqs = prompts.Select(p => p.ToList()).ToArray();
-        using var cache = model.CreateCache(batch);
+        using var cache = model.CreateCache(prompts.Length);
         var result = new List<float[]>();
-        using var _ = Autograd.GradMode.NoGrad();
         for (int s = 0; s < steps; s++)
         {
-            using var scope = TensorScope.Begin();
-            float[] l;
-            if (s == 0)
-            {
-                using var inputs = GlmInputs.Build(prompts, config, device: model.Device);
-                cache.SetLeftPadding(inputs.PadLeft);
-                l = model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true).ToFloatArray();
-            }
-            else
-            {
-                var ids = new int[batch];
-                var pos = new int[2 * batch];
-                for (int b = 0; b < batch; b++)
-                {
-                    var (ctx, maskPos) = GlmInputs.ContextAndMask(prompts[b], config);
-                    ids[b] = seqs[b][^1];
-                    pos[2 * b] = maskPos;
-                    pos[2 * b + 1] = seqs[b].Count - 1 - ctx + 1;
-                }
-                l = model.Forward(Tensor.FromArray(ids, new Shape(batch, 1), model.Device), Tensor.FromArray(pos, new Shape(batch, 2, 1), model.Device),
-                    null, cache).ToFloatArray();
-            }
-            result.Add(l);
-            for (int b = 0; b < batch; b++)
-                seqs[b].Add(forced?[s][b] ?? LogitsProcessing.ArgMax(l.AsSpan(b * config.VocabSize, config.VocabSize)));
+            var l = generator.NextLogitsBatch(seqs, cache);
+            result.Add([.. l.SelectMany(r => r)]);
+            for (int b = 0; b < seqs.Length; b++) seqs[b].Add(forced?[s][b] ?? LogitsProcessing.ArgMax(l[b]));
         }
         return result;
     }
