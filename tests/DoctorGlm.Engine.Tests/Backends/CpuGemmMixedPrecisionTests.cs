@@ -19,7 +19,9 @@ public unsafe class CpuGemmMixedPrecisionTests
         [
             (1, 37, 129),      // one row: the dot-product path when B is stored n×k (x·Wᵀ, decoding)
             (4, 65, 1100),     // the largest dot-product case, k longer than its 512-element conversion chunk
-            (5, 33, 17),       // just above it: packed path
+            (5, 33, 17),       // just above it: packed path (a 16-bit B with AVX-512: still dot products, rows in pairs)
+            (8, 65, 1100),     // the largest dot-product case for a 16-bit B with AVX-512
+            (9, 33, 17),       // just above it: packed path for every type
             (67, 531, 300),    // several column blocks and rank-kc updates, parallel
         ];
         foreach (var (ta, tb) in new[] { ("F32", "BF16"), ("F32", "F16"), ("BF16", "F32"), ("F16", "BF16"), ("BF16", "BF16") })
@@ -166,13 +168,15 @@ public unsafe class CpuGemmMixedPrecisionTests
     }
 
     /// <summary>
-    /// On the dot-product path (m ≤ 4, B stored n×k in 16 bits) A's rows go in pairs, each B element widened once for
+    /// On the dot-product path (m ≤ 8 for B stored n×k in 16 bits, with AVX-512) A's rows go in pairs, each B element widened once for
     /// both: every row of C must be bit for bit the one its row of A gives alone.
     /// </summary>
     [Theory]
     [InlineData("BF16", 3)]
     [InlineData("BF16", 4)]
     [InlineData("F16", 3)]
+    [InlineData("BF16", 7)]
+    [InlineData("F16", 8)]
     public void Paired_rows_on_the_dot_path_give_bit_for_bit_their_single_row_results(string weightType, int m)
     {
         var rng = new RandomGenerator((ulong)(m * 7 + weightType.Length));
