@@ -105,7 +105,7 @@ public sealed class GlmGenerator
     }
 
     /// <summary>One prompt's generation state: its tokens so far (prompt first), its §4.1 positions and its limits.</summary>
-    private sealed class RowState(int[] prompt, int ctx, int maskPos, int limit, RandomGenerator rng)
+    internal sealed class RowState(int[] prompt, int ctx, int maskPos, int limit, RandomGenerator rng)
     {
         public List<int> Sequence { get; } = [.. prompt];
         public int Ctx { get; } = ctx;
@@ -117,13 +117,13 @@ public sealed class GlmGenerator
         public bool Done { get; set; }
     }
 
-    private void CheckModel()
+    internal void CheckModel()
     {
         if (Model.Training) throw new InvalidOperationException("GlmGenerator: the model is in training mode (dropout on); set GlmModel.Training = false to generate");
         if (InvalidScoreTokenId >= Model.Config.VocabSize) throw new InvalidOperationException($"GlmGenerator: the invalid-score token {InvalidScoreTokenId} is outside the vocabulary");
     }
 
-    private RowState CheckPrompt(IReadOnlyList<int> prompt, GenerationOptions o, string what, string paramName)
+    internal RowState CheckPrompt(IReadOnlyList<int> prompt, GenerationOptions o, string what, string paramName)
     {
         var config = Model.Config;
         if (prompt.Count == 0) throw new ArgumentException($"GlmGenerator: {what} is empty", paramName);
@@ -210,7 +210,7 @@ public sealed class GlmGenerator
     }
 
     /// <summary>The §7 pipeline over one row's raw scores (modified in place), then its pick.</summary>
-    private int Pick(float[] scores, RowState row, GenerationOptions o)
+    internal int Pick(float[] scores, RowState row, GenerationOptions o)
     {
         var seqSpan = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(row.Sequence);
         LogitsProcessing.Process(scores, seqSpan, o, InvalidScoreTokenId);
@@ -230,7 +230,7 @@ public sealed class GlmGenerator
     /// With the cache: the left-padded prompts first (their pads declared to the cache), then one token per row and
     /// step with §4.2's positions. Returns [rows, V].
     /// </summary>
-    private float[] BatchLogits(RowState[] rows, GlmKvCache cache)
+    internal float[] BatchLogits(RowState[] rows, GlmKvCache cache)
     {
         var device = Model.Device;
         int batch = rows.Length;

@@ -115,6 +115,51 @@ public class CudaDecodeTests(ITestOutputHelper output)
         Assert.True(cpu[0].Length < 3 && cpu.Any(a => a.Length == 10), "row 0 must stop early while another row runs on");
     }
 
+    /// <summary>
+    /// Continuous batching on the GPU (<see cref="GlmBatchScheduler"/>): two requests join a third while it decodes,
+    /// so the device caches are appended (<see cref="GlmKvCache.Append"/>: gaps zeroed, pads hidden) and rows leave as
+    /// they finish; every answer must be the CPU's for that prompt alone (fp32 weights).
+    /// </summary>
+    [Fact]
+    public async Task Requests_joining_a_running_batch_on_the_gpu_get_the_cpu_answers()
+    {
+        var gpu = CudaTestSetup.Require();
+        var tok = ChatModelFixture.Tokenizer();
+        using var cpuModel = ChatModelFixture.Model(tok);
+        using var gpuModel = ChatModelFixture.Model(tok, device: gpu.Device);
+        var ct = TestContext.Current.CancellationToken;
+        int[][] prompts = [.. new[] { "头疼", "高血压患者能吃党参吗？", "我最近总是失眠，晚上睡不着，白天没精神，怎么办？" }
+            .Select(q => tok.Encode(q).Concat([tok.GMaskId, tok.SopId]).ToArray())];
+        GenerationOptions[] options =
+        [
+            new() { DoSample = false, RepetitionPenalty = 1.5f, MaxNewTokens = 40 },
+            new() { DoSample = false, RepetitionPenalty = 1.5f, MaxNewTokens = 8 },
+            new() { DoSample = false, RepetitionPenalty = 1.5f, MaxNewTokens = 12 },
+        ];
+        var cpu = new GlmGenerator(cpuModel);
+        var expected = prompts.Select((p, i) => cpu.Generate(p, options[i], ct)).ToArray();
+        await using var scheduler = new GlmBatchScheduler(new GlmGenerator(gpuModel), maxBatch: 3);
+        var first = new List<int>();
+        var a = scheduler.StreamTokens(prompts[0], options[0], ct).GetAsyncEnumerator(ct);
+        Assert.True(await a.MoveNextAsync());
+        first.Add(a.Current);
+        var others = Enumerable.Range(1, 2).Select(async i =>
+        {
+            var list = new List<int>();
+            await foreach (int t in scheduler.StreamTokens(prompts[i], options[i], ct)) list.Add(t);
+            return list;
+        }).ToArray();
+        while (await a.MoveNextAsync()) first.Add(a.Current);
+        await a.DisposeAsync();
+        var answers = new[] { first }.Concat(await Task.WhenAll(others)).ToArray();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            output.WriteLine($"request {i}: CPU [{string.Join(", ", expected[i])}], GPU [{string.Join(", ", answers[i])}]");
+            Assert.Equal(expected[i], answers[i]);
+        }
+        Assert.True(scheduler.Joins >= 1, "no request joined the running batch");
+    }
+
     private static float[] Row(float[] logits, int b, GlmModel model) => logits.AsSpan(b * model.Config.VocabSize, model.Config.VocabSize).ToArray();
 
     /// <summary>Batched prompt pass then one token per row and step, through <see cref="GlmGenerator.NextLogitsBatch"/>

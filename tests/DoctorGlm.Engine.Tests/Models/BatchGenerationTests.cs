@@ -128,6 +128,56 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
         Assert.Contains("of row 0", Assert.Throws<InvalidOperationException>(() => gen.NextLogitsBatch(seqs, genCache)).Message);
     }
 
+    /// <summary>
+    /// <see cref="GlmKvCache.Append"/> (continuous batching): a running batch takes in a cache of newly arrived prompts,
+    /// in both directions of the length difference (the newcomer's text longer, then shorter, than the batch's) and
+    /// with a P-Tuning prefix in front; every row's next logits must be those of its own single-row cache.
+    /// </summary>
+    [Theory]
+    [InlineData("p0", "turn2")]
+    [InlineData("turn2", "p1")]
+    [InlineData("ptuning0", "ptuning1")]
+    public void Appended_caches_continue_every_row_as_alone(string running, string arriving)
+    {
+        using var f = ModelFixture.Open("generation");
+        int[] Load(string n, string what) => f.Load($"{n}.{what}").ToIntArray();
+        using var model = GenerationTests.Model(running);
+        var gen = new GlmGenerator(model);
+        var a = Load(running, "prompt").ToList();
+        var b = Load(arriving, "prompt").ToList();
+        var ta = Load(running, "greedy");
+        var tb = Load(arriving, "greedy");
+        using var batch = model.CreateCache(1);
+        using var aloneA = model.CreateCache(1);
+        using var aloneB = model.CreateCache(1);
+        for (int i = 0; i < 3; i++) // the running row decodes a few tokens first
+        {
+            gen.NextLogitsBatch([a], batch);
+            gen.NextLogitsBatch([a], aloneA);
+            a.Add(ta[i]);
+        }
+        using (var arrived = model.CreateCache(1))
+        {
+            gen.NextLogitsBatch([b], arrived);
+            gen.NextLogitsBatch([b], aloneB);
+            b.Add(tb[0]);
+            batch.Append(arrived);
+        }
+        Assert.Equal(2, batch.Batch);
+        double worst = 0;
+        for (int step = 1; step < 6; step++)
+        {
+            var both = gen.NextLogitsBatch([a, b], batch);
+            worst = Math.Max(worst, ModelFixture.MaxAbs(gen.NextLogitsBatch([a], aloneA)[0], both[0]));
+            worst = Math.Max(worst, ModelFixture.MaxAbs(gen.NextLogitsBatch([b], aloneB)[0], both[1]));
+            a.Add(ta[2 + step]);
+            b.Add(tb[step]);
+        }
+        output.WriteLine($"{running} + {arriving}: pads {string.Join(",", batch.PadLeft)}, max |batched − alone| {worst:E3}");
+        Assert.True(worst < 1e-5, $"appended rows drift from their single-row caches: {worst:E3}");
+        Assert.Contains(batch.PadLeft, p => p > 0);
+    }
+
     [Fact]
     public void Sampled_rows_equal_single_generation_with_the_same_seed()
     {

@@ -116,6 +116,74 @@ public sealed class GlmKvCache : IDisposable
         Batch = rows.Count;
     }
 
+    /// <summary>
+    /// Appends the rows of <paramref name="other"/> (a cache of the same model: the prompt pass of sequences that
+    /// arrived while this batch was decoding) after this cache's rows, so they decode together from the next step on
+    /// (continuous batching). The side with fewer text positions is moved right and the gap becomes left padding,
+    /// hidden like the rest (<see cref="PastMask"/>); the P-Tuning prefix stays in front. Every row keeps its past,
+    /// so each continues exactly as it would alone. Costs one copy of both caches; <paramref name="other"/> is left
+    /// as it was (dispose it).
+    /// </summary>
+    public void Append(GlmKvCache other)
+    {
+        const string op = "GlmKvCache.Append";
+        ThrowIfDisposed();
+        ArgumentNullException.ThrowIfNull(other);
+        other.ThrowIfDisposed();
+        if (ReferenceEquals(other, this)) throw new ArgumentException($"{op}: a cache cannot be appended to itself", nameof(other));
+        if (!ReferenceEquals(other.Config, Config) && other.Config != Config) throw new ArgumentException($"{op}: the caches belong to different model configs", nameof(other));
+        if (other.Device != Device) throw new ArgumentException($"{op}: the caches are on {Device} and {other.Device}", nameof(other));
+        if (other.PrefixLength != PrefixLength) throw new ArgumentException($"{op}: the caches start with {PrefixLength} and {other.PrefixLength} prefix positions", nameof(other));
+        int text = Math.Max(TokenCount, other.TokenCount), length = PrefixLength + text, batch = Batch + other.Batch;
+        int shiftThis = text - TokenCount, shiftOther = text - other.TokenCount;
+        int[] pads = [.. PadLeft.Select(p => p + shiftThis), .. other.PadLeft.Select(p => p + shiftOther)];
+        if (length > 0)
+        {
+            int cap = Math.Max(length, Math.Max(16, Math.Max(_capacity, other._capacity)));
+            var shape = new Shape(batch, cap, Config.NumAttentionHeads, Config.HeadDim);
+            using (TensorScope.Unscoped())
+                for (int l = 0; l < Config.NumLayers; l++)
+                {
+                    _keys[l] = Merge(_keys[l], other._keys[l], shape, shiftThis, other.Batch, shiftOther, other.Length);
+                    _values[l] = Merge(_values[l], other._values[l], shape, shiftThis, other.Batch, shiftOther, other.Length);
+                }
+            _capacity = cap;
+        }
+        _padCount = pads;
+        Batch = batch;
+        Length = length;
+    }
+
+    /// <summary>This cache's rows then <paramref name="otherRows"/> rows of <paramref name="theirs"/> in a new buffer,
+    /// each side's text moved right by its shift (its prefix positions stay in front).</summary>
+    private Tensor Merge(Tensor? mine, Tensor? theirs, Shape shape, int shiftMine, int otherRows, int shiftTheirs, int theirLength)
+    {
+        // Zeros, not uninitialised memory: the gap positions are masked, but attention still multiplies their values by
+        // a probability of exactly 0, and 0 · NaN (whatever the memory held) would poison the row.
+        var t = Tensor.Zeros(shape, DType.F32, Device);
+        CopyRows(mine, Length, t, 0, Batch, shiftMine);
+        CopyRows(theirs, theirLength, t, Batch, otherRows, shiftTheirs);
+        mine?.Dispose();
+        return t;
+    }
+
+    /// <summary>Rows [0, rows) of <paramref name="src"/> (its first <paramref name="length"/> positions) into rows
+    /// [row0, row0 + rows) of <paramref name="dst"/>: the prefix in place, the text <paramref name="shift"/> positions later.</summary>
+    private void CopyRows(Tensor? src, int length, Tensor dst, int row0, int rows, int shift)
+    {
+        if (src is null || length == 0) return;
+        using var dstRows = dst.Narrow(0, row0, rows);
+        using var srcRows = src.Narrow(0, 0, rows);
+        Span<(int From, int To, int Count)> parts = [(0, 0, Math.Min(PrefixLength, length)), (PrefixLength, PrefixLength + shift, length - PrefixLength)];
+        foreach (var (from, to, count) in parts)
+        {
+            if (count <= 0) continue;
+            using var s = srcRows.Narrow(1, from, count);
+            using var d = dstRows.Narrow(1, to, count);
+            d.Backend.Copy(s, d);
+        }
+    }
+
     private Tensor Gather(Tensor old, Shape shape, IReadOnlyList<int> rows)
     {
         var t = Tensor.Empty(shape, DType.F32, Device);

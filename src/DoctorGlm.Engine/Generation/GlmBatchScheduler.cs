@@ -1,0 +1,239 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using DoctorGlm.Engine.Autograd;
+using DoctorGlm.Engine.Models.ChatGlm;
+
+namespace DoctorGlm.Engine.Generation;
+
+/// <summary>
+/// Serves many conversations from one model by decoding them together (continuous batching): requests arrive from
+/// any thread at any time; between two decoding steps the scheduler runs the prompt pass of those waiting (up to
+/// <see cref="MaxBatch"/> rows in all), appends their KV cache to the running batch's
+/// (<see cref="GlmKvCache.Append"/>, their pads hidden), and every step then reads the weights once for every live
+/// row. A row that finishes — stop token, its limits, or its caller cancelling — leaves the batch at once
+/// (<see cref="GlmKvCache.KeepRows"/>). Each request keeps its own options (sampling, penalty, limits, seed), and
+/// its answer is the one <see cref="GlmGenerator.Generate"/> gives it alone, up to the rounding of the batched
+/// products.
+/// </summary>
+/// <remarks>
+/// One loop owns the model: nothing else may run it while the scheduler is alive. Steps run on the thread pool, each
+/// inside its own <see cref="TensorScope"/> and no-grad region. Disposing stops the loop; unfinished requests end with
+/// <see cref="ObjectDisposedException"/>.
+/// </remarks>
+public sealed class GlmBatchScheduler : IAsyncDisposable
+{
+    private readonly GlmGenerator _generator;
+    private readonly Channel<Request> _incoming = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _loop;
+    private int _active;
+
+    /// <summary>Starts the scheduling loop over <paramref name="chat"/>'s model and tokenizer (not owned): text and token requests.</summary>
+    /// <param name="chat">The model and tokenizer to serve.</param>
+    /// <param name="maxBatch">Most rows decoded together; more requests wait for a row to finish.</param>
+    public GlmBatchScheduler(GlmChat chat, int maxBatch = 8)
+        : this((chat ?? throw new ArgumentNullException(nameof(chat))).Generator, maxBatch) => Chat = chat;
+
+    /// <summary>Starts the scheduling loop over <paramref name="generator"/>'s model (not owned): token requests only.</summary>
+    /// <param name="generator">The model to serve.</param>
+    /// <param name="maxBatch">Most rows decoded together; more requests wait for a row to finish.</param>
+    public GlmBatchScheduler(GlmGenerator generator, int maxBatch = 8)
+    {
+        _generator = generator ?? throw new ArgumentNullException(nameof(generator));
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
+        MaxBatch = maxBatch;
+        _loop = Task.Run(LoopAsync);
+    }
+
+    /// <summary>The model and tokenizer served (null when made from a <see cref="GlmGenerator"/>: token requests only).</summary>
+    public GlmChat? Chat { get; }
+
+    private GlmChat ChatOrThrow => Chat ?? throw new InvalidOperationException("GlmBatchScheduler: made from a GlmGenerator, it has no tokenizer; use StreamTokens or construct it from a GlmChat");
+
+    /// <summary>Most rows decoded together.</summary>
+    public int MaxBatch { get; }
+
+    /// <summary>Rows in the running batch (a snapshot).</summary>
+    public int Active => Volatile.Read(ref _active);
+
+    /// <summary>Times newly arrived prompts joined a batch that was already decoding (tests check the path ran).</summary>
+    internal int Joins { get; private set; }
+
+    /// <summary>
+    /// Queues one chat turn (spec §7 prompt from <paramref name="history"/>) and streams the answer as text deltas that
+    /// never split a character; they concatenate to what <see cref="GlmChat.Chat"/> returns for it alone. Bad options or
+    /// an over-long prompt throw here, before anything is queued. Cancelling, or leaving the enumeration early, takes
+    /// the row out of the batch.
+    /// </summary>
+    public async IAsyncEnumerable<string> StreamChat(string query, IReadOnlyList<ChatTurn>? history = null, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var chat = ChatOrThrow;
+        var streamer = new ResponseStreamer(chat.Tokenizer);
+        await foreach (int id in StreamTokens(chat.EncodePrompt(query, history), options, cancellationToken).ConfigureAwait(false))
+        {
+            string delta = streamer.Push(id);
+            if (delta.Length > 0) yield return delta;
+        }
+        string rest = streamer.Finish();
+        if (rest.Length > 0) yield return rest;
+    }
+
+    /// <summary>One chat turn's post-processed answer (<see cref="StreamChat"/> collected).</summary>
+    public async Task<string> ChatAsync(string query, IReadOnlyList<ChatTurn>? history = null, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        var chat = ChatOrThrow;
+        var ids = new List<int>();
+        await foreach (int id in StreamTokens(chat.EncodePrompt(query, history), options, cancellationToken).ConfigureAwait(false)) ids.Add(id);
+        return ResponseText.Process(chat.Tokenizer.Decode([.. ids]));
+    }
+
+    /// <summary>
+    /// Queues a prompt (token ids ending in [gMASK] &lt;sop&gt;) and streams its new token ids, the stop token
+    /// excluded, as <see cref="GlmGenerator.Stream"/> would yield them. Validation errors throw at the call.
+    /// </summary>
+    public IAsyncEnumerable<int> StreamTokens(IReadOnlyList<int> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ObjectDisposedException.ThrowIf(_stop.IsCancellationRequested, this);
+        var o = options ?? new GenerationOptions();
+        o.Validate();
+        _generator.CheckModel();
+        var row = _generator.CheckPrompt(prompt, o, "the prompt", nameof(prompt));
+        return Run(new Request(row, o), cancellationToken);
+    }
+
+    private async IAsyncEnumerable<int> Run(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        // The loop reads the request's token; cancelling it (the caller's token, or leaving the loop early) frees the row.
+        using var link = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        request.Cancel = link.Token;
+        if (!_incoming.Writer.TryWrite(request)) throw new ObjectDisposedException(nameof(GlmBatchScheduler));
+        try
+        {
+            await foreach (int id in request.Tokens.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+                yield return id;
+        }
+        finally { link.Cancel(); }
+    }
+
+    /// <summary>One queued prompt: its generation state, options and the channel its tokens go out on.</summary>
+    private sealed class Request(GlmGenerator.RowState row, GenerationOptions options)
+    {
+        public GlmGenerator.RowState Row { get; } = row;
+        public GenerationOptions Options { get; } = options;
+        public Channel<int> Tokens { get; } = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleWriter = true, SingleReader = true });
+        public CancellationToken Cancel { get; set; }
+    }
+
+    private async Task LoopAsync()
+    {
+        var live = new List<Request>(); // in the cache's row order
+        GlmKvCache? cache = null;
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                if (live.Count == 0)
+                {
+                    cache?.Dispose();
+                    cache = null;
+                    Volatile.Write(ref _active, 0);
+                    if (!await _incoming.Reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false)) break;
+                }
+                var admitted = new List<Request>();
+                while (live.Count + admitted.Count < MaxBatch && _incoming.Reader.TryRead(out var r))
+                {
+                    if (r.Cancel.IsCancellationRequested) r.Tokens.Writer.TryComplete(new OperationCanceledException(r.Cancel));
+                    else admitted.Add(r);
+                }
+                cache = Step(live, admitted, cache);
+                Volatile.Write(ref _active, live.Count);
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+        catch (Exception e)
+        {
+            // A failed step (out of memory, a device error) ends every request with it rather than hanging them.
+            foreach (var r in live) r.Tokens.Writer.TryComplete(e);
+            while (_incoming.Reader.TryRead(out var r)) r.Tokens.Writer.TryComplete(e);
+            live.Clear();
+        }
+        finally { cache?.Dispose(); }
+        var gone = new ObjectDisposedException(nameof(GlmBatchScheduler));
+        foreach (var r in live) r.Tokens.Writer.TryComplete(gone);
+        while (_incoming.Reader.TryRead(out var r)) r.Tokens.Writer.TryComplete(gone);
+    }
+
+    /// <summary>
+    /// One iteration: a decoding step for the live rows (each fed its newest token), then the prompt pass of the
+    /// admitted ones in a cache of their own, appended to the batch's. Finished and cancelled rows leave. Returns the
+    /// batch's cache (null when no row is left).
+    /// </summary>
+    private GlmKvCache? Step(List<Request> live, List<Request> admitted, GlmKvCache? cache)
+    {
+        int v = _generator.Model.Config.VocabSize;
+        using (GradMode.NoGrad())
+        using (TensorScope.Begin())
+        {
+            if (live.Count > 0)
+            {
+                var logits = _generator.BatchLogits([.. live.Select(r => r.Row)], cache!);
+                for (int i = 0; i < live.Count; i++) Emit(live[i], logits.AsSpan(i * v, v).ToArray());
+            }
+            if (admitted.Count > 0)
+            {
+                var fresh = _generator.Model.CreateCache(admitted.Count);
+                try
+                {
+                    var logits = _generator.BatchLogits([.. admitted.Select(r => r.Row)], fresh);
+                    for (int i = 0; i < admitted.Count; i++) Emit(admitted[i], logits.AsSpan(i * v, v).ToArray());
+                    if (cache is null) { cache = fresh; fresh = null; }
+                    else { cache.Append(fresh); Joins++; }
+                }
+                finally { fresh?.Dispose(); }
+                live.AddRange(admitted);
+            }
+        }
+        var keep = Enumerable.Range(0, live.Count).Where(i => !live[i].Row.Done).ToArray();
+        if (keep.Length == live.Count) return cache;
+        var kept = keep.Select(i => live[i]).ToList();
+        live.Clear();
+        live.AddRange(kept);
+        if (keep.Length == 0) { cache?.Dispose(); return null; }
+        cache!.KeepRows(keep);
+        return cache;
+    }
+
+    /// <summary>Picks a row's next token from its raw scores and hands it out, or ends the row.</summary>
+    private void Emit(Request r, float[] scores)
+    {
+        var row = r.Row;
+        if (r.Cancel.IsCancellationRequested)
+        {
+            row.Done = true;
+            r.Tokens.Writer.TryComplete(new OperationCanceledException(r.Cancel));
+            return;
+        }
+        int token = _generator.Pick(scores, row, r.Options);
+        row.Sequence.Add(token);
+        if (token == (r.Options.EosTokenId ?? _generator.Model.Config.EosTokenId)) row.Done = true;
+        else
+        {
+            r.Tokens.Writer.TryWrite(token);
+            if (row.Sequence.Count >= row.Limit) row.Done = true;
+        }
+        if (row.Done) r.Tokens.Writer.TryComplete();
+    }
+
+    /// <summary>Stops the loop after its current step; unfinished requests end with <see cref="ObjectDisposedException"/>.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_stop.IsCancellationRequested) return;
+        _incoming.Writer.TryComplete();
+        _stop.Cancel();
+        try { await _loop.ConfigureAwait(false); }
+        finally { _stop.Dispose(); }
+    }
+}

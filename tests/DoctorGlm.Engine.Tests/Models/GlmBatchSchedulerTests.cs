@@ -1,0 +1,109 @@
+using DoctorGlm.Engine.Generation;
+using DoctorGlm.Engine.Models.ChatGlm;
+
+namespace DoctorGlm.Engine.Tests.Models;
+
+/// <summary>
+/// Continuous batching (<see cref="GlmBatchScheduler"/>): requests that arrive while others decode join the running
+/// batch (<see cref="GlmKvCache.Append"/>), each with its own options, and each answer must be the one
+/// <see cref="GlmGenerator.Generate"/> gives the prompt alone (itself checked against the PyTorch oracle in
+/// <see cref="GenerationTests"/>); rows that finish, are cancelled or are abandoned leave the batch.
+/// </summary>
+public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
+{
+    private static int[] Prompt(string name)
+    {
+        using var f = ModelFixture.Open("generation");
+        return f.Load($"{name}.prompt").ToIntArray();
+    }
+
+    private static async Task<List<int>> Collect(IAsyncEnumerable<int> tokens, List<int>? into = null)
+    {
+        var list = into ?? [];
+        await foreach (int t in tokens) list.Add(t);
+        return list;
+    }
+
+    [Fact]
+    public async Task Requests_joining_a_running_batch_get_the_answers_they_get_alone()
+    {
+        using var model = ModelFixture.LoadModel();
+        var gen = new GlmGenerator(model);
+        var ct = TestContext.Current.CancellationToken;
+        // A decodes long enough for B and C to join it; D waits for a free row (three at most); C samples.
+        (string Name, GenerationOptions Options)[] requests =
+        [
+            ("p0", new() { DoSample = false, RepetitionPenalty = 10f, MaxNewTokens = 300 }),
+            ("p1", new() { DoSample = false, RepetitionPenalty = 10f, MaxNewTokens = 12 }),
+            ("turn2", new() { Temperature = 3f, TopP = 1f, TopK = 0, RepetitionPenalty = 2f, Seed = 11, MaxNewTokens = 40 }),
+            ("p2", new() { DoSample = false, RepetitionPenalty = 3f, MaxNewTokens = 25 }),
+        ];
+        var expected = requests.Select(r => gen.Generate(Prompt(r.Name), r.Options, ct)).ToArray();
+
+        await using var scheduler = new GlmBatchScheduler(gen, maxBatch: 3);
+        var first = new List<int>();
+        var a = scheduler.StreamTokens(Prompt("p0"), requests[0].Options, ct).GetAsyncEnumerator(ct);
+        Assert.True(await a.MoveNextAsync());
+        first.Add(a.Current);
+        var others = requests.Skip(1).Select(r => Collect(scheduler.StreamTokens(Prompt(r.Name), r.Options, ct))).ToArray();
+        while (await a.MoveNextAsync()) first.Add(a.Current);
+        await a.DisposeAsync();
+        var answers = new[] { first }.Concat(await Task.WhenAll(others)).ToArray();
+        for (int i = 0; i < requests.Length; i++)
+        {
+            output.WriteLine($"{requests[i].Name}: {answers[i].Count} tokens");
+            Assert.Equal(expected[i], answers[i]);
+        }
+        Assert.True(scheduler.Joins >= 1, "no request joined a running batch");
+    }
+
+    [Fact]
+    public async Task A_cancelled_or_abandoned_request_leaves_the_batch_and_the_others_finish()
+    {
+        using var model = ModelFixture.LoadModel();
+        var gen = new GlmGenerator(model);
+        var ct = TestContext.Current.CancellationToken;
+        var longRun = new GenerationOptions { DoSample = false, RepetitionPenalty = 10f, MaxNewTokens = 1000 };
+        var shortRun = new GenerationOptions { DoSample = false, RepetitionPenalty = 10f, MaxNewTokens = 30 };
+        var expected = gen.Generate(Prompt("p1"), shortRun, ct);
+        await using var scheduler = new GlmBatchScheduler(gen, maxBatch: 4);
+
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var cancelled = new List<int>();
+        var cancelledTask = Collect(scheduler.StreamTokens(Prompt("p0"), longRun, cancel.Token), cancelled);
+        var abandoned = new List<int>();
+        await foreach (int t in scheduler.StreamTokens(Prompt("p2"), longRun, ct))
+        {
+            abandoned.Add(t);
+            if (abandoned.Count == 5) break; // leaving the enumeration frees the row
+        }
+        var shortTask = Collect(scheduler.StreamTokens(Prompt("p1"), shortRun, ct));
+        while (cancelled.Count < 3) await Task.Delay(1, ct);
+        cancel.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelledTask);
+        Assert.Equal(expected, await shortTask);
+        Assert.True(cancelled.Count < 1000 && abandoned.Count == 5);
+        for (int i = 0; i < 200 && scheduler.Active > 0; i++) await Task.Delay(5, ct);
+        Assert.Equal(0, scheduler.Active);
+    }
+
+    [Fact]
+    public async Task Bad_requests_throw_at_the_call_and_disposal_ends_unfinished_ones()
+    {
+        using var model = ModelFixture.LoadModel();
+        var gen = new GlmGenerator(model);
+        var ct = TestContext.Current.CancellationToken;
+        var scheduler = new GlmBatchScheduler(gen, maxBatch: 2);
+        Assert.Contains("<sop>", Assert.Throws<ArgumentException>(() => scheduler.StreamTokens([11, 27, 191], null, ct)).Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => scheduler.StreamTokens(Prompt("p0"), new GenerationOptions { TopP = 2f }, ct));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GlmBatchScheduler(gen, maxBatch: 0));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => scheduler.ChatAsync("你好", null, null, ct)); // no tokenizer
+
+        var running = new List<int>();
+        var task = Collect(scheduler.StreamTokens(Prompt("p0"), new GenerationOptions { DoSample = false, MaxNewTokens = 400 }, ct), running);
+        while (running.Count < 2) await Task.Delay(1, ct);
+        await scheduler.DisposeAsync();
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => task);
+        Assert.Throws<ObjectDisposedException>(() => scheduler.StreamTokens(Prompt("p0"), null, ct));
+    }
+}
