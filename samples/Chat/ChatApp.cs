@@ -51,9 +51,9 @@ public static class ChatApp
         var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter folder (HF PEFT or DoctorGLM's deep_training format, detected) or P-Tuning v2 checkpoint (pytorch_model.bin / .safetensors, or its folder)" };
         var quantize = new Option<int?>("--quantize") { Description = "8 or 4: ChatGLM's weight-only INT8/INT4 quantization of the block linears, one weight at a time while loading (a LoRA adapter is merged first)" };
         var save = new Option<DirectoryInfo?>("--save") { Description = "write the model as loaded (LoRA adapter merged, --quantize applied) to this folder as a Hugging Face folder with its tokenizer, and exit; --model DIR then loads it directly" };
-        var questions = new Option<FileInfo?>("--questions") { Description = "answer every non-empty line of this UTF-8 file (one question each, no history), in left-padded batches, and exit; one JSON line {\"question\", \"answer\"} per question, in order" };
+        var questions = new Option<FileInfo?>("--questions") { Description = "answer every non-empty line of this UTF-8 file (one question each, no history), decoded together in batches, and exit; one JSON line {\"question\", \"answer\"} per question, in order" };
         var answers = new Option<FileInfo?>("--answers") { Description = "with --questions: write the JSON lines to this file (atomically, when all are answered) instead of the output" };
-        var batch = new Option<int>("--batch") { Description = "with --questions: questions decoded together (each answer is the one the question gets alone)", DefaultValueFactory = _ => 8 };
+        var batch = new Option<int>("--batch") { Description = "with --questions: most questions decoded together; a waiting one takes a row as soon as an answer ends (each answer is the one the question gets alone)", DefaultValueFactory = _ => 8 };
         var merge = new Option<bool>("--merge") { Description = "fold the LoRA adapter into the weights (faster decoding; same answers)" };
         var dtype = new Option<string>("--dtype") { Description = "fp32, bf16 or fp16: storage type of the weight matrices (16 bits halve their memory; computation stays fp32 on the CPU, tensor cores on the GPU)", DefaultValueFactory = _ => "fp32" };
 
@@ -297,9 +297,9 @@ public static class ChatApp
     private sealed record BatchJob(FileInfo? Questions, FileInfo? Answers, int Batch);
 
     /// <summary>
-    /// <c>--questions</c>: every question answered on its own (no history), <see cref="BatchJob.Batch"/> at a time
-    /// through <see cref="GlmChat.ChatBatch"/>, each answer a JSON line {question, answer} in the file's order, with a
-    /// progress bar on a live terminal.
+    /// <c>--questions</c>: every question answered on its own (no history), up to <see cref="BatchJob.Batch"/> at a
+    /// time through <see cref="GlmBatchScheduler"/>, each answer a JSON line {question, answer} in the file's order,
+    /// with a progress bar on a live terminal.
     /// </summary>
     private static int AnswerAll(IAnsiConsole console, TextWriter output, GlmChat chat, string[] questions, BatchJob job, GenerationOptions options, CancellationToken ct)
     {
@@ -308,17 +308,22 @@ public static class ChatApp
         var clock = System.Diagnostics.Stopwatch.StartNew();
         void Answer(Action<int>? advance)
         {
-            foreach (var chunk in questions.Chunk(job.Batch))
+            // Continuous batching: every question is queued at once and a new one takes a row as soon as an answer
+            // ends, so the batch stays full (a fixed chunk would wait for its longest answer).
+            var scheduler = new GlmBatchScheduler(chat, job.Batch);
+            try
             {
-                var replies = chat.ChatBatch(chunk, null, options, ct);
-                for (int i = 0; i < chunk.Length; i++)
+                var pending = questions.Select(q => scheduler.ChatAsync(q, null, options, ct)).ToArray();
+                for (int i = 0; i < questions.Length; i++)
                 {
-                    string line = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["question"] = chunk[i], ["answer"] = replies[i] }, json);
+                    string answer = pending[i].GetAwaiter().GetResult(); // in order; later ones keep decoding meanwhile
+                    string line = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["question"] = questions[i], ["answer"] = answer }, json);
                     lines.Add(line);
-                    if (job.Answers is null) output.WriteLine(line); // streamed as each batch finishes
+                    if (job.Answers is null) output.WriteLine(line);
+                    advance?.Invoke(1);
                 }
-                advance?.Invoke(chunk.Length);
             }
+            finally { scheduler.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
         }
         try
         {
