@@ -292,7 +292,6 @@ public static class ChatApp
         console.MarkupLineInterpolated($"[grey]P-Tuning v2 prefix {path}: {prefix.Length} virtual tokens[/]");
     }
 
-    /// <summary>Streams one answer; deltas go to the raw writer so Spectre's line wrapping does not cut them.</summary>
     /// <summary>What <c>--questions</c> asks: the file, where the answers go, and how many questions share a batch.</summary>
     private sealed record BatchJob(FileInfo? Questions, FileInfo? Answers, int Batch);
 
@@ -348,6 +347,7 @@ public static class ChatApp
         return 0;
     }
 
+    /// <summary>Streams one answer; deltas go to the raw writer so Spectre's line wrapping does not cut them.</summary>
     private static async Task<bool> AnswerAsync(ChatSession session, string query, TextWriter output, IAnsiConsole console, CancellationToken ct)
     {
         console.Markup("[bold blue]ChatGLM:[/] ");
