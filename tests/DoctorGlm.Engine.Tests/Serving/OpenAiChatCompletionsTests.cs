@@ -1,0 +1,145 @@
+using System.Text.Json;
+using DoctorGlm.Engine.Generation;
+using DoctorGlm.Engine.Models.ChatGlm;
+using DoctorGlm.Engine.Serving;
+using DoctorGlm.Engine.Tests.Models;
+
+namespace DoctorGlm.Engine.Tests.Serving;
+
+/// <summary>
+/// The OpenAI chat-completions protocol over the batch scheduler, on the chat fixture model (a random ChatGLM sized to a
+/// ChatGLM-like tokenizer): requests map to the §7 chat the library does (same answer as <see cref="GlmChat.Chat"/>
+/// with the mapped options), streamed deltas add up to the whole answer, and bad requests get 400 naming the field.
+/// </summary>
+public sealed class OpenAiChatCompletionsTests : IAsyncDisposable
+{
+    private readonly GlmModel _model;
+    private readonly GlmChat _chat;
+    private readonly GlmBatchScheduler _scheduler;
+    private readonly OpenAiChatCompletions _api;
+
+    public OpenAiChatCompletionsTests()
+    {
+        var tok = ChatModelFixture.Tokenizer();
+        _model = ChatModelFixture.Model(tok);
+        _chat = new GlmChat(_model, tok);
+        _scheduler = new GlmBatchScheduler(_chat, maxBatch: 4);
+        _api = new OpenAiChatCompletions(_scheduler, "doctorglm-test");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _scheduler.DisposeAsync();
+        _model.Dispose();
+    }
+
+    private const string Conversation = """
+        {"model": "anything", "messages": [
+            {"role": "user", "content": "头疼"},
+            {"role": "assistant", "content": "多休息。"},
+            {"role": "user", "content": [{"type": "text", "text": "还要注意"}, {"type": "text", "text": "什么？"}]}],
+         "temperature": 0, "max_tokens": 12, "repetition_penalty": 5, "user": "ignored"}
+        """;
+
+    [Fact]
+    public async Task A_request_gets_the_answer_GlmChat_gives_with_the_mapped_options()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var request = _api.Parse(Conversation);
+        Assert.Equal("还要注意什么？", request.Query);
+        Assert.Equal([new ChatTurn("头疼", "多休息。")], request.History);
+        Assert.False(request.Options.DoSample);
+        Assert.Equal(12, request.Options.MaxNewTokens);
+        Assert.Equal(5f, request.Options.RepetitionPenalty);
+        Assert.False(request.Stream);
+
+        var (expected, _) = _chat.Chat("还要注意什么？", [new ChatTurn("头疼", "多休息。")], new GenerationOptions { DoSample = false, MaxNewTokens = 12, RepetitionPenalty = 5 }, ct);
+        using var doc = JsonDocument.Parse(await _api.CompleteAsync(request, ct));
+        var root = doc.RootElement;
+        Assert.Equal("chat.completion", root.GetProperty("object").GetString());
+        Assert.Equal("doctorglm-test", root.GetProperty("model").GetString());
+        Assert.StartsWith("chatcmpl-", root.GetProperty("id").GetString());
+        var choice = root.GetProperty("choices")[0];
+        Assert.Equal("assistant", choice.GetProperty("message").GetProperty("role").GetString());
+        Assert.Equal(expected, choice.GetProperty("message").GetProperty("content").GetString());
+        var usage = root.GetProperty("usage");
+        int promptTokens = _chat.EncodePrompt("还要注意什么？", [new ChatTurn("头疼", "多休息。")]).Length;
+        int completion = usage.GetProperty("completion_tokens").GetInt32();
+        Assert.Equal(promptTokens, usage.GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(promptTokens + completion, usage.GetProperty("total_tokens").GetInt32());
+        Assert.InRange(completion, 1, 12);
+        Assert.Equal(completion == 12 ? "length" : "stop", choice.GetProperty("finish_reason").GetString());
+    }
+
+    [Fact]
+    public async Task Streamed_chunks_add_up_to_the_whole_answer_and_end_with_done()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var whole = _api.Parse(Conversation);
+        using var full = JsonDocument.Parse(await _api.CompleteAsync(whole, ct));
+        string expected = full.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        string finish = full.RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString()!;
+
+        var request = _api.Parse(Conversation.Replace("\"temperature\": 0", "\"stream\": true, \"temperature\": 0"));
+        Assert.True(request.Stream);
+        var payloads = new List<string>();
+        await foreach (var p in _api.StreamAsync(request, ct)) payloads.Add(p);
+        Assert.Equal("[DONE]", payloads[^1]);
+        var chunks = payloads[..^1].Select(p => JsonDocument.Parse(p)).ToList();
+        Assert.All(chunks, c => Assert.Equal("chat.completion.chunk", c.RootElement.GetProperty("object").GetString()));
+        Assert.Single(chunks.Select(c => c.RootElement.GetProperty("id").GetString()).Distinct());
+        Assert.Equal("assistant", chunks[0].RootElement.GetProperty("choices")[0].GetProperty("delta").GetProperty("role").GetString());
+        string text = string.Concat(chunks.Select(c => c.RootElement.GetProperty("choices")[0].GetProperty("delta"))
+            .Where(d => d.TryGetProperty("content", out _)).Select(d => d.GetProperty("content").GetString()));
+        Assert.Equal(expected, text);
+        Assert.Equal(finish, chunks[^1].RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        Assert.All(chunks[..^1], c => Assert.Equal(JsonValueKind.Null, c.RootElement.GetProperty("choices")[0].GetProperty("finish_reason").ValueKind));
+        foreach (var c in chunks) c.Dispose();
+    }
+
+    [Fact]
+    public void Sampling_options_map_with_chatglm_defaults_where_the_request_is_silent()
+    {
+        var o = _api.Parse("""{"messages": [{"role": "user", "content": "你好"}]}""").Options;
+        Assert.True(o.DoSample);
+        Assert.Equal(0.95f, o.Temperature);
+        Assert.Equal(0.7f, o.TopP);
+        Assert.Equal(50, o.TopK);
+        Assert.Null(o.MaxNewTokens);
+        var p = _api.Parse("""{"messages": [{"role": "user", "content": "你好"}], "temperature": 0.5, "top_p": 0.9, "top_k": 0, "seed": 7, "max_completion_tokens": 30, "n": 1, "stop": null}""").Options;
+        Assert.Equal((0.5f, 0.9f, 0, 7UL, 30), (p.Temperature, p.TopP, p.TopK, p.Seed!.Value, p.MaxNewTokens!.Value));
+    }
+
+    [Theory]
+    [InlineData("not json", null, "not JSON")]
+    [InlineData("""{"messages": []}""", "messages", "non-empty")]
+    [InlineData("""{"messages": [{"role": "system", "content": "你是医生"}, {"role": "user", "content": "你好"}]}""", "messages[0]", "no system prompt")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}""", "messages[1]", "alternate")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}""", "messages", "last message")]
+    [InlineData("""{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}""", "messages[0]", "only text parts")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "temperature": 3}""", "temperature", "[0, 2]")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "top_p": 0}""", "top_p", "greater than 0")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "max_tokens": 0}""", "max_tokens", "integer")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "n": 2}""", "n", "n must be 1")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "stop": ["\n"]}""", "stop", "not supported")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "presence_penalty": 0.5}""", "presence_penalty", "repetition_penalty")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "stream": "yes"}""", "stream", "true or false")]
+    public void Bad_requests_get_400_naming_the_field(string body, string? param, string fragment)
+    {
+        var e = Assert.Throws<ChatCompletionException>(() => _api.Parse(body));
+        Assert.Equal(400, e.Status);
+        Assert.Equal(param, e.Param);
+        Assert.Contains(fragment, e.Message);
+        using var doc = JsonDocument.Parse(e.ToJson());
+        Assert.Equal(e.Message, doc.RootElement.GetProperty("error").GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public async Task The_model_list_names_the_served_model()
+    {
+        using var doc = JsonDocument.Parse(_api.Models());
+        Assert.Equal("doctorglm-test", doc.RootElement.GetProperty("data")[0].GetProperty("id").GetString());
+        await using var tokensOnly = new GlmBatchScheduler(_chat.Generator);
+        Assert.Contains("no tokenizer", Assert.Throws<ArgumentException>(() => new OpenAiChatCompletions(tokensOnly, "x")).Message);
+    }
+}
