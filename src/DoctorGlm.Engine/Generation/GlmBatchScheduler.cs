@@ -26,6 +26,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
     private readonly Channel<Request> _incoming = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
+    private GlmKvCache? _cache; // the running batch's past; only the loop touches it
     private int _active;
 
     /// <summary>Starts the scheduling loop over <paramref name="chat"/>'s model and tokenizer (not owned): text and token requests.</summary>
@@ -127,18 +128,20 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         public CancellationToken Cancel { get; set; }
     }
 
+    /// <summary>Called at the start of every step with the number of live rows (tests inject failures here).</summary>
+    internal Action<int>? BeforeStep { get; set; }
+
     private async Task LoopAsync()
     {
         var live = new List<Request>(); // in the cache's row order
-        GlmKvCache? cache = null;
         try
         {
             while (!_stop.IsCancellationRequested)
             {
                 if (live.Count == 0)
                 {
-                    cache?.Dispose();
-                    cache = null;
+                    _cache?.Dispose();
+                    _cache = null;
                     Volatile.Write(ref _active, 0);
                     if (!await _incoming.Reader.WaitToReadAsync(_stop.Token).ConfigureAwait(false)) break;
                 }
@@ -148,38 +151,44 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
                     if (r.Cancel.IsCancellationRequested) r.Tokens.Writer.TryComplete(new OperationCanceledException(r.Cancel));
                     else admitted.Add(r);
                 }
-                cache = Step(live, admitted, cache);
+                try { Step(live, admitted); }
+                catch (Exception e)
+                {
+                    // A failed step (out of memory, a device error) ends the requests it held with that error; the
+                    // scheduler goes on with a fresh batch for the next ones.
+                    foreach (var r in live.Concat(admitted)) r.Tokens.Writer.TryComplete(e);
+                    live.Clear();
+                    _cache?.Dispose();
+                    _cache = null;
+                }
                 Volatile.Write(ref _active, live.Count);
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
-        catch (Exception e)
+        finally
         {
-            // A failed step (out of memory, a device error) ends every request with it rather than hanging them.
-            foreach (var r in live) r.Tokens.Writer.TryComplete(e);
-            while (_incoming.Reader.TryRead(out var r)) r.Tokens.Writer.TryComplete(e);
-            live.Clear();
+            _cache?.Dispose();
+            _cache = null;
+            var gone = new ObjectDisposedException(nameof(GlmBatchScheduler));
+            foreach (var r in live) r.Tokens.Writer.TryComplete(gone);
+            while (_incoming.Reader.TryRead(out var r)) r.Tokens.Writer.TryComplete(gone);
         }
-        finally { cache?.Dispose(); }
-        var gone = new ObjectDisposedException(nameof(GlmBatchScheduler));
-        foreach (var r in live) r.Tokens.Writer.TryComplete(gone);
-        while (_incoming.Reader.TryRead(out var r)) r.Tokens.Writer.TryComplete(gone);
     }
 
     /// <summary>
     /// One iteration: a decoding step for the live rows (each fed its newest token), then the prompt pass of the
-    /// admitted ones in a cache of their own, appended to the batch's. Finished and cancelled rows leave. Returns the
-    /// batch's cache (null when no row is left).
+    /// admitted ones in a cache of their own, appended to the batch's. Finished and cancelled rows leave.
     /// </summary>
-    private GlmKvCache? Step(List<Request> live, List<Request> admitted, GlmKvCache? cache)
+    private void Step(List<Request> live, List<Request> admitted)
     {
+        BeforeStep?.Invoke(live.Count);
         int v = _generator.Model.Config.VocabSize;
         using (GradMode.NoGrad())
         using (TensorScope.Begin())
         {
             if (live.Count > 0)
             {
-                var logits = _generator.BatchLogits([.. live.Select(r => r.Row)], cache!);
+                var logits = _generator.BatchLogits([.. live.Select(r => r.Row)], _cache!);
                 for (int i = 0; i < live.Count; i++) Emit(live[i], logits.AsSpan(i * v, v).ToArray());
             }
             if (admitted.Count > 0)
@@ -189,21 +198,20 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
                 {
                     var logits = _generator.BatchLogits([.. admitted.Select(r => r.Row)], fresh);
                     for (int i = 0; i < admitted.Count; i++) Emit(admitted[i], logits.AsSpan(i * v, v).ToArray());
-                    if (cache is null) { cache = fresh; fresh = null; }
-                    else { cache.Append(fresh); Joins++; }
+                    if (_cache is null) { _cache = fresh; fresh = null; }
+                    else { _cache.Append(fresh); Joins++; }
                 }
                 finally { fresh?.Dispose(); }
                 live.AddRange(admitted);
             }
         }
         var keep = Enumerable.Range(0, live.Count).Where(i => !live[i].Row.Done).ToArray();
-        if (keep.Length == live.Count) return cache;
+        if (keep.Length == live.Count) return;
         var kept = keep.Select(i => live[i]).ToList();
         live.Clear();
         live.AddRange(kept);
-        if (keep.Length == 0) { cache?.Dispose(); return null; }
-        cache!.KeepRows(keep);
-        return cache;
+        if (keep.Length == 0) { _cache?.Dispose(); _cache = null; }
+        else _cache!.KeepRows(keep);
     }
 
     /// <summary>Picks a row's next token from its raw scores and hands it out, or ends the row.</summary>

@@ -88,6 +88,23 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_failing_step_ends_its_requests_with_the_error_and_the_next_ones_are_served()
+    {
+        using var model = ModelFixture.LoadModel();
+        var gen = new GlmGenerator(model);
+        var ct = TestContext.Current.CancellationToken;
+        var o = new GenerationOptions { DoSample = false, RepetitionPenalty = 10f, MaxNewTokens = 12 };
+        await using var scheduler = new GlmBatchScheduler(gen, maxBatch: 2);
+        int steps = 0;
+        scheduler.BeforeStep = live => { if (++steps == 4) throw new InsufficientExecutionStackException("injected"); };
+        var failed = new List<int>();
+        var e = await Assert.ThrowsAsync<InsufficientExecutionStackException>(() => Collect(scheduler.StreamTokens(Prompt("p0"), o, ct), failed));
+        Assert.Equal("injected", e.Message);
+        Assert.Equal(3, failed.Count); // the prompt pass and two steps got through
+        Assert.Equal(gen.Generate(Prompt("p1"), o, ct), await Collect(scheduler.StreamTokens(Prompt("p1"), o, ct)));
+    }
+
+    [Fact]
     public async Task Bad_requests_throw_at_the_call_and_disposal_ends_unfinished_ones()
     {
         using var model = ModelFixture.LoadModel();
