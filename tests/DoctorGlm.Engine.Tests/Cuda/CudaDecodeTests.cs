@@ -139,6 +139,9 @@ public class CudaDecodeTests(ITestOutputHelper output)
         var cpu = new GlmGenerator(cpuModel);
         var expected = prompts.Select((p, i) => cpu.Generate(p, options[i], ct)).ToArray();
         await using var scheduler = new GlmBatchScheduler(new GlmGenerator(gpuModel), maxBatch: 3);
+        // The loop holds its first step with request 0 live until the others are queued: they must join its batch.
+        using var queued = new ManualResetEventSlim(false);
+        scheduler.BeforeStep = live => { if (live > 0) queued.Wait(ct); };
         var first = new List<int>();
         var a = scheduler.StreamTokens(prompts[0], options[0], ct).GetAsyncEnumerator(ct);
         Assert.True(await a.MoveNextAsync());
@@ -148,7 +151,8 @@ public class CudaDecodeTests(ITestOutputHelper output)
             var list = new List<int>();
             await foreach (int t in scheduler.StreamTokens(prompts[i], options[i], ct)) list.Add(t);
             return list;
-        }).ToArray();
+        }).ToArray(); // queued on return
+        queued.Set();
         while (await a.MoveNextAsync()) first.Add(a.Current);
         await a.DisposeAsync();
         var answers = new[] { first }.Concat(await Task.WhenAll(others)).ToArray();

@@ -41,11 +41,15 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
         var expected = requests.Select(r => gen.Generate(Prompt(r.Name), r.Options, ct)).ToArray();
 
         await using var scheduler = new GlmBatchScheduler(gen, maxBatch: 3);
+        // The loop holds its first step with A live until B, C and D are queued: they must join A's running batch.
+        using var queued = new ManualResetEventSlim(false);
+        scheduler.BeforeStep = live => { if (live > 0) queued.Wait(ct); };
         var first = new List<int>();
         var a = scheduler.StreamTokens(Prompt("p0"), requests[0].Options, ct).GetAsyncEnumerator(ct);
         Assert.True(await a.MoveNextAsync());
         first.Add(a.Current);
-        var others = requests.Skip(1).Select(r => Collect(scheduler.StreamTokens(Prompt(r.Name), r.Options, ct))).ToArray();
+        var others = requests.Skip(1).Select(r => Collect(scheduler.StreamTokens(Prompt(r.Name), r.Options, ct))).ToArray(); // queued on return
+        queued.Set();
         while (await a.MoveNextAsync()) first.Add(a.Current);
         await a.DisposeAsync();
         var answers = new[] { first }.Concat(await Task.WhenAll(others)).ToArray();
