@@ -71,23 +71,27 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
         var shortRun = new GenerationOptions { DoSample = false, RepetitionPenalty = 10f, MaxNewTokens = 30 };
         var expected = gen.Generate(Prompt("p1"), shortRun, ct);
         await using var scheduler = new GlmBatchScheduler(gen, maxBatch: 4);
+        // The loop holds its first step with a live row until the test has cancelled that row: it is cancelled mid-answer.
+        using var cancelledNow = new ManualResetEventSlim(false);
+        scheduler.BeforeStep = live => { if (live > 0) cancelledNow.Wait(ct); };
 
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var cancelled = new List<int>();
         var cancelledTask = Collect(scheduler.StreamTokens(Prompt("p0"), longRun, cancel.Token), cancelled);
+        while (Volatile.Read(ref cancelled) is { Count: 0 }) await Task.Delay(1, ct); // its prompt pass gave one token
+        cancel.Cancel();
+        cancelledNow.Set();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelledTask);
+        Assert.Single(cancelled);
+
         var abandoned = new List<int>();
         await foreach (int t in scheduler.StreamTokens(Prompt("p2"), longRun, ct))
         {
             abandoned.Add(t);
             if (abandoned.Count == 5) break; // leaving the enumeration frees the row
         }
-        var shortTask = Collect(scheduler.StreamTokens(Prompt("p1"), shortRun, ct));
-        while (cancelled.Count < 3) await Task.Delay(1, ct);
-        cancel.Cancel();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelledTask);
-        Assert.Equal(expected, await shortTask);
-        Assert.True(cancelled.Count < 1000 && abandoned.Count == 5);
-        for (int i = 0; i < 200 && scheduler.Active > 0; i++) await Task.Delay(5, ct);
+        Assert.Equal(expected, await Collect(scheduler.StreamTokens(Prompt("p1"), shortRun, ct)));
+        for (int i = 0; i < 400 && scheduler.Active > 0; i++) await Task.Delay(5, ct);
         Assert.Equal(0, scheduler.Active);
     }
 
@@ -120,11 +124,17 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
         Assert.Throws<ArgumentOutOfRangeException>(() => new GlmBatchScheduler(gen, maxBatch: 0));
         await Assert.ThrowsAsync<InvalidOperationException>(() => scheduler.ChatAsync("你好", null, null, ct)); // no tokenizer
 
+        // The loop holds its first step with a live row until disposal has begun: the row is still running then.
+        using var disposing = new ManualResetEventSlim(false);
+        scheduler.BeforeStep = live => { if (live > 0) disposing.Wait(ct); };
         var running = new List<int>();
         var task = Collect(scheduler.StreamTokens(Prompt("p0"), new GenerationOptions { DoSample = false, MaxNewTokens = 400 }, ct), running);
-        while (running.Count < 2) await Task.Delay(1, ct);
-        await scheduler.DisposeAsync();
+        while (Volatile.Read(ref running) is { Count: 0 }) await Task.Delay(1, ct);
+        var disposal = scheduler.DisposeAsync();
+        disposing.Set();
+        await disposal;
         await Assert.ThrowsAsync<ObjectDisposedException>(() => task);
+        Assert.InRange(running.Count, 1, 2); // the prompt pass's token, and at most the step that was under way
         Assert.Throws<ObjectDisposedException>(() => scheduler.StreamTokens(Prompt("p0"), null, ct));
     }
 }
