@@ -16,15 +16,17 @@ namespace DoctorGlm.Engine.Training;
 /// <param name="maxNewTokens">Answer length cap (the reference script's max_target_length).</param>
 /// <param name="options">Decoding options; default greedy. MaxLength is set per prompt.</param>
 /// <param name="metrics">Scorer; default jieba segmentation.</param>
-/// <param name="batchSize">Prompts answered together (<see cref="GlmChat.ChatBatch"/>, left-padded; as the reference's
-/// per_device_eval_batch_size). Each answer is the one the prompt gets alone, so this changes the speed, not the scores
-/// (up to the rounding of the batched products).</param>
+/// <param name="batchSize">Most prompts decoded together (<see cref="GlmBatchScheduler"/>: a waiting prompt takes a row as
+/// soon as an answer ends; the reference's per_device_eval_batch_size). Each answer is the one the prompt gets alone,
+/// so this changes the speed, not the scores (up to the rounding of the batched products).</param>
 public sealed class GenerationEvaluator(ChatGlmTokenizer tokenizer, IReadOnlyList<DialogueExample> examples, int maxNewTokens,
     GenerationOptions? options = null, GenerationMetrics? metrics = null, int batchSize = 8) : IGenerationEvaluator
 {
     private readonly GenerationMetrics _metrics = metrics ?? new GenerationMetrics();
     private readonly GenerationOptions _options = (options ?? GenerationOptions.Greedy) with { MaxNewTokens = maxNewTokens, MaxLength = int.MaxValue };
     private readonly int _batchSize = batchSize >= 1 ? batchSize : throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "must be at least 1");
+
+    private static List<ChatTurn> History(DialogueExample ex) => [.. ex.History.Select(h => new ChatTurn(h.Question, h.Answer))];
 
     /// <summary>The last evaluation's answers, in example order (for showing a few to the user).</summary>
     public IReadOnlyList<string> LastAnswers { get; private set; } = [];
@@ -38,11 +40,19 @@ public sealed class GenerationEvaluator(ChatGlmTokenizer tokenizer, IReadOnlyLis
         try
         {
             var chat = new GlmChat(model, tokenizer);
-            var answers = new List<string>(examples.Count);
-            foreach (var chunk in examples.Chunk(_batchSize))
+            List<string> answers;
+            if (_batchSize == 1)
+                answers = [.. examples.Select(ex => chat.Chat(ex.Prompt, History(ex), _options).Response)];
+            else
             {
-                var histories = chunk.Select(ex => (IReadOnlyList<ChatTurn>?)[.. ex.History.Select(h => new ChatTurn(h.Question, h.Answer))]).ToArray();
-                answers.AddRange(chat.ChatBatch([.. chunk.Select(ex => ex.Prompt)], histories, _options));
+                // Continuous batching: every prompt is queued at once and takes a row as soon as one frees up.
+                var scheduler = new GlmBatchScheduler(chat, _batchSize);
+                try
+                {
+                    var pending = examples.Select(ex => scheduler.ChatAsync(ex.Prompt, History(ex), _options)).ToArray();
+                    answers = [.. pending.Select(t => t.GetAwaiter().GetResult())];
+                }
+                finally { scheduler.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
             }
             LastAnswers = answers;
             var s = _metrics.Average(answers.Zip(examples, (a, e) => (a, e.Response)));

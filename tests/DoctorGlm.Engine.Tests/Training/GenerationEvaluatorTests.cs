@@ -19,10 +19,15 @@ public class GenerationEvaluatorTests
         var own = prompts.Select(q => chat.Chat(q, null, options with { MaxLength = chat.EncodePrompt(q).Length + 12 }).Response).ToList();
         Assert.All(own, a => Assert.False(string.IsNullOrWhiteSpace(a)));
         var same = prompts.Select((q, i) => new DialogueExample(q, own[i], [], $"test:{i}")).ToList();
-        var eval = new GenerationEvaluator(tok, same, maxNewTokens: 12, options);
-        var s = eval.Evaluate(model);
-        Assert.Equal(own, eval.LastAnswers);
-        foreach (var key in new[] { "bleu-4", "rouge-1", "rouge-2", "rouge-l" }) Assert.Equal(100.0, s[key], 6);
+        // One at a time, and decoded together through the batch scheduler: the same answers.
+        foreach (int batch in new[] { 1, 8 })
+        {
+            var eval = new GenerationEvaluator(tok, same, maxNewTokens: 12, options, batchSize: batch);
+            var s = eval.Evaluate(model);
+            Assert.Equal(own, eval.LastAnswers);
+            foreach (var key in new[] { "bleu-4", "rouge-1", "rouge-2", "rouge-l" }) Assert.Equal(100.0, s[key], 6);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GenerationEvaluator(tok, same, 12, options, batchSize: 0));
 
         var other = prompts.Select((q, i) => new DialogueExample(q, "您好，建议您到医院检查，注意休息。", [], $"test:{i}")).ToList();
         var s2 = new GenerationEvaluator(tok, other, 12, options).Evaluate(model);
