@@ -132,20 +132,14 @@ public sealed class OpenAiChatCompletions
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         return Json(w =>
         {
-            w.WriteString("id", id0);
-            w.WriteString("object", "chat.completion");
-            w.WriteNumber("created", created);
-            w.WriteString("model", ModelName);
-            w.WriteStartArray("choices");
-            w.WriteStartObject();
-            w.WriteNumber("index", 0);
-            w.WriteStartObject("message");
-            w.WriteString("role", "assistant");
-            w.WriteString("content", content);
-            w.WriteEndObject();
-            w.WriteString("finish_reason", FinishReason(request.Options, prompt.Length, ids.Count));
-            w.WriteEndObject();
-            w.WriteEndArray();
+            WriteChoice(w, id0, "chat.completion", created, c =>
+            {
+                c.WriteStartObject("message");
+                c.WriteString("role", "assistant");
+                c.WriteString("content", content);
+                c.WriteEndObject();
+                c.WriteString("finish_reason", FinishReason(request.Options, prompt.Length, ids.Count));
+            });
             w.WriteStartObject("usage");
             w.WriteNumber("prompt_tokens", prompt.Length);
             w.WriteNumber("completion_tokens", ids.Count);
@@ -165,23 +159,14 @@ public sealed class OpenAiChatCompletions
         var prompt = _chat.EncodePrompt(request.Query, request.History);
         string id = NewId();
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        string Chunk(string? role, string? content, string? finish) => Json(w =>
+        string Chunk(string? role, string? content, string? finish) => Json(w => WriteChoice(w, id, "chat.completion.chunk", created, c =>
         {
-            w.WriteString("id", id);
-            w.WriteString("object", "chat.completion.chunk");
-            w.WriteNumber("created", created);
-            w.WriteString("model", ModelName);
-            w.WriteStartArray("choices");
-            w.WriteStartObject();
-            w.WriteNumber("index", 0);
-            w.WriteStartObject("delta");
-            if (role is not null) w.WriteString("role", role);
-            if (content is not null) w.WriteString("content", content);
-            w.WriteEndObject();
-            if (finish is null) w.WriteNull("finish_reason"); else w.WriteString("finish_reason", finish);
-            w.WriteEndObject();
-            w.WriteEndArray();
-        });
+            c.WriteStartObject("delta");
+            if (role is not null) c.WriteString("role", role);
+            if (content is not null) c.WriteString("content", content);
+            c.WriteEndObject();
+            if (finish is null) c.WriteNull("finish_reason"); else c.WriteString("finish_reason", finish);
+        }));
         yield return Chunk("assistant", "", null);
         var streamer = new ResponseStreamer(_chat.Tokenizer);
         int count = 0;
@@ -210,6 +195,21 @@ public sealed class OpenAiChatCompletions
         w.WriteEndObject();
         w.WriteEndArray();
     });
+
+    /// <summary>The fields every answer object shares (id, object, created, model) and its one choice, whose own fields <paramref name="choice"/> writes.</summary>
+    private void WriteChoice(Utf8JsonWriter w, string id, string kind, long created, Action<Utf8JsonWriter> choice)
+    {
+        w.WriteString("id", id);
+        w.WriteString("object", kind);
+        w.WriteNumber("created", created);
+        w.WriteString("model", ModelName);
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", 0);
+        choice(w);
+        w.WriteEndObject();
+        w.WriteEndArray();
+    }
 
     /// <summary>"length" when the answer ran into max_tokens or the model's MaxLength, else "stop" (its end token).</summary>
     private static string FinishReason(GenerationOptions o, int promptTokens, int completionTokens) =>
