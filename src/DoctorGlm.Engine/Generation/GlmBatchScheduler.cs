@@ -102,7 +102,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         o.Validate();
         _generator.CheckModel();
         var row = _generator.CheckPrompt(prompt, o, "the prompt", nameof(prompt));
-        return Run(new Request(row, o), cancellationToken);
+        return Run(new Request(row), cancellationToken);
     }
 
     private async IAsyncEnumerable<int> Run(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -119,11 +119,10 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         finally { link.Cancel(); }
     }
 
-    /// <summary>One queued prompt: its generation state, options and the channel its tokens go out on.</summary>
-    private sealed class Request(GlmGenerator.RowState row, GenerationOptions options)
+    /// <summary>One queued prompt: its generation state (options included) and the channel its tokens go out on.</summary>
+    private sealed class Request(GlmGenerator.RowState row)
     {
         public GlmGenerator.RowState Row { get; } = row;
-        public GenerationOptions Options { get; } = options;
         public Channel<int> Tokens { get; } = Channel.CreateUnbounded<int>(new UnboundedChannelOptions { SingleWriter = true, SingleReader = true });
         public CancellationToken Cancel { get; set; }
     }
@@ -224,14 +223,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
             r.Tokens.Writer.TryComplete(new OperationCanceledException(r.Cancel));
             return;
         }
-        int token = _generator.Pick(scores, row, r.Options);
-        row.Sequence.Add(token);
-        if (token == (r.Options.EosTokenId ?? _generator.Model.Config.EosTokenId)) row.Done = true;
-        else
-        {
-            r.Tokens.Writer.TryWrite(token);
-            if (row.Sequence.Count >= row.Limit) row.Done = true;
-        }
+        if (row.Accept(_generator.Pick(scores, row))) r.Tokens.Writer.TryWrite(row.Sequence[^1]);
         if (row.Done) r.Tokens.Writer.TryComplete();
     }
 

@@ -46,7 +46,7 @@ public sealed class GlmGenerator
         o.Validate();
         CheckModel();
         var row = CheckPrompt(prompt, o, "the prompt", nameof(prompt));
-        return Run(row, o, cancellationToken);
+        return Run(row, cancellationToken);
     }
 
     /// <summary>
@@ -73,7 +73,6 @@ public sealed class GlmGenerator
             if (prompts[b] is null) throw new ArgumentNullException(nameof(prompts), $"GlmGenerator.GenerateBatch: prompt {b} is null");
             rows[b] = CheckPrompt(prompts[b], o, $"prompt {b}", nameof(prompts));
         }
-        int eos = o.EosTokenId ?? Model.Config.EosTokenId;
         using var cache = o.UseCache ? Model.CreateCache(rows.Length) : null;
         var live = rows; // the rows still generating, in the cache's row order
         while (live.Length > 0)
@@ -87,14 +86,7 @@ public sealed class GlmGenerator
             for (int i = 0; i < live.Length; i++)
             {
                 var row = live[i];
-                int token = Pick(logits.AsSpan(i * v, v).ToArray(), row, o);
-                row.Sequence.Add(token);
-                if (token == eos) row.Done = true;
-                else
-                {
-                    row.Output.Add(token);
-                    if (row.Sequence.Count >= row.Limit) row.Done = true;
-                }
+                if (row.Accept(Pick(logits.AsSpan(i * v, v).ToArray(), row))) row.Output.Add(row.Sequence[^1]);
             }
             // Finished rows leave the batch (and the cache), so later steps compute the live rows only.
             var keep = Enumerable.Range(0, live.Length).Where(i => !live[i].Done).ToArray();
@@ -104,17 +96,34 @@ public sealed class GlmGenerator
         return [.. rows.Select(r => r.Output.ToArray())];
     }
 
-    /// <summary>One prompt's generation state: its tokens so far (prompt first), its §4.1 positions and its limits.</summary>
-    internal sealed class RowState(int[] prompt, int ctx, int maskPos, int limit, RandomGenerator rng)
+    /// <summary>
+    /// One prompt's generation state: its tokens so far (prompt first), its §4.1 positions, its options (and the stop
+    /// token they give), its length limit and its sampling generator. Shared by <see cref="Stream"/>,
+    /// <see cref="GenerateBatch"/> and <see cref="GlmBatchScheduler"/>, so all three stop by the same rules.
+    /// </summary>
+    internal sealed class RowState(int[] prompt, int ctx, int maskPos, GenerationOptions options, int eos, int limit, RandomGenerator rng)
     {
         public List<int> Sequence { get; } = [.. prompt];
         public int Ctx { get; } = ctx;
         public int MaskPos { get; } = maskPos;
+        public GenerationOptions Options { get; } = options;
+        public int Eos { get; } = eos;
         /// <summary>Sequence length at which the row stops (MaxLength, or the prompt plus MaxNewTokens when smaller).</summary>
         public int Limit { get; } = limit;
         public RandomGenerator Rng { get; } = rng;
+        /// <summary>The answer so far (<see cref="GenerateBatch"/> collects it here).</summary>
         public List<int> Output { get; } = [];
         public bool Done { get; set; }
+
+        /// <summary>Appends the picked token; true when it belongs to the answer (not the stop token). Marks the row
+        /// done at the stop token or the length limit.</summary>
+        public bool Accept(int token)
+        {
+            Sequence.Add(token);
+            if (token == Eos) { Done = true; return false; }
+            if (Sequence.Count >= Limit) Done = true;
+            return true;
+        }
     }
 
     internal void CheckModel()
@@ -137,24 +146,20 @@ public sealed class GlmGenerator
         if (ids.Length >= o.MaxLength)
             throw new ArgumentException($"GlmGenerator: {what} has {ids.Length} tokens, not fewer than MaxLength = {o.MaxLength} (which counts the prompt)", paramName);
         int limit = o.MaxNewTokens is int n ? (int)Math.Min(o.MaxLength, (long)ids.Length + n) : o.MaxLength;
-        return new RowState(ids, ctx, maskPos, limit, new RandomGenerator(o.Seed ?? (ulong)Random.Shared.NextInt64()));
+        return new RowState(ids, ctx, maskPos, o, o.EosTokenId ?? config.EosTokenId, limit, new RandomGenerator(o.Seed ?? (ulong)Random.Shared.NextInt64()));
     }
 
-    private IEnumerable<int> Run(RowState row, GenerationOptions o, CancellationToken ct)
+    private IEnumerable<int> Run(RowState row, CancellationToken ct)
     {
-        int eos = o.EosTokenId ?? Model.Config.EosTokenId;
-        using var cache = o.UseCache ? Model.CreateCache() : null;
-        while (row.Sequence.Count < row.Limit)
+        using var cache = row.Options.UseCache ? Model.CreateCache() : null;
+        while (!row.Done)
         {
             ct.ThrowIfCancellationRequested();
             float[] scores;
             using (GradMode.NoGrad())
             using (TensorScope.Begin())
                 scores = NextLogits(row.Sequence, row.Ctx, row.MaskPos, cache);
-            int token = Pick(scores, row, o);
-            row.Sequence.Add(token);
-            if (token == eos) yield break;
-            yield return token;
+            if (row.Accept(Pick(scores, row))) yield return row.Sequence[^1];
         }
     }
 
@@ -199,7 +204,7 @@ public sealed class GlmGenerator
             // After the prompt pass the cache holds pads + prompt + the tokens fed since: the newest token is the one to add.
             if (cache is { TokenCount: > 0 } && cache.PadLeft[b] + ids.Length - 1 != cache.TokenCount)
                 throw new InvalidOperationException($"{op}: the cache holds {cache.TokenCount - cache.PadLeft[b]} tokens of row {b}, its sequence {ids.Length - 1} before the newest");
-            rows[b] = new RowState(ids, ctx, maskPos, int.MaxValue, null!);
+            rows[b] = new RowState(ids, ctx, maskPos, GenerationOptions.Greedy, -1, int.MaxValue, null!); // only stepped, never picked from
         }
         var v = Model.Config.VocabSize;
         float[] flat;
@@ -210,8 +215,9 @@ public sealed class GlmGenerator
     }
 
     /// <summary>The §7 pipeline over one row's raw scores (modified in place), then its pick.</summary>
-    internal int Pick(float[] scores, RowState row, GenerationOptions o)
+    internal int Pick(float[] scores, RowState row)
     {
+        var o = row.Options;
         var seqSpan = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(row.Sequence);
         LogitsProcessing.Process(scores, seqSpan, o, InvalidScoreTokenId);
         if (!o.DoSample) return LogitsProcessing.ArgMax(scores);
