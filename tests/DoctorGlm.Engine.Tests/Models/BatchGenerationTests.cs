@@ -60,6 +60,17 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
         }
         Assert.Equal(3, early[0].Length);
         Assert.Contains(early, a => a.Length == NewTokens); // some row ran on after row 0 finished and left the batch
+
+        // The longest prompt's row (the one without pads) leaves first: the others' common pads are cut from the cache.
+        int longest = Array.IndexOf(prompts, prompts.MaxBy(p => p.Length));
+        int stop2 = expected[longest].Skip(1).First(t => Array.IndexOf(expected[longest], t) > 0);
+        var early2 = gen.GenerateBatch(prompts, Greedy(useCache) with { EosTokenId = stop2 }, ct);
+        for (int b = 0; b < names.Length; b++)
+        {
+            int cut = Array.IndexOf(expected[b], stop2);
+            Assert.Equal(cut < 0 ? expected[b] : expected[b][..cut], early2[b]);
+        }
+        Assert.True(early2[longest].Length < NewTokens);
     }
 
     [Theory]
@@ -249,5 +260,15 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
         Assert.Equal([0], cache.PadLeft);
         Assert.Null(cache.PastMask());
         Assert.Equal(5, cache.Length);
+        // Keeping only the padded row cuts its two pads out of the cache.
+        using var padded = model.CreateCache(2);
+        padded.SetLeftPadding([2, 0]);
+        using (TensorScope.Begin())
+        using (GradMode.NoGrad())
+        using (var inputs = GlmInputs.Build([[11, 191, 192], [11, 27, 45, 191, 192]], model.Config))
+            model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, padded, lastOnly: true);
+        padded.KeepRows([0]);
+        Assert.Equal((1, 3, 0), (padded.Batch, padded.Length, padded.PadLeft[0]));
+        Assert.Null(padded.PastMask());
     }
 }

@@ -91,7 +91,10 @@ public sealed class GlmKvCache : IDisposable
     /// <summary>
     /// Keeps only the rows <paramref name="rows"/> (strictly increasing indices), in that order, dropping the others:
     /// a batch whose finished sequences leave it, so later steps compute the live rows only. Each kept row's past
-    /// (and its pad count) moves with it; the copy costs one pass over the kept part of the cache.
+    /// (and its pad count) moves with it; the copy costs one pass over the kept part of the cache. Left padding that
+    /// every kept row has (the rows that needed it left) is cut out on the way, so a batch that never empties — a
+    /// server under steady load, where newcomers are aligned to the running rows — stays as long as its longest
+    /// live row instead of growing with every step.
     /// </summary>
     public void KeepRows(IReadOnlyList<int> rows)
     {
@@ -102,18 +105,21 @@ public sealed class GlmKvCache : IDisposable
             if (rows[i] < 0 || rows[i] >= Batch || (i > 0 && rows[i] <= rows[i - 1]))
                 throw new ArgumentOutOfRangeException(nameof(rows), $"GlmKvCache.KeepRows: row indices must increase strictly within [0, {Batch}); got [{string.Join(", ", rows)}]");
         if (rows.Count == Batch) return; // strictly increasing and all of them: the identity
+        int[]? pads = _padCount is null ? null : [.. rows.Select(r => _padCount[r])];
+        int trim = pads is null ? 0 : Math.Min(pads.Min(), TokenCount); // pads all kept rows share
         if (_capacity > 0)
         {
             var shape = new Shape(rows.Count, _capacity, Config.NumAttentionHeads, Config.HeadDim);
             using (TensorScope.Unscoped())
                 for (int l = 0; l < Config.NumLayers; l++)
                 {
-                    _keys[l] = Gather(_keys[l]!, shape, rows);
-                    _values[l] = Gather(_values[l]!, shape, rows);
+                    _keys[l] = Gather(_keys[l]!, shape, rows, trim);
+                    _values[l] = Gather(_values[l]!, shape, rows, trim);
                 }
         }
-        if (_padCount is not null) _padCount = [.. rows.Select(r => _padCount[r])];
+        _padCount = pads is null ? null : [.. pads.Select(p => p - trim)];
         Batch = rows.Count;
+        Length -= trim;
     }
 
     /// <summary>
@@ -184,16 +190,23 @@ public sealed class GlmKvCache : IDisposable
         }
     }
 
-    private Tensor Gather(Tensor old, Shape shape, IReadOnlyList<int> rows)
+    /// <summary>Rows <paramref name="rows"/> of <paramref name="old"/> into a new buffer: the prefix in place, the text
+    /// after its first <paramref name="trim"/> positions (common pads) moved left by that much.</summary>
+    private Tensor Gather(Tensor old, Shape shape, IReadOnlyList<int> rows, int trim)
     {
         var t = Tensor.Empty(shape, DType.F32, Device);
-        for (int i = 0; Length > 0 && i < rows.Count; i++)
+        Span<(int From, int To, int Count)> parts = [(0, 0, PrefixLength), (PrefixLength + trim, PrefixLength, TokenCount - trim)];
+        for (int i = 0; i < rows.Count; i++)
         {
             using var srcRow = old.Narrow(0, rows[i], 1);
             using var dstRow = t.Narrow(0, i, 1);
-            using var src = srcRow.Narrow(1, 0, Length);
-            using var dst = dstRow.Narrow(1, 0, Length);
-            dst.Backend.Copy(src, dst);
+            foreach (var (from, to, count) in parts)
+            {
+                if (count <= 0) continue;
+                using var src = srcRow.Narrow(1, from, count);
+                using var dst = dstRow.Narrow(1, to, count);
+                dst.Backend.Copy(src, dst);
+            }
         }
         old.Dispose();
         return t;
