@@ -101,12 +101,15 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         var o = options ?? new GenerationOptions();
         o.Validate();
         _generator.CheckModel();
-        var row = _generator.CheckPrompt(prompt, o, "the prompt", nameof(prompt));
-        return Run(new Request(row), cancellationToken);
+        _generator.CheckPrompt(prompt, o, "the prompt", nameof(prompt)); // eagerly, so that errors surface here
+        var ids = prompt.ToArray();
+        return Run(ids, o, cancellationToken);
     }
 
-    private async IAsyncEnumerable<int> Run(Request request, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<int> Run(int[] prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
+        // Each enumeration is a request of its own, with fresh state.
+        var request = new Request(_generator.CheckPrompt(prompt, options, "the prompt", nameof(prompt)));
         // The loop reads the request's token; cancelling it (the caller's token, or leaving the loop early) frees the row.
         using var link = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         request.Cancel = link.Token;

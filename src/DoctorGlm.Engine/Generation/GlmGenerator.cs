@@ -45,8 +45,8 @@ public sealed class GlmGenerator
         var o = options ?? new GenerationOptions();
         o.Validate();
         CheckModel();
-        var row = CheckPrompt(prompt, o, "the prompt", nameof(prompt));
-        return Run(row, cancellationToken);
+        CheckPrompt(prompt, o, "the prompt", nameof(prompt)); // eagerly, so that errors surface here
+        return Run(prompt.ToArray(), o, cancellationToken);
     }
 
     /// <summary>
@@ -149,9 +149,10 @@ public sealed class GlmGenerator
         return new RowState(ids, ctx, maskPos, o, o.EosTokenId ?? config.EosTokenId, limit, new RandomGenerator(o.Seed ?? (ulong)Random.Shared.NextInt64()));
     }
 
-    private IEnumerable<int> Run(RowState row, CancellationToken ct)
+    private IEnumerable<int> Run(int[] prompt, GenerationOptions o, CancellationToken ct)
     {
-        using var cache = row.Options.UseCache ? Model.CreateCache() : null;
+        var row = CheckPrompt(prompt, o, "the prompt", nameof(prompt)); // per enumeration: each one starts afresh
+        using var cache = o.UseCache ? Model.CreateCache() : null;
         while (!row.Done)
         {
             ct.ThrowIfCancellationRequested();

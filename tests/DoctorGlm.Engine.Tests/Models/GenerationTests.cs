@@ -204,6 +204,9 @@ public sealed class GenerationTests(ITestOutputHelper output)
         var o = new GenerationOptions { MaxLength = prompt.Length + 16, Temperature = 3f, TopP = 1f, TopK = 0, RepetitionPenalty = 2f, Seed = 42 };
         var a = Gen(gen, prompt, o);
         var b = Gen(gen, prompt, o);
+        var stream = Str(gen, prompt, o);
+        Assert.Equal(a, stream.ToArray()); // an enumerable enumerated twice generates twice
+        Assert.Equal(a, stream.ToArray());
         var c = Gen(gen, prompt, o with { Seed = 43 });
         output.WriteLine($"seed 42: [{string.Join(", ", a)}]; seed 43: [{string.Join(", ", c)}]");
         Assert.Equal(a, b);

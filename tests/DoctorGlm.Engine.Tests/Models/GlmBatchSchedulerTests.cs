@@ -109,7 +109,10 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
         var e = await Assert.ThrowsAsync<InsufficientExecutionStackException>(() => Collect(scheduler.StreamTokens(Prompt("p0"), o, ct), failed));
         Assert.Equal("injected", e.Message);
         Assert.Equal(3, failed.Count); // the prompt pass and two steps got through
-        Assert.Equal(gen.Generate(Prompt("p1"), o, ct), await Collect(scheduler.StreamTokens(Prompt("p1"), o, ct)));
+        // Each enumeration of a request is a request of its own.
+        var again = scheduler.StreamTokens(Prompt("p1"), o, ct);
+        Assert.Equal(gen.Generate(Prompt("p1"), o, ct), await Collect(again));
+        Assert.Equal(gen.Generate(Prompt("p1"), o, ct), await Collect(again));
     }
 
     [Fact]
