@@ -184,22 +184,23 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
     private void Step(List<Request> live, List<Request> admitted)
     {
         BeforeStep?.Invoke(live.Count);
-        int v = _generator.Model.Config.VocabSize;
         using (GradMode.NoGrad())
         using (TensorScope.Begin())
         {
             if (live.Count > 0)
             {
-                var logits = _generator.BatchLogits([.. live.Select(r => r.Row)], _cache!);
-                for (int i = 0; i < live.Count; i++) Emit(live[i], logits.AsSpan(i * v, v).ToArray());
+                var rows = live.Select(r => r.Row).ToArray();
+                var picks = _generator.PickAll(rows, _generator.BatchLogits(rows, _cache!));
+                for (int i = 0; i < live.Count; i++) Emit(live[i], picks[i]);
             }
             if (admitted.Count > 0)
             {
                 var fresh = _generator.Model.CreateCache(admitted.Count);
                 try
                 {
-                    var logits = _generator.BatchLogits([.. admitted.Select(r => r.Row)], fresh);
-                    for (int i = 0; i < admitted.Count; i++) Emit(admitted[i], logits.AsSpan(i * v, v).ToArray());
+                    var rows = admitted.Select(r => r.Row).ToArray();
+                    var picks = _generator.PickAll(rows, _generator.BatchLogits(rows, fresh));
+                    for (int i = 0; i < admitted.Count; i++) Emit(admitted[i], picks[i]);
                     if (_cache is null) { _cache = fresh; fresh = null; }
                     else { _cache.Append(fresh); Joins++; }
                 }
@@ -216,8 +217,8 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         else _cache!.KeepRows(keep);
     }
 
-    /// <summary>Picks a row's next token from its raw scores and hands it out, or ends the row.</summary>
-    private void Emit(Request r, float[] scores)
+    /// <summary>Hands a row's picked token out, or ends the row (its stop rules, or its caller cancelled).</summary>
+    private static void Emit(Request r, int token)
     {
         var row = r.Row;
         if (r.Cancel.IsCancellationRequested)
@@ -226,7 +227,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
             r.Tokens.Writer.TryComplete(new OperationCanceledException(r.Cancel));
             return;
         }
-        if (row.Accept(_generator.Pick(scores, row))) r.Tokens.Writer.TryWrite(row.Sequence[^1]);
+        if (row.Accept(token)) r.Tokens.Writer.TryWrite(token);
         if (row.Done) r.Tokens.Writer.TryComplete();
     }
 

@@ -116,4 +116,71 @@ public sealed class SamplingTests
         var sm = LogitsProcessing.Softmax([0f, NegInf, 0f]);
         Assert.Equal([0.5, 0, 0.5], sm);
     }
+
+    /// <summary>
+    /// The selection-based top-k and the finite-only top-p against the plain full-sort definitions (kept here as the
+    /// reference), bit for bit, on random scores with many ties, ±0, −∞ entries, and ChatGLM's full vocabulary size,
+    /// for k in {1, 50, V−1} and p in {0, 0.7, 0.95}, alone and chained as §7 chains them.
+    /// </summary>
+    [Fact]
+    public void Top_k_and_top_p_equal_their_full_sort_definitions_bit_for_bit()
+    {
+        var rng = new Random(7);
+        foreach (int v in new[] { 9, 1000, 130528 })
+            for (int trial = 0; trial < 4; trial++)
+            {
+                var scores = new float[v];
+                for (int i = 0; i < v; i++)
+                    scores[i] = trial switch
+                    {
+                        0 => (float)(rng.NextDouble() * 20 - 10),
+                        1 => rng.Next(-3, 4) * 0.5f,                            // many ties, +0
+                        2 => rng.Next(4) == 0 ? NegInf : (float)rng.NextDouble(), // −∞ entries
+                        _ => rng.Next(3) switch { 0 => -0f, 1 => 0f, _ => 1f },  // ±0 ties
+                    };
+                foreach (int k in new[] { 1, 50, v - 1 })
+                {
+                    float[] a = [.. scores], b = [.. scores];
+                    LogitsProcessing.ApplyTopK(a, k);
+                    ReferenceTopK(b, k);
+                    Assert.Equal(b, a);
+                    foreach (float p in new[] { 0f, 0.7f, 0.95f })
+                    {
+                        float[] c = [.. a], d = [.. a], e = [.. scores], f = [.. scores];
+                        LogitsProcessing.ApplyTopP(c, p);
+                        ReferenceTopP(d, p);
+                        Assert.Equal(d, c);
+                        LogitsProcessing.ApplyTopP(e, p);
+                        ReferenceTopP(f, p);
+                        Assert.Equal(f, e);
+                    }
+                }
+            }
+    }
+
+    private static void ReferenceTopK(float[] scores, int k)
+    {
+        if (k == 0 || k >= scores.Length) return;
+        var sorted = scores.ToArray();
+        Array.Sort(sorted);
+        float kth = sorted[sorted.Length - k];
+        for (int i = 0; i < scores.Length; i++) if (scores[i] < kth) scores[i] = NegInf;
+    }
+
+    private static void ReferenceTopP(float[] scores, float topP)
+    {
+        if (topP == 1f) return;
+        var order = Enumerable.Range(0, scores.Length).ToArray();
+        var keys = scores.ToArray();
+        Array.Sort(order, (a, b) => { int c = keys[a].CompareTo(keys[b]); return c != 0 ? c : a.CompareTo(b); });
+        double max = keys[order[^1]], total = 0;
+        var exp = new double[order.Length];
+        for (int i = 0; i < order.Length; i++) { exp[i] = Math.Exp(keys[order[i]] - max); total += exp[i]; }
+        double cumulative = 0, threshold = 1.0 - topP;
+        for (int i = 0; i < order.Length - 1; i++)
+        {
+            cumulative += exp[i] / total;
+            if (cumulative <= threshold) scores[order[i]] = NegInf;
+        }
+    }
 }
