@@ -35,7 +35,8 @@ public sealed class ChatCompletionException(int status, string message, string? 
 /// <param name="History">The earlier (user, assistant) pairs, oldest first (spec §7's [Round i] prompt).</param>
 /// <param name="Options">Decoding options derived from the request.</param>
 /// <param name="Stream">Whether the answer goes out as server-sent events.</param>
-public sealed record ChatCompletionRequest(string Query, IReadOnlyList<ChatTurn> History, GenerationOptions Options, bool Stream);
+/// <param name="IncludeUsage">With <paramref name="Stream"/>: <c>stream_options.include_usage</c>, a last chunk with the token counts.</param>
+public sealed record ChatCompletionRequest(string Query, IReadOnlyList<ChatTurn> History, GenerationOptions Options, bool Stream, bool IncludeUsage = false);
 
 /// <summary>
 /// The OpenAI chat-completions protocol (<c>POST /v1/chat/completions</c>, <c>GET /v1/models</c>) over a
@@ -48,6 +49,7 @@ public sealed record ChatCompletionRequest(string Query, IReadOnlyList<ChatTurn>
 /// system message is refused rather than silently dropped); <c>temperature</c> 0 is greedy decoding, otherwise
 /// sampling with ChatGLM's defaults where the request is silent (temperature 0.95, top_p 0.7, top_k 50);
 /// <c>max_tokens</c> (or <c>max_completion_tokens</c>) caps the new tokens; <c>seed</c> makes sampling reproducible;
+/// <c>stream_options.include_usage</c> adds the token counts to a stream;
 /// the extensions <c>top_k</c> and <c>repetition_penalty</c> reach the §7 pipeline. <c>n</c> other than 1,
 /// <c>stop</c> sequences and non-zero frequency/presence penalties are refused with 400 naming the field; other
 /// fields (<c>model</c>, <c>user</c>, …) are ignored.
@@ -112,7 +114,19 @@ public sealed class OpenAiChatCompletions
                 JsonValueKind.False or JsonValueKind.Null => false,
                 _ => throw new ChatCompletionException(400, "stream must be true or false", "stream"),
             };
-            var request = new ChatCompletionRequest(query, history, o, stream);
+            bool includeUsage = false;
+            if (root.TryGetProperty("stream_options", out var so) && so.ValueKind != JsonValueKind.Null)
+            {
+                if (so.ValueKind != JsonValueKind.Object) throw new ChatCompletionException(400, "stream_options must be an object", "stream_options");
+                if (!stream) throw new ChatCompletionException(400, "stream_options is only allowed with stream: true", "stream_options");
+                includeUsage = so.TryGetProperty("include_usage", out var iu) && iu.ValueKind switch
+                {
+                    JsonValueKind.True => true,
+                    JsonValueKind.False or JsonValueKind.Null => false,
+                    _ => throw new ChatCompletionException(400, "stream_options.include_usage must be true or false", "stream_options"),
+                };
+            }
+            var request = new ChatCompletionRequest(query, history, o, stream, includeUsage);
             int promptTokens = _chat.EncodePrompt(query, history).Length;
             if (promptTokens >= o.MaxLength)
                 throw new ChatCompletionException(400, $"the conversation is {promptTokens} tokens; this model takes fewer than {o.MaxLength}", "messages");
@@ -140,18 +154,15 @@ public sealed class OpenAiChatCompletions
                 c.WriteEndObject();
                 c.WriteString("finish_reason", FinishReason(request.Options, prompt.Length, ids.Count));
             });
-            w.WriteStartObject("usage");
-            w.WriteNumber("prompt_tokens", prompt.Length);
-            w.WriteNumber("completion_tokens", ids.Count);
-            w.WriteNumber("total_tokens", prompt.Length + ids.Count);
-            w.WriteEndObject();
+            WriteUsage(w, prompt.Length, ids.Count);
         });
     }
 
     /// <summary>
     /// Answers a request as it decodes: the payloads of the server-sent events, each to be written as
     /// <c>data: PAYLOAD\n\n</c> — <c>chat.completion.chunk</c> objects (the role first, then text deltas that never
-    /// split a character, then the finish reason) and finally <c>[DONE]</c>.
+    /// split a character, then the finish reason; with <see cref="ChatCompletionRequest.IncludeUsage"/> every chunk has
+    /// <c>"usage": null</c> and one more, with no choices, carries the token counts) and finally <c>[DONE]</c>.
     /// </summary>
     public async IAsyncEnumerable<string> StreamAsync(ChatCompletionRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -159,14 +170,18 @@ public sealed class OpenAiChatCompletions
         var prompt = _chat.EncodePrompt(request.Query, request.History);
         string id = NewId();
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        string Chunk(string? role, string? content, string? finish) => Json(w => WriteChoice(w, id, "chat.completion.chunk", created, c =>
+        string Chunk(string? role, string? content, string? finish) => Json(w =>
         {
-            c.WriteStartObject("delta");
-            if (role is not null) c.WriteString("role", role);
-            if (content is not null) c.WriteString("content", content);
-            c.WriteEndObject();
-            if (finish is null) c.WriteNull("finish_reason"); else c.WriteString("finish_reason", finish);
-        }));
+            WriteChoice(w, id, "chat.completion.chunk", created, c =>
+            {
+                c.WriteStartObject("delta");
+                if (role is not null) c.WriteString("role", role);
+                if (content is not null) c.WriteString("content", content);
+                c.WriteEndObject();
+                if (finish is null) c.WriteNull("finish_reason"); else c.WriteString("finish_reason", finish);
+            });
+            if (request.IncludeUsage) w.WriteNull("usage");
+        });
         yield return Chunk("assistant", "", null);
         var streamer = new ResponseStreamer(_chat.Tokenizer);
         int count = 0;
@@ -179,6 +194,17 @@ public sealed class OpenAiChatCompletions
         string rest = streamer.Finish();
         if (rest.Length > 0) yield return Chunk(null, rest, null);
         yield return Chunk(null, null, FinishReason(request.Options, prompt.Length, count));
+        if (request.IncludeUsage)
+            yield return Json(w =>
+            {
+                w.WriteString("id", id);
+                w.WriteString("object", "chat.completion.chunk");
+                w.WriteNumber("created", created);
+                w.WriteString("model", ModelName);
+                w.WriteStartArray("choices");
+                w.WriteEndArray();
+                WriteUsage(w, prompt.Length, count);
+            });
         yield return "[DONE]";
     }
 
@@ -209,6 +235,15 @@ public sealed class OpenAiChatCompletions
         choice(w);
         w.WriteEndObject();
         w.WriteEndArray();
+    }
+
+    private static void WriteUsage(Utf8JsonWriter w, int promptTokens, int completionTokens)
+    {
+        w.WriteStartObject("usage");
+        w.WriteNumber("prompt_tokens", promptTokens);
+        w.WriteNumber("completion_tokens", completionTokens);
+        w.WriteNumber("total_tokens", promptTokens + completionTokens);
+        w.WriteEndObject();
     }
 
     /// <summary>"length" when the answer ran into max_tokens or the model's MaxLength, else "stop" (its end token).</summary>

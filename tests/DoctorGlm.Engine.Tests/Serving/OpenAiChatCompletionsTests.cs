@@ -94,7 +94,23 @@ public sealed class OpenAiChatCompletionsTests : IAsyncDisposable
         Assert.Equal(expected, text);
         Assert.Equal(finish, chunks[^1].RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
         Assert.All(chunks[..^1], c => Assert.Equal(JsonValueKind.Null, c.RootElement.GetProperty("choices")[0].GetProperty("finish_reason").ValueKind));
+        Assert.All(chunks, c => Assert.False(c.RootElement.TryGetProperty("usage", out _)));
         foreach (var c in chunks) c.Dispose();
+
+        // stream_options.include_usage: "usage": null on every chunk, then one chunk with no choices and the counts.
+        var withUsage = _api.Parse(Conversation.Replace("\"temperature\": 0", "\"stream\": true, \"stream_options\": {\"include_usage\": true}, \"temperature\": 0"));
+        Assert.True(withUsage.IncludeUsage);
+        var events = new List<string>();
+        await foreach (var p in _api.StreamAsync(withUsage, ct)) events.Add(p);
+        Assert.Equal("[DONE]", events[^1]);
+        using var last = JsonDocument.Parse(events[^2]);
+        Assert.Equal(0, last.RootElement.GetProperty("choices").GetArrayLength());
+        Assert.Equal(full.RootElement.GetProperty("usage").GetRawText(), last.RootElement.GetProperty("usage").GetRawText());
+        foreach (var e in events[..^2])
+        {
+            using var d = JsonDocument.Parse(e);
+            Assert.Equal(JsonValueKind.Null, d.RootElement.GetProperty("usage").ValueKind);
+        }
     }
 
     [Fact]
@@ -124,6 +140,7 @@ public sealed class OpenAiChatCompletionsTests : IAsyncDisposable
     [InlineData("""{"messages": [{"role": "user", "content": "a"}], "stop": ["\n"]}""", "stop", "not supported")]
     [InlineData("""{"messages": [{"role": "user", "content": "a"}], "presence_penalty": 0.5}""", "presence_penalty", "repetition_penalty")]
     [InlineData("""{"messages": [{"role": "user", "content": "a"}], "stream": "yes"}""", "stream", "true or false")]
+    [InlineData("""{"messages": [{"role": "user", "content": "a"}], "stream_options": {"include_usage": true}}""", "stream_options", "only allowed with stream")]
     public void Bad_requests_get_400_naming_the_field(string body, string? param, string fragment)
     {
         var e = Assert.Throws<ChatCompletionException>(() => _api.Parse(body));
