@@ -95,6 +95,56 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
         Assert.Equal(0, scheduler.Active);
     }
 
+    /// <summary>
+    /// Forty requests from parallel callers with random options, arrival times and cancellations, through a batch of
+    /// five: every request that is not cancelled gets exactly its single-generation answer, every cancelled one ends
+    /// with <see cref="OperationCanceledException"/>, and the batch ends empty.
+    /// </summary>
+    [Fact]
+    public async Task Many_callers_with_random_options_arrivals_and_cancellations_each_get_their_own_answer()
+    {
+        using var model = ModelFixture.LoadModel();
+        var gen = new GlmGenerator(model);
+        var ct = TestContext.Current.CancellationToken;
+        string[] names = ["p0", "p1", "p2", "turn2"];
+        var rng = new Random(3);
+        var jobs = Enumerable.Range(0, 40).Select(i => (
+            Prompt: Prompt(names[rng.Next(names.Length)]),
+            Options: new GenerationOptions
+            {
+                DoSample = rng.Next(2) == 0, Seed = (ulong)i, Temperature = 2f, TopP = 1f, TopK = 0,
+                RepetitionPenalty = 1f + rng.Next(10), MaxNewTokens = 1 + rng.Next(40),
+            },
+            DelayMs: rng.Next(30),
+            CancelAfter: rng.Next(4) == 0 ? 1 + rng.Next(5) : -1)).ToArray();
+        var expected = jobs.Select(j => gen.Generate(j.Prompt, j.Options, ct)).ToArray();
+        await using var scheduler = new GlmBatchScheduler(gen, maxBatch: 5);
+        var results = await Task.WhenAll(jobs.Select(async j =>
+        {
+            await Task.Delay(j.DelayMs, ct);
+            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            var got = new List<int>();
+            try
+            {
+                await foreach (int t in scheduler.StreamTokens(j.Prompt, j.Options, cancel.Token))
+                {
+                    got.Add(t);
+                    if (got.Count == j.CancelAfter) cancel.Cancel();
+                }
+                return (Tokens: got, Cancelled: false);
+            }
+            catch (OperationCanceledException) when (j.CancelAfter > 0) { return (Tokens: got, Cancelled: true); }
+        }));
+        for (int i = 0; i < jobs.Length; i++)
+        {
+            if (results[i].Cancelled) Assert.Equal(expected[i][..results[i].Tokens.Count], results[i].Tokens);
+            else Assert.Equal(expected[i], results[i].Tokens);
+        }
+        for (int i = 0; i < 400 && scheduler.Active > 0; i++) await Task.Delay(5, ct);
+        Assert.Equal(0, scheduler.Active);
+        output.WriteLine($"{results.Count(r => r.Cancelled)} cancelled, {scheduler.Joins} joins");
+    }
+
     [Fact]
     public async Task A_failing_step_ends_its_requests_with_the_error_and_the_next_ones_are_served()
     {
