@@ -21,6 +21,22 @@ public sealed class ChatTests
         Assert.Equal(expected, ResponseText.Process(raw));
 
     [Fact]
+    public void ChatBatch_answers_each_question_as_Chat_answers_it_alone()
+    {
+        var tok = ChatModelFixture.Tokenizer();
+        using var model = ChatModelFixture.Model(tok);
+        var chat = new GlmChat(model, tok);
+        var ct = TestContext.Current.CancellationToken;
+        var o = GenerationOptions.Greedy with { RepetitionPenalty = 5f, MaxNewTokens = 10 };
+        string[] queries = ["头疼怎么办", "还要注意什么？", "失眠"];
+        IReadOnlyList<ChatTurn>?[] histories = [null, [new ChatTurn("头疼", "多休息。")], []];
+        var batch = chat.ChatBatch(queries, histories, o, ct);
+        for (int i = 0; i < queries.Length; i++)
+            Assert.Equal(chat.Chat(queries[i], histories[i], o, ct).Response, batch[i]);
+        Assert.Contains("2 histories for 3 questions", Assert.Throws<ArgumentException>(() => chat.ChatBatch(queries, histories[..2], o, ct)).Message);
+    }
+
+    [Fact]
     public void Prompt_is_the_raw_query_without_history_and_rounds_with_it()
     {
         Assert.Equal("你好", ResponseText.BuildPrompt("你好", null));
