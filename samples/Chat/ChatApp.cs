@@ -99,7 +99,7 @@ public static class ChatApp
         BatchJob job, CancellationToken ct)
     {
         DType weightDType;
-        string[]? questionLines = null;
+        (int Line, string Text)[]? questionLines = null;
         try
         {
             options.Validate();
@@ -110,7 +110,7 @@ public static class ChatApp
             {
                 if (prompt is not null) throw new ArgumentException("--questions and --prompt exclude each other");
                 if (!job.Questions.Exists) throw new ArgumentException($"--questions {job.Questions.FullName}: the file does not exist");
-                questionLines = [.. File.ReadAllLines(job.Questions.FullName).Select(l => l.Trim()).Where(l => l.Length > 0)];
+                questionLines = [.. File.ReadAllLines(job.Questions.FullName).Select((l, i) => (Line: i + 1, Text: l.Trim())).Where(q => q.Text.Length > 0)];
                 if (questionLines.Length == 0) throw new ArgumentException($"--questions {job.Questions.FullName}: the file holds no question");
             }
         }
@@ -300,8 +300,19 @@ public static class ChatApp
     /// time through <see cref="GlmBatchScheduler"/>, each answer a JSON line {question, answer} in the file's order,
     /// with a progress bar on a live terminal.
     /// </summary>
-    private static int AnswerAll(IAnsiConsole console, TextWriter output, GlmChat chat, string[] questions, BatchJob job, GenerationOptions options, CancellationToken ct)
+    private static int AnswerAll(IAnsiConsole console, TextWriter output, GlmChat chat, (int Line, string Text)[] numbered, BatchJob job, GenerationOptions options, CancellationToken ct)
     {
+        // A question too long for MaxLength is refused before anything is decoded, naming its line.
+        foreach (var (line, text) in numbered)
+        {
+            int tokens = chat.EncodePrompt(text).Length;
+            if (tokens >= options.MaxLength)
+            {
+                console.MarkupLineInterpolated($"[red]error:[/] {job.Questions!.FullName}:{line}: the question is {tokens} tokens, not fewer than --max-length {options.MaxLength}");
+                return 2;
+            }
+        }
+        var questions = numbered.Select(q => q.Text).ToArray();
         var json = new System.Text.Json.JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
         var lines = new List<string>(questions.Length);
         var clock = System.Diagnostics.Stopwatch.StartNew();

@@ -64,6 +64,10 @@ public sealed class ChatAppTests : IDisposable
         Assert.Equal(2, Run("", "--model", _dir, "--answers", outFile).Code);
         Assert.Equal(2, Run("", "--model", _dir, "--questions", file, "--prompt", "x").Code);
         Assert.Equal(2, Run("", "--model", _dir, "--questions", Path.Combine(_dir, "missing.txt")).Code);
+        File.WriteAllText(file, "头疼\n\n" + string.Concat(Enumerable.Repeat("头疼怎么办", 20)) + "\n");
+        var (code3, text3) = Run("", "--model", _dir, "--questions", file, "--max-length", "30");
+        Assert.Equal(2, code3);
+        Assert.Contains($"{file}:3: the question is", text3);
     }
 
     [Fact]
