@@ -29,7 +29,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
         var tok = ChatModelFixture.Tokenizer();
         using var cpuModel = Prepare(ChatModelFixture.Model(tok), mode);
         using var gpuModel = Prepare(ChatModelFixture.Model(tok, device: gpu.Device), mode);
-        var prompt = tok.Encode("高血压患者能吃党参吗？").Concat([tok.GMaskId, tok.SopId]).ToList();
+        var prompt = Prompt(tok, Hypertension).ToList();
 
         var cpuSteps = Decode(cpuModel, prompt, forced: null);
         var tokens = cpuSteps.Select(l => LogitsProcessing.ArgMax(l)).ToList();
@@ -66,8 +66,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
         var tok = ChatModelFixture.Tokenizer();
         using var cpuModel = Prepare(ChatModelFixture.Model(tok), mode);
         using var gpuModel = Prepare(ChatModelFixture.Model(tok, device: gpu.Device), mode);
-        int[][] prompts = [.. new[] { "高血压患者能吃党参吗？", "头疼", "我最近总是失眠，晚上睡不着，白天没精神，怎么办？" }
-            .Select(q => tok.Encode(q).Concat([tok.GMaskId, tok.SopId]).ToArray())];
+        int[][] prompts = [Prompt(tok, Hypertension), Prompt(tok, Headache), Prompt(tok, Insomnia)];
         const int steps = 12;
         var cpuSteps = BatchDecode(cpuModel, prompts, steps, forced: null);
         var tokens = cpuSteps.Select(l => Enumerable.Range(0, prompts.Length).Select(b => LogitsProcessing.ArgMax(Row(l, b, cpuModel))).ToArray()).ToList();
@@ -98,8 +97,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
         var tok = ChatModelFixture.Tokenizer();
         using var cpuModel = ChatModelFixture.Model(tok);
         using var gpuModel = ChatModelFixture.Model(tok, device: gpu.Device);
-        int[][] prompts = [.. new[] { "高血压患者能吃党参吗？", "头疼", "我最近总是失眠，晚上睡不着，白天没精神，怎么办？" }
-            .Select(q => tok.Encode(q).Concat([tok.GMaskId, tok.SopId]).ToArray())];
+        int[][] prompts = [Prompt(tok, Hypertension), Prompt(tok, Headache), Prompt(tok, Insomnia)];
         var o = new GenerationOptions { DoSample = false, RepetitionPenalty = 1.5f, MaxNewTokens = 10 };
         var ct = TestContext.Current.CancellationToken;
         var cpu = new GlmGenerator(cpuModel).GenerateBatch(prompts, o, ct);
@@ -128,8 +126,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
         using var cpuModel = ChatModelFixture.Model(tok);
         using var gpuModel = ChatModelFixture.Model(tok, device: gpu.Device);
         var ct = TestContext.Current.CancellationToken;
-        int[][] prompts = [.. new[] { "头疼", "高血压患者能吃党参吗？", "我最近总是失眠，晚上睡不着，白天没精神，怎么办？" }
-            .Select(q => tok.Encode(q).Concat([tok.GMaskId, tok.SopId]).ToArray())];
+        int[][] prompts = [Prompt(tok, Headache), Prompt(tok, Hypertension), Prompt(tok, Insomnia)];
         GenerationOptions[] options =
         [
             new() { DoSample = false, RepetitionPenalty = 1.5f, MaxNewTokens = 40 },
@@ -182,6 +179,12 @@ public class CudaDecodeTests(ITestOutputHelper output)
         }
         return result;
     }
+
+    // Questions of three lengths, so that a batch of them needs left padding.
+    private const string Hypertension = "高血压患者能吃党参吗？", Headache = "头疼", Insomnia = "我最近总是失眠，晚上睡不着，白天没精神，怎么办？";
+
+    /// <summary>A question's prompt ids as generation takes them: the text, then [gMASK] &lt;sop&gt;.</summary>
+    private static int[] Prompt(DoctorGlm.Engine.Tokenization.ChatGlmTokenizer tok, string question) => [.. tok.Encode(question), tok.GMaskId, tok.SopId];
 
     private static GlmModel Prepare(GlmModel model, string mode)
     {
