@@ -238,6 +238,9 @@ template <typename T> inline T __shfl_xor_sync(unsigned, T v, int mask) { return
 template <typename T> inline T __shfl_down_sync(unsigned, T v, unsigned delta) {
     return dglm_emu_exchange(v, [&](int l) { return l + (int)delta < 32 ? l + (int)delta : l; });
 }
+template <typename T> inline T __shfl_up_sync(unsigned, T v, unsigned delta) {
+    return dglm_emu_exchange(v, [&](int l) { return l >= (int)delta ? l - (int)delta : l; });
+}
 template <typename T> inline T __shfl_sync(unsigned, T v, int src) { return dglm_emu_exchange(v, [&](int) { return src & 31; }); }
 
 inline float dglm_emu_bf16(unsigned short b) { return __uint_as_float((unsigned)b << 16); }

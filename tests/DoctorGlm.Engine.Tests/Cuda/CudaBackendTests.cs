@@ -695,6 +695,55 @@ public class CudaBackendTests
         Close(r, 1e-5, 1e-5, $"INT{bits} matvec");
     }
 
+    /// <summary>
+    /// select_candidates (kernels/sampling.cu) against the CPU reference, bit for bit: the penalised scores it leaves
+    /// behind, the candidate ids and scores (poisoned slots beyond the count must stay untouched) and the counts.
+    /// Scores sit on a coarse grid so that ties with the k-th are common; the shapes cover a row shorter than the
+    /// block (no floor), a row whose k-th score is the floor itself, k above the block size (no floor), top-k off, an
+    /// overflowing buffer, a non-finite row, and ChatGLM's 130,528-id vocabulary.
+    /// </summary>
+    [Theory]
+    [InlineData(7, 1003)]
+    [InlineData(3, 300)]
+    [InlineData(2, 130_528)]
+    public void SelectCandidatesMatchesCpu(int rows, int v)
+    {
+        var rng = new Random(rows * 31 + v);
+        var scores = new float[rows * v];
+        float grid = v > 10_000 ? 2048 : 4; // about five ids per value either way
+        for (int i = 0; i < scores.Length; i++) scores[i] = MathF.Round((float)(rng.NextDouble() * 12 - 6) * grid) / grid;
+        for (int i = 0; i < scores.Length; i += 41) scores[i] = -0f;
+        if (rows > 3) scores[3 * v + 5] = float.PositiveInfinity;
+        // Row 1 (k = 50): the 60 best scores one per thread (ids 0..59), so the 50th best is exactly the 50th of the
+        // threads' maxima: the kernel's floor, at the edge of what it may be.
+        for (int j = 0; j < 60; j++) scores[v + j] = 100 - 0.25f * j;
+        (float Penalty, float Temperature, int K)[] all = [(1.3f, 1f, 1), (1f, 0.7f, 50), (2f, 0.95f, 50), (1f, 1f, 9), (0.5f, 1.7f, 5), (1.2f, 0.3f, 0), (1f, 1f, 997)];
+        var settings = all[..rows];
+        const int l = 25, capacity = 120;
+        var ids = new int[rows * l];
+        for (int r = 0; r < rows; r++)
+        {
+            var distinct = Enumerable.Range(0, l).Select(_ => rng.Next(v)).Distinct().ToArray();
+            for (int i = 0; i < l; i++) ids[r * l + i] = i < distinct.Length ? distinct[i] : -1;
+        }
+        var both = Both((be, dev) =>
+        {
+            var s = T(scores, dev, rows, v);
+            var candIds = Tensor.Full(new Shape(rows, capacity), -7f, DType.I32, dev);
+            var candScores = Poison(dev, rows, capacity);
+            var counts = Tensor.Full(new Shape(rows), -9f, DType.I32, dev);
+            be.SelectCandidates(s, Tensor.FromArray(ids, new Shape(rows, l), dev),
+                T([.. settings.SelectMany(x => new[] { x.Penalty, x.Temperature })], dev, rows, 2),
+                Tensor.FromArray([.. settings.Select(x => x.K)], new Shape(rows), dev), candIds, candScores, counts);
+            return [s, candIds, candScores, counts];
+        });
+        Identical(both, "SelectCandidates");
+        var counts = both.Cpu[3];
+        Assert.True(counts.Any(c => c > 0 && c <= capacity), "some row fits the buffer");
+        if (rows > 3) Assert.Equal(-1f, counts[3]);
+        if (rows > 5) Assert.True(counts[5] == v, "top-k off keeps every id");
+    }
+
     [Fact]
     public void AllocatorReusesPooledBlocks()
     {

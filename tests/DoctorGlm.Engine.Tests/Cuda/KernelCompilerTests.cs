@@ -33,7 +33,7 @@ public sealed class KernelCompilerTests : IDisposable
     public void EveryKernelFamilyIsEmbedded()
     {
         string[] expected = ["attention.cu", "attention_mma.cu", "cross_entropy.cu", "dropout.cu", "elementwise.cu", "embedding.cu", "gelu.cu",
-            "layernorm.cu", "optim.cu", "quant.cu", "rotary.cu", "tanh.cu"];
+            "layernorm.cu", "optim.cu", "quant.cu", "rotary.cu", "sampling.cu", "tanh.cu"];
         Assert.Equal(expected, KernelCompiler.KernelFiles);
         Assert.Contains(KernelCompiler.Headers, h => h.Name == "common.cuh");
     }

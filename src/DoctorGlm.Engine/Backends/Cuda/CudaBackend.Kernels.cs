@@ -158,6 +158,22 @@ public sealed unsafe partial class CudaBackend
         LaunchElementwise("cross_entropy.cu", "cross_entropy_backward", n * v, a);
     }
 
+    // ---------------------------------------------------------------- sampling candidates
+
+    /// <summary>Threads per row of select_candidates (its SELECT_THREADS: the kernel's shared arrays are sized by it).</summary>
+    private const int SelectThreads = 512;
+
+    /// <inheritdoc />
+    public void SelectCandidates(Tensor scores, Tensor penaltyIds, Tensor settings, Tensor topK, Tensor candidateIds, Tensor candidateScores, Tensor counts)
+    {
+        int rows = scores.Shape[0], l = penaltyIds.Shape[1], capacity = candidateIds.Shape[1];
+        long v = scores.Shape[1];
+        if (rows == 0) return;
+        using var a = new KernelArgs().Add(Ptr(scores)).Add(Ptr(penaltyIds)).Add(l).Add(Ptr(settings)).Add(Ptr(topK))
+            .Add(Ptr(candidateIds)).Add(Ptr(candidateScores)).Add(Ptr(counts)).Add(v).Add(capacity);
+        Launch("sampling.cu", "select_candidates", ((uint)rows, 1, 1), (SelectThreads, 1, 1), 0, a);
+    }
+
     // ---------------------------------------------------------------- rotary
 
     private readonly ConcurrentDictionary<int, Tensor> _invFreq = new();
