@@ -20,10 +20,19 @@ public sealed class GlmGenerator
     public GlmGenerator(GlmModel model)
     {
         Model = model ?? throw new ArgumentNullException(nameof(model));
+        SelectOnDevice = model.Device.Kind != DeviceKind.Cpu;
     }
 
     /// <summary>The model.</summary>
     public GlmModel Model { get; }
+
+    /// <summary>
+    /// Whether each step's scores are reduced to top-k's candidates where the logits are
+    /// (<see cref="CandidatePicking"/>), so that a few scores per row reach the host instead of the vocabulary. On by
+    /// default when the model is not on the CPU (where the logits already are on the host). The picks are the same
+    /// either way; tests switch it to check that.
+    /// </summary>
+    internal bool SelectOnDevice { get; set; }
 
     /// <summary>The token InvalidScoreLogitsProcessor forces: "▁" = 5 plus the image-token offset (20005 in the old vocabulary).</summary>
     public int InvalidScoreTokenId => 5 + Model.Config.NumImageTokens;
@@ -78,11 +87,10 @@ public sealed class GlmGenerator
         while (live.Length > 0)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            float[] logits;
+            int[] picks;
             using (GradMode.NoGrad())
             using (TensorScope.Begin())
-                logits = cache is null ? BatchLogits(live) : BatchLogits(live, cache);
-            var picks = PickAll(live, logits);
+                picks = PickAll(live, cache is null ? BatchLogits(live) : BatchLogits(live, cache));
             for (int i = 0; i < live.Length; i++)
                 if (live[i].Accept(picks[i])) live[i].Output.Add(picks[i]);
             // Finished rows leave the batch (and the cache), so later steps compute the live rows only.
@@ -153,11 +161,11 @@ public sealed class GlmGenerator
         while (!row.Done)
         {
             ct.ThrowIfCancellationRequested();
-            float[] scores;
+            int pick;
             using (GradMode.NoGrad())
             using (TensorScope.Begin())
-                scores = NextLogits(row.Sequence, row.Ctx, row.MaskPos, cache);
-            if (row.Accept(Pick(scores, row))) yield return row.Sequence[^1];
+                pick = PickAll([row], NextLogits(row.Sequence, row.Ctx, row.MaskPos, cache))[0];
+            if (row.Accept(pick)) yield return row.Sequence[^1];
         }
     }
 
@@ -176,7 +184,7 @@ public sealed class GlmGenerator
         if (ctx == ids.Count) throw new ArgumentException($"GlmGenerator.NextLogits: the sequence has no <sop> ({Model.Config.BosTokenId})", nameof(sequence));
         using (GradMode.NoGrad())
         using (TensorScope.Begin())
-            return NextLogits(ids, ctx, maskPos, cache);
+            return NextLogits(ids, ctx, maskPos, cache).ToFloatArray();
     }
 
     /// <summary>
@@ -208,47 +216,59 @@ public sealed class GlmGenerator
         float[] flat;
         using (GradMode.NoGrad())
         using (TensorScope.Begin())
-            flat = cache is null ? BatchLogits(rows) : BatchLogits(rows, cache);
+            flat = (cache is null ? BatchLogits(rows) : BatchLogits(rows, cache)).ToFloatArray();
         return [.. Enumerable.Range(0, rows.Length).Select(b => flat.AsSpan(b * v, v).ToArray())];
     }
 
     /// <summary>The §7 pipeline over one row's raw scores (modified in place), then its pick.</summary>
     internal int Pick(float[] scores, RowState row)
     {
-        var o = row.Options;
         var seqSpan = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(row.Sequence);
-        LogitsProcessing.Process(scores, seqSpan, o, InvalidScoreTokenId);
-        if (!o.DoSample) return LogitsProcessing.ArgMax(scores);
-        var probs = LogitsProcessing.Softmax(scores);
-        return LogitsProcessing.SampleIndex(probs, RandomGenerator.Uniform(row.Rng.NextStream(), 0));
+        if (row.Options.RepetitionPenalty != 1f) LogitsProcessing.ApplyRepetitionPenalty(scores, seqSpan, row.Options.RepetitionPenalty);
+        return PickPenalized(scores, row);
     }
 
-    /// <summary>
-    /// Each row's pick from its slice of <paramref name="logits"/> [rows, V]. The §7 pipeline costs about a millisecond
-    /// per row over ChatGLM's 130,528 scores, so a batch's rows are picked in parallel (each has its own sequence and
-    /// generator: the picks do not depend on the order).
-    /// </summary>
-    internal int[] PickAll(IReadOnlyList<RowState> rows, float[] logits)
+    /// <summary><see cref="Pick"/> for scores that already carry the repetition penalty.</summary>
+    internal int PickPenalized(float[] scores, RowState row)
     {
+        LogitsProcessing.ProcessPenalized(scores, row.Options, InvalidScoreTokenId);
+        return row.Options.DoSample ? Draw(scores, row) : LogitsProcessing.ArgMax(scores);
+    }
+
+    /// <summary>The draw from fully processed scores: a softmax, then one uniform variate of the row's generator.</summary>
+    internal static int Draw(ReadOnlySpan<float> scores, RowState row) =>
+        LogitsProcessing.SampleIndex(LogitsProcessing.Softmax(scores), RandomGenerator.Uniform(row.Rng.NextStream(), 0));
+
+    /// <summary>
+    /// Each row's pick from its row of <paramref name="logits"/> (F32, [rows, V] or [rows, 1, V]; it may be
+    /// overwritten). With <see cref="SelectOnDevice"/> the scores are first reduced where they lie
+    /// (<see cref="CandidatePicking"/>). Otherwise they come to the host whole, and since the §7 pipeline costs about
+    /// a millisecond per row over ChatGLM's 130,528 scores, a batch's rows are picked in parallel (each has its own
+    /// sequence and generator: the picks do not depend on the order).
+    /// </summary>
+    internal int[] PickAll(IReadOnlyList<RowState> rows, Tensor logits)
+    {
+        if (SelectOnDevice) return CandidatePicking.PickAll(this, rows, logits);
+        var flat = logits.ToFloatArray();
         int v = Model.Config.VocabSize;
         var picks = new int[rows.Count];
-        if (rows.Count == 1) picks[0] = Pick(logits.AsSpan(0, v).ToArray(), rows[0]);
-        else Parallel.For(0, rows.Count, i => picks[i] = Pick(logits.AsSpan(i * v, v).ToArray(), rows[i]));
+        if (rows.Count == 1) picks[0] = Pick(flat.AsSpan(0, v).ToArray(), rows[0]);
+        else Parallel.For(0, rows.Count, i => picks[i] = Pick(flat.AsSpan(i * v, v).ToArray(), rows[i]));
         return picks;
     }
 
-    /// <summary>Without a cache: the rows' sequences again, left-padded into one batch (§4.1, §4.3); [rows, V].</summary>
-    private float[] BatchLogits(RowState[] rows)
+    /// <summary>Without a cache: the rows' sequences again, left-padded into one batch (§4.1, §4.3); [rows, 1, V].</summary>
+    private Tensor BatchLogits(RowState[] rows)
     {
         using var inputs = GlmInputs.Build([.. rows.Select(r => r.Sequence.ToArray())], Model.Config, device: Model.Device);
-        return Model.Forward(inputs).Narrow(1, inputs.SeqLen - 1, 1).ToFloatArray();
+        return Model.Forward(inputs).Narrow(1, inputs.SeqLen - 1, 1).Contiguous();
     }
 
     /// <summary>
     /// With the cache: the left-padded prompts first (their pads declared to the cache), then one token per row and
-    /// step with §4.2's positions. Returns [rows, V].
+    /// step with §4.2's positions. Returns [rows, 1, V].
     /// </summary>
-    internal float[] BatchLogits(RowState[] rows, GlmKvCache cache)
+    internal Tensor BatchLogits(RowState[] rows, GlmKvCache cache)
     {
         var device = Model.Device;
         int batch = rows.Length;
@@ -256,7 +276,7 @@ public sealed class GlmGenerator
         {
             using var inputs = GlmInputs.Build([.. rows.Select(r => r.Sequence.ToArray())], Model.Config, device: device);
             cache.SetLeftPadding(inputs.PadLeft);
-            return Model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true).ToFloatArray();
+            return Model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true);
         }
         var ids = new int[batch];
         var pos = new int[batch * 2];
@@ -269,10 +289,11 @@ public sealed class GlmGenerator
             pos[2 * b + 1] = t - r.Ctx + 1;
         }
         return Model.Forward(Tensor.FromArray(ids, new Shape(batch, 1), device), Tensor.FromArray(pos, new Shape(batch, 2, 1), device), null, cache,
-            lastOnly: true).ToFloatArray();
+            lastOnly: true);
     }
 
-    private float[] NextLogits(List<int> sequence, int ctx, int maskPos, GlmKvCache? cache)
+    /// <summary>The logits [1, 1, V] of the token after one sequence (the single-row <see cref="BatchLogits(RowState[], GlmKvCache)"/>).</summary>
+    private Tensor NextLogits(List<int> sequence, int ctx, int maskPos, GlmKvCache? cache)
     {
         var device = Model.Device;
         int n = sequence.Count;
@@ -299,6 +320,6 @@ public sealed class GlmGenerator
             var pos = Tensor.FromArray([maskPos, n - 1 - ctx + 1], new Shape(1, 2, 1), device);
             logits = Model.Forward(ids, pos, null, cache, lastOnly: true);
         }
-        return logits.ToFloatArray();
+        return logits.Contiguous();
     }
 }

@@ -122,6 +122,13 @@ public static class LogitsProcessing
     {
         ArgumentNullException.ThrowIfNull(options);
         if (options.RepetitionPenalty != 1f) ApplyRepetitionPenalty(scores, sequence, options.RepetitionPenalty);
+        return ProcessPenalized(scores, options, invalidScoreTokenId);
+    }
+
+    /// <summary><see cref="Process"/> for scores that already carry the repetition penalty (the device applied it: see
+    /// <see cref="Backends.IBackend.SelectCandidates"/>).</summary>
+    internal static bool ProcessPenalized(Span<float> scores, GenerationOptions options, int invalidScoreTokenId)
+    {
         bool fired = ApplyInvalidScoreGuard(scores, invalidScoreTokenId);
         if (!options.DoSample) return fired;
         if (options.Temperature != 1f) ApplyTemperature(scores, options.Temperature);

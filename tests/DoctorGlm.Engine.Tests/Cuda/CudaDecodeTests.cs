@@ -114,6 +114,38 @@ public class CudaDecodeTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// The picks on the GPU (<see cref="CandidatePicking"/>: penalty, guard, temperature and top-k where the logits
+    /// are, only the candidates to the host) against the same generator with the logits brought over whole: sampled
+    /// with <c>chat()</c>'s defaults and a repetition penalty, seeded, alone and in a batch, with top-k off (the
+    /// whole-row fallback) and greedy. The answers must be identical: the candidate path is exact by construction.
+    /// </summary>
+    [Fact]
+    public void Picks_on_the_gpu_equal_picks_from_the_whole_logits()
+    {
+        var gpu = CudaTestSetup.Require();
+        var tok = ChatModelFixture.Tokenizer();
+        using var gpuModel = ChatModelFixture.Model(tok, device: gpu.Device);
+        int[][] prompts = [Prompt(tok, Hypertension), Prompt(tok, Headache), Prompt(tok, Insomnia)];
+        var ct = TestContext.Current.CancellationToken;
+        var onDevice = new GlmGenerator(gpuModel);
+        Assert.True(onDevice.SelectOnDevice, "the generator picks on the device when the model is there");
+        var onHost = new GlmGenerator(gpuModel) { SelectOnDevice = false };
+        GenerationOptions[] options =
+        [
+            new() { Seed = 3, RepetitionPenalty = 1.2f, MaxNewTokens = 16 },
+            new() { Seed = 4, TopK = 0, Temperature = 1.3f, MaxNewTokens = 8 },
+            new() { DoSample = false, RepetitionPenalty = 1.5f, MaxNewTokens = 12 },
+        ];
+        foreach (var o in options)
+        {
+            Assert.Equal(onHost.Generate(prompts[0], o, ct), onDevice.Generate(prompts[0], o, ct));
+            var host = onHost.GenerateBatch(prompts, o, ct);
+            var device = onDevice.GenerateBatch(prompts, o, ct);
+            for (int b = 0; b < prompts.Length; b++) Assert.Equal(host[b], device[b]);
+        }
+    }
+
+    /// <summary>
     /// Continuous batching on the GPU (<see cref="GlmBatchScheduler"/>): two requests join a third while it decodes,
     /// so the device caches are appended (<see cref="GlmKvCache.Append"/>: gaps zeroed, pads hidden) and rows leave as
     /// they finish; every answer must be the CPU's for that prompt alone (fp32 weights).
