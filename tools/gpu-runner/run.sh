@@ -73,10 +73,11 @@ else
   # bf16 frozen weights on both sides: the comparison issue #7 asks for (tensor-core GEMMs, fp32 accumulation).
   # Decoding lists bf16 and the quantized modes first: fp32 is the 24.7 GB load, last so a short budget drops it.
   DEVICE=cuda; LORA_ARGS=(--config 6b --batch 4 --steps 2 --dtype bf16 --activations bf16,f32)
-  DECODE_ARGS=(--config 6b --tokens 32 --modes bf16,int8,int4,f32 --batch 1,8)
+  # Each batch picks twice: top-k's candidates selected on the GPU (the generator's way) and the logits brought over whole.
+  DECODE_ARGS=(--config 6b --tokens 32 --modes bf16,int8,int4,f32 --batch 1,8 --pick device,host)
   TORCH_ARGS=(--config 6b --batch 4 --steps 2); TORCH_DTYPES=(bf16)
   if [ "$FULL" = 1 ]; then
-    LORA_ARGS=(--config 6b --batch 4 --dtype bf16 --activations bf16,f32); DECODE_ARGS=(--config 6b --tokens 64 --modes bf16,int8,int4,f32 --batch 1,8,32)
+    LORA_ARGS=(--config 6b --batch 4 --dtype bf16 --activations bf16,f32); DECODE_ARGS=(--config 6b --tokens 64 --modes bf16,int8,int4,f32 --batch 1,8,32 --pick device,host --sampling greedy,chat)
     TORCH_ARGS=(--config 6b --batch 4); TORCH_DTYPES=(bf16 f32)
   fi
 fi
@@ -176,10 +177,10 @@ if steps:
                   f"{o['tokens_per_s'] / r['tokens_per_s']:.2f}× tokens/s")
 dec = [r for r in rows if r["kind"] == "decode"]
 if dec:
-    print("\n| weights | batch | tokens/s | ms/step | bound tokens/s | of bound | GB/step | model GB | load peak GB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| weights | batch | pick | tokens/s | ms/step | bound tokens/s | of bound | GB/step | model GB | load peak GB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in dec:
-        print(f"| {r['weights']} | {r.get('batch', 1)} | {r['tokens_per_s']:.2f} | {r['ms_per_token']:.1f} | {r['bound_tokens_per_s']:.1f} | "
+        print(f"| {r['weights']} | {r.get('batch', 1)} | {r.get('sampling', 'greedy')}, {r.get('pick', 'host')} | {r['tokens_per_s']:.2f} | {r['ms_per_token']:.1f} | {r['bound_tokens_per_s']:.1f} | "
               f"{100 * r['of_bound']:.0f}% | {r['bytes_per_token'] / 1e9:.2f} | {r.get('model_gb', float('nan')):.2f} | {r.get('load_peak_gb', float('nan')):.2f} |")
     print(f"\n(bound = batch × same-run copy bandwidth {dec[0]['copy_gbps']:.0f} GB/s / bytes per step; a step reads the weights once for all rows)")
 PY

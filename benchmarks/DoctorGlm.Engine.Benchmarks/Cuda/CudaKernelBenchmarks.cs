@@ -218,6 +218,48 @@ public class CudaCrossEntropyBenchmarks : CudaBenchmark
 }
 
 /// <summary>
+/// A decoding step's pick, the device half (<c>IBackend.SelectCandidates</c>, kernels/sampling.cu) with <c>chat()</c>'s
+/// settings (repetition penalty 1.1 over 300 ids, temperature 0.95, top-k 50) over the 130528-word vocabulary, for
+/// the batch sizes a server decodes. GB/s counts one read of the logits (the least any pick must read); the kernel
+/// reads each row about six times (one block per row, the passes mostly from L2), so at small batches it sits far
+/// from the copy ceiling. What it replaces is the copy of every logit to the host (B × 522 KB) and about 1 ms of host
+/// work per row (<c>CpuSamplingBenchmarks</c>).
+/// </summary>
+public class CudaSamplingBenchmarks : CudaBenchmark
+{
+    [Params(1, 8, 32)]
+    public int Rows { get; set; } = 8;
+
+    private const int Penalised = 300, TopK = 50, Capacity = TopK + 64;
+    private Tensor[] _logits = [];
+    private Tensor _ids = null!, _settings = null!, _topK = null!, _candIds = null!, _candScores = null!, _counts = null!;
+
+    /// <inheritdoc />
+    public override Work Work(string method) => new(4.0 * Rows * Glm6B.Vocab + 8.0 * Rows * Capacity, 0, Bound.Memory);
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        _logits = Sets(i => BenchData.Uniform(new Shape(Rows, Glm6B.Vocab), 120 + (ulong)i, 8f, device: Dev));
+        var ids = new int[Rows * Penalised];
+        for (int r = 0; r < Rows; r++)
+            for (int j = 0; j < Penalised; j++) ids[r * Penalised + j] = (j * 7919 + r * 13) % Glm6B.Vocab; // distinct within a row
+        _ids = Tensor.FromArray(ids, new Shape(Rows, Penalised), Dev);
+        _settings = Tensor.FromArray([.. Enumerable.Range(0, Rows).SelectMany(_ => new[] { 1.1f, 0.95f })], new Shape(Rows, 2), DType.F32, Dev);
+        _topK = Tensor.FromArray([.. Enumerable.Repeat(TopK, Rows)], new Shape(Rows), Dev);
+        _candIds = Tensor.Empty(new Shape(Rows, Capacity), DType.I32, Dev);
+        _candScores = Tensor.Empty(new Shape(Rows, Capacity), DType.F32, Dev);
+        _counts = Tensor.Empty(new Shape(Rows), DType.I32, Dev);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_logits, [_ids, _settings, _topK, _candIds, _candScores, _counts]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void SelectCandidates() => Time(i => Gpu.SelectCandidates(_logits[i], _ids, _settings, _topK, _candIds, _candScores, _counts));
+}
+
+/// <summary>
 /// Embedding gather from the 130528 × 4096 fp32 table (forward, which validates the ids on the device and reads one
 /// flag back: a host round trip inside the timed region, as in the model), and the dense scatter-add backward (zeroes
 /// the whole table gradient, then adds the rows).

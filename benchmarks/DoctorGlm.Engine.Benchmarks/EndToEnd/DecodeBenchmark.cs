@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DoctorGlm.Engine.Autograd;
 using DoctorGlm.Engine.Backends;
 using System.Globalization;
 using DoctorGlm.Engine.Generation;
@@ -9,10 +10,9 @@ using DoctorGlm.Engine.Benchmarks.Cuda;
 namespace DoctorGlm.Engine.Benchmarks.EndToEnd;
 
 /// <summary>
-/// "--decode": greedy decoding with the KV cache (what <see cref="GlmGenerator"/> does per token: the cached forward of
-/// one token per row, the logits of the last position to the host, arg-max) at batch 1 and, with <c>--batch</c>, for
-/// several prompts of different lengths left-padded into one batch (<see cref="GlmGenerator.NextLogitsBatch"/>), with
-/// fp32 or bf16 weights and
+/// "--decode": decoding with the KV cache, step by step as <see cref="GlmGenerator"/> runs it (the cached forward of one
+/// token per row, then the pick: greedy, or with <c>--sampling chat</c> <c>chat()</c>'s defaults), at batch 1 and, with
+/// <c>--batch</c>, for several prompts of different lengths left-padded into one batch, with fp32 or bf16 weights and
 /// quantized to INT8 and INT4 while loading (<see cref="GlmLoadOptions.QuantizeBits"/>), against the memory-bandwidth bound: each token must read every weight
 /// once per step, so tokens/s ≤ batch × copy bandwidth / bytes per step.
 /// </summary>
@@ -36,6 +36,10 @@ public static class DecodeBenchmark
         var modes = o.List("modes", "f32,bf16,int8,int4", "f32", "bf16", "f16", "int8", "int4");
         int promptLength = o.Int("prompt", 32), tokens = o.Int("tokens", cpu ? 16 : 64), warmup = o.Int("warmup", 2);
         var batches = o.IntList("batch", "1");
+        // Where the pick's pipeline runs: "device" reduces each row to top-k's candidates where the logits are
+        // (CandidatePicking), "host" brings the logits over whole; "auto" is the generator's own choice.
+        var picks = o.List("pick", "auto", "auto", "device", "host");
+        var samplings = o.List("sampling", "greedy", "greedy", "chat");
         string? jsonl = o.Text("jsonl", "");
         o.RejectUnknown();
 
@@ -67,15 +71,20 @@ public static class DecodeBenchmark
             double peakRss = Process.GetCurrentProcess().PeakWorkingSet64 / 1e9; // the whole process, since it started
 
             foreach (int batch in batches)
+            foreach (var sampling in samplings)
+            foreach (var pick in picks)
             {
-                var (seconds, promptSeconds, generated) = Decode(model, batch, promptLength, warmup, tokens);
+                bool? onDevice = pick switch { "device" => true, "host" => false, _ => null };
+                var (seconds, promptSeconds, generated, pickedOnDevice) = Decode(model, batch, promptLength, warmup, tokens, sampling == "chat", onDevice);
+                string how = $"{sampling}, picked on the {(pickedOnDevice ? "device" : "host")}";
                 double perStep = BytesPerToken(config, bits, promptLength + warmup + tokens / 2.0, batch);
                 double rate = batch * tokens / seconds, bound = batch * bandwidth * 1e9 / perStep;
-                Console.WriteLine(string.Create(inv, $"  {mode,-4} batch {batch,2}: {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/step); bound {bound:F2} tokens/s ({perStep / 1e9:F3} GB/step) → {100 * rate / bound:F0}% of the bound; prompt pass {1e3 * promptSeconds:F0} ms; model ready in {setup:F1} s, holds {held:F2} GB (loading peaked at {loadPeak:F2}; process peak RSS so far {peakRss:F2}); tokens {string.Join(' ', generated.Take(6))} …"));
+                Console.WriteLine(string.Create(inv, $"  {mode,-4} batch {batch,2} ({how}): {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/step); bound {bound:F2} tokens/s ({perStep / 1e9:F3} GB/step) → {100 * rate / bound:F0}% of the bound; prompt pass {1e3 * promptSeconds:F0} ms; model ready in {setup:F1} s, holds {held:F2} GB (loading peaked at {loadPeak:F2}; process peak RSS so far {peakRss:F2}); tokens {string.Join(' ', generated.Take(6))} …"));
                 ResultLine.Write(new Dictionary<string, object?>
                 {
                     ["impl"] = "doctorglm", ["kind"] = "decode", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
                     ["config"] = preset, ["weights"] = mode, ["batch"] = batch, ["prompt"] = promptLength, ["tokens"] = tokens,
+                    ["sampling"] = sampling, ["pick"] = pickedOnDevice ? "device" : "host",
                     ["tokens_per_s"] = rate, ["ms_per_token"] = 1e3 * seconds / tokens, ["bytes_per_token"] = perStep,
                     ["copy_gbps"] = bandwidth, ["bound_tokens_per_s"] = bound, ["of_bound"] = rate / bound,
                     ["prompt_pass_ms"] = 1e3 * promptSeconds, ["model_gb"] = held, ["load_peak_gb"] = loadPeak, ["process_peak_rss_gb"] = peakRss, ["setup_s"] = setup,
@@ -87,12 +96,13 @@ public static class DecodeBenchmark
 
     /// <summary>
     /// Prompt pass, <paramref name="warmup"/> untimed steps, then <paramref name="tokens"/> timed ones, each step one
-    /// token per row; returns the timed seconds, the prompt pass's and row 0's tokens. Batch 1 goes through
-    /// <see cref="GlmGenerator.NextLogits(IReadOnlyList{int}, GlmKvCache?)"/>; a batch through
-    /// <see cref="GlmGenerator.NextLogitsBatch"/>, with prompts of <paramref name="promptLength"/>, −1, −2 and −3
-    /// tokens in turn, so that the rows are left-padded as a real batch would be.
+    /// token per row through the generator's own step (the cached forward, then <c>PickAll</c>), with prompts of
+    /// <paramref name="promptLength"/>, −1, −2 and −3 tokens in turn, so that the rows are left-padded as a real batch
+    /// would be. No row stops early (there is no stop token). Returns the timed seconds, the prompt pass's, row 0's
+    /// tokens and where the picks ran.
     /// </summary>
-    private static (double Seconds, double PromptSeconds, List<int> Tokens) Decode(GlmModel model, int batch, int promptLength, int warmup, int tokens)
+    private static (double Seconds, double PromptSeconds, List<int> Tokens, bool OnDevice) Decode(GlmModel model, int batch, int promptLength, int warmup,
+        int tokens, bool sample, bool? pickOnDevice)
     {
         var config = model.Config;
         ulong stream = RandomGenerator.Mix(99);
@@ -106,24 +116,27 @@ public static class DecodeBenchmark
         }).ToArray();
         using var cache = model.CreateCache(batch);
         var generator = new GlmGenerator(model); // its own step: prompt pass, then §4.2's incremental positions
+        if (pickOnDevice is bool d) generator.SelectOnDevice = d;
+        var options = sample ? new GenerationOptions { MaxLength = int.MaxValue, EosTokenId = -1, Seed = 7 }
+            : new GenerationOptions { DoSample = false, MaxLength = int.MaxValue, EosTokenId = -1 };
+        var rows = sequences.Select((s, b) => generator.CheckPrompt(s, options, $"prompt {b}", "prompts")).ToArray();
         void Step()
         {
-            if (batch == 1) sequences[0].Add(LogitsProcessing.ArgMax(generator.NextLogits(sequences[0], cache)));
-            else
-            {
-                var logits = generator.NextLogitsBatch(sequences, cache);
-                for (int b = 0; b < batch; b++) sequences[b].Add(LogitsProcessing.ArgMax(logits[b]));
-            }
+            int[] picked;
+            using (GradMode.NoGrad())
+            using (TensorScope.Begin())
+                picked = generator.PickAll(rows, generator.BatchLogits(rows, cache));
+            for (int b = 0; b < batch; b++) rows[b].Sequence.Add(picked[b]);
         }
 
         var prefill = Stopwatch.StartNew();
         Step(); // the prompt pass: the time to the first token
         double prompt = prefill.Elapsed.TotalSeconds;
         for (int i = 0; i < warmup; i++) Step();
-        int first = sequences[0].Count;
+        int first = rows[0].Sequence.Count;
         var sw = Stopwatch.StartNew();
         for (int i = 0; i < tokens; i++) Step();
-        return (sw.Elapsed.TotalSeconds, prompt, sequences[0][first..]);
+        return (sw.Elapsed.TotalSeconds, prompt, rows[0].Sequence[first..], generator.SelectOnDevice);
     }
 
     /// <summary>Bytes one decoding step must read at context length <paramref name="context"/> (see the remarks).</summary>
