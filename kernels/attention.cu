@@ -10,16 +10,19 @@
 // element is written by exactly one block: no atomics, deterministic results.
 // Tiles are T×T with T chosen by the host so the shared memory fits in 48 KiB (T = 16 for d ≤ 64, 8 for d = 128).
 // q, k, v and out are activations of one dtype `act` (F32, BF16 or F16: widened exactly into the fp32 tiles, the
-// output rounded once); prefix keys/values, dO, lse and every gradient are fp32.
+// output rounded once); dO, lse and every gradient are fp32. The forward's prefix keys/values are F32, BF16 or F16
+// (`pdt`: a KV cache kept in 16 bits) with batch stride `pstride` elements (a view of a cache buffer that has room for
+// more positions; its rows are contiguous); the backward's prefix (a P-Tuning prefix in training) is contiguous fp32.
 #include "common.cuh"
 
 __device__ __forceinline__ i64 seq_off(int b, int i, int S, int H, int h, int D) {
     return (((i64)b * S + i) * H + h) * D;
 }
 
-// Element c of combined key row kk (prefix first, fp32; the sequence's own keys of dtype dt).
-__device__ __forceinline__ float key_val(const void* k, int dt, const float* pk, int b, int kk, int S, int N, int H, int h, int D, int c) {
-    return kk < N ? pk[(((i64)b * N + kk) * H + h) * D + c] : load_as_f32(k, seq_off(b, kk - N, S, H, h, D) + c, dt);
+// Element c of combined key row kk (prefix first: dtype pdt, batch stride pstride; the sequence's own keys of dtype dt).
+__device__ __forceinline__ float key_val(const void* k, int dt, const void* pk, int pdt, i64 pstride, int b, int kk, int S, int N, int H, int h, int D,
+                                         int c) {
+    return kk < N ? load_as_f32(pk, (i64)b * pstride + ((i64)kk * H + h) * D + c, pdt) : load_as_f32(k, seq_off(b, kk - N, S, H, h, D) + c, dt);
 }
 
 // Tile rows r0 .. r0 + T − 1 of one head, zeros past the end: query rows of x (dtype x_dt) and of y (fp32: dO)
@@ -32,12 +35,12 @@ __device__ __forceinline__ void load_query_tile(float* xs, const void* x, int x_
     }
 }
 
-__device__ __forceinline__ void load_key_tile(float* ks, float* vs, const void* k, const void* v, int dt, const float* pk, const float* pv,
-                                              int b, int k0, int S, int N, int H, int h, int D, int T) {
+__device__ __forceinline__ void load_key_tile(float* ks, float* vs, const void* k, const void* v, int dt, const void* pk, const void* pv,
+                                              int pdt, i64 pstride, int b, int k0, int S, int N, int H, int h, int D, int T) {
     for (int e = threadIdx.x; e < T * D; e += blockDim.x) {
         int j = e / D, c = e % D, kk = k0 + j;
-        ks[e] = kk < N + S ? key_val(k, dt, pk, b, kk, S, N, H, h, D, c) : 0.0f;
-        vs[e] = kk < N + S ? key_val(v, dt, pv, b, kk, S, N, H, h, D, c) : 0.0f;
+        ks[e] = kk < N + S ? key_val(k, dt, pk, pdt, pstride, b, kk, S, N, H, h, D, c) : 0.0f;
+        vs[e] = kk < N + S ? key_val(v, dt, pv, pdt, pstride, b, kk, S, N, H, h, D, c) : 0.0f;
     }
 }
 
@@ -65,8 +68,8 @@ __device__ __forceinline__ float tile_score(const float* qs, const float* ks, in
     return scale * acc;
 }
 
-extern "C" __global__ void attention_forward(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
-                                             const u8* mask, const u8* pmask, int S, int N, int H, int D, float scale, float masked, int T,
+extern "C" __global__ void attention_forward(const void* q, const void* k, const void* v, int act, const void* pk, const void* pv,
+                                             int pdt, i64 pstride, const u8* mask, const u8* pmask, int S, int N, int H, int D, float scale, float masked, int T,
                                              void* out, float* lse) {
     DGLM_DYNAMIC_SHARED(float, smem);
     float* Qs = smem;
@@ -84,7 +87,7 @@ extern "C" __global__ void attention_forward(const void* q, const void* k, const
     for (int i = tid; i < T; i += nt) { rm[i] = -DGLM_INF; rl[i] = 0.0f; }
     for (int k0 = 0; k0 < total; k0 += T) {
         __syncthreads(); // the previous tile's readers are done with Ks/Vs/Ps
-        load_key_tile(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h, D, T);
+        load_key_tile(Ks, Vs, k, v, act, pk, pv, pdt, pstride, b, k0, S, N, H, h, D, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
@@ -176,7 +179,7 @@ extern "C" __global__ void attention_backward_dq(const void* q, const void* k, c
     load_row_stats(rl, rd, rb, lse, delta, fully_blocked, b, q0, S, H, h, T);
     for (int k0 = 0; k0 < total; k0 += T) {
         __syncthreads();
-        load_key_tile(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h, D, T);
+        load_key_tile(Ks, Vs, k, v, act, pk, pv, DT_F32, (i64)N * H * D, b, k0, S, N, H, h, D, T);
         __syncthreads();
         for (int e = tid; e < T * T; e += nt) {
             int i = e / T, j = e % T;
@@ -226,7 +229,7 @@ extern "C" __global__ void attention_backward_dkv(const void* q, const void* k, 
     int* rb = (int*)(rd + T);
     int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * T, total = N + S;
     int tid = threadIdx.x, nt = blockDim.x;
-    load_key_tile(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h, D, T);
+    load_key_tile(Ks, Vs, k, v, act, pk, pv, DT_F32, (i64)N * H * D, b, k0, S, N, H, h, D, T);
     for (int e = tid; e < T * D; e += nt) dKs[e] = dVs[e] = 0.0f;
     for (int q0 = 0; q0 < S; q0 += T) {
         __syncthreads();

@@ -1,7 +1,8 @@
 // GLM attention on tensor cores: the same contract as attention.cu (CpuBackend.Attention.cs is the reference), with
 // the products Q·Kᵀ, P·V, dO·Vᵀ, dS·K, Pᵀ·dO and dSᵀ·Q done by mma.sync in bf16 with fp32 accumulation
-// (FlashAttention-2's schedule). q, k, v and the output are activations of one dtype `act` (F32, BF16 or F16); the
-// prefix keys/values and dO are fp32. Tiles are rounded to bf16 when staged in shared memory (a bf16 activation is
+// (FlashAttention-2's schedule). q, k, v and the output are activations of one dtype `act` (F32, BF16 or F16); dO is
+// fp32; the forward's prefix keys/values are F32, BF16 or F16 (`pdt`) with batch stride `pstride` elements (a view of a
+// KV cache buffer), the backward's are contiguous fp32. Tiles are rounded to bf16 when staged in shared memory (a bf16 activation is
 // copied as it is); softmax statistics, lse and every gradient are fp32, the output is rounded once to `act`.
 // Head sizes 64 and 128.
 //
@@ -63,10 +64,11 @@ __device__ __forceinline__ i64 att_seq_off(int b, int i, int S, int H, int h, in
     return (((i64)b * S + i) * H + h) * D;
 }
 
-// Row kk of the combined keys (prefix first, fp32), none past the end.
-__device__ __forceinline__ AttRow att_key_row(const void* x, int dt, const float* px, int b, int kk, int S, int N, int H, int h, int D) {
+// Row kk of the combined keys (prefix first: dtype pdt, batch stride pstride), none past the end.
+__device__ __forceinline__ AttRow att_key_row(const void* x, int dt, const void* px, int pdt, i64 pstride, int b, int kk, int S, int N, int H, int h,
+                                              int D) {
     if (kk >= N + S) return AttRow{nullptr, 0, DT_F32};
-    if (kk < N) return AttRow{px, (((i64)b * N + kk) * H + h) * D, DT_F32};
+    if (kk < N) return AttRow{px, (i64)b * pstride + ((i64)kk * H + h) * D, pdt};
     return AttRow{x, att_seq_off(b, kk - N, S, H, h, D), dt};
 }
 
@@ -84,12 +86,12 @@ __device__ __forceinline__ void stage_queries(u16* xs, const void* x, int x_dt, 
 
 // Combined keys k0 .. k0 + ATT_BK − 1 (prefix first) of K and V (dtype dt) staged as bf16; keys past the end are zeros.
 template <int D, int LD>
-__device__ __forceinline__ void stage_keys(u16* Ks, u16* Vs, const void* k, const void* v, int dt, const float* pk, const float* pv,
-                                           int b, int k0, int S, int N, int H, int h) {
+__device__ __forceinline__ void stage_keys(u16* Ks, u16* Vs, const void* k, const void* v, int dt, const void* pk, const void* pv,
+                                           int pdt, i64 pstride, int b, int k0, int S, int N, int H, int h) {
     for (int e = threadIdx.x; e < ATT_BK * D / 4; e += ATT_THREADS) {
         int r = e / (D / 4), c4 = e % (D / 4);
-        stage_bf16<D, LD>(Ks, r, att_key_row(k, dt, pk, b, k0 + r, S, N, H, h, D), c4);
-        stage_bf16<D, LD>(Vs, r, att_key_row(v, dt, pv, b, k0 + r, S, N, H, h, D), c4);
+        stage_bf16<D, LD>(Ks, r, att_key_row(k, dt, pk, pdt, pstride, b, k0 + r, S, N, H, h, D), c4);
+        stage_bf16<D, LD>(Vs, r, att_key_row(v, dt, pv, pdt, pstride, b, k0 + r, S, N, H, h, D), c4);
     }
 }
 
@@ -175,8 +177,8 @@ __device__ __forceinline__ float quad_sum(float v) {
 // ------------------------------------------------------------------------------------------------ forward
 
 template <int D>
-__device__ void attention_mma_forward(const void* q, const void* k, const void* v, int act, const float* pk, const float* pv,
-                                      const u8* mask, const u8* pmask, int S, int N, int H, float scale, float masked, void* out, float* lse) {
+__device__ void attention_mma_forward(const void* q, const void* k, const void* v, int act, const void* pk, const void* pv,
+                                      int pdt, i64 pstride, const u8* mask, const u8* pmask, int S, int N, int H, float scale, float masked, void* out, float* lse) {
     constexpr int LD = D + 8; // +16 bytes per row: the eight rows an ldmatrix / fragment load touches hit distinct banks
     DGLM_DYNAMIC_SHARED(u16, smem);
     u16* Qs = smem;
@@ -203,7 +205,7 @@ __device__ void attention_mma_forward(const void* q, const void* k, const void* 
         for (int rr = 0; rr < 2; rr++)
             if (rowq[rr] < S && !(m[rr] >= masked + ATT_SKIP_MARGIN)) keep = 1;
         if (!__syncthreads_or(keep)) continue;
-        stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h);
+        stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, pdt, pstride, b, k0, S, N, H, h);
         __syncthreads();
 
         float s[ATT_BK / 8][4];
@@ -301,7 +303,7 @@ __device__ void attention_mma_backward_dq(const void* q, const void* k, const vo
         // All blocked: dS = 0 everywhere, nothing reaches dQ.
         int keep = load_mask_tile<ATT_BQ>(Ms, mask, nullptr, b, q0, k0, S, N, [](int) { return false; });
         if (!__syncthreads_or(keep)) continue;
-        stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h);
+        stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, DT_F32, (i64)N * H * D, b, k0, S, N, H, h);
         __syncthreads();
 
         float s[ATT_BK / 8][4], dp[ATT_BK / 8][4];
@@ -355,7 +357,7 @@ __device__ void attention_mma_backward_dkv(const void* q, const void* k, const v
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3, wk = warp * 16;
     float invS = 1.0f / (float)S;
 
-    stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, b, k0, S, N, H, h);
+    stage_keys<D, LD>(Ks, Vs, k, v, act, pk, pv, DT_F32, (i64)N * H * D, b, k0, S, N, H, h);
     float gk[D / 8][4], gv[D / 8][4];
     zero_tiles(gk);
     zero_tiles(gv);
@@ -425,10 +427,10 @@ __device__ void attention_mma_backward_dkv(const void* q, const void* k, const v
 
 #define ATT_MMA_ENTRIES(D)                                                                                                     \
     extern "C" __global__ void attention_mma_forward_d##D(const void* q, const void* k, const void* v, int act,               \
-                                                          const float* pk, const float* pv, const u8* mask, const u8* pmask,    \
-                                                          int S, int N, int H, float scale, float masked, void* out,            \
-                                                          float* lse) {                                                         \
-        attention_mma_forward<D>(q, k, v, act, pk, pv, mask, pmask, S, N, H, scale, masked, out, lse);                          \
+                                                          const void* pk, const void* pv, int pdt, i64 pstride, const u8* mask, \
+                                                          const u8* pmask, int S, int N, int H, float scale, float masked,      \
+                                                          void* out, float* lse) {                                              \
+        attention_mma_forward<D>(q, k, v, act, pk, pv, pdt, pstride, mask, pmask, S, N, H, scale, masked, out, lse);            \
     }                                                                                                                          \
     extern "C" __global__ void attention_mma_backward_dq_d##D(const void* q, const void* k, const void* v, int act,           \
                                                               const float* pk, const float* pv, const u8* mask,                 \

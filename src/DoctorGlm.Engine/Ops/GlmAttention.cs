@@ -1,4 +1,5 @@
 using DoctorGlm.Engine.Autograd;
+using DoctorGlm.Engine.Backends;
 
 namespace DoctorGlm.Engine;
 
@@ -10,7 +11,9 @@ public static partial class Ops
     /// fp16 trick (scale q by 1/(√d·c), fill −10000, multiply by c): visible logits are exactly q·k/√d, blocked ones
     /// −10000·c, so a fully blocked row (a left pad) attends uniformly to every key instead of producing NaN.
     /// q, k and v are activations of one dtype (F32, or BF16/F16: the output then has that dtype too, the softmax and
-    /// products accumulate in fp32 and the output is rounded once); the prefix is F32; gradients are F32.
+    /// products accumulate in fp32 and the output is rounded once); gradients are F32. The prefix is F32; without
+    /// gradients it may also be BF16/F16 (a 16-bit KV cache), and a view whose rows are contiguous (the past of a
+    /// cache buffer) is read in place, without a copy.
     /// </summary>
     /// <param name="q">Queries [B, S, nh, d], already rotated.</param>
     /// <param name="k">Keys [B, S, nh, d], already rotated, q's dtype.</param>
@@ -46,8 +49,13 @@ public static partial class Ops
         var qc = FloatContiguous(q, op, "q");
         var kc = FloatContiguous(k, op, "k");
         var vc = FloatContiguous(v, op, "v");
-        var pkc = prefixK is null ? null : F32Contiguous(prefixK, op, "prefixK");
-        var pvc = prefixV is null ? null : F32Contiguous(prefixV, op, "prefixV");
+        bool anyGrad = GradMode.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad || prefixK?.RequiresGrad == true || prefixV?.RequiresGrad == true);
+        // Without gradients the prefix is read where it lies (a KV cache's past: the first N positions of a longer
+        // buffer, maybe in 16 bits); the backward takes a contiguous F32 prefix (P-Tuning training).
+        bool asIs = !anyGrad && prefixK is not null && prefixK.DType.IsFloat() && prefixV!.DType == prefixK.DType
+            && AttentionArguments.HasContiguousRows(prefixK) && prefixK.Strides.SequenceEqual(prefixV.Strides);
+        var pkc = prefixK is null ? null : asIs ? prefixK : F32Contiguous(prefixK, op, "prefixK");
+        var pvc = prefixV is null ? null : asIs ? prefixV : F32Contiguous(prefixV, op, "prefixV");
         var mc = mask is null ? null : mask.IsContiguous ? mask : ContiguousNoGrad(mask);
         var pmc = prefixMask is null ? null : prefixMask.IsContiguous ? prefixMask : ContiguousNoGrad(prefixMask);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2];
@@ -57,7 +65,6 @@ public static partial class Ops
         var output = Tensor.Empty(q.Shape, q.DType, q.Device);
         var lse = Tensor.Empty(new Shape(batch, heads, seq), DType.F32, q.Device);
         var be = q.Backend;
-        bool anyGrad = GradMode.IsEnabled && (q.RequiresGrad || k.RequiresGrad || v.RequiresGrad || prefixK?.RequiresGrad == true || prefixV?.RequiresGrad == true);
         if (anyGrad && pmc is not null)
             throw new NotSupportedException($"{op}: a prefix mask is for inference (a batched KV cache's past) and has no backward; run under GradMode.NoGrad or detach the inputs");
         be.AttentionForward(qc, kc, vc, pkc, pvc, mc, scale, maskedValue, output, lse, pmc);

@@ -443,13 +443,21 @@ public class CudaBackendTests
     /// a decoding step (one query per row over a long past, P-Tuning positions visible, each row's pads hidden, one
     /// row with pads spanning a whole 64-key tile) and a short chunk with its own causal mask. Inputs are bf16 values,
     /// outputs poisoned; fp32 kernels within 1e-4, tensor cores within 1e-2 of the largest output (their P is bf16).
+    /// The past is a contiguous F32 tensor, or (<paramref name="past"/> "F32View", "BF16View", "F16View") what a KV
+    /// cache hands over: the first positions of a longer buffer (the rest NaN), in F32 or 16 bits, read in place.
     /// </summary>
     [Theory]
-    [InlineData("Fp32", 3, 1, 2, 128, 150)]
-    [InlineData("Fp32", 2, 5, 3, 32, 19)]
-    [InlineData("TensorCores", 3, 1, 2, 128, 150)]
-    [InlineData("TensorCores", 2, 5, 1, 64, 70)]
-    public void AttentionWithPrefixMask(string kernel, int b, int s, int nh, int dd, int nPast)
+    [InlineData("Fp32", 3, 1, 2, 128, 150, "F32")]
+    [InlineData("Fp32", 2, 5, 3, 32, 19, "F32")]
+    [InlineData("TensorCores", 3, 1, 2, 128, 150, "F32")]
+    [InlineData("TensorCores", 2, 5, 1, 64, 70, "F32")]
+    [InlineData("Fp32", 3, 1, 2, 128, 150, "BF16View")]
+    [InlineData("Fp32", 2, 5, 3, 32, 19, "F16View")]
+    [InlineData("Fp32", 2, 1, 3, 64, 40, "F32View")]
+    [InlineData("TensorCores", 3, 1, 2, 128, 150, "BF16View")]
+    [InlineData("TensorCores", 2, 5, 1, 64, 70, "F16View")]
+    [InlineData("TensorCores", 2, 1, 2, 128, 90, "F32View")]
+    public void AttentionWithPrefixMask(string kernel, int b, int s, int nh, int dd, int nPast, string past)
     {
         var gpu = CudaTestSetup.Require();
         var which = Enum.Parse<CudaAttentionKernel>(kernel);
@@ -471,13 +479,23 @@ public class CudaBackendTests
             var r = Both((be, d) =>
             {
                 Tensor A(float[] a, int n) => T(a, d, b, n, nh, dd);
+                Tensor Past(float[] a)
+                {
+                    if (past == "F32") return A(a, nPast);
+                    // A cache buffer with room for 13 more positions (NaN), in the cache's dtype; the past is its first nPast.
+                    var dtype = past == "BF16View" ? DType.BF16 : past == "F16View" ? DType.F16 : DType.F32;
+                    var buffer = Tensor.Full(new Shape(b, nPast + 13, nh, dd), float.NaN, dtype, d);
+                    var view = buffer.Narrow(1, 0, nPast);
+                    be.Copy(A(a, nPast), view);
+                    return view;
+                }
                 var o = Poison(d, b, s, nh, dd);
                 var lse = Poison(d, b, nh, s);
-                be.AttentionForward(A(c.Q, s), A(c.K, s), A(c.V, s), A(c.PrefixK, nPast), A(c.PrefixV, nPast), Tensor.FromArray(mask, new Shape(b, s, s), d),
+                be.AttentionForward(A(c.Q, s), A(c.K, s), A(c.V, s), Past(c.PrefixK), Past(c.PrefixV), Tensor.FromArray(mask, new Shape(b, s, s), d),
                     c.Scale, c.MaskedValue, o, lse, Tensor.FromArray(pmask, new Shape(b, nPast), d));
                 return [o, lse];
             });
-            string what = $"prefix-masked attention ({kernel}) b={b} s={s} nh={nh} d={dd} past={nPast}";
+            string what = $"prefix-masked attention ({kernel}) b={b} s={s} nh={nh} d={dd} past={nPast} ({past})";
             double tol = which == CudaAttentionKernel.Fp32 ? 1e-4 : 1e-2;
             double maxRef = r.Cpu[0].Max(x => Math.Abs((double)x));
             for (int i = 0; i < r.Cpu[0].Length; i++)

@@ -18,13 +18,13 @@ public sealed unsafe partial class CpuBackend
     /// <paramref name="maskedValue"/> (−10000·c) before the softmax, exactly like the reference's masked_fill, so a
     /// fully blocked row (left padding) comes out uniform rather than NaN.
     /// </summary>
-    private static void AttentionProbabilities(float* q, float* k, float* pk, byte* mask, byte* prefixMask, int b, int head, int seq, int nPrefix,
-        int heads, int d, float scale, float maskedValue, float* p, float* lseRow)
+    private static void AttentionProbabilities(float* q, float* k, float* pk, long pStride, byte* mask, byte* prefixMask, int b, int head, int seq,
+        int nPrefix, int heads, int d, float scale, float maskedValue, float* p, float* lseRow)
     {
         int total = nPrefix + seq;
         long ld = (long)heads * d;
         if (nPrefix > 0)
-            CpuGemm.Sgemm(false, true, seq, nPrefix, d, scale, HeadBase(q, b, seq, heads, head, d), ld, HeadBase(pk, b, nPrefix, heads, head, d), ld, 0f, p, total);
+            CpuGemm.Sgemm(false, true, seq, nPrefix, d, scale, HeadBase(q, b, seq, heads, head, d), ld, pk + b * pStride + (long)head * d, ld, 0f, p, total);
         CpuGemm.Sgemm(false, true, seq, seq, d, scale, HeadBase(q, b, seq, heads, head, d), ld, HeadBase(k, b, seq, heads, head, d), ld, 0f, p + nPrefix, total);
         for (int i = 0; i < seq; i++)
         {
@@ -70,6 +70,14 @@ public sealed unsafe partial class CpuBackend
             Copy(o32, output);
             return;
         }
+        long pStride = AttentionArguments.PrefixBatchStride(nameof(AttentionForward), prefixK, prefixV);
+        if (prefixK is not null && prefixK.DType != DType.F32)
+        {
+            // A 16-bit KV cache: widened to fp32 (exact) for the call, the values the CUDA kernels load one by one.
+            using Tensor pk32 = Widened(prefixK), pv32 = Widened(prefixV!);
+            AttentionForward(q, k, v, pk32, pv32, mask, scale, maskedValue, output, lse, prefixMask);
+            return;
+        }
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
         long ld = (long)heads * d;
@@ -83,9 +91,9 @@ public sealed unsafe partial class CpuBackend
             var buf = ArrayPool<float>.Shared.Rent(seq * total);
             fixed (float* p = buf)
             {
-                AttentionProbabilities(pq, pk, ppk, pm, ppm, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, pl + bh * seq);
+                AttentionProbabilities(pq, pk, ppk, pStride, pm, ppm, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, pl + bh * seq);
                 float* o = HeadBase(po, b, seq, heads, head, d);
-                if (nPrefix > 0) CpuGemm.Sgemm(false, false, seq, d, nPrefix, 1f, p, total, HeadBase(ppv, b, nPrefix, heads, head, d), ld, 0f, o, ld);
+                if (nPrefix > 0) CpuGemm.Sgemm(false, false, seq, d, nPrefix, 1f, p, total, ppv + b * pStride + (long)head * d, ld, 0f, o, ld);
                 CpuGemm.Sgemm(false, false, seq, d, seq, 1f, p + nPrefix, total, HeadBase(pv, b, seq, heads, head, d), ld, nPrefix > 0 ? 1f : 0f, o, ld);
             }
             ArrayPool<float>.Shared.Return(buf);
@@ -107,6 +115,7 @@ public sealed unsafe partial class CpuBackend
             AttentionBackward(q32, k32, v32, prefixK, prefixV, mask, scale, maskedValue, o32, lse, dOutput, dq, dk, dv, dPrefixK, dPrefixV);
             return;
         }
+        AttentionArguments.RequireTrainingPrefix(nameof(AttentionBackward), prefixK, prefixV);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
         long ld = (long)heads * d;
@@ -123,7 +132,7 @@ public sealed unsafe partial class CpuBackend
             var dBuf = ArrayPool<float>.Shared.Rent(seq * total);
             fixed (float* p = pBuf, ds = dBuf)
             {
-                AttentionProbabilities(pq, pk, ppk, pm, null, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, null);
+                AttentionProbabilities(pq, pk, ppk, (long)nPrefix * ld, pm, null, b, head, seq, nPrefix, heads, d, scale, maskedValue, p, null);
                 float* dO = HeadBase(pdo, b, seq, heads, head, d);
                 float* o = HeadBase(po, b, seq, heads, head, d);
                 float* qh = HeadBase(pq, b, seq, heads, head, d);

@@ -422,10 +422,15 @@ public sealed unsafe partial class CudaBackend
         AttentionArguments.ActivationDType(nameof(AttentionForward), q, k, v, output);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0;
+        // The prefix may be a view of a KV cache buffer (rows contiguous, any batch stride) in F32 or 16 bits.
+        long pStride = AttentionArguments.PrefixBatchStride(nameof(AttentionForward), prefixK, prefixV);
+        int pdt = (int)(prefixK?.DType ?? DType.F32);
         if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
-        if (UseTensorCoreAttention(d, q, k, v, prefixK, prefixV))
+        bool prefixAligned = prefixK is null || (Ptr(prefixK) % 16 == 0 && Ptr(prefixV!) % 16 == 0 && pStride % 8 == 0);
+        if (prefixAligned && UseTensorCoreAttention(d, q, k, v))
         {
-            using var m = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
+            using var m = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(pdt).Add(pStride)
+                .Add(PtrOrNull(mask))
                 .Add(PtrOrNull(prefixMask)).Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue).Add(Ptr(output)).Add(Ptr(lse));
             Launch("attention_mma.cu", $"attention_mma_forward_d{d}", ((uint)((seq + MmaQueryRows - 1) / MmaQueryRows), (uint)heads, (uint)batch),
                 (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.Forward, d), m);
@@ -433,8 +438,8 @@ public sealed unsafe partial class CudaBackend
         }
         int t = AttentionTile(d);
         int shared = (4 * t * d + t * t + 3 * t) * sizeof(float);
-        using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(PtrOrNull(mask))
-            .Add(PtrOrNull(prefixMask)).Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(output)).Add(Ptr(lse));
+        using var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(pdt).Add(pStride)
+            .Add(PtrOrNull(mask)).Add(PtrOrNull(prefixMask)).Add(seq).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(t).Add(Ptr(output)).Add(Ptr(lse));
         Launch("attention.cu", "attention_forward", ((uint)((seq + t - 1) / t), (uint)heads, (uint)batch), (AttentionThreads, 1, 1), (uint)shared, a);
     }
 
@@ -444,6 +449,7 @@ public sealed unsafe partial class CudaBackend
         Tensor? dq, Tensor? dk, Tensor? dv, Tensor? dPrefixK, Tensor? dPrefixV)
     {
         AttentionArguments.ActivationDType(nameof(AttentionBackward), q, k, v, output);
+        AttentionArguments.RequireTrainingPrefix(nameof(AttentionBackward), prefixK, prefixV);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + seq;
         if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
