@@ -24,10 +24,15 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
         return list;
     }
 
-    [Fact]
-    public async Task Requests_joining_a_running_batch_get_the_answers_they_get_alone()
+    /// <summary>With an fp32 cache, and with a bf16 cache (the GPU's default for 16-bit weights: the appended and
+    /// trimmed buffers keep its dtype).</summary>
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.BF16)]
+    public async Task Requests_joining_a_running_batch_get_the_answers_they_get_alone(DType cache)
     {
         using var model = ModelFixture.LoadModel();
+        model.KvCacheDType = cache;
         var gen = new GlmGenerator(model);
         var ct = TestContext.Current.CancellationToken;
         // A decodes long enough for B and C to join it; D waits for a free row (three at most); C samples.

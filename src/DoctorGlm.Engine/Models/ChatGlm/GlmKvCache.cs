@@ -1,7 +1,8 @@
 namespace DoctorGlm.Engine.Models.ChatGlm;
 
 /// <summary>
-/// Per-layer past keys (after rotary) and values of one generation (spec §3.1, §4.2, §8): [B, P, nh, d] F32 each,
+/// Per-layer past keys (after rotary) and values of one generation (spec §3.1, §4.2, §8): [B, P, nh, d] each, of
+/// <see cref="DType"/> (F32, or BF16/F16: half the memory and half the bytes every decoding step's attention reads),
 /// P = prefix length + tokens seen so far. A P-Tuning v2 prefix is simply the initial content (its keys carry no
 /// rotary), so prefix and cache go through the same "always visible past" path of <see cref="Ops.GlmAttention"/>.
 /// Created by <see cref="GlmModel.CreateCache"/> and filled by
@@ -9,7 +10,8 @@ namespace DoctorGlm.Engine.Models.ChatGlm;
 /// </summary>
 /// <remarks>
 /// The buffers are allocated outside any <see cref="TensorScope"/> (they outlive every step) and grow by doubling,
-/// so appending a token costs one strided copy per layer. A batch of prompts of different lengths is left-padded
+/// so appending a token costs one strided copy per layer (rounding to the cache's dtype). Attention reads the past
+/// where it lies: <see cref="Past"/> is a view of the buffer, not a copy. A batch of prompts of different lengths is left-padded
 /// (as HF's tokenizer pads for generation): <see cref="SetLeftPadding"/> records where each row's pads go, and every
 /// later step hides those past positions from its queries (the last row of HF's growing attention mask).
 /// Multi-turn chat cannot reuse a cache across turns (§4.2: the previous answer becomes bidirectional context), so a
@@ -23,14 +25,19 @@ public sealed class GlmKvCache : IDisposable
     private bool _disposed;
     private int[]? _padCount; // per row: left pads written right after the prefix
 
-    internal GlmKvCache(GlmConfig config, int batch, Device device)
+    internal GlmKvCache(GlmConfig config, int batch, Device device, DType dtype = DType.F32)
     {
+        if (dtype is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"GlmKvCache: {dtype} is not F32, BF16 or F16", nameof(dtype));
         Config = config;
         Batch = batch;
         Device = device;
+        DType = dtype;
         _keys = new Tensor?[config.NumLayers];
         _values = new Tensor?[config.NumLayers];
     }
+
+    /// <summary>Storage type of the keys and values (see <see cref="GlmModel.KvCacheDType"/>).</summary>
+    public DType DType { get; }
 
     /// <summary>The model's hyper-parameters (layer count, heads, head dim).</summary>
     public GlmConfig Config { get; }
@@ -139,6 +146,7 @@ public sealed class GlmKvCache : IDisposable
         if (ReferenceEquals(other, this)) throw new ArgumentException($"{op}: a cache cannot be appended to itself", nameof(other));
         if (!ReferenceEquals(other.Config, Config) && other.Config != Config) throw new ArgumentException($"{op}: the caches belong to different model configs", nameof(other));
         if (other.Device != Device) throw new ArgumentException($"{op}: the caches are on {Device} and {other.Device}", nameof(other));
+        if (other.DType != DType) throw new ArgumentException($"{op}: the caches hold {DType} and {other.DType}", nameof(other));
         if (other.PrefixLength != PrefixLength) throw new ArgumentException($"{op}: the caches start with {PrefixLength} and {other.PrefixLength} prefix positions", nameof(other));
         int text = Math.Max(TokenCount, other.TokenCount), length = PrefixLength + text, batch = Batch + other.Batch;
         int shiftThis = text - TokenCount, shiftOther = text - other.TokenCount;
@@ -166,7 +174,7 @@ public sealed class GlmKvCache : IDisposable
     {
         // Zeros, not uninitialised memory: the gap positions are masked, but attention still multiplies their values by
         // a probability of exactly 0, and 0 · NaN (whatever the memory held) would poison the row.
-        var t = Tensor.Zeros(shape, DType.F32, Device);
+        var t = Tensor.Zeros(shape, DType, Device);
         CopyRows(mine, Length, t, 0, Batch, shiftMine);
         CopyRows(theirs, theirLength, t, Batch, otherRows, shiftTheirs);
         mine?.Dispose();
@@ -194,7 +202,7 @@ public sealed class GlmKvCache : IDisposable
     /// after its first <paramref name="trim"/> positions (common pads) moved left by that much.</summary>
     private Tensor Gather(Tensor old, Shape shape, IReadOnlyList<int> rows, int trim)
     {
-        var t = Tensor.Empty(shape, DType.F32, Device);
+        var t = Tensor.Empty(shape, DType, Device);
         Span<(int From, int To, int Count)> parts = [(0, 0, PrefixLength), (PrefixLength + trim, PrefixLength, TokenCount - trim)];
         for (int i = 0; i < rows.Count; i++)
         {
@@ -252,7 +260,7 @@ public sealed class GlmKvCache : IDisposable
 
     private Tensor Grow(Tensor? old, Shape shape)
     {
-        var t = Tensor.Empty(shape, DType.F32, Device);
+        var t = Tensor.Empty(shape, DType, Device);
         if (old is null) return t;
         // Everything written so far (committed or pending for this step) moves over.
         int used = Math.Min(old.Shape[1], _capacity);

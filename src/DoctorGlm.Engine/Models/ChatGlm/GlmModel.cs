@@ -94,6 +94,28 @@ public sealed partial class GlmModel : IDisposable
 
     private DType _activationDType = DType.F32;
 
+    /// <summary>
+    /// Storage type of the KV caches <see cref="CreateCache"/> makes. Decoding reads the whole past at every step, so
+    /// at long contexts and large batches the cache, not the weights, is what a step mostly reads (the 6B model's
+    /// past is 0.9 MB per position and row in fp32, 3.7 GB for a batch of 8 at 512 positions), and it bounds how
+    /// many rows fit. Default: on a GPU, the type of 16-bit weights (BF16/F16: half of that); F32 otherwise — on the
+    /// CPU, whose attention computes in fp32 and would widen a 16-bit past at every step, and for fp32 weights. On the
+    /// GPU's tensor-core attention the past is rounded to bf16 when staged anyway, so a BF16 cache changes no result
+    /// there. Set it before creating a cache; null restores the default.
+    /// </summary>
+    public DType? KvCacheDType
+    {
+        get => _kvCacheDType ?? (Device.Kind != DeviceKind.Cpu && WeightDType is DType.BF16 or DType.F16 ? WeightDType : DType.F32);
+        set
+        {
+            if (value is not (null or DType.F32 or DType.BF16 or DType.F16))
+                throw new ArgumentException($"GlmModel.KvCacheDType: {value} is not F32, BF16 or F16", nameof(value));
+            _kvCacheDType = value;
+        }
+    }
+
+    private DType? _kvCacheDType;
+
     /// <summary>Source of every dropout mask (LoRA and prefix); replayed exactly by gradient checkpointing.</summary>
     public RandomGenerator Rng { get; set; } = new(0);
 
@@ -660,7 +682,7 @@ public sealed partial class GlmModel : IDisposable
     {
         ThrowIfDisposed();
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
-        var cache = new GlmKvCache(Config, batch, Device);
+        var cache = new GlmKvCache(Config, batch, Device, KvCacheDType!.Value);
         if (Prefix is null) return cache;
         using (GradMode.NoGrad())
         using (TensorScope.Begin())
