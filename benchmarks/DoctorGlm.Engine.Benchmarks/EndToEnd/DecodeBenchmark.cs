@@ -20,7 +20,8 @@ namespace DoctorGlm.Engine.Benchmarks.EndToEnd;
 /// Bytes per token: the four block linears of every layer (fp32: 4 B per weight; INT8: 1 B + an fp16 scale per row;
 /// INT4: ½ B + the scale), the tied head (the embedding, fp32 in the fp32 mode and bf16 in the others, read whole for
 /// the last position's logits), the biases
-/// and LayerNorm vectors (fp32), and the KV cache read by attention (2·L·t·H fp32 values at position t, averaged over
+/// and LayerNorm vectors (fp32), and the KV cache read by attention (2·L·t·H values at position t in the cache's dtype,
+/// <see cref="GlmModel.KvCacheDType"/>: bf16 on a GPU with 16-bit weights, fp32 otherwise; averaged over
 /// the timed tokens; once per row). Bandwidth is the same process's copy (bytes read + written per second), measured
 /// right before.
 /// </remarks>
@@ -76,15 +77,15 @@ public static class DecodeBenchmark
             {
                 bool? onDevice = pick switch { "device" => true, "host" => false, _ => null };
                 var (seconds, promptSeconds, generated, pickedOnDevice) = Decode(model, batch, promptLength, warmup, tokens, sampling == "chat", onDevice);
-                string how = $"{sampling}, picked on the {(pickedOnDevice ? "device" : "host")}";
-                double perStep = BytesPerToken(config, bits, promptLength + warmup + tokens / 2.0, batch);
+                string how = $"{sampling}, picked on the {(pickedOnDevice ? "device" : "host")}, {model.KvCacheDType} cache";
+                double perStep = BytesPerToken(config, bits, promptLength + warmup + tokens / 2.0, batch, model.KvCacheDType!.Value.SizeOf());
                 double rate = batch * tokens / seconds, bound = batch * bandwidth * 1e9 / perStep;
                 Console.WriteLine(string.Create(inv, $"  {mode,-4} batch {batch,2} ({how}): {rate:F2} tokens/s ({1e3 * seconds / tokens:F1} ms/step); bound {bound:F2} tokens/s ({perStep / 1e9:F3} GB/step) → {100 * rate / bound:F0}% of the bound; prompt pass {1e3 * promptSeconds:F0} ms; model ready in {setup:F1} s, holds {held:F2} GB (loading peaked at {loadPeak:F2}; process peak RSS so far {peakRss:F2}); tokens {string.Join(' ', generated.Take(6))} …"));
                 ResultLine.Write(new Dictionary<string, object?>
                 {
                     ["impl"] = "doctorglm", ["kind"] = "decode", ["device"] = device.ToString(), ["device_name"] = Ceilings.Name(device),
                     ["config"] = preset, ["weights"] = mode, ["batch"] = batch, ["prompt"] = promptLength, ["tokens"] = tokens,
-                    ["sampling"] = sampling, ["pick"] = pickedOnDevice ? "device" : "host",
+                    ["sampling"] = sampling, ["pick"] = pickedOnDevice ? "device" : "host", ["kv_cache"] = model.KvCacheDType.ToString(),
                     ["tokens_per_s"] = rate, ["ms_per_token"] = 1e3 * seconds / tokens, ["bytes_per_token"] = perStep,
                     ["copy_gbps"] = bandwidth, ["bound_tokens_per_s"] = bound, ["of_bound"] = rate / bound,
                     ["prompt_pass_ms"] = 1e3 * promptSeconds, ["model_gb"] = held, ["load_peak_gb"] = loadPeak, ["process_peak_rss_gb"] = peakRss, ["setup_s"] = setup,
@@ -144,7 +145,8 @@ public static class DecodeBenchmark
     /// <param name="bits">0 (fp32), 16, 8 or 4: how the block linears are stored.</param>
     /// <param name="context">Positions held in the cache.</param>
     /// <param name="batch">Rows decoded together: the weights are read once per step, each row's cache once.</param>
-    public static double BytesPerToken(GlmConfig c, int bits, double context, int batch = 1)
+    /// <param name="cacheBytes">Bytes per cached key or value element (4 for an fp32 cache, 2 for bf16).</param>
+    public static double BytesPerToken(GlmConfig c, int bits, double context, int batch = 1, int cacheBytes = 4)
     {
         double h = c.HiddenSize, f = c.InnerHiddenSize, l = c.NumLayers;
         double matrices = ModelPresets.BlockMatrixParameters(c);
@@ -152,7 +154,7 @@ public static class DecodeBenchmark
         double blocks = bits switch { 8 => matrices + 2 * rows, 4 => matrices / 2 + 2 * rows, 16 => 2 * matrices, _ => 4 * matrices };
         double vectors = 4 * (l * (2 * h + 3 * h + h + 2 * h + f + h) + 2 * h);
         double head = (bits == 0 ? 4.0 : 2.0) * ModelPresets.HeadParameters(c); // bf16, f16, INT8, INT4 keep the tied head in 16 bits
-        double kv = 4 * 2 * l * context * h * batch;
+        double kv = (double)cacheBytes * 2 * l * context * h * batch;
         return blocks + vectors + head + kv;
     }
 }
