@@ -271,4 +271,44 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
         Assert.Equal((1, 3, 0), (padded.Batch, padded.Length, padded.PadLeft[0]));
         Assert.Null(padded.PastMask());
     }
+
+    /// <summary>
+    /// KeepRows moves runs of consecutive rows as one block: keeping rows 0, 1, 3, 5, 6 of seven (three runs), each
+    /// kept row's past, in every layer and in both the fp32 and the bf16 cache, must be exactly the row it was.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.BF16)]
+    public void KeepRows_moves_each_kept_rows_past_exactly(DType dtype)
+    {
+        using var model = ModelFixture.LoadModel();
+        model.KvCacheDType = dtype;
+        var c = model.Config;
+        int[][] prompts = [.. Enumerable.Range(0, 7).Select(b => new[] { 11 + b, 40 + 3 * b, 7 + b, c.GMaskTokenId, c.BosTokenId })];
+        using var cache = model.CreateCache(prompts.Length);
+        using (TensorScope.Begin())
+        using (GradMode.NoGrad())
+        using (var inputs = GlmInputs.Build(prompts, c))
+            model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true);
+        float[][] Rows(int layer, bool values)
+        {
+            var (k, v) = cache.Past(layer);
+            var all = (values ? v : k)!.Contiguous().ToFloatArray();
+            int per = all.Length / cache.Batch;
+            return [.. Enumerable.Range(0, cache.Batch).Select(b => all[(b * per)..((b + 1) * per)])];
+        }
+        var before = Enumerable.Range(0, c.NumLayers).Select(l => (K: Rows(l, false), V: Rows(l, true))).ToArray();
+        int[] keep = [0, 1, 3, 5, 6];
+        cache.KeepRows(keep);
+        Assert.Equal(keep.Length, cache.Batch);
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            var (k, v) = (Rows(l, false), Rows(l, true));
+            for (int i = 0; i < keep.Length; i++)
+            {
+                Assert.Equal(before[l].K[keep[i]], k[i]);
+                Assert.Equal(before[l].V[keep[i]], v[i]);
+            }
+        }
+    }
 }

@@ -204,10 +204,15 @@ public sealed class GlmKvCache : IDisposable
     {
         var t = Tensor.Empty(shape, DType, Device);
         Span<(int From, int To, int Count)> parts = [(0, 0, PrefixLength), (PrefixLength + trim, PrefixLength, TokenCount - trim)];
-        for (int i = 0; i < rows.Count; i++)
+        // Consecutive kept rows move as one block: on a GPU each copy is a launch, and a row leaving a batch of 32
+        // leaves two runs, not 31 rows (per part and layer).
+        for (int i = 0; i < rows.Count;)
         {
-            using var srcRow = old.Narrow(0, rows[i], 1);
-            using var dstRow = t.Narrow(0, i, 1);
+            int run = 1;
+            while (i + run < rows.Count && rows[i + run] == rows[i] + run) run++;
+            using var srcRow = old.Narrow(0, rows[i], run);
+            using var dstRow = t.Narrow(0, i, run);
+            i += run;
             foreach (var (from, to, count) in parts)
             {
                 if (count <= 0) continue;
