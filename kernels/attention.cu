@@ -129,6 +129,74 @@ extern "C" __global__ void attention_forward(const void* q, const void* k, const
         if (q0 + i < S) lse[((i64)b * H + h) * S + q0 + i] = rm[i] + logf(rl[i]);
 }
 
+// One decoding step: a single query (S = 1) per (batch, head) over its past (the prefix: a KV cache) and its own key.
+// attention_forward would stream the past through T×T tiles built for T queries, T keys per barrier-separated
+// round (T = 8 for d = 128), so a long past costs hundreds of rounds per layer with 1/T of each tile useful. Here a
+// block of DECODE_WARPS warps owns one (batch, head); warp w takes keys w, w + DECODE_WARPS, ..., each lane holding
+// D/32 of q's and the output's dims (D ≤ 32·DECODE_DIMS), a score is one warp sum, and each warp keeps its own
+// online softmax; the warps' (max, sum, output) merge through shared memory at the end. No barrier in the key loop.
+// Scores, masking (pmask over the past, mask [B, 1, 1] over the own key) and lse follow attention_forward exactly;
+// sums are fp32 in another order.
+#define DECODE_WARPS 8
+#define DECODE_DIMS 8
+
+__device__ __forceinline__ float decode_key(const void* k, int act, const void* pk, int pdt, i64 pstride, int b, int kk, int N, int H, int h, int D,
+                                            int c) {
+    return kk < N ? load_as_f32(pk, (i64)b * pstride + ((i64)kk * H + h) * D + c, pdt) : load_as_f32(k, ((i64)b * H + h) * D + c, act);
+}
+
+extern "C" __global__ void attention_decode(const void* q, const void* k, const void* v, int act, const void* pk, const void* pv, int pdt,
+                                            i64 pstride, const u8* mask, const u8* pmask, int N, int H, int D, float scale, float masked,
+                                            void* out, float* lse) {
+    __shared__ float wm[DECODE_WARPS], wl[DECODE_WARPS];
+    __shared__ float wo[DECODE_WARPS * 32 * DECODE_DIMS];
+    int h = blockIdx.x, b = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, total = N + 1;
+    float qv[DECODE_DIMS], o[DECODE_DIMS];
+#pragma unroll
+    for (int e = 0; e < DECODE_DIMS; e++) {
+        int c = lane + 32 * e;
+        qv[e] = c < D ? load_as_f32(q, ((i64)b * H + h) * D + c, act) : 0.0f;
+        o[e] = 0.0f;
+    }
+    float m = -DGLM_INF, l = 0.0f;
+    for (int kk = warp; kk < total; kk += DECODE_WARPS) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DECODE_DIMS; e++) {
+            int c = lane + 32 * e;
+            if (c < D) dot += qv[e] * decode_key(k, act, pk, pdt, pstride, b, kk, N, H, h, D, c);
+        }
+        dot = warp_sum(dot);
+        bool blocked = kk < N ? pmask && pmask[(i64)b * N + kk] : mask && mask[b];
+        float s = blocked ? masked : dot * scale;
+        float mn = fmaxf(m, s);          // s is finite, so mn is too
+        float alpha = expf(m - mn);      // 0 on the warp's first key (m = −inf)
+        float p = expf(s - mn);
+        l = l * alpha + p;
+#pragma unroll
+        for (int e = 0; e < DECODE_DIMS; e++) {
+            int c = lane + 32 * e;
+            o[e] = o[e] * alpha + (c < D ? p * decode_key(v, act, pv, pdt, pstride, b, kk, N, H, h, D, c) : 0.0f);
+        }
+        m = mn;
+    }
+    if (lane == 0) { wm[warp] = m; wl[warp] = l; }
+#pragma unroll
+    for (int e = 0; e < DECODE_DIMS; e++) wo[(warp * DECODE_DIMS + e) * 32 + lane] = o[e];
+    __syncthreads();
+    float mm = -DGLM_INF;
+    for (int w = 0; w < DECODE_WARPS; w++) mm = fmaxf(mm, wm[w]);
+    float sum = 0.0f;
+    for (int w = 0; w < DECODE_WARPS; w++) if (wm[w] != -DGLM_INF) sum += wl[w] * expf(wm[w] - mm); // a warp with no key adds nothing
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        int e = c / 32, ln = c % 32;
+        float acc = 0.0f;
+        for (int w = 0; w < DECODE_WARPS; w++) if (wm[w] != -DGLM_INF) acc += wo[(w * DECODE_DIMS + e) * 32 + ln] * expf(wm[w] - mm);
+        store_from_f32(out, ((i64)b * H + h) * D + c, act, acc / sum);
+    }
+    if (threadIdx.x == 0) lse[(i64)b * H + h] = mm + logf(sum);
+}
+
 // Per query row: delta = dO·O (= Σ_j P_ij·dP_ij) and whether the row sees no key at all (no prefix, every mask
 // entry set). Such a row is exactly uniform, but its lse ≈ masked_value + log S is too large for fp32 to give P
 // to full precision, so the backward kernels use 1/S there instead of exp(s − lse).

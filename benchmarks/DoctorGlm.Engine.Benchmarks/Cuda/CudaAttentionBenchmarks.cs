@@ -79,3 +79,47 @@ public class CudaAttentionBenchmarks : CudaBenchmark
         Gpu.AttentionBackward(_q[i], _k[i], _v[i], null, null, _mask, s_scale, -10000f, _o, _lse, _do[i], _dq, _dk, _dv, null, null);
     }, FewLaunches);
 }
+
+/// <summary>
+/// One decoding step's attention (attention_decode: a single query per row and head) over a bf16 KV cache of
+/// <see cref="Past"/> positions, read in place as the cache hands it over (the first positions of a buffer with room
+/// for more), for the batch sizes a server decodes. Memory-bound: GB/s counts the past's keys and values (2 bytes
+/// each), the figure to hold against the copy ceiling. The 6B model runs this 28 times per token.
+/// </summary>
+public class CudaDecodeAttentionBenchmarks : CudaBenchmark
+{
+    [Params(512, 2048)]
+    public int Past { get; set; } = 512;
+
+    [Params(1, 8)]
+    public int Batch { get; set; } = 1;
+
+    private Tensor[] _q = [], _k = [], _v = [];
+    private Tensor _cacheK = null!, _cacheV = null!, _pastK = null!, _pastV = null!, _o = null!, _lse = null!;
+    private static readonly float s_scale = 1f / MathF.Sqrt(Glm6B.HeadDim);
+
+    /// <inheritdoc />
+    public override Work Work(string method) => new(2.0 * 2 * Batch * Past * Glm6B.Hidden, 4.0 * Batch * Glm6B.Heads * (Past + 1) * Glm6B.HeadDim, Bound.Memory);
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        var one = new Shape(Batch, 1, Glm6B.Heads, Glm6B.HeadDim);
+        _q = Sets(i => BenchData.Uniform(one, 300 + (ulong)i, device: Dev));
+        _k = Sets(i => BenchData.Uniform(one, 310 + (ulong)i, device: Dev));
+        _v = Sets(i => BenchData.Uniform(one, 320 + (ulong)i, device: Dev));
+        var buffer = new Shape(Batch, Past + Past / 2, Glm6B.Heads, Glm6B.HeadDim); // grown by doubling: room left
+        _cacheK = BenchData.Uniform(buffer, 330, dtype: DType.BF16, device: Dev);
+        _cacheV = BenchData.Uniform(buffer, 340, dtype: DType.BF16, device: Dev);
+        _pastK = _cacheK.Narrow(1, 0, Past);
+        _pastV = _cacheV.Narrow(1, 0, Past);
+        _o = Tensor.Empty(one, DType.F32, Dev);
+        _lse = Tensor.Empty(new Shape(Batch, Glm6B.Heads, 1), DType.F32, Dev);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_q, _k, _v, [_pastK, _pastV, _cacheK, _cacheV, _o, _lse]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void Step() => Time(i => Gpu.AttentionForward(_q[i], _k[i], _v[i], _pastK, _pastV, null, s_scale, -10000f, _o, _lse));
+}

@@ -356,13 +356,19 @@ public class CudaBackendTests
     // (one bf16 ulp apart where the fp32 results straddle a rounding boundary), and backward's Σ dO·O reads it: 1e-2.
     [InlineData(2, 9, 2, 64, 4, true, "BF16")]
     [InlineData(1, 37, 2, 128, 0, true, "F16")]
+    // One query (a decoding step: attention_decode in the forward), its own key blocked in batch 1: with a past, and
+    // without one (the row is then fully blocked); head sizes that fill the lanes and one that does not (200).
+    [InlineData(3, 1, 2, 128, 40, true)]
+    [InlineData(2, 1, 3, 32, 0, true)]
+    [InlineData(2, 1, 2, 64, 5, true, "BF16")]
+    [InlineData(1, 1, 1, 200, 7, false)]
     public void Attention(int b, int s, int nh, int dd, int nPrefix, bool masked, string activation = "F32")
     {
         var mask = new byte[b * s * s];
         for (int bi = 0; bi < b; bi++)
             for (int i = 0; i < s; i++)
-                for (int j = 0; j < s; j++)
-                    mask[(bi * s + i) * s + j] = (byte)(j > i || (bi == 0 && i == 1) ? 1 : 0); // causal, row 1 of batch 0 fully blocked
+                for (int j = 0; j < s; j++) // causal, row 1 of batch 0 fully blocked; one query: batch 1's own key blocked
+                    mask[(bi * s + i) * s + j] = (byte)(j > i || (bi == 0 && i == 1) || (s == 1 && bi == 1) ? 1 : 0);
         var act = Enum.Parse<DType>(activation);
         var c = AttentionCase.Random(b, s, nh, dd, nPrefix, masked ? mask : null, -10000f * 3,
             act == DType.F32 ? null : x => OpInput.RoundTo(act, x)) with { Activation = act };

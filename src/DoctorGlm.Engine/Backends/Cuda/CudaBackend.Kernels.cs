@@ -378,6 +378,9 @@ public sealed unsafe partial class CudaBackend
 
     private const int AttentionThreads = 128;
 
+    /// <summary>attention.cu's DECODE_WARPS (warps per block of attention_decode) and DECODE_DIMS (head dims per lane: d ≤ 256).</summary>
+    private const int DecodeWarps = 8, DecodeDims = 8;
+
     /// <summary>
     /// Which attention kernels this backend runs (default <see cref="CudaAttentionKernel.Fp32"/>, the kernels that
     /// match the CPU backend to fp32 rounding). Set it to <see cref="CudaAttentionKernel.TensorCores"/> for bf16
@@ -426,6 +429,15 @@ public sealed unsafe partial class CudaBackend
         long pStride = AttentionArguments.PrefixBatchStride(nameof(AttentionForward), prefixK, prefixV);
         int pdt = (int)(prefixK?.DType ?? DType.F32);
         if (batch == 0 || seq == 0 || heads == 0) return; // a zero-sized grid is a launch error
+        if (seq == 1 && d <= 32 * DecodeDims)
+        {
+            // A decoding step: one query per (batch, head) over the past, whichever kernel set is selected.
+            using var dec = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(pdt)
+                .Add(pStride).Add(PtrOrNull(mask)).Add(PtrOrNull(prefixMask)).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(Ptr(output))
+                .Add(Ptr(lse));
+            Launch("attention.cu", "attention_decode", ((uint)heads, (uint)batch, 1), (DecodeWarps * 32, 1, 1), 0, dec);
+            return;
+        }
         bool prefixAligned = prefixK is null || (Ptr(prefixK) % 16 == 0 && Ptr(prefixV!) % 16 == 0 && pStride % 8 == 0);
         if (prefixAligned && UseTensorCoreAttention(d, q, k, v))
         {

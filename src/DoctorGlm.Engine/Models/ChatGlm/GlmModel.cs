@@ -99,9 +99,9 @@ public sealed partial class GlmModel : IDisposable
     /// at long contexts and large batches the cache, not the weights, is what a step mostly reads (the 6B model's
     /// past is 0.9 MB per position and row in fp32, 3.7 GB for a batch of 8 at 512 positions), and it bounds how
     /// many rows fit. Default: on a GPU, the type of 16-bit weights (BF16/F16: half of that); F32 otherwise — on the
-    /// CPU, whose attention computes in fp32 and would widen a 16-bit past at every step, and for fp32 weights. On the
-    /// GPU's tensor-core attention the past is rounded to bf16 when staged anyway, so a BF16 cache changes no result
-    /// there. Set it before creating a cache; null restores the default.
+    /// CPU, whose attention computes in fp32 and would widen a 16-bit past at every step, and for fp32 weights. A 16-bit
+    /// cache rounds each past key and value once (the logits move by about 0.03 % of the largest on the test model,
+    /// against the bf16 weights' own rounding). Set it before creating a cache; null restores the default.
     /// </summary>
     public DType? KvCacheDType
     {
