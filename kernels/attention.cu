@@ -132,25 +132,31 @@ extern "C" __global__ void attention_forward(const void* q, const void* k, const
 // One decoding step: a single query (S = 1) per (batch, head) over its past (the prefix: a KV cache) and its own key.
 // attention_forward would stream the past through T×T tiles built for T queries, T keys per barrier-separated
 // round (T = 8 for d = 128), so a long past costs hundreds of rounds per layer with 1/T of each tile useful. Here a
-// block of DECODE_WARPS warps owns one (batch, head); warp w takes keys w, w + DECODE_WARPS, ..., each lane holding
-// D/32 of q's and the output's dims (D ≤ 32·DECODE_DIMS), a score is one warp sum, and each warp keeps its own
-// online softmax; the warps' (max, sum, output) merge through shared memory at the end. No barrier in the key loop.
-// Scores, masking (pmask over the past, mask [B, 1, 1] over the own key) and lse follow attention_forward exactly;
-// sums are fp32 in another order.
-#define DECODE_WARPS 8
+// block of DECODE_WARPS warps owns one (batch, head, key split); each warp takes DECODE_KEYS keys at a time (every
+// load of a round issued before the first is used: the loop is latency-bound otherwise), each lane holding D/32 of
+// q's and the output's dims (D ≤ 32·DECODE_DIMS, lane-major so a warp's loads are coalesced); a score is one warp
+// sum, and each warp keeps its own online softmax, merged through shared memory at the end. No barrier in the key
+// loop. With one split the block writes the output and lse; with several (few rows and heads: the past is cut into
+// `splits` ranges so that enough blocks stream it) each writes its (max, sum, unnormalised output) and
+// attention_decode_combine merges them. Scores, masking (pmask over the past, mask [B, 1, 1] over the own key) and
+// lse follow attention_forward; sums are fp32 in another order.
+#define DECODE_WARPS 16
 #define DECODE_DIMS 8
+#define DECODE_KEYS 4
 
 __device__ __forceinline__ float decode_key(const void* k, int act, const void* pk, int pdt, i64 pstride, int b, int kk, int N, int H, int h, int D,
                                             int c) {
     return kk < N ? load_as_f32(pk, (i64)b * pstride + ((i64)kk * H + h) * D + c, pdt) : load_as_f32(k, ((i64)b * H + h) * D + c, act);
 }
 
+// Grid (H, B, splits); split z covers keys [z·chunk, min(N + 1, (z + 1)·chunk)). part_* are null with one split.
 extern "C" __global__ void attention_decode(const void* q, const void* k, const void* v, int act, const void* pk, const void* pv, int pdt,
                                             i64 pstride, const u8* mask, const u8* pmask, int N, int H, int D, float scale, float masked,
-                                            void* out, float* lse) {
+                                            int chunk, void* out, float* lse, float* part_m, float* part_l, float* part_o) {
     __shared__ float wm[DECODE_WARPS], wl[DECODE_WARPS];
     __shared__ float wo[DECODE_WARPS * 32 * DECODE_DIMS];
-    int h = blockIdx.x, b = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, total = N + 1;
+    int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int begin = split * chunk, end = min(N + 1, begin + chunk);
     float qv[DECODE_DIMS], o[DECODE_DIMS];
 #pragma unroll
     for (int e = 0; e < DECODE_DIMS; e++) {
@@ -159,24 +165,41 @@ extern "C" __global__ void attention_decode(const void* q, const void* k, const 
         o[e] = 0.0f;
     }
     float m = -DGLM_INF, l = 0.0f;
-    for (int kk = warp; kk < total; kk += DECODE_WARPS) {
-        float dot = 0.0f;
+    for (int k0 = begin + warp * DECODE_KEYS; k0 < end; k0 += DECODE_WARPS * DECODE_KEYS) {
+        float kr[DECODE_KEYS][DECODE_DIMS], vr[DECODE_KEYS][DECODE_DIMS];
 #pragma unroll
-        for (int e = 0; e < DECODE_DIMS; e++) {
-            int c = lane + 32 * e;
-            if (c < D) dot += qv[e] * decode_key(k, act, pk, pdt, pstride, b, kk, N, H, h, D, c);
+        for (int j = 0; j < DECODE_KEYS; j++)
+#pragma unroll
+            for (int e = 0; e < DECODE_DIMS; e++) {
+                int c = lane + 32 * e, kk = k0 + j;
+                bool in = c < D && kk < end;
+                kr[j][e] = in ? decode_key(k, act, pk, pdt, pstride, b, kk, N, H, h, D, c) : 0.0f;
+                vr[j][e] = in ? decode_key(v, act, pv, pdt, pstride, b, kk, N, H, h, D, c) : 0.0f;
+            }
+        float sc[DECODE_KEYS];
+        float mn = m;
+#pragma unroll
+        for (int j = 0; j < DECODE_KEYS; j++) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < DECODE_DIMS; e++) dot += qv[e] * kr[j][e];
+            dot = warp_sum(dot);
+            int kk = k0 + j;
+            bool blocked = kk < N ? pmask && pmask[(i64)b * N + kk] : mask && mask[b];
+            sc[j] = kk >= end ? -DGLM_INF : blocked ? masked : dot * scale;
+            mn = fmaxf(mn, sc[j]);
         }
-        dot = warp_sum(dot);
-        bool blocked = kk < N ? pmask && pmask[(i64)b * N + kk] : mask && mask[b];
-        float s = blocked ? masked : dot * scale;
-        float mn = fmaxf(m, s);          // s is finite, so mn is too
-        float alpha = expf(m - mn);      // 0 on the warp's first key (m = −inf)
-        float p = expf(s - mn);
-        l = l * alpha + p;
+        // The round's first key is always in range, so mn is finite; alpha is 0 on the warp's first round (m = −inf).
+        float alpha = expf(m - mn);
+        l *= alpha;
 #pragma unroll
-        for (int e = 0; e < DECODE_DIMS; e++) {
-            int c = lane + 32 * e;
-            o[e] = o[e] * alpha + (c < D ? p * decode_key(v, act, pv, pdt, pstride, b, kk, N, H, h, D, c) : 0.0f);
+        for (int e = 0; e < DECODE_DIMS; e++) o[e] *= alpha;
+#pragma unroll
+        for (int j = 0; j < DECODE_KEYS; j++) {
+            float p = sc[j] == -DGLM_INF ? 0.0f : expf(sc[j] - mn);
+            l += p;
+#pragma unroll
+            for (int e = 0; e < DECODE_DIMS; e++) o[e] += p * vr[j][e];
         }
         m = mn;
     }
@@ -188,13 +211,36 @@ extern "C" __global__ void attention_decode(const void* q, const void* k, const 
     for (int w = 0; w < DECODE_WARPS; w++) mm = fmaxf(mm, wm[w]);
     float sum = 0.0f;
     for (int w = 0; w < DECODE_WARPS; w++) if (wm[w] != -DGLM_INF) sum += wl[w] * expf(wm[w] - mm); // a warp with no key adds nothing
+    i64 row = (i64)b * H + h, slot = row * gridDim.z + split;
     for (int c = threadIdx.x; c < D; c += blockDim.x) {
         int e = c / 32, ln = c % 32;
         float acc = 0.0f;
         for (int w = 0; w < DECODE_WARPS; w++) if (wm[w] != -DGLM_INF) acc += wo[(w * DECODE_DIMS + e) * 32 + ln] * expf(wm[w] - mm);
-        store_from_f32(out, ((i64)b * H + h) * D + c, act, acc / sum);
+        if (part_o) part_o[slot * D + c] = acc;
+        else store_from_f32(out, row * D + c, act, acc / sum);
     }
-    if (threadIdx.x == 0) lse[(i64)b * H + h] = mm + logf(sum);
+    if (threadIdx.x == 0) {
+        if (part_o) { part_m[slot] = mm; part_l[slot] = sum; }
+        else lse[row] = mm + logf(sum);
+    }
+}
+
+// Merges attention_decode's per-split (max, sum, unnormalised output) of each (batch, head): grid (H, B).
+extern "C" __global__ void attention_decode_combine(const float* part_m, const float* part_l, const float* part_o, int splits, int H, int D,
+                                                    int act, void* out, float* lse) {
+    i64 row = (i64)blockIdx.y * H + blockIdx.x;
+    const float* pm = part_m + row * splits;
+    const float* pl = part_l + row * splits;
+    float mm = -DGLM_INF;
+    for (int z = 0; z < splits; z++) mm = fmaxf(mm, pm[z]);
+    float sum = 0.0f;
+    for (int z = 0; z < splits; z++) sum += pl[z] * expf(pm[z] - mm); // every split holds at least one key: pm finite
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float acc = 0.0f;
+        for (int z = 0; z < splits; z++) acc += part_o[(row * splits + z) * D + c] * expf(pm[z] - mm);
+        store_from_f32(out, row * D + c, act, acc / sum);
+    }
+    if (threadIdx.x == 0) lse[row] = mm + logf(sum);
 }
 
 // Per query row: delta = dO·O (= Σ_j P_ij·dP_ij) and whether the row sees no key at all (no prefix, every mask

@@ -463,7 +463,13 @@ public class CudaBackendTests
     [InlineData("TensorCores", 3, 1, 2, 128, 150, "BF16View")]
     [InlineData("TensorCores", 2, 5, 1, 64, 70, "F16View")]
     [InlineData("TensorCores", 2, 1, 2, 128, 90, "F32View")]
-    public void AttentionWithPrefixMask(string kernel, int b, int s, int nh, int dd, int nPast, string past)
+    // A decoding step's past cut into key ranges merged afterwards (attention_decode_combine): 2, 3 and 7 ranges
+    // (the last ragged; with 151 keys, 7 ranges of 22), and 40 asked for 41 keys (ranges of one key).
+    [InlineData("Fp32", 3, 1, 2, 128, 150, "BF16View", 2)]
+    [InlineData("Fp32", 3, 1, 2, 128, 150, "BF16View", 3)]
+    [InlineData("Fp32", 3, 1, 2, 128, 150, "F32View", 7)]
+    [InlineData("Fp32", 2, 1, 3, 64, 40, "F16View", 40)]
+    public void AttentionWithPrefixMask(string kernel, int b, int s, int nh, int dd, int nPast, string past, int decodeSplits = 0)
     {
         var gpu = CudaTestSetup.Require();
         var which = Enum.Parse<CudaAttentionKernel>(kernel);
@@ -480,6 +486,7 @@ public class CudaBackendTests
         }
         var previous = gpu.AttentionKernel;
         gpu.AttentionKernel = which;
+        gpu.DecodeAttentionSplits = decodeSplits == 0 ? null : decodeSplits;
         try
         {
             var r = Both((be, d) =>
@@ -501,7 +508,7 @@ public class CudaBackendTests
                     c.Scale, c.MaskedValue, o, lse, Tensor.FromArray(pmask, new Shape(b, nPast), d));
                 return [o, lse];
             });
-            string what = $"prefix-masked attention ({kernel}) b={b} s={s} nh={nh} d={dd} past={nPast} ({past})";
+            string what = $"prefix-masked attention ({kernel}) b={b} s={s} nh={nh} d={dd} past={nPast} ({past}, splits {decodeSplits})";
             double tol = which == CudaAttentionKernel.Fp32 ? 1e-4 : 1e-2;
             double maxRef = r.Cpu[0].Max(x => Math.Abs((double)x));
             for (int i = 0; i < r.Cpu[0].Length; i++)
@@ -509,7 +516,7 @@ public class CudaBackendTests
             for (int i = 0; i < r.Cpu[1].Length; i++)
                 Assert.True(Math.Abs(r.Gpu[1][i] - r.Cpu[1][i]) <= 1e-3 * Math.Max(1, Math.Abs(r.Cpu[1][i])), $"{what}: lse[{i}] CUDA {r.Gpu[1][i]:R}, CPU {r.Cpu[1][i]:R}");
         }
-        finally { gpu.AttentionKernel = previous; }
+        finally { gpu.AttentionKernel = previous; gpu.DecodeAttentionSplits = null; }
     }
 
     [Fact]

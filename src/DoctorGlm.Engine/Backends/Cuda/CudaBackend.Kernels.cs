@@ -379,7 +379,40 @@ public sealed unsafe partial class CudaBackend
     private const int AttentionThreads = 128;
 
     /// <summary>attention.cu's DECODE_WARPS (warps per block of attention_decode) and DECODE_DIMS (head dims per lane: d ≤ 256).</summary>
-    private const int DecodeWarps = 8, DecodeDims = 8;
+    private const int DecodeWarps = 16, DecodeDims = 8;
+
+    /// <summary>Keys a split of attention_decode streams at least (below that, the combine costs more than it saves).</summary>
+    private const int DecodeMinKeysPerSplit = 256;
+
+    /// <summary>Test switch: the number of key splits of a decoding step's attention (null: chosen from the grid).</summary>
+    internal int? DecodeAttentionSplits { get; set; }
+
+    /// <summary>
+    /// attention_decode over (heads, batch, splits) blocks. With few rows and heads (batch 1: 32 blocks for 132 SMs)
+    /// the past is cut into ranges of at least <see cref="DecodeMinKeysPerSplit"/> keys so that about two blocks per
+    /// SM stream it, and attention_decode_combine merges the ranges.
+    /// </summary>
+    private void DecodeAttention(Tensor q, Tensor k, Tensor v, Tensor? prefixK, Tensor? prefixV, int pdt, long pStride, Tensor? mask, Tensor? prefixMask,
+        float scale, float maskedValue, Tensor output, Tensor lse)
+    {
+        int batch = q.Shape[0], heads = q.Shape[2], d = q.Shape[3], nPrefix = prefixK?.Shape[1] ?? 0, total = nPrefix + 1;
+        long rows = (long)batch * heads;
+        int splits = DecodeAttentionSplits ?? (int)Math.Clamp((2L * _multiprocessors + rows - 1) / rows, 1, Math.Max(1, total / DecodeMinKeysPerSplit));
+        splits = Math.Clamp(splits, 1, total);
+        int chunk = (total + splits - 1) / splits;
+        splits = (total + chunk - 1) / chunk; // no empty split
+        using var pm = splits > 1 ? Temp(rows * splits * sizeof(float)) : null;
+        using var pl = splits > 1 ? Temp(rows * splits * sizeof(float)) : null;
+        using var po = splits > 1 ? Temp(rows * splits * d * sizeof(float)) : null;
+        using (var a = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(pdt)
+                   .Add(pStride).Add(PtrOrNull(mask)).Add(PtrOrNull(prefixMask)).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(chunk)
+                   .Add(Ptr(output)).Add(Ptr(lse)).Add(pm?.Pointer ?? 0UL).Add(pl?.Pointer ?? 0UL).Add(po?.Pointer ?? 0UL))
+            Launch("attention.cu", "attention_decode", ((uint)heads, (uint)batch, (uint)splits), (DecodeWarps * 32, 1, 1), 0, a);
+        if (splits == 1) return;
+        using var c = new KernelArgs().Add(pm!.Pointer).Add(pl!.Pointer).Add(po!.Pointer).Add(splits).Add(heads).Add(d).Add((int)q.DType)
+            .Add(Ptr(output)).Add(Ptr(lse));
+        Launch("attention.cu", "attention_decode_combine", ((uint)heads, (uint)batch, 1), (128, 1, 1), 0, c);
+    }
 
     /// <summary>
     /// Which attention kernels this backend runs (default <see cref="CudaAttentionKernel.Fp32"/>, the kernels that
@@ -432,10 +465,7 @@ public sealed unsafe partial class CudaBackend
         if (seq == 1 && d <= 32 * DecodeDims)
         {
             // A decoding step: one query per (batch, head) over the past, whichever kernel set is selected.
-            using var dec = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(pdt)
-                .Add(pStride).Add(PtrOrNull(mask)).Add(PtrOrNull(prefixMask)).Add(nPrefix).Add(heads).Add(d).Add(scale).Add(maskedValue).Add(Ptr(output))
-                .Add(Ptr(lse));
-            Launch("attention.cu", "attention_decode", ((uint)heads, (uint)batch, 1), (DecodeWarps * 32, 1, 1), 0, dec);
+            DecodeAttention(q, k, v, prefixK, prefixV, pdt, pStride, mask, prefixMask, scale, maskedValue, output, lse);
             return;
         }
         bool prefixAligned = prefixK is null || (Ptr(prefixK) % 16 == 0 && Ptr(prefixV!) % 16 == 0 && pStride % 8 == 0);
