@@ -201,7 +201,12 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
                     var rows = admitted.Select(r => r.Row).ToArray();
                     var picks = _generator.PickAll(rows, _generator.BatchLogits(rows, fresh));
                     for (int i = 0; i < admitted.Count; i++) Emit(admitted[i], picks[i]);
-                    if (_cache is null) { _cache = fresh; fresh = null; }
+                    if (_cache is null)
+                    {
+                        _cache = fresh;
+                        fresh = null;
+                        _cache.ReservedRows = MaxBatch; // later arrivals go into free rows instead of copying the batch
+                    }
                     else { _cache.Append(fresh); Joins++; }
                 }
                 finally { fresh?.Dispose(); }

@@ -142,13 +142,18 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
     /// <summary>
     /// <see cref="GlmKvCache.Append"/> (continuous batching): a running batch takes in a cache of newly arrived prompts,
     /// in both directions of the length difference (the newcomer's text longer, then shorter, than the batch's) and
-    /// with a P-Tuning prefix in front; every row's next logits must be those of its own single-row cache.
+    /// with a P-Tuning prefix in front; every row's next logits must be those of its own single-row cache. With
+    /// <see cref="GlmKvCache.ReservedRows"/> the batch has a free row, and a newcomer no longer than the batch goes into
+    /// it without copying the running row (<c>AppendsInPlace</c>); a longer one still takes the copying path.
     /// </summary>
     [Theory]
-    [InlineData("p0", "turn2")]
-    [InlineData("turn2", "p1")]
-    [InlineData("ptuning0", "ptuning1")]
-    public void Appended_caches_continue_every_row_as_alone(string running, string arriving)
+    [InlineData("p0", "turn2", false)]
+    [InlineData("turn2", "p1", false)]
+    [InlineData("ptuning0", "ptuning1", false)]
+    [InlineData("p0", "turn2", true)]
+    [InlineData("turn2", "p1", true)]
+    [InlineData("ptuning0", "ptuning1", true)]
+    public void Appended_caches_continue_every_row_as_alone(string running, string arriving, bool reserve)
     {
         using var f = ModelFixture.Open("generation");
         int[] Load(string n, string what) => f.Load($"{n}.{what}").ToIntArray();
@@ -167,14 +172,22 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
             gen.NextLogitsBatch([a], aloneA);
             a.Add(ta[i]);
         }
+        if (reserve)
+        {
+            batch.ReservedRows = 3; // reallocates the running row's buffers with two spare rows
+            batch.FillSpareRows(float.NaN); // stale memory: the newcomer's gap must be zeroed, not left as it was
+        }
+        bool inPlace;
         using (var arrived = model.CreateCache(1))
         {
             gen.NextLogitsBatch([b], arrived);
             gen.NextLogitsBatch([b], aloneB);
             b.Add(tb[0]);
+            inPlace = reserve && arrived.TokenCount <= batch.TokenCount;
             batch.Append(arrived);
         }
         Assert.Equal(2, batch.Batch);
+        Assert.Equal(inPlace ? 1 : 0, batch.AppendsInPlace);
         double worst = 0;
         for (int step = 1; step < 6; step++)
         {

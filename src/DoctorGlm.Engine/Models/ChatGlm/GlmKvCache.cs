@@ -22,6 +22,7 @@ public sealed class GlmKvCache : IDisposable
     private readonly Tensor?[] _keys;
     private readonly Tensor?[] _values;
     private int _capacity;
+    private int _reservedRows;
     private bool _disposed;
     private int[]? _padCount; // per row: left pads written right after the prefix
 
@@ -35,6 +36,39 @@ public sealed class GlmKvCache : IDisposable
         _keys = new Tensor?[config.NumLayers];
         _values = new Tensor?[config.NumLayers];
     }
+
+    /// <summary>
+    /// Rows the buffers keep room for beyond <see cref="Batch"/>. With room, <see cref="Append"/> writes newcomers
+    /// whose text is no longer than the batch's into free rows and copies nothing of the running rows (otherwise both
+    /// caches are copied into a new buffer): a continuous-batching server reserves its largest batch
+    /// (<see cref="Generation.GlmBatchScheduler"/> does, for the running batch's cache). Every buffer then holds that
+    /// many rows, used or not. Raising it reallocates the buffers once; lowering it frees nothing until they are
+    /// next reallocated.
+    /// </summary>
+    public int ReservedRows
+    {
+        get => _reservedRows;
+        set
+        {
+            ThrowIfDisposed();
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            _reservedRows = value;
+            if (_capacity == 0 || _keys[0]!.Shape[0] >= AllocatedRows(Batch)) return;
+            var shape = new Shape(AllocatedRows(Batch), _capacity, Config.NumAttentionHeads, Config.HeadDim);
+            using (TensorScope.Unscoped())
+                for (int l = 0; l < Config.NumLayers; l++)
+                {
+                    _keys[l] = Grow(_keys[l], shape);
+                    _values[l] = Grow(_values[l], shape);
+                }
+        }
+    }
+
+    /// <summary>Rows a new buffer for <paramref name="batch"/> live rows gets.</summary>
+    private int AllocatedRows(int batch) => Math.Max(batch, _reservedRows);
+
+    /// <summary>The live rows of a buffer (all of it when it has no spare rows).</summary>
+    private Tensor LiveRows(Tensor buffer) => buffer.Shape[0] == Batch ? buffer : buffer.Narrow(0, 0, Batch);
 
     /// <summary>Storage type of the keys and values (see <see cref="GlmModel.KvCacheDType"/>).</summary>
     public DType DType { get; }
@@ -116,7 +150,7 @@ public sealed class GlmKvCache : IDisposable
         int trim = pads is null ? 0 : Math.Min(pads.Min(), TokenCount); // pads all kept rows share
         if (_capacity > 0)
         {
-            var shape = new Shape(rows.Count, _capacity, Config.NumAttentionHeads, Config.HeadDim);
+            var shape = new Shape(AllocatedRows(rows.Count), _capacity, Config.NumAttentionHeads, Config.HeadDim);
             using (TensorScope.Unscoped())
                 for (int l = 0; l < Config.NumLayers; l++)
                 {
@@ -151,10 +185,26 @@ public sealed class GlmKvCache : IDisposable
         int text = Math.Max(TokenCount, other.TokenCount), length = PrefixLength + text, batch = Batch + other.Batch;
         int shiftThis = text - TokenCount, shiftOther = text - other.TokenCount;
         int[] pads = [.. PadLeft.Select(p => p + shiftThis), .. other.PadLeft.Select(p => p + shiftOther)];
+        if (_capacity > 0 && shiftThis == 0 && _keys[0]!.Shape[0] >= batch)
+        {
+            // In place: the running rows stay where they are; the newcomers go into free rows, their text moved right
+            // to end where the batch's does, the gap before it zeroed (masked, but still multiplied by a probability
+            // of 0: stale memory could hold a NaN).
+            using (TensorScope.Unscoped())
+                for (int l = 0; l < Config.NumLayers; l++)
+                {
+                    PlaceRows(other._keys[l], other.Length, _keys[l]!, Batch, other.Batch, shiftOther);
+                    PlaceRows(other._values[l], other.Length, _values[l]!, Batch, other.Batch, shiftOther);
+                }
+            _padCount = pads;
+            Batch = batch;
+            AppendsInPlace++;
+            return;
+        }
         if (length > 0)
         {
             int cap = Math.Max(length, Math.Max(16, Math.Max(_capacity, other._capacity)));
-            var shape = new Shape(batch, cap, Config.NumAttentionHeads, Config.HeadDim);
+            var shape = new Shape(AllocatedRows(batch), cap, Config.NumAttentionHeads, Config.HeadDim);
             using (TensorScope.Unscoped())
                 for (int l = 0; l < Config.NumLayers; l++)
                 {
@@ -166,6 +216,34 @@ public sealed class GlmKvCache : IDisposable
         _padCount = pads;
         Batch = batch;
         Length = length;
+    }
+
+    /// <summary>Test switch: fills the spare rows of every buffer with <paramref name="value"/> (NaN: what stale memory may hold).</summary>
+    internal void FillSpareRows(float value)
+    {
+        if (_capacity == 0 || _keys[0]!.Shape[0] == Batch) return;
+        foreach (var buffer in _keys.Concat(_values))
+        {
+            using var spare = buffer!.Narrow(0, Batch, buffer.Shape[0] - Batch);
+            using var fill = Tensor.Full(spare.Shape, value, DType, Device);
+            spare.Backend.Copy(fill, spare);
+        }
+    }
+
+    /// <summary>How many <see cref="Append"/> calls wrote into free rows without copying the running ones (tests).</summary>
+    internal int AppendsInPlace { get; private set; }
+
+    /// <summary><see cref="CopyRows"/> into rows of a buffer that were not zeroed: the gap before the moved text is zeroed first.</summary>
+    private void PlaceRows(Tensor? src, int length, Tensor dst, int row0, int rows, int shift)
+    {
+        if (shift > 0)
+        {
+            using var gapRows = dst.Narrow(0, row0, rows);
+            using var gap = gapRows.Narrow(1, PrefixLength, shift);
+            using var zeros = Tensor.Zeros(gap.Shape, DType, Device);
+            gap.Backend.Copy(zeros, gap);
+        }
+        CopyRows(src, length, dst, row0, rows, shift);
     }
 
     /// <summary>This cache's rows then <paramref name="otherRows"/> rows of <paramref name="theirs"/> in a new buffer,
@@ -230,7 +308,7 @@ public sealed class GlmKvCache : IDisposable
     {
         ThrowIfDisposed();
         if (Length == 0) return (null, null);
-        return (_keys[layer]!.Narrow(1, 0, Length), _values[layer]!.Narrow(1, 0, Length));
+        return (LiveRows(_keys[layer]!).Narrow(1, 0, Length), LiveRows(_values[layer]!).Narrow(1, 0, Length));
     }
 
     /// <summary>Writes layer <paramref name="layer"/>'s new keys and values [B, S, nh, d] after the current past;
@@ -240,8 +318,10 @@ public sealed class GlmKvCache : IDisposable
         ThrowIfDisposed();
         int s = keys.Shape[1];
         EnsureCapacity(Length + s);
-        using var k = _keys[layer]!.Narrow(1, Length, s);
-        using var v = _values[layer]!.Narrow(1, Length, s);
+        using var kr = _keys[layer]!.Narrow(0, 0, Batch); // the buffer may hold spare rows (ReservedRows)
+        using var vr = _values[layer]!.Narrow(0, 0, Batch);
+        using var k = kr.Narrow(1, Length, s);
+        using var v = vr.Narrow(1, Length, s);
         k.Backend.Copy(keys, k);
         v.Backend.Copy(values, v);
     }
@@ -253,7 +333,7 @@ public sealed class GlmKvCache : IDisposable
     {
         if (needed <= _capacity) return;
         int cap = Math.Max(needed, Math.Max(16, 2 * _capacity));
-        var shape = new Shape(Batch, cap, Config.NumAttentionHeads, Config.HeadDim);
+        var shape = new Shape(AllocatedRows(Batch), cap, Config.NumAttentionHeads, Config.HeadDim);
         using (TensorScope.Unscoped())
             for (int i = 0; i < Config.NumLayers; i++)
             {
@@ -267,10 +347,12 @@ public sealed class GlmKvCache : IDisposable
     {
         var t = Tensor.Empty(shape, DType, Device);
         if (old is null) return t;
-        // Everything written so far (committed or pending for this step) moves over.
+        // Everything written so far (committed or pending for this step) of the live rows moves over.
         int used = Math.Min(old.Shape[1], _capacity);
-        using (var src = old.Narrow(1, 0, used))
-        using (var dst = t.Narrow(1, 0, used))
+        using (var oldRows = old.Narrow(0, 0, Batch))
+        using (var newRows = t.Narrow(0, 0, Batch))
+        using (var src = oldRows.Narrow(1, 0, used))
+        using (var dst = newRows.Narrow(1, 0, used))
             dst.Backend.Copy(src, dst);
         old.Dispose();
         return t;
