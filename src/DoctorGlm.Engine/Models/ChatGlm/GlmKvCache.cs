@@ -38,7 +38,8 @@ public sealed class GlmKvCache : IDisposable
     }
 
     /// <summary>
-    /// Rows the buffers keep room for beyond <see cref="Batch"/>. With room, <see cref="Append"/> writes newcomers
+    /// Rows the buffers have room for (they hold at least <see cref="Batch"/>; 0, the default: exactly that). With
+    /// spare rows, <see cref="Append"/> writes newcomers
     /// whose text is no longer than the batch's into free rows and copies nothing of the running rows (otherwise both
     /// caches are copied into a new buffer): a continuous-batching server reserves its largest batch
     /// (<see cref="Generation.GlmBatchScheduler"/> does, for the running batch's cache). Every buffer then holds that
