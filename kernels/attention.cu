@@ -141,7 +141,7 @@ extern "C" __global__ void attention_forward(const void* q, const void* k, const
 // attention_decode_combine merges them. Scores, masking (pmask over the past, mask [B, 1, 1] over the own key) and
 // lse follow attention_forward; sums are fp32 in another order.
 #define DECODE_WARPS 16
-#define DECODE_DIMS 8
+#define DECODE_DIMS 4 // head sizes up to 128 (GLM's); larger ones take attention_forward
 #define DECODE_KEYS 4
 
 __device__ __forceinline__ float decode_key(const void* k, int act, const void* pk, int pdt, i64 pstride, int b, int kk, int N, int H, int h, int D,
@@ -150,9 +150,12 @@ __device__ __forceinline__ float decode_key(const void* k, int act, const void* 
 }
 
 // Grid (H, B, splits); split z covers keys [z·chunk, min(N + 1, (z + 1)·chunk)). part_* are null with one split.
-extern "C" __global__ void attention_decode(const void* q, const void* k, const void* v, int act, const void* pk, const void* pv, int pdt,
-                                            i64 pstride, const u8* mask, const u8* pmask, int N, int H, int D, float scale, float masked,
-                                            int chunk, void* out, float* lse, float* part_m, float* part_l, float* part_o) {
+// __launch_bounds__: 512 threads leave 128 registers a thread, and without the bound the compiler may plan for more
+// (the launch would then fail on the device, not at compile time).
+extern "C" __global__ void __launch_bounds__(DECODE_WARPS * 32)
+attention_decode(const void* q, const void* k, const void* v, int act, const void* pk, const void* pv, int pdt, i64 pstride, const u8* mask,
+                 const u8* pmask, int N, int H, int D, float scale, float masked, int chunk, void* out, float* lse, float* part_m, float* part_l,
+                 float* part_o) {
     __shared__ float wm[DECODE_WARPS], wl[DECODE_WARPS];
     __shared__ float wo[DECODE_WARPS * 32 * DECODE_DIMS];
     int h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

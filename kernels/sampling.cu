@@ -56,8 +56,10 @@ __device__ u32 block_kth_largest(KeyAt key_at, i64 n, int k, u32 floor, u32* his
 //  4. every j with s_j/T ≥ t_k, in ascending j: the first `capacity` go to cand_ids[r, ·] and cand_scores[r, ·]
 //     (as s_j/T), and counts[r] = how many there are (more than capacity when ties overflow it).
 // settings[r] = (θ, T). Division is IEEE (no fast math), as the host's.
-extern "C" __global__ void select_candidates(float* scores, const int* penalty_ids, int penalty_len, const float* settings,
-                                             const int* top_k, int* cand_ids, float* cand_scores, int* counts, i64 v, int capacity) {
+// __launch_bounds__: with 512 threads a thread may use at most 128 registers; the bound makes the compiler plan for it.
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
+select_candidates(float* scores, const int* penalty_ids, int penalty_len, const float* settings, const int* top_k, int* cand_ids,
+                  float* cand_scores, int* counts, i64 v, int capacity) {
     __shared__ u32 hist[256];
     __shared__ u32 chosen[2];
     __shared__ u32 thread_max[SELECT_THREADS];

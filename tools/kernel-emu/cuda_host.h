@@ -30,6 +30,7 @@
 #define __restrict__
 #define __shared__ static
 #define __align__(n) alignas(n)
+#define __launch_bounds__(...)
 
 // CUDA's integer min/max overloads (device code calls them unqualified).
 template <typename A, typename B> inline std::common_type_t<A, B> min(A a, B b) { return b < a ? b : a; }

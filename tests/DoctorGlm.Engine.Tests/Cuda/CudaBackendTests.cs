@@ -357,10 +357,12 @@ public class CudaBackendTests
     [InlineData(2, 9, 2, 64, 4, true, "BF16")]
     [InlineData(1, 37, 2, 128, 0, true, "F16")]
     // One query (a decoding step: attention_decode in the forward), its own key blocked in batch 1: with a past, and
-    // without one (the row is then fully blocked); head sizes that fill the lanes and one that does not (200).
+    // without one (the row is then fully blocked); head sizes that fill the lanes and one that does not (80), and one
+    // beyond attention_decode's 128 (200: the tiled kernel takes it).
     [InlineData(3, 1, 2, 128, 40, true)]
     [InlineData(2, 1, 3, 32, 0, true)]
     [InlineData(2, 1, 2, 64, 5, true, "BF16")]
+    [InlineData(2, 1, 2, 80, 9, true)]
     [InlineData(1, 1, 1, 200, 7, false)]
     public void Attention(int b, int s, int nh, int dd, int nPrefix, bool masked, string activation = "F32")
     {

@@ -378,8 +378,8 @@ public sealed unsafe partial class CudaBackend
 
     private const int AttentionThreads = 128;
 
-    /// <summary>attention.cu's DECODE_WARPS (warps per block of attention_decode) and DECODE_DIMS (head dims per lane: d ≤ 256).</summary>
-    private const int DecodeWarps = 16, DecodeDims = 8;
+    /// <summary>attention.cu's DECODE_WARPS (warps per block of attention_decode) and DECODE_DIMS (head dims per lane: d ≤ 128).</summary>
+    private const int DecodeWarps = 16, DecodeDims = 4;
 
     /// <summary>Keys a split of attention_decode streams at least (below that, the combine costs more than it saves).</summary>
     private const int DecodeMinKeysPerSplit = 256;
