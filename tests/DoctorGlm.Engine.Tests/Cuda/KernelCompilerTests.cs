@@ -51,6 +51,31 @@ public sealed class KernelCompilerTests : IDisposable
         Assert.DoesNotContain("warning", k.Log, StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>Threads per block each kernel is launched with (CudaBackend's Launch calls): 256 or fewer unless listed.</summary>
+    private static int LaunchThreads(string kernel) => kernel switch
+    {
+        "cross_entropy_forward" or "select_candidates" or "attention_decode" => 512,
+        _ => 256,
+    };
+
+    /// <summary>
+    /// Every kernel fits the 64K-register file of an SM at the block size it is launched with (registers are given out
+    /// in multiples of 8 a thread). A kernel that does not fails only when launched, on a GPU; the compiler plans for
+    /// its block size only when told (__launch_bounds__). Register counts come from the CUBIN's .nv.info attributes.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(KernelsAndArchs))]
+    public void EveryKernelFitsTheRegisterFileAtItsLaunchSize(string file, int arch)
+    {
+        var regs = CubinInfo.RegisterCounts(Compiler().CompileEmbedded(file, arch).Image);
+        Assert.NotEmpty(regs);
+        foreach (var (kernel, count) in regs)
+        {
+            int threads = LaunchThreads(kernel), perThread = (count + 7) / 8 * 8;
+            Assert.True(count > 0 && perThread * threads <= 65536, $"{file} sm_{arch}: {kernel} uses {count} registers a thread; {threads} threads allow {65536 / threads}");
+        }
+    }
+
     [Fact]
     public void CompileErrorReportsFileAndLine()
     {
