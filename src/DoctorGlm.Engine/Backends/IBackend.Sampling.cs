@@ -22,3 +22,28 @@ public partial interface IBackend
     /// </summary>
     void SelectCandidates(Tensor scores, Tensor penaltyIds, Tensor settings, Tensor topK, Tensor candidateIds, Tensor candidateScores, Tensor counts);
 }
+
+/// <summary>Argument checks of <see cref="IBackend.SelectCandidates"/> that every backend runs (its kernels index with these shapes).</summary>
+internal static class SamplingArguments
+{
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first tensor whose dtype, shape or layout is wrong.</summary>
+    public static void Check(Tensor scores, Tensor penaltyIds, Tensor settings, Tensor topK, Tensor candidateIds, Tensor candidateScores, Tensor counts)
+    {
+        const string op = nameof(IBackend.SelectCandidates);
+        if (scores.Shape.Rank != 2) throw new ArgumentException($"{op}: {scores.Describe("scores")} must be [B, V]");
+        int b = scores.Shape[0];
+        int capacity = candidateIds.Shape.Rank == 2 ? candidateIds.Shape[1] : -1;
+        int l = penaltyIds.Shape.Rank == 2 ? penaltyIds.Shape[1] : -1;
+        foreach (var (t, name, dtype, shape) in new[]
+        {
+            (scores, "scores", DType.F32, new Shape(b, scores.Shape[1])), (penaltyIds, "penaltyIds", DType.I32, new Shape(b, Math.Max(l, 0))),
+            (settings, "settings", DType.F32, new Shape(b, 2)), (topK, "topK", DType.I32, new Shape(b)),
+            (candidateIds, "candidateIds", DType.I32, new Shape(b, Math.Max(capacity, 0))), (candidateScores, "candidateScores", DType.F32, new Shape(b, Math.Max(capacity, 0))),
+            (counts, "counts", DType.I32, new Shape(b)),
+        })
+        {
+            if (t.DType != dtype || t.Shape != shape || !t.IsContiguous)
+                throw new ArgumentException($"{op}: {t.Describe(name)} must be a contiguous {dtype} {shape} (scores {scores.Shape})");
+        }
+    }
+}

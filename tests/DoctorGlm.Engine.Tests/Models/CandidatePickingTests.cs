@@ -90,6 +90,25 @@ public sealed class CandidatePickingTests
         Assert.Equal(1, ok[0]);
     }
 
+    [Fact]
+    public void Bad_arguments_are_refused_naming_the_tensor()
+    {
+        using var scope = TensorScope.Begin();
+        var scores = Tensor.Zeros(new Shape(2, 10));
+        var ids = Tensor.Zeros(new Shape(2, 3), DType.I32);
+        var settings = Tensor.Zeros(new Shape(2, 2));
+        var topK = Tensor.Zeros(new Shape(2), DType.I32);
+        var candIds = Tensor.Zeros(new Shape(2, 4), DType.I32);
+        var candScores = Tensor.Zeros(new Shape(2, 4));
+        var counts = Tensor.Zeros(new Shape(2), DType.I32);
+        var be = CpuBackend.Instance;
+        string Refused(Action call) => Assert.Throws<ArgumentException>(call).Message;
+        Assert.StartsWith("SelectCandidates: settings [2, 3]", Refused(() => be.SelectCandidates(scores, ids, Tensor.Zeros(new Shape(2, 3)), topK, candIds, candScores, counts)));
+        Assert.StartsWith("SelectCandidates: topK [2] F32", Refused(() => be.SelectCandidates(scores, ids, settings, Tensor.Zeros(new Shape(2)), candIds, candScores, counts)));
+        Assert.StartsWith("SelectCandidates: candidateScores [2, 5]", Refused(() => be.SelectCandidates(scores, ids, settings, topK, candIds, Tensor.Zeros(new Shape(2, 5)), counts)));
+        Assert.StartsWith("SelectCandidates: scores [20]", Refused(() => be.SelectCandidates(Tensor.Zeros(new Shape(20)), ids, settings, topK, candIds, candScores, counts)));
+    }
+
     /// <summary>Rows for <see cref="GlmGenerator.PickAll"/>: each setting once, with a sequence of random ids and its own generator.</summary>
     private static GlmGenerator.RowState[] Rows(GlmGenerator gen, Random rng, ulong seed)
     {

@@ -9,6 +9,7 @@ public sealed unsafe partial class CpuBackend
     /// </remarks>
     public void SelectCandidates(Tensor scores, Tensor penaltyIds, Tensor settings, Tensor topK, Tensor candidateIds, Tensor candidateScores, Tensor counts)
     {
+        SamplingArguments.Check(scores, penaltyIds, settings, topK, candidateIds, candidateScores, counts);
         int rows = scores.Shape[0], v = scores.Shape[1], l = penaltyIds.Shape[1], capacity = candidateIds.Shape[1];
         float* ps = scores.Ptr<float>(), pset = settings.Ptr<float>(), pcs = candidateScores.Ptr<float>();
         int* ppen = penaltyIds.Ptr<int>(), pk = topK.Ptr<int>(), pci = candidateIds.Ptr<int>(), pcount = counts.Ptr<int>();

@@ -166,6 +166,7 @@ public sealed unsafe partial class CudaBackend
     /// <inheritdoc />
     public void SelectCandidates(Tensor scores, Tensor penaltyIds, Tensor settings, Tensor topK, Tensor candidateIds, Tensor candidateScores, Tensor counts)
     {
+        SamplingArguments.Check(scores, penaltyIds, settings, topK, candidateIds, candidateScores, counts);
         int rows = scores.Shape[0], l = penaltyIds.Shape[1], capacity = candidateIds.Shape[1];
         long v = scores.Shape[1];
         if (rows == 0) return;
