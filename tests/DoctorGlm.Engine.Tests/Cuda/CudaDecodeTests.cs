@@ -1,3 +1,4 @@
+using DoctorGlm.Engine.Backends.Cuda;
 using DoctorGlm.Engine.Generation;
 using DoctorGlm.Engine.Models.ChatGlm;
 using DoctorGlm.Engine.Tests.Models;
@@ -87,6 +88,58 @@ public class CudaDecodeTests(ITestOutputHelper output)
                 worst = Math.Max(worst, err / scale);
             }
         output.WriteLine($"{mode}: {prompts.Length} rows × {steps} steps, worst relative logit error {worst:E2}");
+    }
+
+    /// <summary>
+    /// A bf16 model with head size 64 (the chat fixture's 16 is below the tensor-core kernels' sizes): its prompt pass
+    /// rounds q, k and v to the bf16 cache's dtype, so the default <see cref="CudaAttentionKernel.Auto"/>
+    /// runs the tensor-core attention forward once per layer (counted), and the decoding steps none; a batch of two
+    /// left-padded prompts then the same under <see cref="CudaAttentionKernel.Fp32"/> (no tensor-core
+    /// launch). Both against the CPU's bf16 weights with an fp32 cache, at the bf16 tolerance of the tests above.
+    /// </summary>
+    [Theory]
+    [InlineData("Auto")]
+    [InlineData("Fp32")]
+    public void A_bf16_prompt_pass_takes_the_selected_attention_kernels_and_matches_the_cpu(string kernel)
+    {
+        var gpu = CudaTestSetup.Require();
+        var which = Enum.Parse<CudaAttentionKernel>(kernel);
+        if (which == CudaAttentionKernel.Auto && gpu.ComputeCapability < 80) Assert.Skip($"tensor-core attention needs sm_80+, this GPU is sm_{gpu.ComputeCapability}");
+        const double tol = 3e-2;
+        var config = GlmConfig.Tiny(vocabSize: 256, hiddenSize: 128, numLayers: 2, numHeads: 2);
+        using var cpuModel = GlmModel.CreateRandom(config, new RandomGenerator(61), std: 0.1f);
+        using var gpuModel = GlmModel.CreateRandom(config, new RandomGenerator(61), gpu.Device, std: 0.1f);
+        foreach (var m in new[] { cpuModel, gpuModel }) { m.SetBaseTrainable(false); m.ConvertWeights(DType.BF16); }
+        Assert.Equal(DType.BF16, gpuModel.KvCacheDType);
+        var rng = new Random(7);
+        int[] Prompt(int n) => [.. Enumerable.Range(0, n).Select(_ => rng.Next(4, config.VocabSize - 10)), config.GMaskTokenId, config.BosTokenId];
+        int[][] prompts = [Prompt(45), Prompt(29)];
+        const int steps = 6;
+
+        var previous = gpu.AttentionKernel;
+        gpu.AttentionKernel = which;
+        try
+        {
+            var cpuSteps = BatchDecode(cpuModel, prompts, steps, forced: null);
+            var tokens = cpuSteps.Select(l => Enumerable.Range(0, prompts.Length).Select(b => LogitsProcessing.ArgMax(Row(l, b, cpuModel))).ToArray()).ToList();
+            long before = gpu.TensorCoreAttentionForwards;
+            var gpuSteps = BatchDecode(gpuModel, prompts, steps, forced: tokens);
+            long launched = gpu.TensorCoreAttentionForwards - before;
+            Assert.Equal(which == CudaAttentionKernel.Auto ? config.NumLayers : 0, launched);
+            double worst = 0;
+            for (int s = 0; s < steps; s++)
+                for (int b = 0; b < prompts.Length; b++)
+                {
+                    var c = Row(cpuSteps[s], b, cpuModel);
+                    var g = Row(gpuSteps[s], b, gpuModel);
+                    double scale = c.Max(x => Math.Abs((double)x)), err = 0;
+                    for (int i = 0; i < c.Length; i++) err = Math.Max(err, Math.Abs((double)g[i] - c[i]));
+                    Assert.True(err <= tol * scale, $"{kernel}: step {s} row {b}: max |GPU − CPU| logit {err:G4} > {tol} × {scale:G4}");
+                    worst = Math.Max(worst, err / scale);
+                }
+            output.WriteLine($"{kernel}: {launched} tensor-core attention forwards, {prompts.Length} rows × {steps} steps, worst relative logit error {worst:E2}");
+        }
+        finally { gpu.AttentionKernel = previous; }
     }
 
     /// <summary>

@@ -17,4 +17,12 @@ public enum CudaAttentionKernel
     /// capability 8.0 and newer with 16-byte-aligned rows; other calls fall back to <see cref="Fp32"/>.
     /// </summary>
     TensorCores,
+
+    /// <summary>
+    /// The default: <see cref="TensorCores"/> where q, k and v are BF16 — the caller already keeps them at bf16's
+    /// precision, so the kernels round only the probabilities P (and dO, dS in backward) beyond it — and
+    /// <see cref="Fp32"/> for F32 and F16 activations (the tensor-core kernels would round F16 to bf16's shorter
+    /// mantissa). A forward and its backward see the same dtypes, so they always run the same kernel set.
+    /// </summary>
+    Auto,
 }

@@ -416,11 +416,18 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// Which attention kernels this backend runs (default <see cref="CudaAttentionKernel.Fp32"/>, the kernels that
-    /// match the CPU backend to fp32 rounding). Set it to <see cref="CudaAttentionKernel.TensorCores"/> for bf16
-    /// tensor-core attention; a forward and its backward must run under the same setting.
+    /// Which attention kernels this backend runs: by default <see cref="CudaAttentionKernel.Auto"/> (tensor cores for
+    /// BF16 activations, the fp32 kernels, which match the CPU backend to fp32 rounding, otherwise).
+    /// <see cref="CudaAttentionKernel.TensorCores"/> also takes F32 and F16 calls, rounding them to bf16 for the
+    /// products; <see cref="CudaAttentionKernel.Fp32"/> keeps every product in fp32. A forward and its backward must
+    /// run under the same setting. Decoding steps (one query) run <c>attention_decode</c> under every setting.
     /// </summary>
-    public CudaAttentionKernel AttentionKernel { get; set; } = CudaAttentionKernel.Fp32;
+    public CudaAttentionKernel AttentionKernel { get; set; } = CudaAttentionKernel.Auto;
+
+    private long _tensorCoreAttentionForwards;
+
+    /// <summary>How many attention forwards ran on the tensor-core kernels so far (tests check which kernel set a model's pass took).</summary>
+    internal long TensorCoreAttentionForwards => Interlocked.Read(ref _tensorCoreAttentionForwards);
 
     // attention_mma.cu's tiles: ATT_BQ query rows per forward/dQ block, ATT_BK keys per tile and dK/dV block,
     // ATT_BQ_DKV query rows per dK/dV step; bf16 rows padded by 8 elements.
@@ -441,12 +448,14 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// Whether the tensor-core kernels take this call: selected, head size 64 or 128, sm_80+, and rows the kernels'
-    /// 16-byte vector loads can read.
+    /// Whether the tensor-core kernels take this call: selected (<see cref="CudaAttentionKernel.TensorCores"/>, or
+    /// <see cref="CudaAttentionKernel.Auto"/> with BF16 activations <paramref name="act"/>), head size 64 or 128,
+    /// sm_80+, and rows the kernels' 16-byte vector loads can read.
     /// </summary>
-    private bool UseTensorCoreAttention(int d, params Tensor?[] rowsRead)
+    private bool UseTensorCoreAttention(DType act, int d, params Tensor?[] rowsRead)
     {
-        if (AttentionKernel != CudaAttentionKernel.TensorCores || ComputeCapability < 80 || (d != 64 && d != 128)) return false;
+        bool selected = AttentionKernel == CudaAttentionKernel.TensorCores || (AttentionKernel == CudaAttentionKernel.Auto && act == DType.BF16);
+        if (!selected || ComputeCapability < 80 || (d != 64 && d != 128)) return false;
         foreach (var t in rowsRead)
             if (t is not null && (Ptr(t) % 16 != 0 || !t.IsContiguous)) return false;
         return true;
@@ -470,11 +479,12 @@ public sealed unsafe partial class CudaBackend
             return;
         }
         bool prefixAligned = prefixK is null || (Ptr(prefixK) % 16 == 0 && Ptr(prefixV!) % 16 == 0 && pStride % 8 == 0);
-        if (prefixAligned && UseTensorCoreAttention(d, q, k, v))
+        if (prefixAligned && UseTensorCoreAttention(q.DType, d, q, k, v))
         {
             using var m = new KernelArgs().Add(Ptr(q)).Add(Ptr(k)).Add(Ptr(v)).Add((int)q.DType).Add(PtrOrNull(prefixK)).Add(PtrOrNull(prefixV)).Add(pdt).Add(pStride)
                 .Add(PtrOrNull(mask))
                 .Add(PtrOrNull(prefixMask)).Add(seq).Add(nPrefix).Add(heads).Add(scale).Add(maskedValue).Add(Ptr(output)).Add(Ptr(lse));
+            Interlocked.Increment(ref _tensorCoreAttentionForwards);
             Launch("attention_mma.cu", $"attention_mma_forward_d{d}", ((uint)((seq + MmaQueryRows - 1) / MmaQueryRows), (uint)heads, (uint)batch),
                 (AttentionThreads, 1, 1), MmaAttentionSharedBytes(MmaAttentionPass.Forward, d), m);
             return;
@@ -503,7 +513,7 @@ public sealed unsafe partial class CudaBackend
         using (var p = new KernelArgs().Add(Ptr(output)).Add((int)output.DType).Add(Ptr(dOutput)).Add(PtrOrNull(mask)).Add(batch).Add(seq).Add(nPrefix)
                    .Add(heads).Add(d).Add(delta.Pointer).Add(blocked.Pointer))
             LaunchElementwise("attention.cu", "attention_backward_prep", rows, p);
-        if (UseTensorCoreAttention(d, q, k, v, prefixK, prefixV, dOutput))
+        if (UseTensorCoreAttention(q.DType, d, q, k, v, prefixK, prefixV, dOutput))
         {
             if (dq is not null)
             {

@@ -79,7 +79,8 @@ public sealed partial class GlmModel : IDisposable
     /// BF16 / F16 — every op between the embedding and the LM head then keeps its output, and what it saves for
     /// backward, in 16 bits (half the activation memory and traffic), computing in fp32 and rounding once per op.
     /// Gradients, the loss and the logits stay F32, as do LayerNorm statistics, LoRA and prefix parameters. The
-    /// KV-cached forward (generation) always runs fp32 activations: it keeps few, and decoding reads weights.
+    /// KV-cached forward (generation) always runs fp32 activations: it keeps few, and decoding reads weights (a prompt
+    /// pass over a 16-bit cache rounds its attention's q, k and v to the cache's dtype: see <see cref="KvCacheDType"/>).
     /// </summary>
     public DType ActivationDType
     {
@@ -101,7 +102,10 @@ public sealed partial class GlmModel : IDisposable
     /// many rows fit. Default: on a GPU, the type of 16-bit weights (BF16/F16: half of that); F32 otherwise — on the
     /// CPU, whose attention computes in fp32 and would widen a 16-bit past at every step, and for fp32 weights. A 16-bit
     /// cache rounds each past key and value once (the logits move by about 0.03 % of the largest on the test model,
-    /// against the bf16 weights' own rounding). Set it before creating a cache; null restores the default.
+    /// against the bf16 weights' own rounding). A prompt pass (more than one new token) over a 16-bit cache attends in
+    /// that dtype — its keys and values as the cache keeps them, its queries rounded alike — which on a GPU runs the
+    /// tensor-core attention kernels (<see cref="Backends.Cuda.CudaAttentionKernel.Auto"/>). Set it before creating a
+    /// cache; null restores the default.
     /// </summary>
     public DType? KvCacheDType
     {
@@ -787,7 +791,19 @@ public sealed partial class GlmModel : IDisposable
             var q = Ops.Rotary2D(heads.Narrow(3, 0, d), positionIds);
             var k = Ops.Rotary2D(heads.Narrow(3, d, d), positionIds);
             var v = heads.Narrow(3, 2 * d, d);
+            if (seq > 1 && cache.DType != DType.F32 && q.DType == DType.F32)
+            {
+                // A prompt pass over a 16-bit cache attends to its keys and values as the cache keeps them (rounded
+                // once; the later steps read those), its queries rounded alike. The 16-bit call is also what the
+                // GPU's default attention kernels (CudaAttentionKernel.Auto) run on tensor cores, where a long
+                // prompt's attention would otherwise outlast its matrix products in fp32. Decoding steps (one token)
+                // skip the three casts: their attention reads the past, not these.
+                q = Ops.Cast(q, cache.DType);
+                k = Ops.Cast(k, cache.DType);
+                v = Ops.Cast(v, cache.DType);
+            }
             context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV, pastMask).Reshape(batch, seq, hidden);
+            context = Ops.Cast(context, DType.F32); // the cached forward's activations are fp32 (a no-op unless cast above)
             // Stored after use: this step's tokens see the past through prefixK/V and each other through k/v and the mask.
             cache.Write(layer, k, v);
         }
