@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstddef>
 #include <cstring>
+#include <cstdio>
+#include <cstdlib>
 
 namespace {
 
@@ -59,6 +61,11 @@ int cublasGemmStridedBatchedEx(void* handle, int transa, int transb, int m, int 
     // 16-bit A/B also that same 16-bit type (an fp32 product into a 16-bit C, or bf16 × fp16, is refused).
     if (aType != bType || (cType != R_32F && cType != aType)) return NOT_SUPPORTED;
     float al = *(const float*)alpha, be = *(const float*)beta;
+    if (const char* path = std::getenv("DGLM_EMU_TRACE"); path && *path) // see driver.cpp
+        if (std::FILE* t = std::fopen(path, "a")) {
+            std::fprintf(t, "gemm %d %d %d %d %d %d %d %d %d\n", m, n, k, batch, transa, transb, aType, bType, cType);
+            std::fclose(t);
+        }
     for (int p = 0; p < batch; p++) {
         long long oa = p * strideA, ob = p * strideB, oc = p * strideC;
         for (int j = 0; j < n; j++)

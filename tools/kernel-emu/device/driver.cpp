@@ -49,6 +49,17 @@ long long allocated = 0;
 std::map<std::string, Function*> functions;
 int handles = 0;
 
+// DGLM_EMU_TRACE=FILE appends one line per launch, copy and memset (cublas.cpp adds its GEMMs): what a pass
+// costs in launches and bytes, e.g. to audit a training or decoding step (tools/kernel-emu/trace-summary.py).
+std::FILE* traceFile() {
+    static std::FILE* f = [] { const char* p = std::getenv("DGLM_EMU_TRACE"); return p && *p ? std::fopen(p, "a") : nullptr; }();
+    return f;
+}
+
+void trace(const char* what, size_t bytes) {
+    if (std::FILE* t = traceFile()) { std::fprintf(t, "%s %zu\n", what, bytes); std::fflush(t); } // in order with cublas.cpp's lines
+}
+
 const char* statusName(int s) {
     switch (s) {
         case SUCCESS: return "CUDA_SUCCESS";
@@ -165,14 +176,15 @@ int cuMemGetInfo_v2(size_t* free, size_t* total) {
     return SUCCESS;
 }
 
-int cuMemcpyHtoD_v2(unsigned long long dst, const void* src, size_t n) { std::memcpy((void*)dst, src, n); return SUCCESS; }
-int cuMemcpyDtoH_v2(void* dst, unsigned long long src, size_t n) { std::memcpy(dst, (const void*)src, n); return SUCCESS; }
-int cuMemcpyDtoD_v2(unsigned long long dst, unsigned long long src, size_t n) { std::memmove((void*)dst, (const void*)src, n); return SUCCESS; }
+int cuMemcpyHtoD_v2(unsigned long long dst, const void* src, size_t n) { trace("copy HtoD", n); std::memcpy((void*)dst, src, n); return SUCCESS; }
+int cuMemcpyDtoH_v2(void* dst, unsigned long long src, size_t n) { trace("copy DtoH", n); std::memcpy(dst, (const void*)src, n); return SUCCESS; }
+int cuMemcpyDtoD_v2(unsigned long long dst, unsigned long long src, size_t n) { trace("copy DtoD", n); std::memmove((void*)dst, (const void*)src, n); return SUCCESS; }
 int cuMemcpyHtoDAsync_v2(unsigned long long dst, const void* src, size_t n, void*) { return cuMemcpyHtoD_v2(dst, src, n); }
 int cuMemcpyDtoHAsync_v2(void* dst, unsigned long long src, size_t n, void*) { return cuMemcpyDtoH_v2(dst, src, n); }
 int cuMemcpyDtoDAsync_v2(unsigned long long dst, unsigned long long src, size_t n, void*) { return cuMemcpyDtoD_v2(dst, src, n); }
-int cuMemsetD8Async(unsigned long long dst, unsigned char v, size_t n, void*) { std::memset((void*)dst, v, n); return SUCCESS; }
+int cuMemsetD8Async(unsigned long long dst, unsigned char v, size_t n, void*) { trace("memset", n); std::memset((void*)dst, v, n); return SUCCESS; }
 int cuMemsetD32Async(unsigned long long dst, unsigned v, size_t n, void*) {
+    trace("memset", 4 * n);
     auto* p = (unsigned*)dst;
     for (size_t i = 0; i < n; i++) p[i] = v;
     return SUCCESS;
@@ -223,6 +235,8 @@ int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsign
                      f->name.c_str(), shared, f->maxDynamicShared);
         return INVALID_VALUE;
     }
+    if (std::FILE* t = traceFile())
+        std::fprintf(t, "launch %s %u %u %u %u %u %u %u\n", f->name.c_str(), gx, gy, gz, bx, by, bz, shared), std::fflush(t);
     std::function<void()> body = [&] { f->run(args); };
     if (!dglm_emu::launch({gx, gy, gz}, {bx, by, bz}, shared, body)) {
         std::fprintf(stderr, "emulated device: %s failed: %s\n", f->name.c_str(), dglm_emu::error.c_str());
