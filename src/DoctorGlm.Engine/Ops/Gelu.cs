@@ -29,9 +29,11 @@ public static partial class Ops
     /// gelu(x + bias) in one pass, bias [f] added to every row of x [.., f]: the MLP's first linear without its bias,
     /// then this, computes what <c>Gelu(Linear(x, w, bias))</c> does (bit for bit) without storing the biased sum.
     /// Backward recomputes the sum; the bias gradient is the column sum of the input gradient. x may be an F32, BF16
-    /// or F16 activation (the sum is formed in fp32 and the result rounded once to x's dtype); gradients are F32.
+    /// or F16 activation (the sum is formed in fp32 and the result rounded once to x's dtype, or to
+    /// <paramref name="outputDType"/>: a decoding step hands a 16-bit GEMM its input without a separate rounding pass);
+    /// gradients are F32.
     /// </summary>
-    public static Tensor BiasGelu(Tensor x, Tensor bias)
+    public static Tensor BiasGelu(Tensor x, Tensor bias, DType? outputDType = null)
     {
         const string op = "BiasGelu";
         SameDevice(op, ("x", x), ("bias", bias));
@@ -41,7 +43,9 @@ public static partial class Ops
             throw new ArgumentException($"{op}: {x.Describe("x")} must end in {f} to match {bias.Describe("bias")}");
         var xc = FloatContiguous(x, op, "x");
         var bc = F32Contiguous(bias, op, "bias");
-        var y = Tensor.Empty(x.Shape, x.DType, x.Device);
+        var outType = outputDType ?? x.DType;
+        if (outType is not (DType.F32 or DType.BF16 or DType.F16)) throw new ArgumentException($"{op}: outputDType {outType} must be F32, BF16 or F16", nameof(outputDType));
+        var y = Tensor.Empty(x.Shape, outType, x.Device);
         var be = x.Backend;
         if (y.NumElements > 0) be.BiasGeluForward(xc, bc, y);
         return Graph.Record(op, y, [x, bias], (g, needs) =>

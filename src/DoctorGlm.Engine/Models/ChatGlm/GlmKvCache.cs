@@ -327,6 +327,31 @@ public sealed class GlmKvCache : IDisposable
         v.Backend.Copy(values, v);
     }
 
+    /// <summary>
+    /// Makes room for <paramref name="count"/> more positions before a step takes <see cref="Past"/> views: growing
+    /// moves the buffers, so it must not happen between reading the past and writing the <see cref="Slots"/>.
+    /// </summary>
+    internal void Reserve(int count)
+    {
+        ThrowIfDisposed();
+        EnsureCapacity(Length + count);
+    }
+
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s slots for the next <paramref name="count"/> positions after the past, as
+    /// [B, count, nh, d] views to write the new keys and values into (<see cref="Reserve"/> first; <see cref="Advance"/>
+    /// commits them once every layer has been written).
+    /// </summary>
+    internal (Tensor Keys, Tensor Values) Slots(int layer, int count)
+    {
+        ThrowIfDisposed();
+        if (Length + count > _capacity)
+            throw new InvalidOperationException($"GlmKvCache.Slots: {count} positions after {Length} exceed the reserved {_capacity}; call Reserve before taking the past");
+        using var kr = _keys[layer]!.Narrow(0, 0, Batch); // the buffer may hold spare rows (ReservedRows)
+        using var vr = _values[layer]!.Narrow(0, 0, Batch);
+        return (kr.Narrow(1, Length, count), vr.Narrow(1, Length, count));
+    }
+
     /// <summary>Makes the last <paramref name="count"/> written positions part of the past.</summary>
     internal void Advance(int count) => Length += count;
 

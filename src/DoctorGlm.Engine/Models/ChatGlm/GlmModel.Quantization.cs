@@ -70,12 +70,12 @@ public sealed partial class GlmModel
     }
 
     /// <summary>One of a block's four linears (<paramref name="weightSlot"/>; its bias is the next slot, left out when <paramref name="withBias"/> is false), fp32 or quantized.</summary>
-    private Tensor LayerLinear(int layer, int weightSlot, Tensor input, bool withBias = true)
+    private Tensor LayerLinear(int layer, int weightSlot, Tensor input, bool withBias = true, DType? outputDType = null)
     {
         var keys = _layerKeys[layer];
         var bias = withBias ? _params[keys[weightSlot + 1]] : null;
         return _quantized.TryGetValue(keys[weightSlot], out var q)
             ? Ops.QuantizedLinear(input, q, bias, WeightDType)
-            : Ops.Linear(input, _params[keys[weightSlot]], bias);
+            : Ops.Linear(input, _params[keys[weightSlot]], bias, outputDType);
     }
 }

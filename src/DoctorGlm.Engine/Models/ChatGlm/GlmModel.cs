@@ -79,8 +79,8 @@ public sealed partial class GlmModel : IDisposable
     /// BF16 / F16 — every op between the embedding and the LM head then keeps its output, and what it saves for
     /// backward, in 16 bits (half the activation memory and traffic), computing in fp32 and rounding once per op.
     /// Gradients, the loss and the logits stay F32, as do LayerNorm statistics, LoRA and prefix parameters. The
-    /// KV-cached forward (generation) always runs fp32 activations: it keeps few, and decoding reads weights (a prompt
-    /// pass over a 16-bit cache rounds its attention's q, k and v to the cache's dtype: see <see cref="KvCacheDType"/>).
+    /// KV-cached forward (generation) always runs fp32 activations: it keeps few, and decoding reads weights (its
+    /// attention runs in the cache's dtype: see <see cref="KvCacheDType"/>).
     /// </summary>
     public DType ActivationDType
     {
@@ -102,10 +102,11 @@ public sealed partial class GlmModel : IDisposable
     /// many rows fit. Default: on a GPU, the type of 16-bit weights (BF16/F16: half of that); F32 otherwise — on the
     /// CPU, whose attention computes in fp32 and would widen a 16-bit past at every step, and for fp32 weights. A 16-bit
     /// cache rounds each past key and value once (the logits move by about 0.03 % of the largest on the test model,
-    /// against the bf16 weights' own rounding). A prompt pass (more than one new token) over a 16-bit cache attends in
-    /// that dtype — its keys and values as the cache keeps them, its queries rounded alike — which on a GPU runs the
-    /// tensor-core attention kernels (<see cref="Backends.Cuda.CudaAttentionKernel.Auto"/>). Set it before creating a
-    /// cache; null restores the default.
+    /// against the bf16 weights' own rounding). The cached forward attends in the cache's dtype: each step's new keys
+    /// and values are written into the cache first and read from there, its queries rounded alike
+    /// (<see cref="Ops.GlmCachedSelfAttention"/>); on a GPU a 16-bit prompt pass then runs the tensor-core attention
+    /// kernels (<see cref="Backends.Cuda.CudaAttentionKernel.Auto"/>). Set it before creating a cache; null restores
+    /// the default.
     /// </summary>
     public DType? KvCacheDType
     {
@@ -730,6 +731,7 @@ public sealed partial class GlmModel : IDisposable
         var embedding = _params[EmbeddingKey];
         var h = Ops.Embedding(ids, embedding);
         var pastMask = cache.PastMask(); // one [B, P] upload per step, shared by every layer
+        cache.Reserve(seq); // before the past views are taken: the blocks write their keys and values after them
         for (int i = 0; i < Config.NumLayers; i++)
         {
             var (pk, pv) = cache.Past(i);
@@ -788,32 +790,28 @@ public sealed partial class GlmModel : IDisposable
         }
         else
         {
-            var q = Ops.Rotary2D(heads.Narrow(3, 0, d), positionIds);
-            var k = Ops.Rotary2D(heads.Narrow(3, d, d), positionIds);
-            var v = heads.Narrow(3, 2 * d, d);
-            if (seq > 1 && cache.DType != DType.F32 && q.DType == DType.F32)
-            {
-                // A prompt pass over a 16-bit cache attends to its keys and values as the cache keeps them (rounded
-                // once; the later steps read those), its queries rounded alike. The 16-bit call is also what the
-                // GPU's default attention kernels (CudaAttentionKernel.Auto) run on tensor cores, where a long
-                // prompt's attention would otherwise outlast its matrix products in fp32. Decoding steps (one token)
-                // skip the three casts: their attention reads the past, not these.
-                q = Ops.Cast(q, cache.DType);
-                k = Ops.Cast(k, cache.DType);
-                v = Ops.Cast(v, cache.DType);
-            }
-            context = Ops.GlmAttention(q, k, v, mask, layer + 1, prefixK, prefixV, pastMask).Reshape(batch, seq, hidden);
-            context = Ops.Cast(context, DType.F32); // the cached forward's activations are fp32 (a no-op unless cast above)
-            // Stored after use: this step's tokens see the past through prefixK/V and each other through k/v and the mask.
-            cache.Write(layer, k, v);
+            // The new keys and values go straight into the cache's slots; attention reads them there, in its dtype.
+            var (newKeys, newValues) = cache.Slots(layer, seq);
+            context = Ops.GlmCachedSelfAttention(heads, positionIds, mask, layer + 1, prefixK, prefixV, pastMask, newKeys, newValues)
+                .Reshape(batch, seq, hidden);
+            newKeys.Dispose();
+            newValues.Dispose();
+            // A 16-bit context feeds the dense GEMM of 16-bit weights as it is (the GEMM would round an fp32 one to
+            // the same values); the fused INT8/INT4 matrix-vector kernels and fp32 weights take fp32.
+            if (context.DType != DType.F32 && (_quantized.ContainsKey(p[DenseW]) || P(DenseW).DType != context.DType))
+                context = Ops.Cast(context, DType.F32);
         }
-        var o = LayerLinear(layer, DenseW, context);
+        var o = LayerLinear(layer, DenseW, context, outputDType: x.DType);
         var h = Ops.AddScaled(a, alpha, o, 1f);
         Release(o); // neither the dense linear nor the residual add reads it in backward
         var m = Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
         // dense_h_to_4h's bias is added inside the GELU pass (one pass over [tokens, 4h] fewer, same result bit for bit).
-        var gelu = Ops.BiasGelu(LayerLinear(layer, H4W, m, withBias: false), P(H4W + 1));
-        var mlp = LayerLinear(layer, FourHW, gelu);
+        // In a cached step over a 16-bit cache (on a GPU: 16-bit weights) the GELU output, which only feeds
+        // dense_4h_to_h, is written in the cache's dtype when that weight has it, as the attention's output is: the
+        // GPU's GEMM would round an fp32 one to the same values in a pass of its own.
+        DType? geluType = cache is { DType: not DType.F32 } && !_quantized.ContainsKey(p[FourHW]) && P(FourHW).DType == cache.DType ? cache.DType : null;
+        var gelu = Ops.BiasGelu(LayerLinear(layer, H4W, m, withBias: false), P(H4W + 1), geluType);
+        var mlp = LayerLinear(layer, FourHW, gelu, outputDType: x.DType);
         // A frozen linear's backward reads its weight, not its input (dx = dy·W): with dense_4h_to_h frozen the
         // [tokens, 4h] GELU output goes now, and with dense_h_to_4h frozen so does m after the residual add below.
         if (!InputKeptForBackward(layer, FourHW)) Release(gelu);
