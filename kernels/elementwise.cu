@@ -43,6 +43,16 @@ extern "C" __global__ void add_row_vector(float* y, const float* v, float alpha,
     GRID_STRIDE(i, n) y[i] = v[i % cols] * alpha + y[i];
 }
 
+// y = a·alpha + (b + bias[i % cols]): a biased linear's output added to the scaled residual in one pass (a decoding
+// step's two residual adds per layer). The same expressions as add_row_vector (alpha 1) then add_scaled's general
+// branch (beta 1), so the same fp32 result, one launch fewer.
+extern "C" __global__ void add_scaled_row_bias(const float* a, float alpha, const float* b, const float* bias, float* y, i64 cols, i64 n) {
+    GRID_STRIDE(i, n) {
+        float t = bias[i % cols] * 1.0f + b[i];
+        y[i] = a[i] * alpha + t * 1.0f;
+    }
+}
+
 // y[j] (+)= Σ_r x[r, j]: one thread per column, rows summed in order in double (deterministic, and the same
 // order as the CPU's loop, so bias gradients agree to the last bit of the double sum).
 extern "C" __global__ void sum_rows(const float* x, float* y, i64 rows, i64 cols, int accumulate) {

@@ -36,6 +36,13 @@ public partial interface IBackend
     /// </summary>
     void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y);
 
+    /// <summary>
+    /// y = alpha·a + (b + bias[j]) for b viewed as rows of length bias's element count: a biased linear's output b
+    /// added to the scaled residual a in one pass, with the fp32 operations (and so the result) of
+    /// <see cref="AddRowVector"/>(b, bias, 1) then <see cref="AddScaled"/>(a, alpha, b, 1). All F32; y may alias a or b.
+    /// </summary>
+    void AddScaledRowBias(Tensor a, float alpha, Tensor b, Tensor bias, Tensor y);
+
     /// <summary>y = a ⊙ b elementwise; y may alias a or b.</summary>
     void Mul(Tensor a, Tensor b, Tensor y);
 

@@ -24,6 +24,32 @@ public static partial class Ops
         return Graph.Record("AddScaled", y, [a, b], (g, needs) => [needs(0) ? ScaledCopy(g, alpha) : null, needs(1) ? ScaledCopy(g, beta) : null]);
     }
 
+    /// <summary>
+    /// alpha·a + (b + bias): a biased linear's output b, its bias [f] not yet added, joined to the scaled residual a
+    /// in one pass — what <c>AddScaled(a, alpha, b + bias, 1)</c> computes, bit for bit, one launch instead of two
+    /// (a KV-cached step's residual adds). All F32; a and b [.., f].
+    /// </summary>
+    public static Tensor AddScaledWithBias(Tensor a, float alpha, Tensor b, Tensor bias)
+    {
+        const string op = "AddScaledWithBias";
+        SameDevice(op, ("a", a), ("b", b), ("bias", bias));
+        SameShape(op, a, b);
+        ExpectRank(op, "bias", bias, 1, "[features]");
+        if (b.Rank < 1 || b.Shape[-1] != bias.Shape[0])
+            throw new ArgumentException($"{op}: {b.Describe("b")} must end in {bias.Shape[0]} to match {bias.Describe("bias")}");
+        var ac = F32Contiguous(a, op, "a");
+        var bc = F32Contiguous(b, op, "b");
+        var vc = F32Contiguous(bias, op, "bias");
+        var y = Tensor.Empty(a.Shape, DType.F32, a.Device);
+        if (y.NumElements > 0) y.Backend.AddScaledRowBias(ac, alpha, bc, vc, y);
+        return Graph.Record(op, y, [a, b, bias], (g, needs) =>
+        {
+            Tensor? gv = null;
+            if (needs(2)) { gv = Tensor.Empty(bias.Shape, DType.F32, a.Device); g.Backend.SumRows(g, gv, accumulate: false); }
+            return [needs(0) ? ScaledCopy(g, alpha) : null, needs(1) ? ScaledCopy(g, 1f) : null, gv];
+        });
+    }
+
     private static Tensor ScaledCopy(Tensor g, float s)
     {
         var r = Tensor.EmptyLike(g);

@@ -62,6 +62,16 @@ public class CudaBackendTests
         }), 1e-6, 1e-6, "elementwise");
     }
 
+    /// <summary>add_scaled_row_bias gives add_row_vector then add_scaled on the GPU bit for bit (FusedResidualTests).</summary>
+    [Theory]
+    [InlineData(1, 4096)]
+    [InlineData(7, 333)]
+    public void AddScaledRowBiasIsTheUnfusedPassesBitForBit(int rows, int f)
+    {
+        var gpu = CudaTestSetup.Require();
+        DoctorGlm.Engine.Tests.Core.FusedResidualTests.Check(gpu.Device, rows, f);
+    }
+
     [Fact]
     public void ReductionsAndFill()
     {

@@ -76,6 +76,18 @@ public sealed class CoreOpCases : IOpCases
                     OutputDType = DType.BF16,
                 };
             });
+            // A biased linear's output joined to the scaled residual (a cached step's residual adds): bias [f] over rows.
+            yield return new OpCase("elementwise.addscaled_with_bias", r =>
+            {
+                int rows = Odd(r, 1, 6), f = Odd(r, 3, 20);
+                float alpha = 7.483315f;
+                return new OpInstance
+                {
+                    Inputs = [OpInput.Randn(r, "a", [rows, f]), OpInput.Randn(r, "b", [rows, f]), OpInput.Randn(r, "bias", [f])],
+                    Forward = t => Ops.AddScaledWithBias(t[0], alpha, t[1], t[2]),
+                    Reference = x => Enumerable.Range(0, rows * f).Select(i => alpha * x[0][i] + (x[1][i] + x[2][i % f])).ToArray(),
+                };
+            });
             yield return new OpCase("elementwise.mul", r =>
             {
                 int[] s = [Odd(r, 1, 9), Odd(r, 1, 9), 3];

@@ -162,6 +162,25 @@ public sealed unsafe partial class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
+    public void AddScaledRowBias(Tensor a, float alpha, Tensor b, Tensor bias, Tensor y)
+    {
+        int n = (int)bias.NumElements;
+        long rows = y.NumElements / n;
+        float* pa = a.Ptr<float>(), pb = b.Ptr<float>(), pv = bias.Ptr<float>(), py = y.Ptr<float>();
+        ForRows(rows, n, r =>
+        {
+            // AddRowVector's fma(v, 1, b) is b + v exactly; then AddScaledRun's passes for β = 1: α·a, then fma(t, 1, α·a).
+            float[] rented = System.Buffers.ArrayPool<float>.Shared.Rent(n);
+            var t = rented.AsSpan(0, n);
+            var row = new Span<float>(py + r * n, n);
+            TensorPrimitives.Add(new ReadOnlySpan<float>(pb + r * n, n), new ReadOnlySpan<float>(pv, n), t); // b read before y may overwrite it
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(pa + r * n, n), alpha, row);
+            TensorPrimitives.MultiplyAdd(t, 1f, row, row);
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        });
+    }
+
+    /// <inheritdoc />
     public void Mul(Tensor a, Tensor b, Tensor y)
     {
         float* pa = a.Ptr<float>(), pb = b.Ptr<float>(), py = y.Ptr<float>();

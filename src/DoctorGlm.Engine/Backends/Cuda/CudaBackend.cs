@@ -390,6 +390,13 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     }
 
     /// <inheritdoc />
+    public void AddScaledRowBias(Tensor a, float alpha, Tensor b, Tensor bias, Tensor y)
+    {
+        using var k = new KernelArgs().Add(Ptr(a)).Add(alpha).Add(Ptr(b)).Add(Ptr(bias)).Add(Ptr(y)).Add(bias.NumElements).Add(y.NumElements);
+        LaunchElementwise("elementwise.cu", "add_scaled_row_bias", y.NumElements, k);
+    }
+
+    /// <inheritdoc />
     public void Mul(Tensor a, Tensor b, Tensor y)
     {
         using var k = new KernelArgs().Add(Ptr(a)).Add(Ptr(b)).Add(Ptr(y)).Add(y.NumElements);

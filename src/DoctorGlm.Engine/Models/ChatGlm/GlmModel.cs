@@ -801,8 +801,10 @@ public sealed partial class GlmModel : IDisposable
             if (context.DType != DType.F32 && (_quantized.ContainsKey(p[DenseW]) || P(DenseW).DType != context.DType))
                 context = Ops.Cast(context, DType.F32);
         }
-        var o = LayerLinear(layer, DenseW, context, outputDType: x.DType);
-        var h = Ops.AddScaled(a, alpha, o, 1f);
+        // A cached step (fp32, no gradients) adds each linear's bias inside its residual add: one pass, the same sums.
+        bool fuseBias = cache is not null;
+        var o = LayerLinear(layer, DenseW, context, withBias: !fuseBias, outputDType: x.DType);
+        var h = fuseBias ? Ops.AddScaledWithBias(a, alpha, o, P(DenseB)) : Ops.AddScaled(a, alpha, o, 1f);
         Release(o); // neither the dense linear nor the residual add reads it in backward
         var m = Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
         // dense_h_to_4h's bias is added inside the GELU pass (one pass over [tokens, 4h] fewer, same result bit for bit).
@@ -811,11 +813,11 @@ public sealed partial class GlmModel : IDisposable
         // GPU's GEMM would round an fp32 one to the same values in a pass of its own.
         DType? geluType = cache is { DType: not DType.F32 } && !_quantized.ContainsKey(p[FourHW]) && P(FourHW).DType == cache.DType ? cache.DType : null;
         var gelu = Ops.BiasGelu(LayerLinear(layer, H4W, m, withBias: false), P(H4W + 1), geluType);
-        var mlp = LayerLinear(layer, FourHW, gelu, outputDType: x.DType);
+        var mlp = LayerLinear(layer, FourHW, gelu, withBias: !fuseBias, outputDType: x.DType);
         // A frozen linear's backward reads its weight, not its input (dx = dy·W): with dense_4h_to_h frozen the
         // [tokens, 4h] GELU output goes now, and with dense_h_to_4h frozen so does m after the residual add below.
         if (!InputKeptForBackward(layer, FourHW)) Release(gelu);
-        var y = Ops.AddScaled(m, alpha, mlp, 1f);
+        var y = fuseBias ? Ops.AddScaledWithBias(m, alpha, mlp, P(FourHB)) : Ops.AddScaled(m, alpha, mlp, 1f);
         Release(mlp);
         if (!InputKeptForBackward(layer, H4W)) Release(m);
         return y;
