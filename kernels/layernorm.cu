@@ -6,8 +6,10 @@
 #include "common.cuh"
 
 // One block per row.
+// copy (null: none) gets the same values as y in its own dtype: a decoding step's fp32 y feeds the residual, its
+// 16-bit copy the next GEMM, with no rounding pass between.
 extern "C" __global__ void layernorm_forward(const void* x, int x_dt, const float* w, const float* bias, float eps,
-                                             void* y, int y_dt, float* mean, float* rstd, i64 h) {
+                                             void* y, int y_dt, void* copy, int copy_dt, float* mean, float* rstd, i64 h) {
     i64 r = blockIdx.x;
     i64 base = r * h;
     double s = 0.0;
@@ -19,8 +21,11 @@ extern "C" __global__ void layernorm_forward(const void* x, int x_dt, const floa
     float m = (float)mu;
     float sd = (float)(1.0 / sqrt(var + (double)eps));
     if (threadIdx.x == 0) { mean[r] = m; rstd[r] = sd; }
-    for (i64 j = threadIdx.x; j < h; j += blockDim.x)
-        store_from_f32(y, base + j, y_dt, fmaf((load_as_f32(x, base + j, x_dt) - m) * sd, w[j], bias[j]));
+    for (i64 j = threadIdx.x; j < h; j += blockDim.x) {
+        float v = fmaf((load_as_f32(x, base + j, x_dt) - m) * sd, w[j], bias[j]);
+        store_from_f32(y, base + j, y_dt, v);
+        if (copy) store_from_f32(copy, base + j, copy_dt, v);
+    }
 }
 
 // dx for one row per block: dx = s·dy·w − a − x̂·b with a = s·Σg/h, b = s·Σg·x̂/h (sums in double).

@@ -8,8 +8,11 @@ public partial interface IBackend
     /// y[r, j] = (x[r, j] − mean[r])·rstd[r]·weight[j] + bias[j], rstd[r] = 1/√(var[r] + eps).
     /// Writes <paramref name="mean"/> and <paramref name="rstd"/> ([rows] F32) for <see cref="LayerNormBackward"/>.
     /// x and y are activations: each may be F32, BF16 or F16 (widened exactly, the output rounded once); the rest is F32.
+    /// <paramref name="copy"/>, when given, is a second output of y's shape and any float dtype that gets the same
+    /// fp32 values rounded to its own dtype (a KV-cached step keeps y in fp32 for the residual and hands a 16-bit GEMM
+    /// its input without a separate rounding pass).
     /// </summary>
-    void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd);
+    void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd, Tensor? copy = null);
 
     /// <summary>
     /// Gradients of <see cref="LayerNormForward"/> from the saved statistics. Each non-null output is overwritten:

@@ -62,14 +62,24 @@ public class CudaBackendTests
         }), 1e-6, 1e-6, "elementwise");
     }
 
-    /// <summary>add_scaled_row_bias gives add_row_vector then add_scaled on the GPU bit for bit (FusedResidualTests).</summary>
+    /// <summary>add_scaled_row_bias gives add_row_vector then add_scaled on the GPU bit for bit (DecodeFusionTests).</summary>
     [Theory]
     [InlineData(1, 4096)]
     [InlineData(7, 333)]
     public void AddScaledRowBiasIsTheUnfusedPassesBitForBit(int rows, int f)
     {
         var gpu = CudaTestSetup.Require();
-        DoctorGlm.Engine.Tests.Core.FusedResidualTests.Check(gpu.Device, rows, f);
+        DoctorGlm.Engine.Tests.Core.DecodeFusionTests.CheckResidual(gpu.Device, rows, f);
+    }
+
+    /// <summary>layernorm_forward's copy is its output cast, bit for bit, on the GPU (DecodeFusionTests).</summary>
+    [Theory]
+    [InlineData(DType.BF16, 1, 4096)]
+    [InlineData(DType.F16, 5, 333)]
+    public void LayerNormCopyIsItsOutputCastBitForBit(DType dtype, int rows, int h)
+    {
+        var gpu = CudaTestSetup.Require();
+        DoctorGlm.Engine.Tests.Core.DecodeFusionTests.CheckLayerNormCopy(gpu.Device, dtype, rows, h);
     }
 
     [Fact]

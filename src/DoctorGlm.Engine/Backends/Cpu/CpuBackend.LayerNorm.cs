@@ -14,7 +14,7 @@ public sealed unsafe partial class CpuBackend
     private const int LayerNormRowsPerChunk = 64;
 
     /// <inheritdoc />
-    public void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd)
+    public void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd, Tensor? copy = null)
     {
         int h = (int)weight.NumElements;
         long rows = x.NumElements / h;
@@ -36,6 +36,11 @@ public sealed unsafe partial class CpuBackend
             TensorPrimitives.Subtract(new ReadOnlySpan<float>(xr, h), m, yr);
             TensorPrimitives.Multiply(yr, s, yr);
             TensorPrimitives.FusedMultiplyAdd(yr, new ReadOnlySpan<float>(pw, h), new ReadOnlySpan<float>(pb, h), yr);
+            if (copy is not null)
+            {
+                if (copy.DType == DType.F32) yr.CopyTo(new Span<float>(copy.Ptr<float>() + r * h, h));
+                else CpuRows.Write(yp, copy, r * h, h);
+            }
             CpuRows.Write(yp, y, r * h, h);
         });
     }

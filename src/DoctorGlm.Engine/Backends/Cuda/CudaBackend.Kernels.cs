@@ -17,12 +17,12 @@ public sealed unsafe partial class CudaBackend
     private const int LayerNormRowsPerChunk = 64;
 
     /// <inheritdoc />
-    public void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd)
+    public void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd, Tensor? copy = null)
     {
         long h = weight.NumElements, rows = x.NumElements / h;
         if (rows == 0) return;
         using var a = new KernelArgs().Add(Ptr(x)).Add((int)x.DType).Add(Ptr(weight)).Add(Ptr(bias)).Add(eps).Add(Ptr(y)).Add((int)y.DType)
-            .Add(Ptr(mean)).Add(Ptr(rstd)).Add(h);
+            .Add(PtrOrNull(copy)).Add((int)(copy?.DType ?? DType.F32)).Add(Ptr(mean)).Add(Ptr(rstd)).Add(h);
         Launch("layernorm.cu", "layernorm_forward", ((uint)rows, 1, 1), (RowBlock, 1, 1), 0, a);
     }
 

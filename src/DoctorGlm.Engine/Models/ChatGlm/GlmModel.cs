@@ -764,10 +764,18 @@ public sealed partial class GlmModel : IDisposable
     {
         var p = _layerKeys[layer];
         Tensor P(int j) => _params[p[j]];
+        // The cache's 16-bit dtype when a cached step may hand the linear at weight slot j a 16-bit input: a plain
+        // (not quantized, not under an unmerged adapter) weight of that dtype; else null.
+        DType? Sixteen(int j, bool lora) => cache is { DType: not DType.F32 } c && !(lora && Lora is { Merged: false })
+            && !_quantized.ContainsKey(p[j]) && P(j).DType == c.DType ? c.DType : null;
         int batch = x.Shape[0], seq = x.Shape[1], nh = Config.NumAttentionHeads, d = Config.HeadDim, hidden = Config.HiddenSize;
         float eps = Config.LayerNormEpsilon, alpha = Config.Alpha;
 
-        var a = Ops.LayerNorm(x, P(Ln1W), P(Ln1B), eps);
+        // A cached step over a 16-bit cache hands a plain GEMM whose weight has the cache's dtype a 16-bit input
+        // written by the op before it (LayerNorm's copy, the attention's output, the GELU's): on a GPU the GEMM would
+        // round an fp32 input to the same values in a pass of its own. The residual stream stays fp32.
+        Tensor? a16 = null, m16 = null;
+        var a = Sixteen(QkvW, lora: true) is { } t1 ? Ops.LayerNorm(x, P(Ln1W), P(Ln1B), eps, t1, out a16) : Ops.LayerNorm(x, P(Ln1W), P(Ln1B), eps);
         Tensor qkv;
         if (Lora is { Merged: false } lora)
         {
@@ -777,7 +785,7 @@ public sealed partial class GlmModel : IDisposable
                 ? Ops.LoraLinear(a, q, P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null, WeightDType)
                 : Ops.LoraLinear(a, P(QkvW), P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null);
         }
-        else qkv = LayerLinear(layer, QkvW, a);
+        else qkv = LayerLinear(layer, QkvW, a16 ?? a, outputDType: x.DType);
         // Per-head interleaved rows (spec §3.3): head h's q, k, v are rows [3dh, 3dh + d), [.. + d, .. + 2d), [.. + 2d, .. + 3d).
         var heads = qkv.Reshape(batch, seq, nh, 3 * d);
         Tensor context;
@@ -796,23 +804,17 @@ public sealed partial class GlmModel : IDisposable
                 .Reshape(batch, seq, hidden);
             newKeys.Dispose();
             newValues.Dispose();
-            // A 16-bit context feeds the dense GEMM of 16-bit weights as it is (the GEMM would round an fp32 one to
-            // the same values); the fused INT8/INT4 matrix-vector kernels and fp32 weights take fp32.
-            if (context.DType != DType.F32 && (_quantized.ContainsKey(p[DenseW]) || P(DenseW).DType != context.DType))
-                context = Ops.Cast(context, DType.F32);
+            // The context is in the cache's dtype: the fused INT8/INT4 matrix-vector kernels and fp32 weights take fp32.
+            if (context.DType != DType.F32 && Sixteen(DenseW, lora: false) is null) context = Ops.Cast(context, DType.F32);
         }
         // A cached step (fp32, no gradients) adds each linear's bias inside its residual add: one pass, the same sums.
         bool fuseBias = cache is not null;
         var o = LayerLinear(layer, DenseW, context, withBias: !fuseBias, outputDType: x.DType);
         var h = fuseBias ? Ops.AddScaledWithBias(a, alpha, o, P(DenseB)) : Ops.AddScaled(a, alpha, o, 1f);
         Release(o); // neither the dense linear nor the residual add reads it in backward
-        var m = Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
+        var m = Sixteen(H4W, lora: false) is { } t2 ? Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps, t2, out m16) : Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
         // dense_h_to_4h's bias is added inside the GELU pass (one pass over [tokens, 4h] fewer, same result bit for bit).
-        // In a cached step over a 16-bit cache (on a GPU: 16-bit weights) the GELU output, which only feeds
-        // dense_4h_to_h, is written in the cache's dtype when that weight has it, as the attention's output is: the
-        // GPU's GEMM would round an fp32 one to the same values in a pass of its own.
-        DType? geluType = cache is { DType: not DType.F32 } && !_quantized.ContainsKey(p[FourHW]) && P(FourHW).DType == cache.DType ? cache.DType : null;
-        var gelu = Ops.BiasGelu(LayerLinear(layer, H4W, m, withBias: false), P(H4W + 1), geluType);
+        var gelu = Ops.BiasGelu(LayerLinear(layer, H4W, m16 ?? m, withBias: false, outputDType: h.DType), P(H4W + 1), Sixteen(FourHW, lora: false));
         var mlp = LayerLinear(layer, FourHW, gelu, withBias: !fuseBias, outputDType: x.DType);
         // A frozen linear's backward reads its weight, not its input (dx = dy·W): with dense_4h_to_h frozen the
         // [tokens, 4h] GELU output goes now, and with dense_h_to_4h frozen so does m after the residual add below.
