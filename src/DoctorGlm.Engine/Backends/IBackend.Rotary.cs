@@ -14,4 +14,14 @@ public partial interface IBackend
     /// exactly, the rotation in fp32, y rounded once).
     /// </summary>
     void Rotary2D(Tensor x, Tensor positionIds, Tensor y, bool inverse);
+
+    /// <summary>
+    /// A KV-cached step's split of the fused QKV projection in one pass: for <paramref name="qkv"/> [B, S, nh, 3d]
+    /// (q | k | v per head, spec §3.3) and its <paramref name="bias"/> [nh·3d] (F32; null: none, already added),
+    /// q = rotary(q-slice + b), k = rotary(k-slice + b), v = v-slice + b — the values of <see cref="AddRowVector"/>
+    /// with the bias, then <see cref="Rotary2D"/> of the q and k slices and a copy of the v slice, bit for bit.
+    /// qkv, q, k and v may each be strided over B, S and nh (unit stride along the last dim): q a fresh tensor, k and
+    /// v the slots of a KV cache (same strides). qkv may be F32, BF16 or F16; q, k and v share one of those dtypes.
+    /// </summary>
+    void SplitQkvRotary(Tensor qkv, Tensor? bias, Tensor positionIds, Tensor q, Tensor k, Tensor v);
 }

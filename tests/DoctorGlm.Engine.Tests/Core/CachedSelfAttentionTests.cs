@@ -13,11 +13,12 @@ namespace DoctorGlm.Engine.Tests.Core;
 public sealed class CachedSelfAttentionTests
 {
     [Theory]
-    [InlineData(DType.F32, 3)]
-    [InlineData(DType.BF16, 3)]
-    [InlineData(DType.F16, 3)]
-    [InlineData(DType.BF16, 1)]
-    public void Writes_the_new_keys_and_values_into_the_slots_and_attends_as_the_unfused_step(DType dtype, int b)
+    [InlineData(DType.F32, 3, false)]
+    [InlineData(DType.F32, 3, true)]
+    [InlineData(DType.BF16, 3, true)]
+    [InlineData(DType.F16, 3, false)]
+    [InlineData(DType.BF16, 1, true)]
+    public void Writes_the_new_keys_and_values_into_the_slots_and_attends_as_the_unfused_step(DType dtype, int b, bool withBias)
     {
         const int s = 3, nh = 2, d = 16, past = 7, room = 4, spare = 1;
         var rng = new Random(11 + b);
@@ -25,6 +26,7 @@ public sealed class CachedSelfAttentionTests
         using var scope = TensorScope.Begin();
         using var noGrad = GradMode.NoGrad();
         var qkv = Tensor.FromArray(R(b * s * nh * 3 * d), new Shape(b, s, nh, 3 * d));
+        var bias = withBias ? Tensor.FromArray(R(nh * 3 * d), new Shape(nh * 3 * d)) : null;
         var pos = Tensor.FromArray([.. Enumerable.Range(0, b * 2 * s).Select(i => past + i % s + (i / s % 2 == 1 ? rng.Next(0, 3) : 0))], new Shape(b, 2, s));
         var maskBytes = new byte[b * s * s];
         for (int r = 0; r < b; r++)
@@ -48,10 +50,11 @@ public sealed class CachedSelfAttentionTests
         }
         var (kBuf, kPast, kSlot) = Cache(pastK);
         var (vBuf, vPast, vSlot) = Cache(pastV);
-        var actual = Ops.GlmCachedSelfAttention(qkv, pos, mask, 2f, kPast, vPast, pastMask, kSlot, vSlot);
+        var actual = Ops.GlmCachedSelfAttention(qkv, pos, mask, 2f, kPast, vPast, pastMask, kSlot, vSlot, bias);
         Assert.Equal(dtype, actual.DType);
 
-        // The unfused step.
+        // The unfused step: the bias added as Linear adds it, then the slices.
+        if (bias is not null) qkv.Backend.AddRowVector(qkv, bias, 1f);
         var q = Ops.Cast(Ops.Rotary2D(qkv.Narrow(3, 0, d), pos), dtype);
         var k = Ops.Cast(Ops.Rotary2D(qkv.Narrow(3, d, d), pos), dtype);
         var v = Ops.Cast(Ops.Contiguous(qkv.Narrow(3, 2 * d, d)), dtype);

@@ -49,6 +49,51 @@ public sealed class DecodeFusionTests
         Assert.Contains("LayerNorm(copy)", e.Message);
     }
 
+    [Theory]
+    [InlineData(DType.F32, true)]
+    [InlineData(DType.BF16, true)]
+    [InlineData(DType.F16, false)]
+    public void SplitQkvRotary_gives_bias_rotary_and_copies_bit_for_bit_on_the_cpu(DType dtype, bool withBias) => CheckSplit(Device.Cpu, dtype, withBias);
+
+    /// <summary>
+    /// <see cref="Backends.IBackend.SplitQkvRotary"/> on <paramref name="device"/> against AddRowVector, two Rotary2D and
+    /// a copy: a batch of 3, k and v written into strided slots of cache buffers (CudaBackendTests runs it on the GPU).
+    /// </summary>
+    internal static void CheckSplit(Device device, DType dtype, bool withBias)
+    {
+        const int b = 3, s = 2, nh = 3, d = 16, cap = 6, at = 3;
+        var rng = new Random(withBias ? 5 : 6);
+        float[] R(int n) => [.. Enumerable.Range(0, n).Select(_ => (float)(4 * OpInput.Gauss(rng)))];
+        using var scope = TensorScope.Begin();
+        using var noGrad = GradMode.NoGrad();
+        var qkv = Tensor.FromArray(R(b * s * nh * 3 * d), new Shape(b, s, nh, 3 * d), device: device);
+        var bias = withBias ? Tensor.FromArray(R(nh * 3 * d), new Shape(nh * 3 * d), device: device) : null;
+        var pos = Tensor.FromArray([.. Enumerable.Range(0, b * 2 * s).Select(i => rng.Next(0, 500))], new Shape(b, 2, s), device);
+        var q = Tensor.Full(new Shape(b, s, nh, d), float.NaN, dtype, device);
+        var kBuf = Tensor.Full(new Shape(b + 1, cap, nh, d), float.NaN, dtype, device);
+        var vBuf = Tensor.Full(new Shape(b + 1, cap, nh, d), float.NaN, dtype, device);
+        Tensor Slot(Tensor buffer) => buffer.Narrow(0, 0, b).Narrow(1, at, s);
+        qkv.Backend.SplitQkvRotary(qkv, bias, pos, q, Slot(kBuf), Slot(vBuf));
+
+        var x = Ops.Contiguous(qkv);
+        if (bias is not null) x.Backend.AddRowVector(x, bias, 1f);
+        var eq = Tensor.Empty(q.Shape, dtype, device);
+        var ek = Tensor.Empty(q.Shape, dtype, device);
+        var ev = Tensor.Empty(q.Shape, dtype, device);
+        x.Backend.Rotary2D(x.Narrow(3, 0, d), pos, eq, inverse: false);
+        x.Backend.Rotary2D(x.Narrow(3, d, d), pos, ek, inverse: false);
+        x.Backend.Copy(x.Narrow(3, 2 * d, d), ev);
+        foreach (var (actual, expected, name) in new[] { (q, eq, "q"), (Ops.Contiguous(Slot(kBuf)), ek, "k"), (Ops.Contiguous(Slot(vBuf)), ev, "v") })
+        {
+            float[] av = actual.ToFloatArray(), xv = expected.ToFloatArray();
+            for (int i = 0; i < av.Length; i++)
+                Assert.True(BitConverter.SingleToInt32Bits(av[i]) == BitConverter.SingleToInt32Bits(xv[i]), $"{device} {dtype}: {name}[{i}] {av[i]:R}, unfused {xv[i]:R}");
+        }
+        // Nothing outside the slots: 2·(b + 1)·cap·nh·d elements, of which 2·b·s·nh·d are the slots.
+        int nan = kBuf.ToFloatArray().Concat(vBuf.ToFloatArray()).Count(float.IsNaN);
+        Assert.Equal(2 * ((b + 1) * cap - b * s) * nh * d, nan);
+    }
+
     /// <summary>AddScaledWithBias on <paramref name="device"/> (CudaBackendTests runs it on the GPU).</summary>
     internal static void CheckResidual(Device device, int rows, int f)
     {

@@ -72,6 +72,17 @@ public class CudaBackendTests
         DoctorGlm.Engine.Tests.Core.DecodeFusionTests.CheckResidual(gpu.Device, rows, f);
     }
 
+    /// <summary>split_qkv_rotary gives add_row_vector, rotary2d twice and a copy, bit for bit, on the GPU (DecodeFusionTests).</summary>
+    [Theory]
+    [InlineData(DType.F32, true)]
+    [InlineData(DType.BF16, true)]
+    [InlineData(DType.F16, false)]
+    public void SplitQkvRotaryIsTheUnfusedPassesBitForBit(DType dtype, bool withBias)
+    {
+        var gpu = CudaTestSetup.Require();
+        DoctorGlm.Engine.Tests.Core.DecodeFusionTests.CheckSplit(gpu.Device, dtype, withBias);
+    }
+
     /// <summary>layernorm_forward's copy is its output cast, bit for bit, on the GPU (DecodeFusionTests).</summary>
     [Theory]
     [InlineData(DType.BF16, 1, 4096)]

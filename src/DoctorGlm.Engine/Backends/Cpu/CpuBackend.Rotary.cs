@@ -64,6 +64,55 @@ public sealed unsafe partial class CpuBackend
         });
     }
 
+    /// <inheritdoc />
+    public void SplitQkvRotary(Tensor qkv, Tensor? bias, Tensor positionIds, Tensor q, Tensor k, Tensor v)
+    {
+        int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
+        int r = d / 2, h = r / 2;
+        var inv = RotaryInvFreq(r);
+        DType xt = qkv.DType, ot = q.DType;
+        byte* bx = qkv.Ptr<byte>(), bq = q.Ptr<byte>(), bk = k.Ptr<byte>(), bv = v.Ptr<byte>();
+        float* pb = bias is null ? null : bias.Ptr<float>();
+        long xb = qkv.Strides[0], xs = qkv.Strides[1], xh = qkv.Strides[2];
+        long qb = q.Strides[0], qs = q.Strides[1], qh = q.Strides[2];
+        long kb = k.Strides[0], ks = k.Strides[1], kh = k.Strides[2];
+        int* pid = positionIds.Ptr<int>();
+        ForRows((long)batch * seq, (long)heads * 3 * d, row =>
+        {
+            int b = (int)(row / seq), s = (int)(row % seq);
+            float* cos = stackalloc float[2 * h];
+            float* sin = stackalloc float[2 * h];
+            for (int half = 0; half < 2; half++)
+            {
+                double p = pid[(b * 2 + half) * seq + s];
+                for (int j = 0; j < h; j++)
+                {
+                    double angle = p * inv[j];
+                    cos[half * h + j] = (float)Math.Cos(angle);
+                    sin[half * h + j] = 1f * (float)Math.Sin(angle); // Rotary2D's sign factor, forward
+                }
+            }
+            float* x = stackalloc float[3 * d];
+            float* y = stackalloc float[2 * d];
+            for (int head = 0; head < heads; head++)
+            {
+                // The head's 3d values widened, plus their bias (AddRowVector's fma(b, 1, x) is x + b exactly).
+                CpuFloatConvert.ToSingle(xt, bx + (b * xb + s * xs + head * xh) * xt.SizeOf(), x, 3 * d);
+                if (pb is not null)
+                {
+                    var xs3 = new Span<float>(x, 3 * d);
+                    System.Numerics.Tensors.TensorPrimitives.Add(xs3, new ReadOnlySpan<float>(pb + (long)head * 3 * d, 3 * d), xs3);
+                }
+                RotateHead(x, y, r, h, cos, sin);
+                RotateHead(x + d, y + d, r, h, cos, sin);
+                CpuFloatConvert.FromSingle(y, ot, bq + (b * qb + s * qs + head * qh) * ot.SizeOf(), d);
+                long ko = (b * kb + s * ks + head * kh) * ot.SizeOf();
+                CpuFloatConvert.FromSingle(y + d, ot, bk + ko, d);
+                CpuFloatConvert.FromSingle(x + 2 * d, ot, bv + ko, d);
+            }
+        });
+    }
+
     /// <summary>One head's d = 2r values: each half's pairs (j, j + h) rotated by its own angles (2D rotary, spec §3.1).</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     private static void RotateHead(float* x, float* y, int r, int h, float* cos, float* sin)

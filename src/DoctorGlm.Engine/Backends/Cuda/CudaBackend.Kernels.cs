@@ -183,20 +183,36 @@ public sealed unsafe partial class CudaBackend
     public void Rotary2D(Tensor x, Tensor positionIds, Tensor y, bool inverse)
     {
         int batch = x.Shape[0], seq = x.Shape[1], heads = x.Shape[2], d = x.Shape[3];
-        // θ_j from the CPU backend's own function (fp16-rounded, as doubles): both backends rotate by identical angles.
-        var inv = _invFreq.GetOrAdd(d / 2, r =>
-        {
-            using var _ = TensorScope.Unscoped();
-            var f = CpuBackend.RotaryInvFreq(r);
-            var bytes = new byte[f.Length * sizeof(double)];
-            Buffer.BlockCopy(f, 0, bytes, 0, bytes.Length);
-            return Tensor.FromBytes(bytes, new Shape(Math.Max(1, f.Length * 2)), DType.F32, Device); // 2 floats per double
-        });
+        var inv = RotaryInvFreq(d);
         long pairs = (long)batch * seq * heads * (d / 2);
         using var a = new KernelArgs().Add(Ptr(x)).Add((int)x.DType).Add(x.Strides[0]).Add(x.Strides[1]).Add(x.Strides[2])
             .Add(Ptr(positionIds)).Add(Ptr(y)).Add((int)y.DType).Add(y.Strides[0]).Add(y.Strides[1]).Add(y.Strides[2]).Add(Ptr(inv))
             .Add(batch).Add(seq).Add(heads).Add(d).Add(inverse ? 1 : 0);
         LaunchElementwise("rotary.cu", "rotary2d", pairs, a);
+    }
+
+    /// <summary>θ_j for head size d from the CPU backend's own function (fp16-rounded, as doubles), uploaded once: both backends rotate by identical angles.</summary>
+    private Tensor RotaryInvFreq(int d) => _invFreq.GetOrAdd(d / 2, r =>
+    {
+        using var _ = TensorScope.Unscoped();
+        var f = CpuBackend.RotaryInvFreq(r);
+        var bytes = new byte[f.Length * sizeof(double)];
+        Buffer.BlockCopy(f, 0, bytes, 0, bytes.Length);
+        return Tensor.FromBytes(bytes, new Shape(Math.Max(1, f.Length * 2)), DType.F32, Device); // 2 floats per double
+    });
+
+    /// <inheritdoc />
+    public void SplitQkvRotary(Tensor qkv, Tensor? bias, Tensor positionIds, Tensor q, Tensor k, Tensor v)
+    {
+        int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
+        long pairs = (long)batch * seq * heads * (d / 2);
+        if (pairs == 0) return;
+        var inv = RotaryInvFreq(d);
+        using var a = new KernelArgs().Add(Ptr(qkv)).Add((int)qkv.DType).Add(qkv.Strides[0]).Add(qkv.Strides[1]).Add(qkv.Strides[2])
+            .Add(PtrOrNull(bias)).Add(Ptr(positionIds)).Add(Ptr(q)).Add(q.Strides[0]).Add(q.Strides[1]).Add(q.Strides[2])
+            .Add(Ptr(k)).Add(Ptr(v)).Add(k.Strides[0]).Add(k.Strides[1]).Add(k.Strides[2]).Add((int)q.DType)
+            .Add(Ptr(inv)).Add(batch).Add(seq).Add(heads).Add(d);
+        LaunchElementwise("rotary.cu", "split_qkv_rotary", pairs, a);
     }
 
     // ---------------------------------------------------------------- optimizers

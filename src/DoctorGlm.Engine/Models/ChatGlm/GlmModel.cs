@@ -785,7 +785,7 @@ public sealed partial class GlmModel : IDisposable
                 ? Ops.LoraLinear(a, q, P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null, WeightDType)
                 : Ops.LoraLinear(a, P(QkvW), P(QkvB), la, lb, lora.Scaling, lora.Groups, drop, drop > 0 ? Rng : null);
         }
-        else qkv = LayerLinear(layer, QkvW, a16 ?? a, outputDType: x.DType);
+        else qkv = LayerLinear(layer, QkvW, a16 ?? a, withBias: cache is null, outputDType: x.DType); // a cached step adds the bias in its QKV split
         // Per-head interleaved rows (spec §3.3): head h's q, k, v are rows [3dh, 3dh + d), [.. + d, .. + 2d), [.. + 2d, .. + 3d).
         var heads = qkv.Reshape(batch, seq, nh, 3 * d);
         Tensor context;
@@ -800,8 +800,8 @@ public sealed partial class GlmModel : IDisposable
         {
             // The new keys and values go straight into the cache's slots; attention reads them there, in its dtype.
             var (newKeys, newValues) = cache.Slots(layer, seq);
-            context = Ops.GlmCachedSelfAttention(heads, positionIds, mask, layer + 1, prefixK, prefixV, pastMask, newKeys, newValues)
-                .Reshape(batch, seq, hidden);
+            context = Ops.GlmCachedSelfAttention(heads, positionIds, mask, layer + 1, prefixK, prefixV, pastMask, newKeys, newValues,
+                qkvBias: Lora is { Merged: false } ? null : P(QkvB)).Reshape(batch, seq, hidden);
             newKeys.Dispose();
             newValues.Dispose();
             // The context is in the cache's dtype: the fused INT8/INT4 matrix-vector kernels and fp32 weights take fp32.
