@@ -303,6 +303,21 @@ public sealed unsafe class Tensor : IDisposable
     }
 
     /// <summary>
+    /// A contiguous view of <paramref name="shape"/> at element <paramref name="offset"/> of this tensor's storage,
+    /// read as <paramref name="dtype"/> (same element size: I32 ↔ F32): several small arrays of mixed types packed
+    /// into one buffer cross the bus in one copy.
+    /// </summary>
+    internal Tensor Reinterpret(DType dtype, Shape shape, long offset)
+    {
+        ThrowIfDisposed();
+        if (dtype.SizeOf() != DType.SizeOf()) throw new ArgumentException($"Tensor.Reinterpret: {DType} and {dtype} differ in size");
+        if (offset < 0 || (offset + shape.NumElements) * dtype.SizeOf() > Storage.ByteLength)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"Tensor.Reinterpret: {shape} at element {offset} runs past the {Storage.ByteLength}-byte storage");
+        Storage.AddRef();
+        return new Tensor(Storage, shape, shape.ContiguousStrides(), offset, dtype);
+    }
+
+    /// <summary>
     /// Moves this tensor out of the current <see cref="TensorScope"/> into its parent (or to no scope), so it
     /// survives the scope's end. Returns this tensor.
     /// </summary>

@@ -43,27 +43,37 @@ internal static class CandidatePicking
             penalised[b] = o.RepetitionPenalty == 1f ? [] : [.. new HashSet<int>(rows[b].Sequence)]; // distinct, as HF penalises
         }
         int l = Math.Max(1, penalised.Max(p => p.Length));
-        var ids = new int[batch * l];
-        Array.Fill(ids, -1);
-        for (int b = 0; b < batch; b++) penalised[b].CopyTo(ids, b * l);
         int capacity = (int)Math.Min(v, (long)maxK + TieSlack);
 
-        var candidateIds = Tensor.Empty(new Shape(batch, capacity), DType.I32, device);
-        var candidateScores = Tensor.Empty(new Shape(batch, capacity), DType.F32, device);
-        var counts = Tensor.Empty(new Shape(batch), DType.I32, device);
-        scores.Backend.SelectCandidates(scores, Tensor.FromArray(ids, new Shape(batch, l), device), Tensor.FromArray(settings, new Shape(batch, 2), DType.F32, device),
-            Tensor.FromArray(topK, new Shape(batch), device), candidateIds, candidateScores, counts);
+        // The inputs cross the bus in one copy and the results in another (each small copy costs a round trip, and
+        // decoding makes one pick a step): [penalised ids (batch·l) | top-k (batch) | penalty, temperature bits
+        // (2·batch)] up, [counts (batch) | candidate ids (batch·capacity) | their scores' bits (batch·capacity)] down.
+        var packed = new int[batch * l + 3 * batch];
+        Array.Fill(packed, -1, 0, batch * l);
+        for (int b = 0; b < batch; b++) penalised[b].CopyTo(packed, b * l);
+        topK.CopyTo(packed, batch * l);
+        for (int i = 0; i < settings.Length; i++) packed[batch * l + batch + i] = BitConverter.SingleToInt32Bits(settings[i]);
+        using var input = Tensor.FromArray(packed, new Shape(packed.Length), device);
+        using var ids = input.Reinterpret(DType.I32, new Shape(batch, l), 0);
+        using var topKs = input.Reinterpret(DType.I32, new Shape(batch), batch * l);
+        using var rowSettings = input.Reinterpret(DType.F32, new Shape(batch, 2), batch * l + batch);
+        using var output = Tensor.Empty(new Shape(checked(batch + 2 * batch * capacity)), DType.I32, device);
+        using var counts = output.Reinterpret(DType.I32, new Shape(batch), 0);
+        using var candidateIds = output.Reinterpret(DType.I32, new Shape(batch, capacity), batch);
+        using var candidateScores = output.Reinterpret(DType.F32, new Shape(batch, capacity), batch + (long)batch * capacity);
+        scores.Backend.SelectCandidates(scores, ids, rowSettings, topKs, candidateIds, candidateScores, counts);
 
-        var n = counts.ToIntArray();
-        var cid = candidateIds.ToIntArray();
-        var cs = candidateScores.ToFloatArray();
+        var results = output.ToIntArray();
+        var n = results.AsSpan(0, batch);
+        var cid = results.AsSpan(batch, batch * capacity);
+        var cs = System.Runtime.InteropServices.MemoryMarshal.Cast<int, float>(results.AsSpan(batch + batch * capacity, batch * capacity));
         var picks = new int[batch];
         for (int b = 0; b < batch; b++)
         {
             if (n[b] < 0 || n[b] > capacity)
                 picks[b] = generator.PickPenalized(scores.Narrow(0, b, 1).ToFloatArray(), rows[b]);
             else
-                picks[b] = Pick(cid.AsSpan(b * capacity, n[b]), cs.AsSpan(b * capacity, n[b]), rows[b]);
+                picks[b] = Pick(cid.Slice(b * capacity, n[b]), cs.Slice(b * capacity, n[b]), rows[b]);
         }
         return picks;
     }

@@ -104,4 +104,18 @@ public class TensorTests
         var after = CpuAllocator.Stats;
         Assert.True(after.PooledBytes >= CpuAllocator.SizeClass(123457 * 4));
     }
+    [Fact]
+    public void Reinterpret_views_packed_arrays_of_mixed_four_byte_types_and_checks_bounds()
+    {
+        using var scope = TensorScope.Begin();
+        int[] packed = [7, -1, 3, BitConverter.SingleToInt32Bits(1.5f), BitConverter.SingleToInt32Bits(-0.25f)];
+        var t = Tensor.FromArray(packed, new Shape(packed.Length));
+        using var ints = t.Reinterpret(DType.I32, new Shape(3), 0);
+        using var floats = t.Reinterpret(DType.F32, new Shape(1, 2), 3);
+        Assert.Equal([7, -1, 3], ints.ToIntArray());
+        Assert.Equal([1.5f, -0.25f], floats.ToFloatArray());
+        Assert.True(floats.IsContiguous);
+        Assert.Throws<ArgumentOutOfRangeException>(() => t.Reinterpret(DType.F32, new Shape(3), 3));
+        Assert.Throws<ArgumentException>(() => t.Reinterpret(DType.BF16, new Shape(2), 0));
+    }
 }
