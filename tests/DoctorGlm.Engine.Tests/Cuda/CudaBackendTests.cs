@@ -739,12 +739,16 @@ public class CudaBackendTests
     }
 
     [Theory]
-    [InlineData(8, 1)]
-    [InlineData(4, 3)]
-    [InlineData(8, 11)] // more rows than one fused launch takes
-    public void FusedQuantizedMatVecMatchesCpu(int bits, int rows)
+    [InlineData(8, 1, 130)]   // columns no 16-byte chunk covers: the lane-per-column loop
+    [InlineData(4, 3, 130)]
+    [InlineData(8, 11, 130)]  // more rows than one fused launch takes
+    [InlineData(8, 1, 1056)]  // 66 chunks a row: two per lane, then one lane's single chunk
+    [InlineData(4, 8, 1056)]  // 33 chunks: the 33rd alone
+    [InlineData(4, 5, 4128)]  // 129 chunks and a batch of rows
+    [InlineData(8, 2, 1060)]  // rows of 1060 bytes, not 16-byte aligned: the lane-per-column loop
+    public void FusedQuantizedMatVecMatchesCpu(int bits, int rows, int cols)
     {
-        int outF = 45, cols = 130;
+        int outF = 45;
         var w = Randn(outF * cols, 0.3);
         var x = Randn(rows * cols);
         var r = Both((be, dev) =>
