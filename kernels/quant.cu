@@ -36,15 +36,23 @@ extern "C" __global__ void dequant_int4(const i8* packed, const u16* scale_f16, 
 struct alignas(16) QmvBytes { int w[4]; };
 struct alignas(16) QmvFloats { float v[4]; };
 
+// x[off .. off + 3] as fp32: one 16-byte load of an fp32 row, else four widened 16-bit elements.
+__device__ __forceinline__ QmvFloats qmv_x4(const void* x, int x_dt, i64 off) {
+    if (x_dt == DT_F32) return *(const QmvFloats*)((const float*)x + off);
+    QmvFloats f;
+    for (int u = 0; u < 4; u++) f.v[u] = load_as_f32(x, off + u, x_dt);
+    return f;
+}
+
 // acc[r] += Σ over one 16-byte chunk holding the weights of columns c0 .. c0 + (16 or 32) − 1.
-__device__ __forceinline__ void qmv_chunk(QmvBytes raw, int bits, const float* x, i64 cols, i64 c0, i64 rows, float* acc) {
+__device__ __forceinline__ void qmv_chunk(QmvBytes raw, int bits, const void* x, int x_dt, i64 cols, i64 c0, i64 rows, float* acc) {
     const i8* b = (const i8*)raw.w;
     if (bits == 8) {
         for (int i = 0; i < 16; i += 4) {
             float w0 = (float)b[i], w1 = (float)b[i + 1], w2 = (float)b[i + 2], w3 = (float)b[i + 3];
             for (int r = 0; r < QMV_MAX_ROWS; r++) {
                 if (r >= rows) break;
-                QmvFloats xv = *(const QmvFloats*)(x + r * cols + c0 + i);
+                QmvFloats xv = qmv_x4(x, x_dt, r * cols + c0 + i);
                 acc[r] += xv.v[0] * w0;
                 acc[r] += xv.v[1] * w1;
                 acc[r] += xv.v[2] * w2;
@@ -57,7 +65,7 @@ __device__ __forceinline__ void qmv_chunk(QmvBytes raw, int bits, const float* x
             float w2 = (float)((int)b[i + 1] >> 4), w3 = (float)((int)(i8)(b[i + 1] << 4) >> 4);
             for (int r = 0; r < QMV_MAX_ROWS; r++) {
                 if (r >= rows) break;
-                QmvFloats xv = *(const QmvFloats*)(x + r * cols + c0 + 2 * i);
+                QmvFloats xv = qmv_x4(x, x_dt, r * cols + c0 + 2 * i);
                 acc[r] += xv.v[0] * w0;
                 acc[r] += xv.v[1] * w1;
                 acc[r] += xv.v[2] * w2;
@@ -67,7 +75,8 @@ __device__ __forceinline__ void qmv_chunk(QmvBytes raw, int bits, const float* x
     }
 }
 
-extern "C" __global__ void quant_matvec(const float* x, const i8* q, const u16* scale_f16, float* y,
+// x may be F32 or a 16-bit activation (x_dt; widened exactly): a cached step's attention output comes in its cache's dtype.
+extern "C" __global__ void quant_matvec(const void* x, int x_dt, const i8* q, const u16* scale_f16, float* y,
                                         int bits, i64 rows, i64 cols, i64 out) {
     i64 warp = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int lane = threadIdx.x & 31;
@@ -77,16 +86,17 @@ extern "C" __global__ void quant_matvec(const float* x, const i8* q, const u16* 
     float acc[QMV_MAX_ROWS];
     for (int r = 0; r < QMV_MAX_ROWS; r++) acc[r] = 0.0f;
     int per = bits == 4 ? 32 : 16; // weights per 16-byte chunk
-    bool aligned = ((unsigned long long)q & 15) == 0 && (packed & 15) == 0 && ((unsigned long long)x & 15) == 0 && (cols & 3) == 0;
+    bool aligned = ((unsigned long long)q & 15) == 0 && (packed & 15) == 0
+                   && (x_dt != DT_F32 || (((unsigned long long)x & 15) == 0 && (cols & 3) == 0));
     i64 chunks = aligned ? packed / 16 : 0;
     const QmvBytes* qc = (const QmvBytes*)qr;
     i64 ch = lane;
     for (; ch + 32 < chunks; ch += 64) { // two chunks a lane: both loads issued before either is used
         QmvBytes a = qc[ch], b = qc[ch + 32];
-        qmv_chunk(a, bits, x, cols, ch * per, rows, acc);
-        qmv_chunk(b, bits, x, cols, (ch + 32) * per, rows, acc);
+        qmv_chunk(a, bits, x, x_dt, cols, ch * per, rows, acc);
+        qmv_chunk(b, bits, x, x_dt, cols, (ch + 32) * per, rows, acc);
     }
-    if (ch < chunks) qmv_chunk(qc[ch], bits, x, cols, ch * per, rows, acc);
+    if (ch < chunks) qmv_chunk(qc[ch], bits, x, x_dt, cols, ch * per, rows, acc);
     for (i64 c = chunks * per + lane; c < cols; c += 32) {
         int v;
         if (bits == 8) v = qr[c];
@@ -96,7 +106,7 @@ extern "C" __global__ void quant_matvec(const float* x, const i8* q, const u16* 
         }
         float wv = (float)v;
         for (int r = 0; r < QMV_MAX_ROWS; r++)
-            if (r < rows) acc[r] += x[r * cols + c] * wv;
+            if (r < rows) acc[r] += load_as_f32(x, r * cols + c, x_dt) * wv;
     }
     float s = f16_to_f32(scale_f16[warp]);
     for (int r = 0; r < QMV_MAX_ROWS; r++) {

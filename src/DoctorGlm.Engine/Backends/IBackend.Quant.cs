@@ -22,7 +22,7 @@ public partial interface IBackend
     /// <summary>
     /// Fused de-quantize-and-multiply for decoding (few rows): y[r, o] = scale[o] · Σ_i x[r, i] · q[o, i], never
     /// materialising the de-quantized matrix, so each step reads the weight once at 1 byte (INT8) or ½ byte (INT4) per
-    /// element. <paramref name="x"/> is F32 [rows, cols]; <paramref name="q"/> I8 [out, cols] (INT8) or [out, cols/2]
+    /// element. <paramref name="x"/> is F32 [rows, cols], or BF16/F16 (widened exactly); <paramref name="q"/> I8 [out, cols] (INT8) or [out, cols/2]
     /// (INT4, high nibble = even column); <paramref name="scale"/> F16 [out]; <paramref name="y"/> F32 [rows, out].
     /// Sums are fp32 in an order of the backend's choosing (not bit-identical to de-quantize + GEMM).
     /// </summary>

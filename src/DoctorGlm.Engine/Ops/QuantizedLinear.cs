@@ -23,7 +23,9 @@ public static partial class Ops
     /// <param name="dequantizedDType">The type the weight is de-quantized into for a GEMM: F32 (exact), or F16 as the
     /// reference does (W′ = q·scale in fp16) / BF16 — a 16-bit W′ is rounded once and multiplied on tensor cores on
     /// the GPU, where an fp32 one takes the fp32 GEMM.</param>
-    public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null, DType dequantizedDType = DType.F32)
+    /// <param name="outputDType">The type of y on the GEMM path (default x's, as <see cref="Linear"/>); the fused
+    /// matrix-vector path always writes F32.</param>
+    public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null, DType dequantizedDType = DType.F32, DType? outputDType = null)
     {
         const string op = "QuantizedLinear";
         ArgumentNullException.ThrowIfNull(weight);
@@ -31,10 +33,10 @@ public static partial class Ops
         int inF = weight.Columns, outF = weight.Rows;
         bool wantsGrad = GradMode.IsEnabled && (x.RequiresGrad || bias is { RequiresGrad: true });
         long rows = x.Rank >= 1 && x.Shape[-1] == inF ? x.NumElements / inF : -1;
-        // The fused kernel takes fp32 rows and writes fp32; a 16-bit activation takes the GEMM, which returns its type.
-        if (!wantsGrad && rows is > 0 and <= QuantizedMatVecMaxRows && x.DType == DType.F32)
+        // The fused kernel takes fp32 or 16-bit rows and writes fp32 (a cached step's x).
+        if (!wantsGrad && rows is > 0 and <= QuantizedMatVecMaxRows && (x.DType == DType.F32 || outputDType == DType.F32))
         {
-            var xc = F32Contiguous(x, op, "x");
+            var xc = FloatContiguous(x, op, "x");
             var outDims = x.Shape.ToArray();
             outDims[^1] = outF;
             var y = Tensor.Empty(new Shape(outDims), DType.F32, x.Device);
@@ -55,6 +57,6 @@ public static partial class Ops
             var w = weight.Dequantize(dequantizedDType);
             w.Name = $"de-quantized INT{weight.Bits} weight";
             return w;
-        }, bias, outputDType: null);
+        }, bias, outputDType);
     }
 }

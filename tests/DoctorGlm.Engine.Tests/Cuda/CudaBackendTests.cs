@@ -763,6 +763,17 @@ public class CudaBackendTests
         Close(r, 1e-5, 1e-5, $"INT{bits} matvec");
     }
 
+    /// <summary>quant_matvec widens a 16-bit x exactly: bit for bit the fp32 x's results on the GPU (both loops).</summary>
+    [Theory]
+    [InlineData(8, 3, 66, DType.BF16)]
+    [InlineData(4, 1, 1056, DType.F16)]
+    [InlineData(8, 5, 1056, DType.BF16)]
+    public void QuantizedMatVecTakesSixteenBitInputs(int bits, int rows, int cols, DType dtype)
+    {
+        var gpu = CudaTestSetup.Require();
+        DoctorGlm.Engine.Tests.Quantization.QuantizedMatVecTests.Sixteen_bit_input_check(gpu.Device, bits, rows, cols, dtype);
+    }
+
     /// <summary>
     /// select_candidates (kernels/sampling.cu) against the CPU reference, bit for bit: the penalised scores it leaves
     /// behind, the candidate ids and scores (poisoned slots beyond the count must stay untouched) and the counts.

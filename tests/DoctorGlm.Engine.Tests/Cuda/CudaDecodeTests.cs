@@ -24,6 +24,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
     [InlineData("bf16", 3e-2)]
     [InlineData("int8", 1e-4)]
     [InlineData("int4", 1e-4)]
+    [InlineData("int4-bf16", 3e-2)] // the benchmark's INT4: bf16 embedding, so a bf16 cache and 16-bit inputs to the fused kernel
     public void Cached_decoding_matches_the_cpu_step_by_step(string mode, double tol)
     {
         var gpu = CudaTestSetup.Require();
@@ -32,7 +33,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
         using var gpuModel = Prepare(ChatModelFixture.Model(tok, device: gpu.Device), mode);
         var prompt = Prompt(tok, Hypertension).ToList();
         // bf16 weights on the GPU keep a bf16 KV cache (half the bytes each step reads); the CPU's stays fp32.
-        if (mode == "bf16") Assert.Equal(DType.BF16, gpuModel.KvCacheDType);
+        if (mode is "bf16" or "int4-bf16") Assert.Equal(DType.BF16, gpuModel.KvCacheDType);
         Assert.Equal(DType.F32, cpuModel.KvCacheDType);
 
         var cpuSteps = Decode(cpuModel, prompt, forced: null);
@@ -282,6 +283,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
             case "bf16": model.ConvertWeights(DType.BF16); break;
             case "int8": model.Quantize(8); break;
             case "int4": model.Quantize(4); break;
+            case "int4-bf16": model.ConvertWeights(DType.BF16); model.Quantize(4); break;
         }
         return model;
     }

@@ -242,6 +242,32 @@ public class QuantizedMatVecTests
         }
     }
 
+    [Theory]
+    [InlineData(8, 3, 66, DType.BF16)]
+    [InlineData(4, 1, 1122, DType.F16)]
+    [InlineData(4, 5, 1122, DType.BF16)]
+    public void A_16_bit_input_gives_its_fp32_values_results_bit_for_bit(int bits, int rows, int cols, DType dtype) =>
+        Sixteen_bit_input_check(Device.Cpu, bits, rows, cols, dtype);
+
+    /// <summary>QuantizedMatVec of a 16-bit x against the same values in F32, bit for bit, on <paramref name="device"/>
+    /// (widening is exact; CudaBackendTests runs it on the GPU).</summary>
+    internal static void Sixteen_bit_input_check(Device device, int bits, int rows, int cols, DType dtype)
+    {
+        var rng = new RandomGenerator((ulong)(bits * 10 + rows + cols));
+        using var scope = TensorScope.Begin();
+        using var q = QuantizedWeight.Quantize(rng.Normal(new Shape(37, cols), 0.3f), bits);
+        var x16 = Ops.Cast(rng.Normal(new Shape(rows, cols)), dtype).To(device);
+        var x32 = Ops.Cast(x16, DType.F32);
+        var qd = q.Data.To(device);
+        var qs = q.Scale.To(device);
+        var y16 = Tensor.Full(new Shape(rows, 37), float.NaN, DType.F32, device);
+        var y32 = Tensor.Full(new Shape(rows, 37), float.NaN, DType.F32, device);
+        x16.Backend.QuantizedMatVec(x16, qd, qs, bits, y16);
+        x32.Backend.QuantizedMatVec(x32, qd, qs, bits, y32);
+        Assert.Equal(y32.ToFloatArray(), y16.ToFloatArray());
+        Assert.DoesNotContain(y16.ToFloatArray(), float.IsNaN);
+    }
+
     [Fact]
     public void Int4_with_an_odd_input_width_is_refused_rather_than_read_past_the_row()
     {

@@ -44,7 +44,17 @@ public sealed unsafe partial class CpuBackend
         int packed = bits == 4 ? cols / 2 : cols;
         if (bits is not (8 or 4) || (bits == 4 && cols % 2 != 0) || q.DType != DType.I8 || q.Shape != new Shape(outF, packed) || scale.NumElements != outF || y.Shape[0] != rows)
             throw new ArgumentException($"QuantizedMatVec: x {x.Shape}, INT{bits} weight {q.Describe("q")}, scale {scale.Shape} and y {y.Shape} do not fit");
-        float* px = x.Ptr<float>(), py = y.Ptr<float>();
+        if (!x.DType.IsFloat() || y.DType != DType.F32) throw new ArgumentException($"QuantizedMatVec: {x.Describe("x")} must be F32, BF16 or F16 and {y.Describe("y")} F32");
+        float* py = y.Ptr<float>();
+        // A 16-bit x (a cached step's attention output in its cache's dtype) is widened once, exactly.
+        float[]? widened = null;
+        float* px = x.Ptr<float>();
+        if (x.DType != DType.F32)
+        {
+            widened = GC.AllocateUninitializedArray<float>(rows * cols, pinned: true);
+            px = (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref widened[0]);
+            CpuFloatConvert.ToSingle(x.DType, x.Ptr<byte>(), px, (long)rows * cols);
+        }
         sbyte* pq = q.Ptr<sbyte>();
         ushort* ps = scale.Ptr<ushort>();
         // Decoding is bound by reading q once: each weight row is widened in registers (int8 → int32 → fp32, exact)
@@ -109,5 +119,6 @@ public sealed unsafe partial class CpuBackend
             }
         });
         GC.KeepAlive(split);
+        GC.KeepAlive(widened);
     }
 }

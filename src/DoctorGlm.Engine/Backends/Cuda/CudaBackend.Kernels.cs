@@ -611,11 +611,12 @@ public sealed unsafe partial class CudaBackend
             throw new ArgumentException($"QuantizedMatVec: x {x.Shape}, INT{bits} weight {q.Describe("q")}, scale {scale.Shape} and y {y.Shape} do not fit");
         RequireContiguous(x, "x");
         RequireContiguous(y, "y");
+        if (!x.DType.IsFloat() || y.DType != DType.F32) throw new ArgumentException($"QuantizedMatVec: {x.Describe("x")} must be F32, BF16 or F16 and {y.Describe("y")} F32");
         if (outF == 0) return; // a zero-sized grid is a launch error, not an empty launch
         for (int r0 = 0; r0 < rows; r0 += QuantMatVecMaxRows)
         {
             int n = Math.Min(QuantMatVecMaxRows, rows - r0);
-            using var a = new KernelArgs().Add(Ptr(x) + (ulong)((long)r0 * cols * 4)).Add(Ptr(q)).Add(Ptr(scale)).Add(Ptr(y) + (ulong)((long)r0 * outF * 4))
+            using var a = new KernelArgs().Add(Ptr(x) + (ulong)((long)r0 * cols * x.DType.SizeOf())).Add((int)x.DType).Add(Ptr(q)).Add(Ptr(scale)).Add(Ptr(y) + (ulong)((long)r0 * outF * 4))
                 .Add(bits).Add((long)n).Add((long)cols).Add((long)outF);
             uint warpsPerBlock = Block / 32;
             Launch("quant.cu", "quant_matvec", ((uint)((outF + warpsPerBlock - 1) / warpsPerBlock), 1, 1), (Block, 1, 1), 0, a);

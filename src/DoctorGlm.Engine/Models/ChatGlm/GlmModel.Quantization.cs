@@ -75,7 +75,7 @@ public sealed partial class GlmModel
         var keys = _layerKeys[layer];
         var bias = withBias ? _params[keys[weightSlot + 1]] : null;
         return _quantized.TryGetValue(keys[weightSlot], out var q)
-            ? Ops.QuantizedLinear(input, q, bias, WeightDType)
+            ? Ops.QuantizedLinear(input, q, bias, WeightDType, outputDType)
             : Ops.Linear(input, _params[keys[weightSlot]], bias, outputDType);
     }
 }

@@ -804,8 +804,10 @@ public sealed partial class GlmModel : IDisposable
                 qkvBias: Lora is { Merged: false } ? null : P(QkvB)).Reshape(batch, seq, hidden);
             newKeys.Dispose();
             newValues.Dispose();
-            // The context is in the cache's dtype: the fused INT8/INT4 matrix-vector kernels and fp32 weights take fp32.
-            if (context.DType != DType.F32 && Sixteen(DenseW, lora: false) is null) context = Ops.Cast(context, DType.F32);
+            // The context is in the cache's dtype, which a plain weight of that dtype takes, and so does a quantized one
+            // (the fused matrix-vector kernel widens it; the GEMM path de-quantizes into WeightDType); fp32 takes fp32.
+            bool takes16 = _quantized.ContainsKey(p[DenseW]) ? WeightDType == context.DType : P(DenseW).DType == context.DType;
+            if (context.DType != DType.F32 && !takes16) context = Ops.Cast(context, DType.F32);
         }
         // A cached step (fp32, no gradients) adds each linear's bias inside its residual add: one pass, the same sums.
         bool fuseBias = cache is not null;
