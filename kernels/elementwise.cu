@@ -43,14 +43,27 @@ extern "C" __global__ void add_row_vector(float* y, const float* v, float alpha,
     GRID_STRIDE(i, n) y[i] = v[i % cols] * alpha + y[i];
 }
 
-// y = a·alpha + (b + bias[i % cols]): a biased linear's output added to the scaled residual in one pass (a decoding
-// step's two residual adds per layer). The same expressions as add_row_vector (alpha 1) then add_scaled's general
-// branch (beta 1), so the same fp32 result, one launch fewer.
-extern "C" __global__ void add_scaled_row_bias(const float* a, float alpha, const float* b, const float* bias, float* y, i64 cols, i64 n) {
+// The value of f once stored as dtype dt and read back (f itself for F32).
+__device__ __forceinline__ float round_to(int dt, float f) {
+    return dt == DT_BF16 ? bf16_to_f32(f32_to_bf16(f)) : dt == DT_F16 ? f16_to_f32(f32_to_f16(f)) : f;
+}
+
+// y = a·alpha + ρ(b + bias[i % cols]), ρ rounding to y's dtype: a biased linear's fp32 output b joined to the scaled
+// residual a in one pass (a decoding step's two residual adds per layer; a block's two under 16-bit activations).
+// The same operations as add_row_vector (alpha 1), the linear's rounding of its output to the activation dtype, and
+// add_scaled / add_scaled_mixed (beta 1), so the same values, two passes fewer.
+extern "C" __global__ void add_scaled_row_bias(const void* a, int a_dt, float alpha, const float* b, const float* bias, void* y, int y_dt,
+                                               i64 cols, i64 n) {
     GRID_STRIDE(i, n) {
-        float t = bias[i % cols] * 1.0f + b[i];
-        y[i] = a[i] * alpha + t * 1.0f;
+        float t = round_to(y_dt, bias[i % cols] * 1.0f + b[i]);
+        store_from_f32(y, i, y_dt, load_as_f32(a, i, a_dt) * alpha + t * 1.0f);
     }
+}
+
+// out[r, j] = ρ(y[r, j] + α·v[j]) into a separate output of any float dtype (y unchanged): a biased linear's fp32
+// product rounded to a 16-bit activation in the pass that adds the bias.
+extern "C" __global__ void add_row_vector_to(const float* y, const float* v, float alpha, void* out, int out_dt, i64 cols, i64 n) {
+    GRID_STRIDE(i, n) store_from_f32(out, i, out_dt, v[i % cols] * alpha + y[i]);
 }
 
 // y[j] (+)= Σ_r x[r, j]: one thread per column, rows summed in order in double (deterministic, and the same

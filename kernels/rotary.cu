@@ -4,11 +4,11 @@
 // cos and sin are evaluated in double then rounded to fp32 exactly as the CPU does.
 #include "common.cuh"
 
-// One pair's rotation, with the roundings spelled out (fmaf): both kernels below share it, so the split that a
-// cached step fuses gives rotary2d's values bit for bit whatever the compiler would contract on its own.
+// One pair's rotation, shared by both kernels below (the kernels are compiled with --fmad=false: each product and
+// sum rounds on its own, as in the CPU's RotateHead), so the split a cached step fuses gives rotary2d's values.
 __device__ __forceinline__ void rotate_pair(float a, float bb, float c, float sn, float* y0, float* y1) {
-    *y0 = fmaf(a, c, -(bb * sn));
-    *y1 = fmaf(bb, c, a * sn);
+    *y0 = a * c - bb * sn;
+    *y1 = bb * c + a * sn;
 }
 
 // A KV-cached step's QKV split (IBackend.SplitQkvRotary): one thread per (b, s, head, pair e < d/2) rotates pair e

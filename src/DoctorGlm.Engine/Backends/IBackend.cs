@@ -37,17 +37,23 @@ public partial interface IBackend
     void AddScaled(Tensor a, float alpha, Tensor b, float beta, Tensor y);
 
     /// <summary>
-    /// y = alpha·a + (b + bias[j]) for b viewed as rows of length bias's element count: a biased linear's output b
-    /// added to the scaled residual a in one pass, with the fp32 operations (and so the result) of
-    /// <see cref="AddRowVector"/>(b, bias, 1) then <see cref="AddScaled"/>(a, alpha, b, 1). All F32; y may alias a or b.
+    /// y = alpha·a + ρ(b + bias[j]) for b viewed as rows of length bias's element count, ρ rounding to y's dtype: a
+    /// biased linear's fp32 output b joined to the scaled residual a in one pass, with the operations (and so the
+    /// result) of <see cref="AddRowVector"/>(b, bias, 1), the linear's rounding of its output to y's dtype, then
+    /// <see cref="AddScaled"/>(a, alpha, that, 1). b and bias are F32; a and y are F32, or the same 16-bit activation
+    /// dtype. y may alias a or b.
     /// </summary>
     void AddScaledRowBias(Tensor a, float alpha, Tensor b, Tensor bias, Tensor y);
 
     /// <summary>y = a ⊙ b elementwise; y may alias a or b.</summary>
     void Mul(Tensor a, Tensor b, Tensor y);
 
-    /// <summary>y[r, j] += alpha·v[j] for y viewed as rows of length v's element count.</summary>
-    void AddRowVector(Tensor y, Tensor v, float alpha);
+    /// <summary>
+    /// y[r, j] += alpha·v[j] for y (F32) viewed as rows of length v's element count; with <paramref name="output"/>,
+    /// the sums go there instead (y unchanged), rounded once to its dtype (F32, BF16 or F16): a biased linear's fp32
+    /// product becomes a 16-bit activation in the pass that adds the bias.
+    /// </summary>
+    void AddRowVector(Tensor y, Tensor v, float alpha, Tensor? output = null);
 
     /// <summary>y[j] (+)= Σ_r x[r, j] with x viewed as rows of length y's element count; accumulates when <paramref name="accumulate"/>.</summary>
     void SumRows(Tensor x, Tensor y, bool accumulate);

@@ -25,9 +25,11 @@ public static partial class Ops
     }
 
     /// <summary>
-    /// alpha·a + (b + bias): a biased linear's output b, its bias [f] not yet added, joined to the scaled residual a
-    /// in one pass — what <c>AddScaled(a, alpha, b + bias, 1)</c> computes, bit for bit, one launch instead of two
-    /// (a KV-cached step's residual adds). All F32; a and b [.., f].
+    /// alpha·a + (b + bias): a biased linear's fp32 output b, its bias [f] not yet added, joined to the scaled
+    /// residual a in one pass — bit for bit what <c>AddScaled(a, alpha, Linear-with-bias, 1)</c> computes, one pass
+    /// instead of two or three (a block's two residual adds). b and bias are F32; a is F32 or a 16-bit activation,
+    /// and y has a's dtype: b + bias is then rounded to it first, as a linear rounds its output to the activation's
+    /// dtype. a and b [.., f]. Gradients are F32.
     /// </summary>
     public static Tensor AddScaledWithBias(Tensor a, float alpha, Tensor b, Tensor bias)
     {
@@ -37,10 +39,10 @@ public static partial class Ops
         ExpectRank(op, "bias", bias, 1, "[features]");
         if (b.Rank < 1 || b.Shape[-1] != bias.Shape[0])
             throw new ArgumentException($"{op}: {b.Describe("b")} must end in {bias.Shape[0]} to match {bias.Describe("bias")}");
-        var ac = F32Contiguous(a, op, "a");
+        var ac = FloatContiguous(a, op, "a");
         var bc = F32Contiguous(b, op, "b");
         var vc = F32Contiguous(bias, op, "bias");
-        var y = Tensor.Empty(a.Shape, DType.F32, a.Device);
+        var y = Tensor.Empty(a.Shape, ac.DType, a.Device);
         if (y.NumElements > 0) y.Backend.AddScaledRowBias(ac, alpha, bc, vc, y);
         return Graph.Record(op, y, [a, b, bias], (g, needs) =>
         {

@@ -50,8 +50,15 @@ public static partial class Ops
         Done(wf);
         if (bc is not null)
         {
-            be.AddRowVector(y, bc, 1f);
-            y = RoundToActivation(y, outType);
+            if (outType == DType.F32) be.AddRowVector(y, bc, 1f);
+            else
+            {
+                // x·Wᵀ + b rounded once, in the pass that adds b (the fp32 product is freed at once).
+                var rounded = Tensor.Empty(y.Shape, outType, x.Device);
+                be.AddRowVector(y, bc, 1f, rounded);
+                y.Dispose();
+                y = rounded;
+            }
         }
         return Graph.Record(op, y, [x, weight, bias], (g, needs) =>
         {

@@ -13,9 +13,11 @@ namespace DoctorGlm.Engine.Tests.Core;
 public sealed class DecodeFusionTests
 {
     [Theory]
-    [InlineData(1, 37)]
-    [InlineData(5, 4096)]
-    public void AddScaledWithBias_gives_the_unfused_passes_bit_for_bit_on_the_cpu(int rows, int f) => CheckResidual(Device.Cpu, rows, f);
+    [InlineData(1, 37, DType.F32)]
+    [InlineData(5, 4096, DType.F32)]
+    [InlineData(3, 4096, DType.BF16)]
+    [InlineData(2, 333, DType.F16)]
+    public void AddScaledWithBias_gives_the_unfused_passes_bit_for_bit_on_the_cpu(int rows, int f, DType dtype) => CheckResidual(Device.Cpu, rows, f, dtype);
 
     [Theory]
     [InlineData(DType.BF16, 3, 37)]
@@ -95,22 +97,36 @@ public sealed class DecodeFusionTests
     }
 
     /// <summary>AddScaledWithBias on <paramref name="device"/> (CudaBackendTests runs it on the GPU).</summary>
-    internal static void CheckResidual(Device device, int rows, int f)
+    internal static void CheckResidual(Device device, int rows, int f, DType dtype = DType.F32)
     {
         var rng = new Random(rows * 31 + f);
         float[] R(int n) => [.. Enumerable.Range(0, n).Select(_ => (float)OpInput.Gauss(rng))];
         using var scope = TensorScope.Begin();
         using var noGrad = GradMode.NoGrad();
-        var a = Tensor.FromArray(R(rows * f), new Shape(rows, f), device: device);
-        var b = Tensor.FromArray(R(rows * f), new Shape(rows, f), device: device);
+        var a = Ops.Cast(Tensor.FromArray(R(rows * f), new Shape(rows, f), device: device), dtype); // the residual, an activation
+        var bHost = R(rows * f);
+        var b = Tensor.FromArray(bHost, new Shape(rows, f), device: device);                          // a linear's fp32 product
         var bias = Tensor.FromArray(R(f), new Shape(f), device: device);
         const float alpha = 7.483315f; // ChatGLM-6B's √(2·28)
-        var fused = Ops.AddScaledWithBias(a, alpha, b, bias).ToFloatArray();
-        var biased = Ops.Contiguous(b);
+        var fused = Ops.AddScaledWithBias(a, alpha, b, bias);
+        Assert.Equal(dtype, fused.DType);
+        // Unfused: the bias added in place, the sum rounded to the activation dtype (Linear's output), the scaled add.
+        var biased = Tensor.FromArray(bHost, new Shape(rows, f), device: device);
         biased.Backend.AddRowVector(biased, bias, 1f);
-        var unfused = Ops.AddScaled(a, alpha, biased, 1f).ToFloatArray();
-        for (int i = 0; i < fused.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(fused[i]) == BitConverter.SingleToInt32Bits(unfused[i]),
-                $"{device}: y[{i}] fused {fused[i]:R}, unfused {unfused[i]:R}");
+        var o = Ops.Cast(biased, dtype);
+        var unfused = Ops.AddScaled(a, alpha, o, 1f);
+        // And AddRowVector's rounded output (Linear's one-pass bias and rounding) is that same o.
+        var oneOutput = Tensor.Empty(b.Shape, dtype, device);
+        b.Backend.AddRowVector(b, bias, 1f, oneOutput);
+        Assert.Equal(bHost, b.ToFloatArray()); // the input left as it was
+        AssertBits(o.ToFloatArray(), oneOutput.ToFloatArray(), $"{device} {dtype}: AddRowVector's rounded output");
+        AssertBits(unfused.ToFloatArray(), fused.ToFloatArray(), $"{device} {dtype}: AddScaledWithBias");
+    }
+
+    private static void AssertBits(float[] expected, float[] actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]), $"{what}[{i}]: {actual[i]:R}, unfused {expected[i]:R}");
     }
 }

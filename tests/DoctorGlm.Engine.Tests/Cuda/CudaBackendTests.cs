@@ -64,12 +64,14 @@ public class CudaBackendTests
 
     /// <summary>add_scaled_row_bias gives add_row_vector then add_scaled on the GPU bit for bit (DecodeFusionTests).</summary>
     [Theory]
-    [InlineData(1, 4096)]
-    [InlineData(7, 333)]
-    public void AddScaledRowBiasIsTheUnfusedPassesBitForBit(int rows, int f)
+    [InlineData(1, 4096, DType.F32)]
+    [InlineData(7, 333, DType.F32)]
+    [InlineData(3, 4096, DType.BF16)]
+    [InlineData(2, 333, DType.F16)]
+    public void AddScaledRowBiasIsTheUnfusedPassesBitForBit(int rows, int f, DType dtype)
     {
         var gpu = CudaTestSetup.Require();
-        DoctorGlm.Engine.Tests.Core.DecodeFusionTests.CheckResidual(gpu.Device, rows, f);
+        DoctorGlm.Engine.Tests.Core.DecodeFusionTests.CheckResidual(gpu.Device, rows, f, dtype);
     }
 
     /// <summary>split_qkv_rotary gives add_row_vector, rotary2d twice and a copy, bit for bit, on the GPU (DecodeFusionTests).</summary>

@@ -88,6 +88,20 @@ public sealed class CoreOpCases : IOpCases
                     Reference = x => Enumerable.Range(0, rows * f).Select(i => alpha * x[0][i] + (x[1][i] + x[2][i % f])).ToArray(),
                 };
             });
+            // Under bf16 activations: the residual a and y in bf16, b + bias rounded to bf16 before the add.
+            yield return new OpCase("elementwise.addscaled_with_bias.bf16", r =>
+            {
+                int rows = Odd(r, 1, 6), f = Odd(r, 3, 20);
+                float alpha = 7.483315f;
+                return new OpInstance
+                {
+                    Inputs = [OpInput.Randn(r, "a", [rows, f]).Rounded(DType.BF16), OpInput.Randn(r, "b", [rows, f]), OpInput.Randn(r, "bias", [f])],
+                    Forward = t => Ops.AddScaledWithBias(t[0], alpha, t[1], t[2]),
+                    Reference = x => Enumerable.Range(0, rows * f).Select(i => alpha * x[0][i] + (x[1][i] + x[2][i % f])).ToArray(),
+                    ForwardTolerance = OpInstance.OutputTolerance(DType.BF16),
+                    OutputDType = DType.BF16,
+                };
+            });
             yield return new OpCase("elementwise.mul", r =>
             {
                 int[] s = [Odd(r, 1, 9), Odd(r, 1, 9), 3];

@@ -166,16 +166,27 @@ public sealed unsafe partial class CpuBackend : IBackend
     {
         int n = (int)bias.NumElements;
         long rows = y.NumElements / n;
-        float* pa = a.Ptr<float>(), pb = b.Ptr<float>(), pv = bias.Ptr<float>(), py = y.Ptr<float>();
+        float* pb = b.Ptr<float>(), pv = bias.Ptr<float>();
+        DType yt = y.DType;
         ForRows(rows, n, r =>
         {
-            // AddRowVector's fma(v, 1, b) is b + v exactly; then AddScaledRun's passes for β = 1: α·a, then fma(t, 1, α·a).
+            // AddRowVector's fma(v, 1, b) is b + v exactly; rounded to y's dtype as the linear rounds its output; then
+            // AddScaledRun's passes for β = 1: α·a, then fma(t, 1, α·a); y rounded once (CpuRows).
             float[] rented = System.Buffers.ArrayPool<float>.Shared.Rent(n);
             var t = rented.AsSpan(0, n);
-            var row = new Span<float>(py + r * n, n);
             TensorPrimitives.Add(new ReadOnlySpan<float>(pb + r * n, n), new ReadOnlySpan<float>(pv, n), t); // b read before y may overwrite it
-            TensorPrimitives.Multiply(new ReadOnlySpan<float>(pa + r * n, n), alpha, row);
+            if (yt != DType.F32)
+                fixed (float* pt = t)
+                {
+                    ushort* bits = stackalloc ushort[n];
+                    CpuFloatConvert.FromSingle(pt, yt, bits, n);
+                    CpuFloatConvert.ToSingle(yt, bits, pt, n);
+                }
+            float* ar = CpuRows.Read(a, r * n, n, 0), yr = CpuRows.Target(y, r * n, n, 1);
+            var row = new Span<float>(yr, n);
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(ar, n), alpha, row);
             TensorPrimitives.MultiplyAdd(t, 1f, row, row);
+            CpuRows.Write(yr, y, r * n, n);
             System.Buffers.ArrayPool<float>.Shared.Return(rented);
         });
     }
@@ -189,11 +200,22 @@ public sealed unsafe partial class CpuBackend : IBackend
     }
 
     /// <inheritdoc />
-    public void AddRowVector(Tensor y, Tensor v, float alpha)
+    public void AddRowVector(Tensor y, Tensor v, float alpha, Tensor? output = null)
     {
         int n = (int)v.NumElements;
         long rows = y.NumElements / n;
         float* py = y.Ptr<float>(), pv = v.Ptr<float>();
+        if (output is not null)
+        {
+            // The same fma(v, α, y) per element into the output's rows, rounded once (CpuRows).
+            ForRows(rows, n, r =>
+            {
+                float* o = CpuRows.Target(output, r * n, n, 0);
+                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(pv, n), alpha, new ReadOnlySpan<float>(py + r * n, n), new Span<float>(o, n));
+                CpuRows.Write(o, output, r * n, n);
+            });
+            return;
+        }
         if (n == 1)
         {
             float add = alpha * pv[0];

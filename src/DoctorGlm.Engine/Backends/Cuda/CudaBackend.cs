@@ -392,7 +392,8 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     /// <inheritdoc />
     public void AddScaledRowBias(Tensor a, float alpha, Tensor b, Tensor bias, Tensor y)
     {
-        using var k = new KernelArgs().Add(Ptr(a)).Add(alpha).Add(Ptr(b)).Add(Ptr(bias)).Add(Ptr(y)).Add(bias.NumElements).Add(y.NumElements);
+        using var k = new KernelArgs().Add(Ptr(a)).Add((int)a.DType).Add(alpha).Add(Ptr(b)).Add(Ptr(bias)).Add(Ptr(y)).Add((int)y.DType)
+            .Add(bias.NumElements).Add(y.NumElements);
         LaunchElementwise("elementwise.cu", "add_scaled_row_bias", y.NumElements, k);
     }
 
@@ -404,8 +405,14 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     }
 
     /// <inheritdoc />
-    public void AddRowVector(Tensor y, Tensor v, float alpha)
+    public void AddRowVector(Tensor y, Tensor v, float alpha, Tensor? output = null)
     {
+        if (output is not null)
+        {
+            using var o = new KernelArgs().Add(Ptr(y)).Add(Ptr(v)).Add(alpha).Add(Ptr(output)).Add((int)output.DType).Add(v.NumElements).Add(y.NumElements);
+            LaunchElementwise("elementwise.cu", "add_row_vector_to", y.NumElements, o);
+            return;
+        }
         using var k = new KernelArgs().Add(Ptr(y)).Add(Ptr(v)).Add(alpha).Add(v.NumElements).Add(y.NumElements);
         LaunchElementwise("elementwise.cu", "add_row_vector", y.NumElements, k);
     }

@@ -809,19 +809,19 @@ public sealed partial class GlmModel : IDisposable
             bool takes16 = _quantized.ContainsKey(p[DenseW]) ? WeightDType == context.DType : P(DenseW).DType == context.DType;
             if (context.DType != DType.F32 && !takes16) context = Ops.Cast(context, DType.F32);
         }
-        // A cached step (fp32, no gradients) adds each linear's bias inside its residual add: one pass, the same sums.
-        bool fuseBias = cache is not null;
-        var o = LayerLinear(layer, DenseW, context, withBias: !fuseBias, outputDType: x.DType);
-        var h = fuseBias ? Ops.AddScaledWithBias(a, alpha, o, P(DenseB)) : Ops.AddScaled(a, alpha, o, 1f);
+        // Each residual add takes its linear's bias (the linear writes its fp32 product): one pass for bias, the
+        // rounding to the activation dtype and the add, the same values as the three.
+        var o = LayerLinear(layer, DenseW, context, withBias: false, outputDType: DType.F32);
+        var h = Ops.AddScaledWithBias(a, alpha, o, P(DenseB));
         Release(o); // neither the dense linear nor the residual add reads it in backward
         var m = Sixteen(H4W, lora: false) is { } t2 ? Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps, t2, out m16) : Ops.LayerNorm(h, P(Ln2W), P(Ln2B), eps);
         // dense_h_to_4h's bias is added inside the GELU pass (one pass over [tokens, 4h] fewer, same result bit for bit).
         var gelu = Ops.BiasGelu(LayerLinear(layer, H4W, m16 ?? m, withBias: false, outputDType: h.DType), P(H4W + 1), Sixteen(FourHW, lora: false));
-        var mlp = LayerLinear(layer, FourHW, gelu, withBias: !fuseBias, outputDType: x.DType);
+        var mlp = LayerLinear(layer, FourHW, gelu, withBias: false, outputDType: DType.F32);
         // A frozen linear's backward reads its weight, not its input (dx = dy·W): with dense_4h_to_h frozen the
         // [tokens, 4h] GELU output goes now, and with dense_h_to_4h frozen so does m after the residual add below.
         if (!InputKeptForBackward(layer, FourHW)) Release(gelu);
-        var y = fuseBias ? Ops.AddScaledWithBias(m, alpha, mlp, P(FourHB)) : Ops.AddScaled(m, alpha, mlp, 1f);
+        var y = Ops.AddScaledWithBias(m, alpha, mlp, P(FourHB));
         Release(mlp);
         if (!InputKeptForBackward(layer, H4W)) Release(m);
         return y;
