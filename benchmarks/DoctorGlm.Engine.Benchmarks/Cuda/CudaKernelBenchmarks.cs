@@ -26,7 +26,7 @@ public class CudaLayerNormBenchmarks : CudaBenchmark
 
     private const int H = Glm6B.Hidden;
     private Tensor[] _x = [], _dy = [];
-    private Tensor _w = null!, _b = null!, _y = null!, _dx = null!, _dw = null!, _db = null!, _mean = null!, _rstd = null!;
+    private Tensor _w = null!, _b = null!, _y = null!, _dx = null!, _dw = null!, _db = null!, _mean = null!, _rstd = null!, _copy = null!;
 
     /// <inheritdoc />
     public override Work Work(string method)
@@ -35,6 +35,7 @@ public class CudaLayerNormBenchmarks : CudaBenchmark
         return method switch
         {
             nameof(Forward) => new(2 * a + 2 * vec + stats, 0, Bound.Memory),                 // x, w, b → y, mean, rstd
+            nameof(ForwardWithCopy) => new(2 * a + 2.0 * Tokens * H + 2 * vec + stats, 0, Bound.Memory), // … and the bf16 copy
             nameof(BackwardInput) => new(2 * n + a + vec + stats, 0, Bound.Memory),           // dy, x, w, mean, rstd → dx
             _ => new(2 * n + a + 3 * vec + stats, 0, Bound.Memory),                           // … and dweight, dbias
         };
@@ -54,16 +55,21 @@ public class CudaLayerNormBenchmarks : CudaBenchmark
         _db = Tensor.Empty(new Shape(H), DType.F32, Dev);
         _mean = Tensor.Empty(new Shape(Tokens), DType.F32, Dev);
         _rstd = Tensor.Empty(new Shape(Tokens), DType.F32, Dev);
+        _copy = Tensor.Empty(s, DType.BF16, Dev);
         // The backward launches read statistics of their own input set: compute them once for set 0 (values only
         // need to be finite and plausible; every set has the same distribution).
         Gpu.LayerNormForward(_x[0], _w, _b, 1e-5f, _y, _mean, _rstd);
     }
 
     /// <inheritdoc />
-    protected override void Cleanup() => Free(_x, _dy, [_w, _b, _y, _dx, _dw, _db, _mean, _rstd]);
+    protected override void Cleanup() => Free(_x, _dy, [_w, _b, _y, _dx, _dw, _db, _mean, _rstd, _copy]);
 
     [Benchmark(OperationsPerInvoke = Launches)]
     public void Forward() => Time(i => Gpu.LayerNormForward(_x[i], _w, _b, 1e-5f, _y, _mean, _rstd));
+
+    /// <summary>The forward with a bf16 copy of y beside it (a KV-cached step's LayerNorm feeding a bf16 GEMM).</summary>
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void ForwardWithCopy() => Time(i => Gpu.LayerNormForward(_x[i], _w, _b, 1e-5f, _y, _mean, _rstd, _copy));
 
     [Benchmark(OperationsPerInvoke = Launches)]
     public void BackwardInput() => Time(i => Gpu.LayerNormBackward(_dy[i], _x[i], _w, _mean, _rstd, _dx, null, null));
@@ -127,7 +133,9 @@ public class CudaGeluBenchmarks : CudaBenchmark
 /// <summary>
 /// 2D rotary on [B, 512, 32, 128] (B = tokens / 512): the kernel on a contiguous q, and what a GLM block does — q and k
 /// taken from the fused qkv activation [B, 512, 32, 384] (strided views) through <see cref="Ops.Rotary2D"/>, which makes
-/// each contiguous first (the "QKV split") and rotates it.
+/// each contiguous first (the "QKV split") and rotates it — and the KV-cached step's split
+/// (<see cref="Backends.IBackend.SplitQkvRotary"/>: bias added, q and k rotated, q, k and v written in bf16 as a bf16
+/// cache keeps them, one pass).
 /// </summary>
 public class CudaRotaryBenchmarks : CudaBenchmark
 {
@@ -135,7 +143,7 @@ public class CudaRotaryBenchmarks : CudaBenchmark
     public int Tokens { get; set; } = 512;
 
     private Tensor[] _q = [], _qkv = [];
-    private Tensor _pos = null!, _y = null!;
+    private Tensor _pos = null!, _y = null!, _bias = null!, _q16 = null!, _k16 = null!, _v16 = null!;
 
     private int Batch => Tokens / Glm6B.Seq;
 
@@ -143,8 +151,14 @@ public class CudaRotaryBenchmarks : CudaBenchmark
     public override Work Work(string method)
     {
         double n = 4.0 * Tokens * Glm6B.Hidden, pos = 2 * 4.0 * Tokens;
-        // Kernel: read x, write y. Split + rotate: read the q and k thirds of qkv, write rotated q and k.
-        return new(method == nameof(Kernel) ? 2 * n + pos : 4 * n + pos, 0, Bound.Memory);
+        // Kernel: read x, write y. Split + rotate: read the q and k thirds of qkv, write rotated q and k. Cached split:
+        // read all of qkv (fp32) and the bias, write q, k and v in bf16.
+        return new(method switch
+        {
+            nameof(Kernel) => 2 * n + pos,
+            nameof(CachedSplit) => 3 * n + 1.5 * n + 3 * 4.0 * Glm6B.Hidden + pos,
+            _ => 4 * n + pos,
+        }, 0, Bound.Memory);
     }
 
     /// <inheritdoc />
@@ -156,10 +170,14 @@ public class CudaRotaryBenchmarks : CudaBenchmark
         var ctx = Enumerable.Repeat(s / 2, b).ToArray();
         _pos = PositionIds.Glm(ctx, ctx.Select(c => c - 2).ToArray(), s, device: Dev);
         _y = Tensor.Empty(_q[0].Shape, DType.F32, Dev);
+        _bias = BenchData.Uniform(new Shape(3 * Glm6B.Hidden), 80, device: Dev);
+        _q16 = Tensor.Empty(_q[0].Shape, DType.BF16, Dev);
+        _k16 = Tensor.Empty(_q[0].Shape, DType.BF16, Dev);
+        _v16 = Tensor.Empty(_q[0].Shape, DType.BF16, Dev);
     }
 
     /// <inheritdoc />
-    protected override void Cleanup() => Free(_q, _qkv, [_pos, _y]);
+    protected override void Cleanup() => Free(_q, _qkv, [_pos, _y, _bias, _q16, _k16, _v16]);
 
     [Benchmark(OperationsPerInvoke = Launches)]
     public void Kernel() => Time(i => Gpu.Rotary2D(_q[i], _pos, _y, inverse: false));
@@ -173,6 +191,50 @@ public class CudaRotaryBenchmarks : CudaBenchmark
         Ops.Rotary2D(_qkv[i].Narrow(3, 0, d), _pos);
         Ops.Rotary2D(_qkv[i].Narrow(3, d, d), _pos);
     });
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void CachedSplit() => Time(i => Gpu.SplitQkvRotary(_qkv[i], _bias, _pos, _q16, _k16, _v16));
+}
+
+/// <summary>
+/// A block's residual add with its linear's bias (<see cref="Backends.IBackend.AddScaledRowBias"/>) over tokens ×
+/// 4096: the residual a and y in the activation dtype, the linear's fp32 product b. One pass where the unfused path
+/// made three (bias into b, b rounded to the activation dtype, the scaled add).
+/// </summary>
+public class CudaResidualBenchmarks : CudaBenchmark
+{
+    [Params(1, 2048)]
+    public int Tokens { get; set; } = 2048;
+
+    [Params(DType.F32, DType.BF16)]
+    public DType Activation { get; set; } = DType.F32;
+
+    private const int H = Glm6B.Hidden;
+    private Tensor[] _a = [], _b = [];
+    private Tensor _bias = null!, _y = null!;
+
+    /// <inheritdoc />
+    public override Work Work(string method)
+    {
+        double act = (double)Activation.SizeOf() * Tokens * H;
+        return new(2 * act + 4.0 * Tokens * H + 4.0 * H, 0, Bound.Memory); // a, b, bias → y
+    }
+
+    /// <inheritdoc />
+    protected override void Setup()
+    {
+        var s = new Shape(Tokens, H);
+        _a = Sets(i => BenchData.Uniform(s, 90 + (ulong)i, dtype: Activation, device: Dev));
+        _b = Sets(i => BenchData.Uniform(s, 95 + (ulong)i, device: Dev));
+        _bias = BenchData.Uniform(new Shape(H), 99, device: Dev);
+        _y = Tensor.Empty(s, Activation, Dev);
+    }
+
+    /// <inheritdoc />
+    protected override void Cleanup() => Free(_a, _b, [_bias, _y]);
+
+    [Benchmark(OperationsPerInvoke = Launches)]
+    public void AddScaledRowBias() => Time(i => Gpu.AddScaledRowBias(_a[i], 7.483315f, _b[i], _bias, _y));
 }
 
 /// <summary>Softmax cross-entropy over the 130528-word vocabulary (fp32 logits): forward, and forward + backward.</summary>
