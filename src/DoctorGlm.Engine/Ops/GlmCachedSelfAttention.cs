@@ -40,12 +40,8 @@ public static partial class Ops
             ("pastMask", pastMask), ("newKeys", newKeys), ("newValues", newValues), ("qkvBias", qkvBias));
         if (GradMode.IsEnabled && qkv.RequiresGrad)
             throw new NotSupportedException($"{op}: writes a KV cache and has no backward; run under GradMode.NoGrad or detach {qkv.Describe("qkv")}");
-        ExpectRank(op, "qkv", qkv, 4, "[B, S, heads, 3·headDim]");
-        int batch = qkv.Shape[0], seq = qkv.Shape[1], heads = qkv.Shape[2];
-        if (qkv.Shape[3] % 12 != 0)
-            throw new ArgumentException($"{op}: {qkv.Describe("qkv")} must end in 3·d with d divisible by 4 (q | k | v per head; two rotary halves rotated in pairs)");
-        int d = qkv.Shape[3] / 3;
-        var shape = new Shape(batch, seq, heads, d);
+        var shape = QkvHeadShape(op, qkv);
+        int batch = shape[0], seq = shape[1], heads = shape[2], d = shape[3];
         ExpectShape(op, "newKeys", newKeys, shape, $"[B, S, heads, headDim] matching {qkv.Describe("qkv")}");
         ExpectShape(op, "newValues", newValues, shape, $"[B, S, heads, headDim] matching {qkv.Describe("qkv")}");
         if (!newKeys.DType.IsFloat() || newValues.DType != newKeys.DType)

@@ -24,12 +24,8 @@ public static partial class Ops
     {
         const string op = "GlmSelfAttention";
         SameDevice(op, ("qkv", qkv), ("positionIds", positionIds), ("mask", mask), ("prefixK", prefixK), ("prefixV", prefixV));
-        ExpectRank(op, "qkv", qkv, 4, "[B, S, heads, 3·headDim]");
-        int batch = qkv.Shape[0], seq = qkv.Shape[1], heads = qkv.Shape[2];
-        if (qkv.Shape[3] % 12 != 0)
-            throw new ArgumentException($"{op}: {qkv.Describe("qkv")} must end in 3·d with d divisible by 4 (q | k | v per head; two rotary halves rotated in pairs)");
-        int d = qkv.Shape[3] / 3;
-        var shape = new Shape(batch, seq, heads, d);
+        var shape = QkvHeadShape(op, qkv);
+        int batch = shape[0], seq = shape[1], heads = shape[2], d = shape[3];
         ValidateAttention(op, shape, $"the q slice of {qkv.Describe("qkv")}", mask, layerCoeff, prefixK, prefixV);
         ExpectPositionIds(op, positionIds, batch, seq);
 
@@ -75,5 +71,14 @@ public static partial class Ops
             }
             return [dqkv, dpk, dpv];
         });
+    }
+
+    /// <summary>The [B, S, nh, d] of each of q, k and v in a fused QKV projection [B, S, nh, 3d] (d divisible by 4), checked.</summary>
+    private static Shape QkvHeadShape(string op, Tensor qkv)
+    {
+        ExpectRank(op, "qkv", qkv, 4, "[B, S, heads, 3·headDim]");
+        if (qkv.Shape[3] % 12 != 0)
+            throw new ArgumentException($"{op}: {qkv.Describe("qkv")} must end in 3·d with d divisible by 4 (q | k | v per head; two rotary halves rotated in pairs)");
+        return new Shape(qkv.Shape[0], qkv.Shape[1], qkv.Shape[2], qkv.Shape[3] / 3);
     }
 }

@@ -77,17 +77,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
         var cpuSteps = BatchDecode(cpuModel, prompts, steps, forced: null);
         var tokens = cpuSteps.Select(l => Enumerable.Range(0, prompts.Length).Select(b => LogitsProcessing.ArgMax(Row(l, b, cpuModel))).ToArray()).ToList();
         var gpuSteps = BatchDecode(gpuModel, prompts, steps, forced: tokens);
-        double worst = 0;
-        for (int s = 0; s < steps; s++)
-            for (int b = 0; b < prompts.Length; b++)
-            {
-                var c = Row(cpuSteps[s], b, cpuModel);
-                var g = Row(gpuSteps[s], b, gpuModel);
-                double scale = c.Max(x => Math.Abs((double)x)), err = 0;
-                for (int i = 0; i < c.Length; i++) err = Math.Max(err, Math.Abs((double)g[i] - c[i]));
-                Assert.True(err <= tol * scale, $"{mode}: step {s} row {b}: max |GPU − CPU| logit {err:G4} > {tol} × {scale:G4}");
-                worst = Math.Max(worst, err / scale);
-            }
+        double worst = WorstRowError(cpuSteps, gpuSteps, prompts.Length, cpuModel.Config.VocabSize, tol, mode);
         output.WriteLine($"{mode}: {prompts.Length} rows × {steps} steps, worst relative logit error {worst:E2}");
     }
 
@@ -127,17 +117,7 @@ public class CudaDecodeTests(ITestOutputHelper output)
             var gpuSteps = BatchDecode(gpuModel, prompts, steps, forced: tokens);
             long launched = gpu.TensorCoreAttentionForwards - before;
             Assert.Equal(which == CudaAttentionKernel.Auto ? config.NumLayers : 0, launched);
-            double worst = 0;
-            for (int s = 0; s < steps; s++)
-                for (int b = 0; b < prompts.Length; b++)
-                {
-                    var c = Row(cpuSteps[s], b, cpuModel);
-                    var g = Row(gpuSteps[s], b, gpuModel);
-                    double scale = c.Max(x => Math.Abs((double)x)), err = 0;
-                    for (int i = 0; i < c.Length; i++) err = Math.Max(err, Math.Abs((double)g[i] - c[i]));
-                    Assert.True(err <= tol * scale, $"{kernel}: step {s} row {b}: max |GPU − CPU| logit {err:G4} > {tol} × {scale:G4}");
-                    worst = Math.Max(worst, err / scale);
-                }
+            double worst = WorstRowError(cpuSteps, gpuSteps, prompts.Length, config.VocabSize, tol, kernel);
             output.WriteLine($"{kernel}: {launched} tensor-core attention forwards, {prompts.Length} rows × {steps} steps, worst relative logit error {worst:E2}");
         }
         finally { gpu.AttentionKernel = previous; }
@@ -252,6 +232,31 @@ public class CudaDecodeTests(ITestOutputHelper output)
     }
 
     private static float[] Row(float[] logits, int b, GlmModel model) => logits.AsSpan(b * model.Config.VocabSize, model.Config.VocabSize).ToArray();
+
+    /// <summary>
+    /// Asserts every step's and row's max |GPU − CPU| logit is within <paramref name="tol"/> of the CPU row's largest
+    /// magnitude; returns the worst such ratio. Steps hold [rows · vocab] logits.
+    /// </summary>
+    private static double WorstRowError(List<float[]> cpuSteps, List<float[]> gpuSteps, int rows, int vocab, double tol, string label)
+    {
+        Assert.Equal(cpuSteps.Count, gpuSteps.Count);
+        double worst = 0;
+        for (int s = 0; s < cpuSteps.Count; s++)
+            for (int b = 0; b < rows; b++)
+            {
+                var c = cpuSteps[s].AsSpan(b * vocab, vocab);
+                var g = gpuSteps[s].AsSpan(b * vocab, vocab);
+                double scale = 0, err = 0;
+                for (int i = 0; i < vocab; i++)
+                {
+                    scale = Math.Max(scale, Math.Abs((double)c[i]));
+                    err = Math.Max(err, Math.Abs((double)g[i] - c[i]));
+                }
+                Assert.True(err <= tol * scale, $"{label}: step {s} row {b}: max |GPU − CPU| logit {err:G4} > {tol} × {scale:G4}");
+                worst = Math.Max(worst, err / scale);
+            }
+        return worst;
+    }
 
     /// <summary>Batched prompt pass then one token per row and step, through <see cref="GlmGenerator.NextLogitsBatch"/>
     /// (left padding declared to the cache, §4.2 positions per row); [B·V] logits per step.</summary>

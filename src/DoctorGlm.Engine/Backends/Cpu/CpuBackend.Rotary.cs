@@ -36,16 +36,7 @@ public sealed unsafe partial class CpuBackend
             int b = (int)(row / seq), s = (int)(row % seq);
             float* cos = stackalloc float[2 * h];
             float* sin = stackalloc float[2 * h];
-            for (int half = 0; half < 2; half++)
-            {
-                double p = pid[(b * 2 + half) * seq + s];
-                for (int j = 0; j < h; j++)
-                {
-                    double angle = p * inv[j];
-                    cos[half * h + j] = (float)Math.Cos(angle);
-                    sin[half * h + j] = sign * (float)Math.Sin(angle);
-                }
-            }
+            RowAngles(pid, b, s, seq, inv, sign, cos, sin);
             if (f32)
             {
                 for (int head = 0; head < heads; head++)
@@ -82,16 +73,7 @@ public sealed unsafe partial class CpuBackend
             int b = (int)(row / seq), s = (int)(row % seq);
             float* cos = stackalloc float[2 * h];
             float* sin = stackalloc float[2 * h];
-            for (int half = 0; half < 2; half++)
-            {
-                double p = pid[(b * 2 + half) * seq + s];
-                for (int j = 0; j < h; j++)
-                {
-                    double angle = p * inv[j];
-                    cos[half * h + j] = (float)Math.Cos(angle);
-                    sin[half * h + j] = 1f * (float)Math.Sin(angle); // Rotary2D's sign factor, forward
-                }
-            }
+            RowAngles(pid, b, s, seq, inv, 1f, cos, sin); // Rotary2D's forward rotation
             float* x = stackalloc float[3 * d];
             float* y = stackalloc float[2 * d];
             for (int head = 0; head < heads; head++)
@@ -111,6 +93,25 @@ public sealed unsafe partial class CpuBackend
                 CpuFloatConvert.FromSingle(x + 2 * d, ot, bv + ko, d);
             }
         });
+    }
+
+    /// <summary>
+    /// The cos/sin table of token (b, s): both halves (position, block position) × h = inv.Length angles p·θ_j, in
+    /// double then rounded to fp32; <paramref name="sign"/> −1 turns the rotation back (backward).
+    /// </summary>
+    private static void RowAngles(int* pid, int b, int s, int seq, double[] inv, float sign, float* cos, float* sin)
+    {
+        int h = inv.Length;
+        for (int half = 0; half < 2; half++)
+        {
+            double p = pid[(b * 2 + half) * seq + s];
+            for (int j = 0; j < h; j++)
+            {
+                double angle = p * inv[j];
+                cos[half * h + j] = (float)Math.Cos(angle);
+                sin[half * h + j] = sign * (float)Math.Sin(angle);
+            }
+        }
     }
 
     /// <summary>One head's d = 2r values: each half's pairs (j, j + h) rotated by its own angles (2D rotary, spec §3.1).</summary>
