@@ -31,7 +31,7 @@ extern "C" __global__ void dequant_int4(const i8* packed, const u16* scale_f16, 
 // in flight (bandwidth × latency: megabytes on an H100). A lane loading one byte per step keeps 32 bytes a warp in
 // flight; here each lane loads two 16-byte chunks (16 INT8 or 32 INT4 weights each) before using either, 1 KiB a
 // warp. Shapes whose rows of q or x are not 16-byte aligned (odd column counts) take the lane-per-column loop.
-#define QMV_MAX_ROWS 8
+#define QMV_MAX_ROWS 16
 
 struct alignas(16) QmvBytes { int w[4]; };
 struct alignas(16) QmvFloats { float v[4]; };

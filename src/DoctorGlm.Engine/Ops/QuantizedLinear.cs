@@ -6,8 +6,11 @@ namespace DoctorGlm.Engine;
 public static partial class Ops
 {
     /// <summary>Up to this many rows (tokens) with no gradient wanted, <see cref="QuantizedLinear"/> uses the fused
-    /// de-quantize-and-multiply kernel (decoding); above it, de-quantize once and run a GEMM.</summary>
-    public const int QuantizedMatVecMaxRows = 16;
+    /// de-quantize-and-multiply kernel (decoding, a batch of up to 32 rows); above it, de-quantize once and run a GEMM.
+    /// Why 32: a de-quantized temporary costs writing and reading 2–4 bytes per weight beside the ½–1 byte the packed
+    /// weight costs, and the fused kernels take many rows per read of the weight (the CPU's all of them, the GPU's 16
+    /// per launch), so a batched decoding step of 32 rows is still cheaper fused; a prompt of hundreds of tokens is not.</summary>
+    public const int QuantizedMatVecMaxRows = 32;
 
     /// <summary>
     /// y = x·W′ᵀ + b with W′ the de-quantized <paramref name="weight"/> (W8A16/W4A16). For a few rows and no gradient

@@ -743,7 +743,7 @@ public class CudaBackendTests
     [Theory]
     [InlineData(8, 1, 130)]   // columns no 16-byte chunk covers: the lane-per-column loop
     [InlineData(4, 3, 130)]
-    [InlineData(8, 11, 130)]  // more rows than one fused launch takes
+    [InlineData(8, 19, 130)]  // more rows than one fused launch takes (16)
     [InlineData(8, 1, 1056)]  // 66 chunks a row: two per lane, then one lane's single chunk
     [InlineData(4, 8, 1056)]  // 33 chunks: the 33rd alone
     [InlineData(4, 5, 4128)]  // 129 chunks and a batch of rows

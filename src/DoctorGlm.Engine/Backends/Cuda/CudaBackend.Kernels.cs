@@ -600,7 +600,7 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>Rows one fused launch handles (the kernel's QMV_MAX_ROWS); more rows run in several launches.</summary>
-    private const int QuantMatVecMaxRows = 8;
+    private const int QuantMatVecMaxRows = 16;
 
     /// <inheritdoc />
     public void QuantizedMatVec(Tensor x, Tensor q, Tensor scale, int bits, Tensor y)
