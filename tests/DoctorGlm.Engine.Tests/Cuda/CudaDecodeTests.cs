@@ -124,6 +124,33 @@ public class CudaDecodeTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// What one decoding step launches, pinned (a fusion undone shows up here, not only in a GPU profile): per layer two
+    /// LayerNorms, the QKV split, the attention, the GELU and two residual adds — 7 kernels — beside its 4 GEMMs (bf16)
+    /// or 4 fused INT4 matrix-vector kernels; per step the embedding's check and gather and the final LayerNorm, and
+    /// the head's GEMM. A bf16 model with a bf16 cache, batch 1, after its prompt pass.
+    /// </summary>
+    [Theory]
+    [InlineData("bf16", 7, 4)]
+    [InlineData("int4-bf16", 11, 0)]
+    public void A_decoding_step_launches_seven_kernels_per_layer(string mode, int launchesPerLayer, int gemmsPerLayer)
+    {
+        var gpu = CudaTestSetup.Require();
+        var config = GlmConfig.Tiny(vocabSize: 256, hiddenSize: 128, numLayers: 3, numHeads: 2);
+        using var model = Prepare(GlmModel.CreateRandom(config, new RandomGenerator(5), gpu.Device, std: 0.1f), mode, frozen: true);
+        var generator = new GlmGenerator(model);
+        var sequence = new List<int> { 10, 11, 12, 13, 14, 15, config.GMaskTokenId, config.BosTokenId };
+        using var cache = model.CreateCache();
+        sequence.Add(LogitsProcessing.ArgMax(generator.NextLogits(sequence, cache))); // the prompt pass
+        long launches = gpu.Launches, gemms = gpu.GemmCalls;
+        generator.NextLogits(sequence, cache);
+        launches = gpu.Launches - launches;
+        gemms = gpu.GemmCalls - gemms;
+        output.WriteLine($"{mode}: {launches} kernel launches and {gemms} GEMMs for {config.NumLayers} layers");
+        Assert.Equal(launchesPerLayer * config.NumLayers + 3, launches);
+        Assert.Equal(gemmsPerLayer * config.NumLayers + 1, gemms);
+    }
+
+    /// <summary>
     /// <see cref="GlmGenerator.GenerateBatch"/> on the GPU (fp32 weights: logits within 1e-6 of the CPU's, so greedy
     /// picks agree) with a stop token that ends row 0 early: the row leaves the batch and the device cache
     /// (<see cref="GlmKvCache.KeepRows"/>) while the others go on; every row's answer must be the CPU's.
@@ -281,8 +308,9 @@ public class CudaDecodeTests(ITestOutputHelper output)
     /// <summary>A question's prompt ids as generation takes them: the text, then [gMASK] &lt;sop&gt;.</summary>
     private static int[] Prompt(DoctorGlm.Engine.Tokenization.ChatGlmTokenizer tok, string question) => [.. tok.Encode(question), tok.GMaskId, tok.SopId];
 
-    private static GlmModel Prepare(GlmModel model, string mode)
+    private static GlmModel Prepare(GlmModel model, string mode, bool frozen = false)
     {
+        if (frozen) model.SetBaseTrainable(false);
         switch (mode)
         {
             case "bf16": model.ConvertWeights(DType.BF16); break;

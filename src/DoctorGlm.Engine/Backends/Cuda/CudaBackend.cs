@@ -203,8 +203,17 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
 
     private const uint DefaultSharedLimit = 48 * 1024;
 
+    private long _launches, _gemms;
+
+    /// <summary><see cref="Gemm"/> calls so far (each one or a few cuBLAS calls, plus a rounding launch for mixed operand types).</summary>
+    internal long GemmCalls => Interlocked.Read(ref _gemms);
+
+    /// <summary>Kernel launches so far (tests pin how many a decoding step makes; cuBLAS calls are not counted).</summary>
+    internal long Launches => Interlocked.Read(ref _launches);
+
     private void Launch(string file, string kernel, (uint, uint, uint) grid, (uint, uint, uint) block, uint sharedBytes, KernelArgs args)
     {
+        Interlocked.Increment(ref _launches);
         var f = Function(file, kernel);
         MakeCurrent();
         if (sharedBytes > DefaultSharedLimit)
@@ -462,6 +471,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         Tensor b, long bOffset, long ldb, long strideB,
         float beta, Tensor c, long cOffset, long ldc, long strideC, int batch)
     {
+        Interlocked.Increment(ref _gemms);
         if (m == 0 || n == 0 || batch == 0) return;
         GemmArguments.CheckOutput(c, beta);
         // An fp32 A beside a 16-bit B is rounded into scratch; when that copy would be large (the LM head's backward:

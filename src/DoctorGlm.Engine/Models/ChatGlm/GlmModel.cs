@@ -673,10 +673,18 @@ public sealed partial class GlmModel : IDisposable
     }
 
     /// <summary>Final LayerNorm and the lm_head tied to the embedding (no bias); the logits are F32 whatever the activations.</summary>
-    private Tensor Head(Tensor h)
+    /// <summary>The final LayerNorm and the tied LM head; a cached step over a 16-bit cache hands a head of that dtype
+    /// LayerNorm's 16-bit copy (as the blocks' linears get theirs), which the GEMM would otherwise round in a pass.</summary>
+    private Tensor Head(Tensor h, GlmKvCache? cache = null)
     {
-        h = Ops.LayerNorm(h, _params["transformer.final_layernorm.weight"], _params["transformer.final_layernorm.bias"], Config.LayerNormEpsilon);
-        return Ops.Linear(h, _params[EmbeddingKey], outputDType: DType.F32);
+        Tensor w = _params["transformer.final_layernorm.weight"], b = _params["transformer.final_layernorm.bias"], table = _params[EmbeddingKey];
+        if (cache is { DType: not DType.F32 } c && table.DType == c.DType && !GradMode.IsEnabled)
+        {
+            Ops.LayerNorm(h, w, b, Config.LayerNormEpsilon, c.DType, out var h16);
+            return Ops.Linear(h16, table, outputDType: DType.F32);
+        }
+        h = Ops.LayerNorm(h, w, b, Config.LayerNormEpsilon);
+        return Ops.Linear(h, table, outputDType: DType.F32);
     }
 
     /// <summary>
@@ -739,7 +747,7 @@ public sealed partial class GlmModel : IDisposable
         }
         cache.Advance(seq);
         if (lastOnly && seq > 1) h = h.Narrow(1, seq - 1, 1);
-        return Head(h);
+        return Head(h, cache);
     }
 
     /// <summary>
