@@ -672,9 +672,11 @@ public sealed partial class GlmModel : IDisposable
         return (batch, seq);
     }
 
-    /// <summary>Final LayerNorm and the lm_head tied to the embedding (no bias); the logits are F32 whatever the activations.</summary>
-    /// <summary>The final LayerNorm and the tied LM head; a cached step over a 16-bit cache hands a head of that dtype
-    /// LayerNorm's 16-bit copy (as the blocks' linears get theirs), which the GEMM would otherwise round in a pass.</summary>
+    /// <summary>
+    /// Final LayerNorm and the lm_head tied to the embedding (no bias); the logits are F32 whatever the activations. A
+    /// cached step over a 16-bit cache hands a head of that dtype LayerNorm's 16-bit copy (as the blocks' linears get
+    /// theirs), which the GEMM would otherwise round in a pass of its own.
+    /// </summary>
     private Tensor Head(Tensor h, GlmKvCache? cache = null)
     {
         Tensor w = _params["transformer.final_layernorm.weight"], b = _params["transformer.final_layernorm.bias"], table = _params[EmbeddingKey];
