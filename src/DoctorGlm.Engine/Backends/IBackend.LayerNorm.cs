@@ -22,3 +22,14 @@ public partial interface IBackend
     /// </summary>
     void LayerNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor mean, Tensor rstd, Tensor? dx, Tensor? dweight, Tensor? dbias);
 }
+
+/// <summary>Argument check of <see cref="IBackend.LayerNormForward"/>'s copy that every backend runs.</summary>
+internal static class LayerNormArguments
+{
+    /// <summary>The copy must be a contiguous float tensor of y's shape.</summary>
+    public static void CheckCopy(Tensor y, Tensor? copy)
+    {
+        if (copy is not null && (copy.Shape != y.Shape || !copy.DType.IsFloat() || !copy.IsContiguous))
+            throw new ArgumentException($"{nameof(IBackend.LayerNormForward)}: {copy.Describe("copy")} must be a contiguous float tensor of {y.Describe("y")}'s shape");
+    }
+}

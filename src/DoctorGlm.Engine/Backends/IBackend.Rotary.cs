@@ -25,3 +25,24 @@ public partial interface IBackend
     /// </summary>
     void SplitQkvRotary(Tensor qkv, Tensor? bias, Tensor positionIds, Tensor q, Tensor k, Tensor v);
 }
+
+/// <summary>Argument checks of <see cref="IBackend.SplitQkvRotary"/> that every backend runs (its kernels index with these shapes and strides).</summary>
+internal static class RotaryArguments
+{
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first tensor whose dtype, shape or layout does not fit.</summary>
+    public static void CheckSplit(Tensor qkv, Tensor? bias, Tensor positionIds, Tensor q, Tensor k, Tensor v)
+    {
+        const string op = nameof(IBackend.SplitQkvRotary);
+        if (q.Shape.Rank != 4 || q.Shape[3] % 4 != 0) throw new ArgumentException($"{op}: {q.Describe("q")} must be [B, S, heads, headDim] with headDim divisible by 4");
+        int b = q.Shape[0], s = q.Shape[1], h = q.Shape[2], d = q.Shape[3];
+        if (qkv.Shape != new Shape(b, s, h, 3 * d) || !qkv.DType.IsFloat() || qkv.Strides[^1] != 1)
+            throw new ArgumentException($"{op}: {qkv.Describe("qkv")} must be a float [{b}, {s}, {h}, {3 * d}] with unit stride along its last dim (q {q.Shape})");
+        if (k.Shape != q.Shape || v.Shape != q.Shape || k.DType != q.DType || v.DType != q.DType || !q.DType.IsFloat()
+            || q.Strides[^1] != 1 || k.Strides[^1] != 1 || !v.Strides.SequenceEqual(k.Strides))
+            throw new ArgumentException($"{op}: {q.Describe("q")}, {k.Describe("k")} and {v.Describe("v")} must share a shape and a float dtype, k and v one layout, each with unit stride along headDim");
+        if (bias is not null && (bias.DType != DType.F32 || bias.Shape != new Shape(h * 3 * d) || !bias.IsContiguous))
+            throw new ArgumentException($"{op}: {bias.Describe("bias")} must be a contiguous F32 [{h * 3 * d}]");
+        if (positionIds.DType != DType.I32 || positionIds.Shape != new Shape(b, 2, s) || !positionIds.IsContiguous)
+            throw new ArgumentException($"{op}: {positionIds.Describe("positionIds")} must be a contiguous I32 [{b}, 2, {s}]");
+    }
+}

@@ -102,3 +102,26 @@ internal static class GemmArguments
             throw new ArgumentException($"Gemm: a {c.DType} C is written once (beta = 0); beta = {beta} would accumulate into rounded values");
     }
 }
+
+/// <summary>Argument checks of the fused elementwise members that every backend runs (their kernels index with these shapes).</summary>
+internal static class ElementwiseArguments
+{
+    /// <summary><see cref="IBackend.AddScaledRowBias"/>: b and bias F32, a and y of one float dtype (y's), equal shapes, rows of bias's length.</summary>
+    public static void CheckAddScaledRowBias(Tensor a, Tensor b, Tensor bias, Tensor y)
+    {
+        const string op = nameof(IBackend.AddScaledRowBias);
+        if (b.DType != DType.F32 || bias.DType != DType.F32 || !y.DType.IsFloat() || a.DType != y.DType)
+            throw new ArgumentException($"{op}: {b.Describe("b")} and {bias.Describe("bias")} must be F32, {a.Describe("a")} of {y.Describe("y")}'s float dtype");
+        if (a.Shape != y.Shape || b.Shape != y.Shape || bias.Shape.Rank != 1 || y.Shape.Rank < 1 || y.Shape[-1] != bias.Shape[0])
+            throw new ArgumentException($"{op}: {a.Describe("a")}, {b.Describe("b")} and {y.Describe("y")} must share one shape ending in {bias.Describe("bias")}'s length");
+        if (!a.IsContiguous || !b.IsContiguous || !bias.IsContiguous || !y.IsContiguous)
+            throw new ArgumentException($"{op}: a, b, bias and y must be contiguous");
+    }
+
+    /// <summary><see cref="IBackend.AddRowVector"/>'s output: a contiguous float tensor of y's shape.</summary>
+    public static void CheckRowVectorOutput(Tensor y, Tensor output)
+    {
+        if (output.Shape != y.Shape || !output.DType.IsFloat() || !output.IsContiguous)
+            throw new ArgumentException($"{nameof(IBackend.AddRowVector)}: {output.Describe("output")} must be a contiguous float tensor of {y.Describe("y")}'s shape");
+    }
+}

@@ -38,8 +38,8 @@ public static partial class Ops
         const string op = "GlmCachedSelfAttention";
         SameDevice(op, ("qkv", qkv), ("positionIds", positionIds), ("mask", mask), ("pastKeys", pastKeys), ("pastValues", pastValues),
             ("pastMask", pastMask), ("newKeys", newKeys), ("newValues", newValues), ("qkvBias", qkvBias));
-        if (GradMode.IsEnabled && qkv.RequiresGrad)
-            throw new NotSupportedException($"{op}: writes a KV cache and has no backward; run under GradMode.NoGrad or detach {qkv.Describe("qkv")}");
+        if (GradMode.IsEnabled && (qkv.RequiresGrad || qkvBias?.RequiresGrad == true))
+            throw new NotSupportedException($"{op}: writes a KV cache and has no backward; run under GradMode.NoGrad or detach {qkv.Describe("qkv")} and the bias");
         var shape = QkvHeadShape(op, qkv);
         int batch = shape[0], seq = shape[1], heads = shape[2], d = shape[3];
         ExpectShape(op, "newKeys", newKeys, shape, $"[B, S, heads, headDim] matching {qkv.Describe("qkv")}");

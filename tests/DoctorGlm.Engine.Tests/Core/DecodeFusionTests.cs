@@ -96,6 +96,28 @@ public sealed class DecodeFusionTests
         Assert.Equal(2 * ((b + 1) * cap - b * s) * nh * d, nan);
     }
 
+    /// <summary>The fused members check what their kernels index with and name the tensor that does not fit.</summary>
+    [Fact]
+    public void The_fused_backend_members_name_the_tensor_that_does_not_fit()
+    {
+        using var scope = TensorScope.Begin();
+        var be = Tensor.Zeros(new Shape(1)).Backend;
+        var q = Tensor.Zeros(new Shape(1, 2, 2, 8));
+        var pos = Tensor.FromArray(new int[4], new Shape(1, 2, 2));
+        var e = Assert.Throws<ArgumentException>(() => be.SplitQkvRotary(Tensor.Zeros(new Shape(1, 2, 2, 16)), null, pos, q, Tensor.Zeros(q.Shape), Tensor.Zeros(q.Shape)));
+        Assert.Contains("qkv", e.Message);
+        e = Assert.Throws<ArgumentException>(() => be.SplitQkvRotary(Tensor.Zeros(new Shape(1, 2, 2, 24)), Tensor.Zeros(new Shape(47)), pos, q, Tensor.Zeros(q.Shape), Tensor.Zeros(q.Shape)));
+        Assert.Contains("bias", e.Message);
+        var a = Tensor.Zeros(new Shape(3, 5));
+        e = Assert.Throws<ArgumentException>(() => be.AddScaledRowBias(a, 2f, Tensor.Zeros(new Shape(3, 5)), Tensor.Zeros(new Shape(4)), Tensor.Zeros(new Shape(3, 5))));
+        Assert.Contains("AddScaledRowBias", e.Message);
+        e = Assert.Throws<ArgumentException>(() => be.AddRowVector(a, Tensor.Zeros(new Shape(5)), 1f, Tensor.Zeros(new Shape(5, 3), DType.BF16)));
+        Assert.Contains("output", e.Message);
+        e = Assert.Throws<ArgumentException>(() => be.LayerNormForward(a, Tensor.Full(new Shape(5), 1f), Tensor.Zeros(new Shape(5)), 1e-5f, Tensor.Zeros(a.Shape),
+            Tensor.Zeros(new Shape(3)), Tensor.Zeros(new Shape(3)), Tensor.Zeros(new Shape(3, 4), DType.BF16)));
+        Assert.Contains("copy", e.Message);
+    }
+
     /// <summary>AddScaledWithBias on <paramref name="device"/> (CudaBackendTests runs it on the GPU).</summary>
     internal static void CheckResidual(Device device, int rows, int f, DType dtype = DType.F32)
     {

@@ -16,6 +16,7 @@ public sealed unsafe partial class CpuBackend
     /// <inheritdoc />
     public void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd, Tensor? copy = null)
     {
+        LayerNormArguments.CheckCopy(y, copy);
         int h = (int)weight.NumElements;
         long rows = x.NumElements / h;
         float* pw = weight.Ptr<float>(), pb = bias.Ptr<float>();

@@ -58,6 +58,7 @@ public sealed unsafe partial class CpuBackend
     /// <inheritdoc />
     public void SplitQkvRotary(Tensor qkv, Tensor? bias, Tensor positionIds, Tensor q, Tensor k, Tensor v)
     {
+        RotaryArguments.CheckSplit(qkv, bias, positionIds, q, k, v);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         int r = d / 2, h = r / 2;
         var inv = RotaryInvFreq(r);

@@ -164,30 +164,29 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc />
     public void AddScaledRowBias(Tensor a, float alpha, Tensor b, Tensor bias, Tensor y)
     {
+        ElementwiseArguments.CheckAddScaledRowBias(a, b, bias, y);
         int n = (int)bias.NumElements;
         long rows = y.NumElements / n;
         float* pb = b.Ptr<float>(), pv = bias.Ptr<float>();
         DType yt = y.DType;
         ForRows(rows, n, r =>
         {
-            // AddRowVector's fma(v, 1, b) is b + v exactly; rounded to y's dtype as the linear rounds its output; then
-            // AddScaledRun's passes for β = 1: α·a, then fma(t, 1, α·a); y rounded once (CpuRows).
-            float[] rented = System.Buffers.ArrayPool<float>.Shared.Rent(n);
-            var t = rented.AsSpan(0, n);
-            TensorPrimitives.Add(new ReadOnlySpan<float>(pb + r * n, n), new ReadOnlySpan<float>(pv, n), t); // b read before y may overwrite it
+            // AddRowVector's fma(v, 1, b) is b + v exactly; rounded to y's dtype as the linear rounds its output (slot 0
+            // holds the 16-bit values for a moment); then AddScaledRun's passes for β = 1: α·a, then fma(t, 1, α·a);
+            // y rounded once. t is read from b before y (which may alias b) is written.
+            float* t = CpuRows.Buffer(2, n);
+            TensorPrimitives.Add(new ReadOnlySpan<float>(pb + r * n, n), new ReadOnlySpan<float>(pv, n), new Span<float>(t, n));
             if (yt != DType.F32)
-                fixed (float* pt = t)
-                {
-                    ushort* bits = stackalloc ushort[n];
-                    CpuFloatConvert.FromSingle(pt, yt, bits, n);
-                    CpuFloatConvert.ToSingle(yt, bits, pt, n);
-                }
+            {
+                void* bits = CpuRows.Buffer(0, n);
+                CpuFloatConvert.FromSingle(t, yt, bits, n);
+                CpuFloatConvert.ToSingle(yt, bits, t, n);
+            }
             float* ar = CpuRows.Read(a, r * n, n, 0), yr = CpuRows.Target(y, r * n, n, 1);
             var row = new Span<float>(yr, n);
             TensorPrimitives.Multiply(new ReadOnlySpan<float>(ar, n), alpha, row);
-            TensorPrimitives.MultiplyAdd(t, 1f, row, row);
+            TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(t, n), 1f, row, row);
             CpuRows.Write(yr, y, r * n, n);
-            System.Buffers.ArrayPool<float>.Shared.Return(rented);
         });
     }
 
@@ -202,6 +201,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <inheritdoc />
     public void AddRowVector(Tensor y, Tensor v, float alpha, Tensor? output = null)
     {
+        if (output is not null) ElementwiseArguments.CheckRowVectorOutput(y, output);
         int n = (int)v.NumElements;
         long rows = y.NumElements / n;
         float* py = y.Ptr<float>(), pv = v.Ptr<float>();

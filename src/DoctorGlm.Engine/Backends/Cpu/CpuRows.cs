@@ -14,6 +14,9 @@ internal static unsafe class CpuRows
     /// <summary>Buffers per thread: a kernel may widen two inputs and stage one output at once.</summary>
     public const int Slots = 3;
 
+    /// <summary>This thread's buffer <paramref name="slot"/>, at least <paramref name="n"/> floats (contents undefined).</summary>
+    public static float* Buffer(int slot, int n) => Scratch.Get(slot, n);
+
     /// <summary>
     /// Pointer to <paramref name="n"/> fp32 values equal to elements [offset, offset + n) of contiguous
     /// <paramref name="t"/>: t's own memory when F32, else buffer <paramref name="slot"/> holding the widened values.

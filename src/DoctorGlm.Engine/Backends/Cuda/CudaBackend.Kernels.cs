@@ -19,6 +19,7 @@ public sealed unsafe partial class CudaBackend
     /// <inheritdoc />
     public void LayerNormForward(Tensor x, Tensor weight, Tensor bias, float eps, Tensor y, Tensor mean, Tensor rstd, Tensor? copy = null)
     {
+        LayerNormArguments.CheckCopy(y, copy);
         long h = weight.NumElements, rows = x.NumElements / h;
         if (rows == 0) return;
         using var a = new KernelArgs().Add(Ptr(x)).Add((int)x.DType).Add(Ptr(weight)).Add(Ptr(bias)).Add(eps).Add(Ptr(y)).Add((int)y.DType)
@@ -204,6 +205,7 @@ public sealed unsafe partial class CudaBackend
     /// <inheritdoc />
     public void SplitQkvRotary(Tensor qkv, Tensor? bias, Tensor positionIds, Tensor q, Tensor k, Tensor v)
     {
+        RotaryArguments.CheckSplit(qkv, bias, positionIds, q, k, v);
         int batch = q.Shape[0], seq = q.Shape[1], heads = q.Shape[2], d = q.Shape[3];
         long pairs = (long)batch * seq * heads * (d / 2);
         if (pairs == 0) return;

@@ -401,6 +401,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     /// <inheritdoc />
     public void AddScaledRowBias(Tensor a, float alpha, Tensor b, Tensor bias, Tensor y)
     {
+        ElementwiseArguments.CheckAddScaledRowBias(a, b, bias, y);
         using var k = new KernelArgs().Add(Ptr(a)).Add((int)a.DType).Add(alpha).Add(Ptr(b)).Add(Ptr(bias)).Add(Ptr(y)).Add((int)y.DType)
             .Add(bias.NumElements).Add(y.NumElements);
         LaunchElementwise("elementwise.cu", "add_scaled_row_bias", y.NumElements, k);
@@ -418,6 +419,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     {
         if (output is not null)
         {
+            ElementwiseArguments.CheckRowVectorOutput(y, output);
             using var o = new KernelArgs().Add(Ptr(y)).Add(Ptr(v)).Add(alpha).Add(Ptr(output)).Add((int)output.DType).Add(v.NumElements).Add(y.NumElements);
             LaunchElementwise("elementwise.cu", "add_row_vector_to", y.NumElements, o);
             return;

@@ -10,8 +10,9 @@ namespace DoctorGlm.Engine.Models.ChatGlm;
 /// </summary>
 /// <remarks>
 /// The buffers are allocated outside any <see cref="TensorScope"/> (they outlive every step) and grow by doubling,
-/// so appending a token costs one strided copy per layer (rounding to the cache's dtype). Attention reads the past
-/// where it lies: <see cref="Past"/> is a view of the buffer, not a copy. A batch of prompts of different lengths is left-padded
+/// and a step's new keys and values are written straight into their <see cref="Slots"/> by the step's QKV split
+/// (rounded to the cache's dtype), with no copy of their own. Attention reads the past where it lies: <see cref="Past"/>
+/// is a view of the buffer, not a copy. A batch of prompts of different lengths is left-padded
 /// (as HF's tokenizer pads for generation): <see cref="SetLeftPadding"/> records where each row's pads go, and every
 /// later step hides those past positions from its queries (the last row of HF's growing attention mask).
 /// Multi-turn chat cannot reuse a cache across turns (§4.2: the previous answer becomes bidirectional context), so a
@@ -316,15 +317,11 @@ public sealed class GlmKvCache : IDisposable
     /// <see cref="Advance"/> commits them once every layer has been written.</summary>
     internal void Write(int layer, Tensor keys, Tensor values)
     {
-        ThrowIfDisposed();
         int s = keys.Shape[1];
-        EnsureCapacity(Length + s);
-        using var kr = _keys[layer]!.Narrow(0, 0, Batch); // the buffer may hold spare rows (ReservedRows)
-        using var vr = _values[layer]!.Narrow(0, 0, Batch);
-        using var k = kr.Narrow(1, Length, s);
-        using var v = vr.Narrow(1, Length, s);
-        k.Backend.Copy(keys, k);
-        v.Backend.Copy(values, v);
+        Reserve(s);
+        var (k, v) = Slots(layer, s);
+        using (k) k.Backend.Copy(keys, k);
+        using (v) v.Backend.Copy(values, v);
     }
 
     /// <summary>
