@@ -26,18 +26,18 @@ public static partial class Ops
     /// <param name="dequantizedDType">The type the weight is de-quantized into for a GEMM: F32 (exact), or F16 as the
     /// reference does (W′ = q·scale in fp16) / BF16 — a 16-bit W′ is rounded once and multiplied on tensor cores on
     /// the GPU, where an fp32 one takes the fp32 GEMM.</param>
-    /// <param name="outputDType">The type of y on the GEMM path (default x's, as <see cref="Linear"/>); the fused
-    /// matrix-vector path always writes F32.</param>
+    /// <param name="outputDType">The type of y (default x's, as <see cref="Linear"/>): formed in fp32, rounded once.</param>
     public static Tensor QuantizedLinear(Tensor x, QuantizedWeight weight, Tensor? bias = null, DType dequantizedDType = DType.F32, DType? outputDType = null)
     {
         const string op = "QuantizedLinear";
         ArgumentNullException.ThrowIfNull(weight);
         SameDevice(op, ("x", x), ("weight", weight.Data), ("bias", bias));
         int inF = weight.Columns, outF = weight.Rows;
+        if (outputDType is { } requested && !requested.IsFloat()) throw new ArgumentException($"{op}: outputDType {requested} must be F32, BF16 or F16", nameof(outputDType));
         bool wantsGrad = GradMode.IsEnabled && (x.RequiresGrad || bias is { RequiresGrad: true });
         long rows = x.Rank >= 1 && x.Shape[-1] == inF ? x.NumElements / inF : -1;
-        // The fused kernel takes fp32 or 16-bit rows and writes fp32 (a cached step's x).
-        if (!wantsGrad && rows is > 0 and <= QuantizedMatVecMaxRows && (x.DType == DType.F32 || outputDType == DType.F32))
+        // The fused kernel takes fp32 or 16-bit rows (widened exactly) and writes fp32, rounded at the end to the output type.
+        if (!wantsGrad && rows is > 0 and <= QuantizedMatVecMaxRows)
         {
             var xc = FloatContiguous(x, op, "x");
             var outDims = x.Shape.ToArray();
@@ -51,7 +51,7 @@ public static partial class Ops
                 ExpectShape(op, "bias", bias, new Shape(outF), "one per output feature");
                 y.Backend.AddRowVector(y, F32Contiguous(bias, op, "bias"), 1f);
             }
-            return y;
+            return RoundToActivation(y, outputDType ?? x.DType);
         }
         if (dequantizedDType is not (DType.F32 or DType.BF16 or DType.F16))
             throw new ArgumentException($"{op}: dequantizedDType {dequantizedDType} must be F32, BF16 or F16", nameof(dequantizedDType));
