@@ -28,6 +28,9 @@
 #define __host__
 #define __forceinline__ inline
 #define __restrict__
+// Static __shared__ variables are function-local statics. The device build (device/build.sh) moves every one of
+// them into the section dglm_shared, which each block start refills with poison (as it does the dynamic shared
+// memory): a read before the block's first write sees NaN, not the previous block's data.
 #define __shared__ static
 #define __align__(n) alignas(n)
 #define __launch_bounds__(...)
@@ -44,6 +47,10 @@ struct dglm_dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
 
+// The bounds of the static shared section, from the linker (weak: a library without any has neither).
+extern "C" __attribute__((weak)) char __start_dglm_shared[];
+extern "C" __attribute__((weak)) char __stop_dglm_shared[];
+
 namespace dglm_emu {
 
 struct alignas(16) Slot {
@@ -53,7 +60,8 @@ struct alignas(16) Slot {
 struct Fiber {
     ucontext_t ctx;
     dglm_dim3 idx;
-    int lane = 0, warp = 0, votes = 0;
+    int tid = 0, lane = 0, warp = 0, votes = 0;
+    const char *stackLo = nullptr, *stackHi = nullptr; // thread-private: the race check ignores it
     enum State { Runnable, Waiting, Done } state = Runnable;
     int waitingOn = -1; // -1: the block barrier; w ≥ 0: warp w's barrier
 };
@@ -66,6 +74,11 @@ struct Block {
     std::vector<unsigned char> shared;
     std::vector<Slot> exchange; // one slot per thread, grouped by warp
     int vote[2] = {0, 0};
+    // For the race check (device/racecheck.cpp): the block's serial number (unique over every block of every
+    // launch), and how many block barriers (and barriers of each warp) have completed. Two accesses of one block
+    // are ordered when a barrier of the block (or, within a warp, of the warp) completed between them.
+    unsigned serial = 0, epoch = 0;
+    std::vector<unsigned> warpEpoch;
 };
 
 inline Block* block = nullptr;
@@ -74,12 +87,16 @@ inline ucontext_t scheduler;
 inline dglm_dim3 gridDim_, blockDim_;
 inline const std::function<void()>* body = nullptr;
 inline std::string error; // the first problem of the running launch
+inline unsigned generation = 0; // counts launches and blocks: the serial numbers of both
+inline unsigned launchSerial = 0; // the running launch's
 
 inline void fail(const std::string& what) {
     if (error.empty()) error = what;
 }
 
 inline void release(int w) {
+    if (w < 0) block->epoch++;
+    else block->warpEpoch[w]++;
     for (auto& f : block->fibers)
         if (f.state == Fiber::Waiting && f.waitingOn == w) f.state = Fiber::Runnable;
 }
@@ -130,6 +147,7 @@ inline bool launch(dglm_dim3 grid, dglm_dim3 blk, size_t shared, const std::func
     blockDim_ = blk;
     body = &kernel;
     int warps = (threads + 31) / 32;
+    launchSerial = ++generation;
     // Between two barriers each thread runs alone, in thread order; DGLM_EMU_ORDER=reverse runs them last to first,
     // so a read of shared data that lacks the barrier after its write sees the poison in one of the two orders.
     static const bool reverse = [] { const char* o = std::getenv("DGLM_EMU_ORDER"); return o && std::string(o) == "reverse"; }();
@@ -143,11 +161,17 @@ inline bool launch(dglm_dim3 grid, dglm_dim3 blk, size_t shared, const std::func
                 b.warpLive.resize(warps);
                 b.warpArrived.assign(warps, 0);
                 for (int w = 0; w < warps; w++) b.warpLive[w] = std::min(32, threads - 32 * w);
+                b.warpEpoch.assign(warps, 0);
+                b.serial = ++generation;
                 b.shared.assign(shared + 16, 0xff);
+                if (char *lo = __start_dglm_shared, *hi = __stop_dglm_shared; hi > lo) std::memset(lo, 0xff, (size_t)(hi - lo));
                 b.exchange.resize(warps * 32);
                 for (int t = 0; t < threads; t++) {
                     Fiber& f = b.fibers[t];
                     f.idx = {(unsigned)(t % blk.x), (unsigned)(t / blk.x % blk.y), (unsigned)(t / (blk.x * blk.y))};
+                    f.tid = t;
+                    f.stackLo = stacks[t].data();
+                    f.stackHi = stacks[t].data() + StackBytes;
                     f.lane = t % 32;
                     f.warp = t / 32;
                     getcontext(&f.ctx);
@@ -217,11 +241,14 @@ inline int __syncthreads_or(int predicate) {
     return r;
 }
 
-// Fibers never run concurrently: the atomics are plain read-modify-writes.
-template <typename T> inline T atomicCAS(T* p, T compare, T value) { T old = *p; if (old == compare) *p = value; return old; }
-template <typename T> inline T atomicMin(T* p, T value) { T old = *p; if (value < old) *p = value; return old; }
-template <typename T> inline T atomicMax(T* p, T value) { T old = *p; if (value > old) *p = value; return old; }
-template <typename T> inline T atomicAdd(T* p, T value) { T old = *p; *p = old + value; return old; }
+// Fibers never run concurrently: the atomics are plain read-modify-writes. They are not instrumented for the race
+// check: atomics of different threads on one address do not race.
+#define DGLM_EMU_ATOMIC template <typename T> __attribute__((no_sanitize_thread, noinline)) T
+DGLM_EMU_ATOMIC atomicCAS(T* p, T compare, T value) { T old = *p; if (old == compare) *p = value; return old; }
+DGLM_EMU_ATOMIC atomicMin(T* p, T value) { T old = *p; if (value < old) *p = value; return old; }
+DGLM_EMU_ATOMIC atomicMax(T* p, T value) { T old = *p; if (value > old) *p = value; return old; }
+DGLM_EMU_ATOMIC atomicAdd(T* p, T value) { T old = *p; *p = old + value; return old; }
+#undef DGLM_EMU_ATOMIC
 
 template <typename T, typename F>
 inline T dglm_emu_exchange(T v, F source) {

@@ -3,10 +3,17 @@
 # of ../cuda_host.h) and a libcublas.so.12, into OUT (default $TMPDIR/dglm-emulated-device). Point the library at
 # it with DOCTORGLM_CUDA_PATH=OUT; NVRTC stays the real one (kernels are still compiled by NVRTC, then executed
 # from this library's host build of the same source).
-#   tools/kernel-emu/device/build.sh [OUT]
+# With --racecheck the kernels are built with GCC's thread-sanitizer instrumentation, and racecheck.cpp checks
+# every shared- and device-memory access they make for data races (slower: run the tests you need).
+#   tools/kernel-emu/device/build.sh [--racecheck] [OUT]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
+racecheck=()
+if [ "${1:-}" = --racecheck ]; then
+  racecheck=(-fsanitize=thread --param tsan-instrument-func-entry-exit=0)
+  shift
+fi
 out="${1:-${TMPDIR:-/tmp}/dglm-emulated-device}"
 mkdir -p "$out/src"
 flags=(-std=c++20 -O2 -fPIC -DDGLM_HOST_EMULATION -include "$here/../cuda_host.h" -I"$here" -Wall -Wno-unused-function -Wno-unknown-pragmas -Wno-unused-variable)
@@ -29,11 +36,32 @@ for cu in "$root"/kernels/*.cu; do
     for n in $names; do echo "    {\"$n\", dglm_emu::invoker(&dglm_kernels_$base::$n)},"; done
     echo "});"
   } > "$reg"
-  g++ "${flags[@]}" -c -o "$out/src/reg_$base.o" "$reg" &
+  g++ "${flags[@]}" "${racecheck[@]}" -fdata-sections -c -o "$out/src/reg_$base.o" "$reg" &
   objs+=("$out/src/reg_$base.o")
 done
 g++ "${flags[@]}" -c -o "$out/src/driver.o" "$here/driver.cpp" &
+g++ "${flags[@]}" -c -o "$out/src/racecheck.o" "$here/racecheck.cpp" &
 wait
-g++ -shared -o "$out/libcuda.so.1" -Wl,-soname,libcuda.so.1 "$out/src/driver.o" "${objs[@]}"
+# A kernel's static __shared__ variables go to the section dglm_shared, which every block start poisons
+# (cuda_host.h). Every function-local static of a kernel (an extern "C" function) or of a helper in the kernels'
+# namespaces is a __shared__ variable, and with -fdata-sections each has a section of its own (.bss._ZZ...):
+# those are renamed.
+for o in "${objs[@]}"; do
+  rename=()
+  for sec in $(readelf -SW "$o" | grep -oE '\.bss\._ZZ([0-9]|N[0-9]+dglm_kernels_)[A-Za-z0-9_]+' | sort -u); do rename+=(--rename-section "$sec=dglm_shared"); done
+  [ ${#rename[@]} -eq 0 ] || objcopy "${rename[@]}" "$o"
+done
+# -z defs: an instrumentation hook racecheck.cpp lacks is a link error here, not a failure to load later.
+g++ -shared -Wl,-z,defs -o "$out/libcuda.so.1" -Wl,-soname,libcuda.so.1 "$out/src/driver.o" "$out/src/racecheck.o" "${objs[@]}"
+# Where each static __shared__ variable lies in the section, "OFFSET NAME" a line: the race check's messages name
+# the variable (racecheck.cpp reads this file beside the library).
+lib="$out/libcuda.so.1"
+start=$(nm "$lib" | awk '$3 == "__start_dglm_shared" {print $1}')
+stop=$(nm "$lib" | awk '$3 == "__stop_dglm_shared" {print $1}')
+nm -C --defined-only "$lib" | while read -r addr type name; do
+  if [ -n "$start" ] && [ $((16#$addr)) -ge $((16#$start)) ] && [ $((16#$addr)) -lt $((16#$stop)) ] && [[ "$name" != __st* ]]; then
+    echo "$((16#$addr - 16#$start)) $name"
+  fi
+done | sort -n > "$out/static-shared.txt"
 g++ "${flags[@]}" -shared -o "$out/libcublas.so.12" -Wl,-soname,libcublas.so.12 "$here/cublas.cpp"
 echo "$out"

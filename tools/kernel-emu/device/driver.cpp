@@ -8,6 +8,7 @@
 // CUDA_ERROR_LAUNCH_FAILED. Allocations carry guard bands checked after every launch and at cuMemFree, so a kernel
 // writing past its buffer fails with CUDA_ERROR_ILLEGAL_ADDRESS naming the kernel. New memory is filled with 0xff
 // bytes (NaN) as uninitialised device memory would hold garbage. Messages go to stderr.
+#include "racecheck.h"
 #include "registry.h"
 
 #include <chrono>
@@ -114,7 +115,7 @@ int cuDeviceGet(int* d, int ordinal) { if (ordinal != 0) return INVALID_DEVICE; 
 
 int cuDeviceGetName(char* name, int len, int device) {
     if (device != 0) return INVALID_DEVICE;
-    std::snprintf(name, (size_t)len, "DoctorGlm host emulator (sm_80)");
+    std::snprintf(name, (size_t)len, dglm_race::enabled() ? "DoctorGlm host emulator (sm_80, race check)" : "DoctorGlm host emulator (sm_80)");
     return SUCCESS;
 }
 
@@ -148,6 +149,7 @@ int cuMemAlloc_v2(unsigned long long* dptr, size_t bytes) {
     std::memset(base + Guard + bytes, GuardByte, Guard);
     uintptr_t user = (uintptr_t)(base + Guard);
     allocations[user] = {base, bytes};
+    dglm_race::track(user, bytes);
     allocated += (long long)bytes;
     *dptr = user;
     return SUCCESS;
@@ -164,6 +166,7 @@ int cuMemFree_v2(unsigned long long dptr) {
             return ILLEGAL_ADDRESS;
         }
     allocations.erase(it);
+    dglm_race::untrack((uintptr_t)dptr);
     allocated -= (long long)a.bytes;
     std::free(a.base);
     return SUCCESS;

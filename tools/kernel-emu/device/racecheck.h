@@ -1,0 +1,20 @@
+// The emulated device's race check (racecheck.cpp): what the driver tells it, and what it reports.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace dglm_race {
+
+// Whether the kernels were built with the race check's instrumentation (build.sh --racecheck).
+bool enabled();
+
+// Device memory the kernels may share: cuMemAlloc_v2 registers each allocation, cuMemFree_v2 forgets it.
+void track(uintptr_t user, size_t bytes);
+void untrack(uintptr_t user);
+
+// Names where an address lies ("allocation of N bytes at P + offset"), for messages.
+std::string describe(uintptr_t address);
+
+} // namespace dglm_race
