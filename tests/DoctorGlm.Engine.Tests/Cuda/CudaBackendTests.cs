@@ -385,6 +385,9 @@ public class CudaBackendTests
     [InlineData(1, 37, 2, 128, 0, true)]
     [InlineData(2, 9, 2, 64, 4, true)]
     [InlineData(1, 20, 1, 32, 3, false)]
+    // Several key and query tiles (d 64: tiles of 16) with fewer dims than threads, so one tile's readers and the next
+    // tile's loaders are different threads: the barrier between them is needed, and the race check sees it.
+    [InlineData(1, 40, 2, 64, 5, true)]
     // bf16 q, k, v and output: both sides compute in fp32 from the same stored values, but each rounds its own output
     // (one bf16 ulp apart where the fp32 results straddle a rounding boundary), and backward's Σ dO·O reads it: 1e-2.
     [InlineData(2, 9, 2, 64, 4, true, "BF16")]
