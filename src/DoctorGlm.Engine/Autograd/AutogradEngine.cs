@@ -41,7 +41,12 @@ internal static class AutogradEngine
             var grads = node.BackwardFn(p.Grad);
             if (grads.Length != node.Inputs.Length)
                 throw new InvalidOperationException($"backward of {node.Op} returned {grads.Length} gradients for {node.Inputs.Length} inputs");
-            bool returnedIncoming = false;
+            // A backward may pass its incoming gradient on unchanged (a residual add's unscaled branch, a cast), or a
+            // view of it (a reshape), instead of copying it. Passed to one input, an owned gradient changes owner
+            // (the receiver may add into it in place and frees it after its own backward); passed to several, or
+            // borrowed in the first place, it is borrowed by each receiver, which never writes into it. Aliasing is
+            // judged by storage, so a view is treated like the tensor it views.
+            bool incomingKept = false;
             for (int i = 0; i < grads.Length; i++)
             {
                 var input = node.Inputs[i];
@@ -49,11 +54,13 @@ internal static class AutogradEngine
                 if (input is null || g is null) continue;
                 if (g.Shape != input.Shape)
                     throw new InvalidOperationException($"backward of {node.Op} produced gradient {g.Shape} for input {i} of shape {input.Shape}");
-                bool shared = ReferenceEquals(g, p.Grad) || Array.IndexOf(grads, g) != i;
-                if (ReferenceEquals(g, p.Grad)) returnedIncoming = true;
-                if (input.GradFn is null) { AccumulateLeaf(input, g); continue; }
+                if (input.GradFn is null) { AccumulateLeaf(input, g); continue; } // copies or adds g: g stays the node's
                 if (!pending.TryGetValue(input.GradFn, out var q))
-                    pending[input.GradFn] = new Pending { Grad = g, Owned = !shared };
+                {
+                    bool aliasesIncoming = ReferenceEquals(g.Storage, p.Grad.Storage);
+                    pending[input.GradFn] = new Pending { Grad = g, Owned = AliasedOnce(grads, i) && (!aliasesIncoming || p.Owned) };
+                    incomingKept |= ReferenceEquals(g, p.Grad);
+                }
                 else if (q.Owned)
                     q.Grad.Backend.AddScaled(q.Grad, 1f, Contig(g), 1f, q.Grad);
                 else
@@ -64,10 +71,18 @@ internal static class AutogradEngine
                     q.Owned = true;
                 }
             }
-            // Free the incoming gradient early unless it was passed on unchanged: keeps peak memory at about one
-            // layer's activations' gradients instead of the whole graph's.
-            if (p.Owned && !returnedIncoming) p.Grad.Dispose();
+            // Free the incoming gradient early unless a receiver holds it now: keeps peak memory at about one layer's
+            // activations' gradients instead of the whole graph's.
+            if (p.Owned && !incomingKept) p.Grad.Dispose();
         }
+    }
+
+    /// <summary>Whether no other gradient of <paramref name="grads"/> shares the storage of gradient <paramref name="i"/>.</summary>
+    private static bool AliasedOnce(Tensor?[] grads, int i)
+    {
+        for (int j = 0; j < grads.Length; j++)
+            if (j != i && grads[j] is { } other && ReferenceEquals(other.Storage, grads[i]!.Storage)) return false;
+        return true;
     }
 
     private static Tensor Contig(Tensor g) => g.IsContiguous ? g : throw new InvalidOperationException("gradients must be contiguous");

@@ -21,7 +21,7 @@ public static partial class Ops
         var bc = FloatContiguous(b, "AddScaled", "b");
         var y = Tensor.Empty(a.Shape, a.DType == b.DType ? a.DType : DType.F32, a.Device);
         y.Backend.AddScaled(ac, alpha, bc, beta, y);
-        return Graph.Record("AddScaled", y, [a, b], (g, needs) => [needs(0) ? ScaledCopy(g, alpha) : null, needs(1) ? ScaledCopy(g, beta) : null]);
+        return Graph.Record("AddScaled", y, [a, b], (g, needs) => [needs(0) ? ScaledGradient(g, alpha) : null, needs(1) ? ScaledGradient(g, beta) : null]);
     }
 
     /// <summary>
@@ -48,9 +48,15 @@ public static partial class Ops
         {
             Tensor? gv = null;
             if (needs(2)) { gv = Tensor.Empty(bias.Shape, DType.F32, a.Device); g.Backend.SumRows(g, gv, accumulate: false); }
-            return [needs(0) ? ScaledCopy(g, alpha) : null, needs(1) ? ScaledCopy(g, 1f) : null, gv];
+            return [needs(0) ? ScaledGradient(g, alpha) : null, needs(1) ? g : null, gv];
         });
     }
+
+    /// <summary>
+    /// s·g for a backward: g itself when s = 1 (the engine hands a gradient passed on unchanged to its receiver,
+    /// so a residual add's unscaled branch costs no pass).
+    /// </summary>
+    private static Tensor ScaledGradient(Tensor g, float s) => s == 1f ? g : ScaledCopy(g, s);
 
     private static Tensor ScaledCopy(Tensor g, float s)
     {

@@ -88,6 +88,40 @@ public class AutogradTests
         Assert.Contains(plain, v => Math.Abs(v) > 1e-3);
     }
 
+    /// <summary>
+    /// A residual add passes its incoming gradient on unchanged (no copy), to both inputs when both scales are 1: each
+    /// receiver then only borrows it, and so does a reshape's view of it further down. Here every receiver also gets
+    /// a second contribution, in an order where adding it in place into a borrowed tensor would change the gradient
+    /// another branch has yet to use; both input orders, against the closed form.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GradientsPassedOnUnchangedAreNeverWrittenThroughAnotherReceiver(bool swap)
+    {
+        var init = new RandomGenerator(5);
+        var x = Param(init, 2, 3);
+        using var c = init.Normal(new Shape(2, 3));
+        using var d = init.Normal(new Shape(2, 3));
+        using var f = init.Normal(new Shape(3, 2));
+        using (TensorScope.Begin())
+        {
+            var u = Ops.Scale(x, 2f);
+            var r = Ops.Scale(x, 3f).Reshape(3, 2);
+            var v = r.Reshape(2, 3);
+            var y = swap ? Ops.Add(v, u) : Ops.Add(u, v);
+            // The engine runs the last input's branch first: y's backward hands u and v its gradient, v's reshape
+            // hands r a view of it, and only then do r·f and u·d add their parts — r's first, while u still holds
+            // the gradient r's view shares (AutogradEngine's order; a borrowed view written in place fails here).
+            var loss = Ops.Add(Ops.Add(Ops.Sum(Ops.Mul(u, d)), Ops.Sum(Ops.Mul(r, f))), Ops.Sum(Ops.Mul(y, c)));
+            loss.Backward();
+        }
+        // loss = Σ (u + v)·c + r·f + u·d with u = 2x, v = 3x, r = 3x viewed [3, 2].
+        float[] cs = c.ToFloatArray(), ds = d.ToFloatArray(), fs = f.ToFloatArray(), grad = x.Grad!.ToFloatArray();
+        for (int i = 0; i < grad.Length; i++)
+            Assert.Equal(2 * (cs[i] + ds[i]) + 3 * (cs[i] + fs[i]), grad[i], 5);
+    }
+
     [Fact]
     public void CheckpointedBlockWithFrozenInputStillTrainsItsParameters()
     {
