@@ -241,13 +241,17 @@ inline int __syncthreads_or(int predicate) {
     return r;
 }
 
-// Fibers never run concurrently: the atomics are plain read-modify-writes. They are not instrumented for the race
-// check: atomics of different threads on one address do not race.
+// Fibers never run concurrently: the atomics are plain read-modify-writes. The race check (device/racecheck.cpp,
+// which defines dglm_race_atomic) sees them as atomic accesses, not as a plain read and write: atomics of
+// different threads on one address do not race with each other, only with plain accesses.
+extern "C" __attribute__((weak)) void dglm_race_atomic(const void* p, unsigned long bytes);
 #define DGLM_EMU_ATOMIC template <typename T> __attribute__((no_sanitize_thread, noinline)) T
-DGLM_EMU_ATOMIC atomicCAS(T* p, T compare, T value) { T old = *p; if (old == compare) *p = value; return old; }
-DGLM_EMU_ATOMIC atomicMin(T* p, T value) { T old = *p; if (value < old) *p = value; return old; }
-DGLM_EMU_ATOMIC atomicMax(T* p, T value) { T old = *p; if (value > old) *p = value; return old; }
-DGLM_EMU_ATOMIC atomicAdd(T* p, T value) { T old = *p; *p = old + value; return old; }
+#define DGLM_EMU_ATOMIC_SEEN(p) if (dglm_race_atomic) dglm_race_atomic(p, sizeof(T))
+DGLM_EMU_ATOMIC atomicCAS(T* p, T compare, T value) { DGLM_EMU_ATOMIC_SEEN(p); T old = *p; if (old == compare) *p = value; return old; }
+DGLM_EMU_ATOMIC atomicMin(T* p, T value) { DGLM_EMU_ATOMIC_SEEN(p); T old = *p; if (value < old) *p = value; return old; }
+DGLM_EMU_ATOMIC atomicMax(T* p, T value) { DGLM_EMU_ATOMIC_SEEN(p); T old = *p; if (value > old) *p = value; return old; }
+DGLM_EMU_ATOMIC atomicAdd(T* p, T value) { DGLM_EMU_ATOMIC_SEEN(p); T old = *p; *p = old + value; return old; }
+#undef DGLM_EMU_ATOMIC_SEEN
 #undef DGLM_EMU_ATOMIC
 
 template <typename T, typename F>

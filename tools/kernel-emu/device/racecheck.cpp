@@ -11,7 +11,8 @@
 // Ordering, as the hardware defines it: within a block, a __syncthreads orders everything before it against
 // everything after it; within a warp, a warp collective (shuffle, mma, ldmatrix) does too (leniently: CUDA only
 // promises that for __syncwarp). Different blocks of one launch are never ordered, so they may share read-only
-// data but not a byte one of them writes. Atomics (atomicAdd, ...) are not instrumented and race with nothing.
+// data but not a byte one of them writes. Atomics (atomicAdd, ...) of different threads do not race with each
+// other, only with plain accesses.
 // Launches are ordered with each other (one stream).
 #include "racecheck.h"
 
@@ -32,6 +33,7 @@ struct Access {
     unsigned tid = 0;    // thread index within the block
     unsigned epoch = 0;  // block barriers completed before the access
     unsigned wepoch = 0; // barriers of the thread's warp completed before it
+    bool atomic = false; // an atomic read-modify-write (recorded as the write)
 };
 
 // The last write and the last read of one byte. Several concurrent readers are kept as one (the first) plus how
@@ -39,6 +41,7 @@ struct Access {
 struct Cell {
     Access write, read;
     unsigned readers = 0;
+    unsigned writers = 0; // likewise for concurrent atomics of several threads (plain writes of two threads race)
 };
 
 constexpr int PageBits = 12;
@@ -146,16 +149,28 @@ void report(const char* what, const Access& earlier, unsigned readers, const Acc
 
 void check(uintptr_t a, const Access& me, bool write, Kind k) {
     Cell& c = cell(a);
-    if (c.write.stamp == me.stamp && concurrent(c.write, 0, me)) {
-        report(write ? "write after write" : "read after write", c.write, 0, me, a, k);
+    bool live = c.write.stamp == me.stamp;
+    if (live && !(c.write.atomic && me.atomic) && concurrent(c.write, c.writers, me)) {
+        const char* what = !write ? (c.write.atomic ? "read after atomic" : "read after write")
+                         : c.write.atomic ? "write after atomic" : me.atomic ? "atomic after write" : "write after write";
+        report(what, c.write, c.writers, me, a, k);
         return;
     }
     if (write) {
         if (c.read.stamp == me.stamp && concurrent(c.read, c.readers, me)) {
-            report("write after read", c.read, c.readers, me, a, k);
+            report(me.atomic ? "atomic after read" : "write after read", c.read, c.readers, me, a, k);
+            return;
+        }
+        if (me.atomic && live && c.write.atomic && concurrent(c.write, c.writers, me)) {
+            // Concurrent atomics of several threads: one record stands for them all (as for readers).
+            if (!(c.writers == 0 && c.write.tid == me.tid && c.write.block == me.block)) {
+                unsigned span = c.write.block == me.block && warpOf(c.write.tid) == warpOf(me.tid) ? 1u : 2u;
+                if (span > c.writers) c.writers = span;
+            }
             return;
         }
         c.write = me;
+        c.writers = 0;
         c.read.stamp = 0;
         c.readers = 0;
         return;
@@ -169,14 +184,14 @@ void check(uintptr_t a, const Access& me, bool write, Kind k) {
     }
 }
 
-void access(const void* p, size_t n, bool write) {
+void access(const void* p, size_t n, bool write, bool atomic = false) {
     if (!dglm_emu::error.empty()) return; // the launch fails already; its first problem is the one to report
     uintptr_t a = (uintptr_t)p;
     Kind k = classify(a);
     if (k == Kind::None) return;
     auto* b = dglm_emu::block;
     auto* f = dglm_emu::current;
-    Access me{k == Kind::Device ? dglm_emu::launchSerial : b->serial, b->serial, (unsigned)f->tid, b->epoch, b->warpEpoch[f->warp]};
+    Access me{k == Kind::Device ? dglm_emu::launchSerial : b->serial, b->serial, (unsigned)f->tid, b->epoch, b->warpEpoch[f->warp], atomic};
     for (size_t i = 0; i < n; i++) check(a + i, me, write, k);
 }
 
@@ -214,6 +229,10 @@ std::string describe(uintptr_t a) {
 // (build.sh passes --param tsan-instrument-func-entry-exit=0); the others report to access().
 extern "C" {
 void __tsan_init() { instrumented = true; }
+// cuda_host.h's atomics report here (they are not instrumented themselves).
+void dglm_race_atomic(const void* p, unsigned long bytes) {
+    if (instrumented) access(p, bytes, true, true);
+}
 void __tsan_func_entry(void*) {}
 void __tsan_func_exit() {}
 #define DGLM_RACE_HOOKS(n)                                                      \
