@@ -55,7 +55,7 @@ public static class ChatApp
         var answers = new Option<FileInfo?>("--answers") { Description = "with --questions: write the JSON lines to this file (atomically, when all are answered) instead of the output" };
         var batch = new Option<int>("--batch") { Description = "with --questions: most questions decoded together; a waiting one takes a row as soon as an answer ends (each answer is the one the question gets alone)", DefaultValueFactory = _ => 8 };
         var merge = new Option<bool>("--merge") { Description = "fold the LoRA adapter into the weights (faster decoding; same answers)" };
-        var dtype = new Option<string>("--dtype") { Description = "fp32, bf16 or fp16: storage type of the weight matrices (16 bits halve their memory; computation stays fp32 on the CPU, tensor cores on the GPU)", DefaultValueFactory = _ => "fp32" };
+        var dtype = new Option<string>("--dtype") { Description = "auto, fp32, bf16 or fp16: storage type of the weight matrices (16 bits halve their memory; computation stays fp32 on the CPU, tensor cores on the GPU); auto: fp32, but bf16 beside INT8/INT4 block linears (--quantize or a pre-quantized model), as THUDM's quantized checkpoints keep the embedding in 16 bits", DefaultValueFactory = _ => "auto" };
 
         var root = new RootCommand("DoctorGlm.Chat — chat with a ChatGLM model (spec §7 generation, streamed).")
         {
@@ -103,7 +103,7 @@ public static class ChatApp
         try
         {
             options.Validate();
-            weightDType = TrainerOptions.ParseDType(dtypeName);
+            weightDType = TrainerOptions.ParseWeightDType(dtypeName, quantized: quantize is not null);
             if (job.Batch < 1) throw new ArgumentException($"--batch {job.Batch}: must be at least 1");
             if (job.Answers is not null && job.Questions is null) throw new ArgumentException("--answers needs --questions");
             if (job.Questions is not null)
@@ -144,6 +144,8 @@ public static class ChatApp
             console.MarkupLineInterpolated($"[red]error:[/] no tokenizer: {(tokPath ?? Path.Combine(dir, "ice_text.model"))} not found (pass --tokenizer FILE)");
             return 1;
         }
+
+        if (quantize is null && IsPreQuantized(dir)) weightDType = TrainerOptions.ParseWeightDType(dtypeName, quantized: true);
 
         Device device;
         GlmModel model;
@@ -239,6 +241,14 @@ public static class ChatApp
     /// Loads the model folder, with a progress bar (GB read of the checkpoint) when the output is a live terminal:
     /// ChatGLM-6B takes tens of seconds, longer when quantized while loading.
     /// </summary>
+    /// <summary>Whether the folder's config.json declares a pre-quantized checkpoint (a bad file is left to the loader to report).</summary>
+    private static bool IsPreQuantized(string dir)
+    {
+        string path = Path.Combine(dir, "config.json");
+        try { return File.Exists(path) && GlmConfig.FromJson(path).QuantizationBit != 0; }
+        catch (Exception e) when (e is InvalidDataException or IOException or System.Text.Json.JsonException) { return false; }
+    }
+
     private static GlmModel Load(TextWriter output, string dir, GlmLoadOptions options, Device device)
     {
         if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected) return GlmModel.FromPretrained(dir, options, device);

@@ -15,7 +15,7 @@ using DoctorGlm.Engine.Training;
 var modelOpt = new Option<DirectoryInfo>("--model", "-m") { Description = "HF ChatGLM folder (config.json, weights, ice_text.model)", Required = true };
 var adapterOpt = new Option<string?>("--adapter") { Description = "LoRA adapter folder (merged while loading) or P-Tuning v2 checkpoint" };
 var quantizeOpt = new Option<int?>("--quantize") { Description = "8 or 4: INT8/INT4 block linears, quantized while loading" };
-var dtypeOpt = new Option<string>("--dtype") { Description = "fp32, bf16 or fp16 weight matrices", DefaultValueFactory = _ => "fp32" };
+var dtypeOpt = new Option<string>("--dtype") { Description = "auto, fp32, bf16 or fp16 weight matrices (auto: fp32, but bf16 beside INT8/INT4 block linears)", DefaultValueFactory = _ => "auto" };
 var deviceOpt = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "cpu" };
 var batchOpt = new Option<int>("--batch") { Description = "most requests decoded together", DefaultValueFactory = _ => 8 };
 var urlsOpt = new Option<string>("--urls") { Description = "where to listen", DefaultValueFactory = _ => "http://127.0.0.1:8000" };
@@ -42,7 +42,9 @@ root.SetAction(async (parse, ct) =>
         bool lora = adapter is not null && File.Exists(Path.Combine(adapter, "adapter_config.json"));
         model = GlmModel.FromPretrained(dir, new GlmLoadOptions
         {
-            WeightDType = TrainerOptions.ParseDType(parse.GetValue(dtypeOpt)!),
+            // auto: bf16 beside quantized block linears, whether quantized now or in the checkpoint (config.json).
+            WeightDType = TrainerOptions.ParseWeightDType(parse.GetValue(dtypeOpt)!,
+                quantized: bits is not null || GlmConfig.FromJson(Path.Combine(dir, "config.json")).QuantizationBit != 0),
             QuantizeBits = bits ?? 0,
             MergeLoraAdapter = lora ? adapter : null,
         }, device);

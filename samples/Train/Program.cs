@@ -33,7 +33,7 @@ var init = Opt("--init", "pretrained: load --model; random: a new model of --con
 var config = Opt("--config", "Size of a random init: tiny (hidden 128, 2 layers, 4 heads, vocabulary of the tokenizer), base (256, 3, 8: the shape of the sample's pretrained base), small (256, 4, 8) or 6b (ChatGLM-6B's shape).", "tiny");
 var tokenizer = Opt<string?>("--tokenizer", "SentencePiece model (ChatGLM pieces). Default: the model folder's ice_text.model / tokenizer.model, else samples/Train/base/tokenizer.model.", null);
 var device = Opt("--device", "cpu, cuda or auto (CUDA when available, else CPU).", "cpu");
-var dtype = Opt("--dtype", "bf16, fp16 or fp32: storage type of the frozen base's weight matrices while training with LoRA or P-Tuning (half the memory; tensor cores on the GPU) and of the written weights. Trainable parameters and optimizer state stay fp32 (activations: --activations); with --method full the weights are trainable, so they stay fp32 and --dtype only sets the written type.", "fp32");
+var dtype = Opt("--dtype", "auto, bf16, fp16 or fp32: storage type of the frozen base's weight matrices while training with LoRA or P-Tuning (half the memory; tensor cores on the GPU) and of the written weights. Trainable parameters and optimizer state stay fp32 (activations: --activations); with --method full the weights are trainable, so they stay fp32 and --dtype only sets the written type. auto: fp32, but bf16 beside INT8/INT4 block linears (--quantize), as THUDM's quantized checkpoints keep the embedding in 16 bits.", "auto");
 var activations = Opt("--activations", "bf16, fp16 or fp32: storage type of the activations while training and computing the evaluation loss (16 bits: half the activation memory; each op computes in fp32 and rounds its output once). Gradients, the loss and optimizer state stay fp32; generation runs fp32.", "fp32");
 var quantize = Opt("--quantize", "0, 8 or 4: quantize the frozen base's block linears to INT8/INT4 while loading (ChatGLM's scheme; THUDM's P-Tuning recipe trains over INT4) and train LoRA or P-Tuning over it: a 6B base in 3.9 GB (INT4). Not with --method full.", 0);
 var attention = Opt("--attention", "GPU attention kernels: fp32 (match the CPU to fp32 rounding), tensor-cores (bf16 mma with fp32 softmax: FlashAttention-2 speed, bf16 precision) or auto (tensor cores when the frozen matrices are 16-bit). Ignored on the CPU.", "auto");
@@ -95,7 +95,7 @@ int Run(ParseResult p)
     bool random = initMode == "random" || (initMode == "auto" && modelDir is null);
     if (!random && modelDir is null) throw new ArgumentException("--init pretrained needs --model DIR");
     var trainingMethod = p.GetValue(method) is { } m ? TrainerOptions.ParseMethod(m) : random ? TrainingMethod.Full : TrainingMethod.Lora;
-    var exportType = TrainerOptions.ParseDType(p.GetValue(dtype)!);
+    var exportType = TrainerOptions.ParseWeightDType(p.GetValue(dtype)!, quantized: p.GetValue(quantize) != 0);
     var dev = DeviceSelector.Resolve(p.GetValue(device)!, out var deviceNote);
     if (deviceNote is not null) AnsiConsole.MarkupLineInterpolated($"[yellow]{deviceNote}[/]");
 

@@ -1,4 +1,5 @@
 using DoctorGlm.Engine.Generation;
+using DoctorGlm.Engine.Models.ChatGlm;
 using DoctorGlm.Engine.Tests.Models;
 using DoctorGlm.Samples.Chat;
 
@@ -129,8 +130,10 @@ public sealed class ChatAppTests : IDisposable
         var byDefault = Run("", common[2..]); // no --model: finds out/train and its base model
         Assert.True(byDefault.Code == 0, byDefault.Output);
         Assert.Equal(Answer(withLora.Output), Answer(byDefault.Output));
-        var int8 = Run("", [.. common, "--adapter", adapterDir, "--quantize", "8"]);
+        // fp32 beside the INT8 linears, as the library's model below holds them (--dtype auto would give bf16).
+        var int8 = Run("", [.. common, "--adapter", adapterDir, "--quantize", "8", "--dtype", "fp32"]);
         Assert.True(int8.Code == 0, int8.Output);
+        Assert.Contains("of F32 weights, block linears in INT8", int8.Output);
         Assert.Contains("merged while loading", int8.Output);
         Assert.Contains("INT8", int8.Output);
         // Merged and quantized while loading: the answer of the library's attach, merge, quantize.
@@ -153,7 +156,9 @@ public sealed class ChatAppTests : IDisposable
         var fromSaved = Run("", ["--model", saved, .. common[2..]]);
         var int4 = Run("", [.. common, "--adapter", adapterDir, "--quantize", "4"]);
         Assert.True(fromSaved.Code == 0, fromSaved.Output);
-        Assert.Contains("block linears in INT4", fromSaved.Output);
+        // --dtype auto: bf16 beside the INT4 linears, whether quantized while loading or read pre-quantized.
+        Assert.Contains("of BF16 weights, block linears in INT4", int4.Output);
+        Assert.Contains("of BF16 weights, block linears in INT4", fromSaved.Output);
         Assert.Equal(Answer(int4.Output), Answer(fromSaved.Output));
         Assert.Equal(1, Run("", [.. common, "--quantize", "5"]).Code);
         var bad = Run("", [.. common, "--merge"]);
@@ -178,8 +183,10 @@ public sealed class ChatAppTests : IDisposable
         var (code, text) = Run("", bits is null ? args : [.. args, "--quantize", bits]);
         Assert.True(code == 0, text);
         Assert.Contains("P-Tuning v2 prefix", text);
-        using var reference = ChatModelFixture.Model(tok);
-        if (bits is not null) reference.Quantize(int.Parse(bits, System.Globalization.CultureInfo.InvariantCulture));
+        // With --quantize, --dtype auto keeps the float weights beside the INT4 linears in bf16: the library's load
+        // with those options.
+        using var reference = bits is null ? ChatModelFixture.Model(tok)
+            : GlmModel.FromPretrained(_dir, new GlmLoadOptions { WeightDType = DType.BF16, QuantizeBits = int.Parse(bits, System.Globalization.CultureInfo.InvariantCulture) });
         var options = new GenerationOptions { DoSample = false, MaxLength = 30, RepetitionPenalty = 5f };
         var (withoutPrefix, _) = new GlmChat(reference, tok).Chat("头疼怎么办", null, options, TestContext.Current.CancellationToken);
         reference.LoadPrefixEncoder(prefixDir);
