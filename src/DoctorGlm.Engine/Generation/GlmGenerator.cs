@@ -288,8 +288,7 @@ public sealed class GlmGenerator
             pos[2 * b] = r.MaskPos;
             pos[2 * b + 1] = t - r.Ctx + 1;
         }
-        return Model.Forward(Tensor.FromArray(ids, new Shape(batch, 1), device), Tensor.FromArray(pos, new Shape(batch, 2, 1), device), null, cache,
-            lastOnly: true);
+        return Model.ForwardStep(ids, pos, cache);
     }
 
     /// <summary>The logits [1, 1, V] of the token after one sequence (the single-row <see cref="BatchLogits(RowState[], GlmKvCache)"/>).</summary>
@@ -316,9 +315,7 @@ public sealed class GlmGenerator
         {
             // §4.2: the newest token t = n − 1 has pos = mask_pos, blk = t − ctx + 1, and sees every past key.
             if (cache.TokenCount != n - 1) throw new InvalidOperationException($"GlmGenerator: the cache holds {cache.TokenCount} tokens, the sequence {n - 1} before the newest");
-            var ids = Tensor.FromArray([sequence[n - 1]], new Shape(1, 1), device);
-            var pos = Tensor.FromArray([maskPos, n - 1 - ctx + 1], new Shape(1, 2, 1), device);
-            logits = Model.Forward(ids, pos, null, cache, lastOnly: true);
+            logits = Model.ForwardStep([sequence[n - 1]], [maskPos, n - 1 - ctx + 1], cache);
         }
         return logits.Contiguous();
     }

@@ -126,8 +126,8 @@ public class CudaDecodeTests(ITestOutputHelper output)
     /// <summary>
     /// What one decoding step launches, pinned (a fusion undone shows up here, not only in a GPU profile): per layer two
     /// LayerNorms, the QKV split, the attention, the GELU and two residual adds — 7 kernels — beside its 4 GEMMs (bf16)
-    /// or 4 fused INT4 matrix-vector kernels; per step the embedding's check and gather and the final LayerNorm, and
-    /// the head's GEMM. A bf16 model with a bf16 cache, batch 1, after its prompt pass.
+    /// or 4 fused INT4 matrix-vector kernels; per step the embedding's gather and the final LayerNorm, and the head's
+    /// GEMM; and two host transfers. A bf16 model with a bf16 cache, batch 1, after its prompt pass.
     /// </summary>
     [Theory]
     [InlineData("bf16", 7, 4)]
@@ -141,13 +141,24 @@ public class CudaDecodeTests(ITestOutputHelper output)
         var sequence = new List<int> { 10, 11, 12, 13, 14, 15, config.GMaskTokenId, config.BosTokenId };
         using var cache = model.CreateCache();
         sequence.Add(LogitsProcessing.ArgMax(generator.NextLogits(sequence, cache))); // the prompt pass
-        long launches = gpu.Launches, gemms = gpu.GemmCalls;
+        long launches = gpu.Launches, gemms = gpu.GemmCalls, transfers = gpu.HostTransfers;
         generator.NextLogits(sequence, cache);
         launches = gpu.Launches - launches;
         gemms = gpu.GemmCalls - gemms;
-        output.WriteLine($"{mode}: {launches} kernel launches and {gemms} GEMMs for {config.NumLayers} layers");
-        Assert.Equal(launchesPerLayer * config.NumLayers + 3, launches);
+        transfers = gpu.HostTransfers - transfers;
+        output.WriteLine($"{mode}: {launches} kernel launches, {gemms} GEMMs and {transfers} host transfers for {config.NumLayers} layers");
+        // Beside the layers: the embedding, the final LayerNorm and the head's GEMM. The host waits twice: the
+        // token and its positions go up in one copy (the token checked on the host, so the embedding makes no
+        // device check), the logits come down.
+        Assert.Equal(launchesPerLayer * config.NumLayers + 2, launches);
         Assert.Equal(gemmsPerLayer * config.NumLayers + 1, gemms);
+        Assert.Equal(2, transfers);
+        // The host's check stands in for the device's: a token outside the vocabulary fails before anything runs.
+        sequence.Add(config.VocabSize + 1);
+        int held = cache.TokenCount;
+        var bad = Assert.Throws<ArgumentOutOfRangeException>(() => generator.NextLogits(sequence, cache));
+        Assert.Contains($"Embedding: ids[0] = {config.VocabSize + 1} is outside the table's {config.VocabSize} rows", bad.Message);
+        Assert.Equal(held, cache.TokenCount);
     }
 
     /// <summary>

@@ -137,6 +137,12 @@ public sealed class BatchGenerationTests(ITestOutputHelper output)
         Assert.True(worstFull < 1e-5, $"{group}: batched cached vs full-forward logits {worstFull:E3}");
         seqs[0].Add(7); // two new tokens in row 0: the cache holds one fewer
         Assert.Contains("of row 0", Assert.Throws<InvalidOperationException>(() => gen.NextLogitsBatch(seqs, genCache)).Message);
+        // A step's tokens are checked on the host before they go up (the embedding then skips its device check), and
+        // the message is the embedding's own, naming the row.
+        seqs[0].RemoveAt(seqs[0].Count - 1);
+        seqs[^1][^1] = config.VocabSize + 5; // the newest token of the last row, the one this step embeds
+        var bad = Assert.Throws<ArgumentOutOfRangeException>(() => gen.NextLogitsBatch(seqs, genCache));
+        Assert.Contains($"Embedding: ids[{batch - 1}] = {config.VocabSize + 5} is outside the table's {config.VocabSize} rows", bad.Message);
     }
 
     /// <summary>

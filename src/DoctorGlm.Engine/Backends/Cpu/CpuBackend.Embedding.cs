@@ -8,7 +8,7 @@ public sealed unsafe partial class CpuBackend
     private const int EmbeddingColumnBlock = 256;
 
     /// <inheritdoc />
-    public void EmbeddingForward(Tensor ids, Tensor table, Tensor y)
+    public void EmbeddingForward(Tensor ids, Tensor table, Tensor y, bool idsChecked = false)
     {
         int v = table.Shape[0], h = table.Shape[1];
         long n = ids.NumElements;
@@ -17,7 +17,8 @@ public sealed unsafe partial class CpuBackend
         float* py = y.Ptr<float>();
         DType type = table.DType;
         int size = type.SizeOf();
-        // Validate every id before touching the output, so a bad batch leaves no half-written result behind.
+        // Validate every id before touching the output, so a bad batch leaves no half-written result behind (always:
+        // on the CPU the check is a pass over the ids, whatever the caller checked).
         for (long i = 0; i < n; i++)
             if ((uint)pi[i] >= (uint)v)
                 throw new ArgumentOutOfRangeException(nameof(ids), pi[i], $"Embedding: ids[{i}] = {pi[i]} is outside the table's {v} rows");

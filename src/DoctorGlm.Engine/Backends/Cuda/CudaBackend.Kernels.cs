@@ -107,26 +107,33 @@ public sealed unsafe partial class CudaBackend
     // ---------------------------------------------------------------- embedding
 
     /// <inheritdoc />
-    public void EmbeddingForward(Tensor ids, Tensor table, Tensor y)
+    public void EmbeddingForward(Tensor ids, Tensor table, Tensor y, bool idsChecked = false)
     {
         int v = table.Shape[0];
         long h = table.Shape[1], n = ids.NumElements;
         if (n == 0) return;
-        // Validate on the device (one atomicMin), then read back a single position: no host copy of the ids.
-        using (var slot = Temp(sizeof(ulong)))
-        {
-            Upload<ulong>([(ulong)n], slot.Pointer);
-            using (var a = new KernelArgs().Add(Ptr(ids)).Add(n).Add(v).Add(slot.Pointer))
-                LaunchElementwise("embedding.cu", "embedding_validate", n, a);
-            long first = (long)Download<ulong>(slot.Pointer, 1)[0];
-            if (first < n)
-            {
-                int id = Download<int>(Ptr(ids) + (ulong)(first * sizeof(int)), 1)[0];
-                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Embedding: ids[{first}] = {id} is outside the table's {v} rows");
-            }
-        }
+        // A decoding step's ids were checked by the host as it uploaded them: the device check's round trip is skipped.
+        if (!idsChecked) CheckIds(ids, v, n);
         using var f = new KernelArgs().Add(Ptr(ids)).Add(Ptr(table)).Add((int)table.DType).Add(Ptr(y)).Add(n).Add(h);
         LaunchElementwise("embedding.cu", "embedding_forward", n * h, f);
+    }
+
+    /// <summary>
+    /// Throws naming the first id outside [0, V): validated on the device (one atomicMin), then a single position
+    /// read back, so the ids themselves never cross the bus; the price is one round trip.
+    /// </summary>
+    private void CheckIds(Tensor ids, int v, long n)
+    {
+        using var slot = Temp(sizeof(ulong));
+        Upload<ulong>([(ulong)n], slot.Pointer);
+        using (var a = new KernelArgs().Add(Ptr(ids)).Add(n).Add(v).Add(slot.Pointer))
+            LaunchElementwise("embedding.cu", "embedding_validate", n, a);
+        long first = (long)Download<ulong>(slot.Pointer, 1)[0];
+        if (first < n)
+        {
+            int id = Download<int>(Ptr(ids) + (ulong)(first * sizeof(int)), 1)[0];
+            throw new ArgumentOutOfRangeException(nameof(ids), id, $"Embedding: ids[{first}] = {id} is outside the table's {v} rows");
+        }
     }
 
     /// <inheritdoc />

@@ -203,13 +203,16 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
 
     private const uint DefaultSharedLimit = 48 * 1024;
 
-    private long _launches, _gemms;
+    private long _launches, _gemms, _transfers;
 
     /// <summary><see cref="Gemm"/> calls so far (each one or a few cuBLAS calls, plus a rounding launch for mixed operand types).</summary>
     internal long GemmCalls => Interlocked.Read(ref _gemms);
 
     /// <summary>Kernel launches so far (tests pin how many a decoding step makes; cuBLAS calls are not counted).</summary>
     internal long Launches => Interlocked.Read(ref _launches);
+
+    /// <summary>Copies between host and device so far, each a round trip the host waits for (tests pin a step's).</summary>
+    internal long HostTransfers => Interlocked.Read(ref _transfers);
 
     private void Launch(string file, string kernel, (uint, uint, uint) grid, (uint, uint, uint) block, uint sharedBytes, KernelArgs args)
     {
@@ -280,6 +283,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         if (bytes == 0) return;
         MakeCurrent();
         // Pageable host memory: the async copy is staged by the driver; synchronising keeps the span's lifetime simple.
+        Interlocked.Increment(ref _transfers);
         fixed (byte* p = src) CudaDriver.MemcpyHtoDAsync(Ptr(dst), p, bytes, _stream);
         CudaDriver.StreamSynchronize(_stream);
     }
@@ -292,6 +296,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         if (bytes > dst.Length) throw new ArgumentException($"CopyToHost: {src.Describe("tensor")} has {bytes} bytes, the destination {dst.Length}");
         if (bytes == 0) return;
         MakeCurrent();
+        Interlocked.Increment(ref _transfers);
         fixed (byte* p = dst) CudaDriver.MemcpyDtoHAsync(p, Ptr(src), bytes, _stream);
         CudaDriver.StreamSynchronize(_stream);
     }
@@ -301,6 +306,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         var a = new T[count];
         if (count == 0) return a;
         MakeCurrent();
+        Interlocked.Increment(ref _transfers);
         fixed (T* p = a) CudaDriver.MemcpyDtoHAsync(p, ptr, count * sizeof(T), _stream);
         CudaDriver.StreamSynchronize(_stream);
         return a;
@@ -310,6 +316,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     {
         if (data.IsEmpty) return;
         MakeCurrent();
+        Interlocked.Increment(ref _transfers);
         fixed (T* p = data) CudaDriver.MemcpyHtoDAsync(ptr, p, (long)data.Length * sizeof(T), _stream);
         CudaDriver.StreamSynchronize(_stream);
     }

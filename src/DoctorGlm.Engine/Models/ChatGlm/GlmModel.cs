@@ -726,7 +726,34 @@ public sealed partial class GlmModel : IDisposable
     /// the last position only when <paramref name="lastOnly"/> (what generation needs: it skips the LM head on the
     /// rest of the prompt).
     /// </summary>
-    public Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly = false)
+    public Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly = false) =>
+        Forward(ids, positionIds, mask, cache, lastOnly, idsChecked: false);
+
+    /// <summary>
+    /// One decoding step of <paramref name="ids"/>.Length rows, one new token each (host arrays: the token of row b
+    /// and its two position ids at 2b, 2b + 1): the tokens are checked against the vocabulary here, and tokens and
+    /// positions cross to the device in one copy, so the step costs a single upload and the embedding no device check
+    /// (each a round trip on a GPU). Returns logits [B, 1, V] F32.
+    /// </summary>
+    internal Tensor ForwardStep(ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, GlmKvCache cache)
+    {
+        int batch = ids.Length, rows = _params[EmbeddingKey].Shape[0];
+        if (positions.Length != 2 * batch) throw new ArgumentException($"GlmModel.ForwardStep: {positions.Length} position ids for {batch} rows (two each)");
+        var packed = new int[3 * batch];
+        for (int b = 0; b < batch; b++)
+        {
+            if ((uint)ids[b] >= (uint)rows)
+                throw new ArgumentOutOfRangeException(nameof(ids), ids[b], $"Embedding: ids[{b}] = {ids[b]} is outside the table's {rows} rows");
+            packed[b] = ids[b];
+        }
+        positions.CopyTo(packed.AsSpan(batch));
+        using var input = Tensor.FromArray(packed, new Shape(packed.Length), Device);
+        using var idTensor = input.Reinterpret(DType.I32, new Shape(batch, 1), 0);
+        using var posTensor = input.Reinterpret(DType.I32, new Shape(batch, 2, 1), batch);
+        return Forward(idTensor, posTensor, null, cache, lastOnly: true, idsChecked: true);
+    }
+
+    private Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly, bool idsChecked)
     {
         const string op = "GlmModel.Forward(cache)";
         ArgumentNullException.ThrowIfNull(cache);
@@ -739,7 +766,7 @@ public sealed partial class GlmModel : IDisposable
 
         using var _ = GradMode.NoGrad(); // the cache copies are outside autograd anyway
         var embedding = _params[EmbeddingKey];
-        var h = Ops.Embedding(ids, embedding);
+        var h = Ops.Embedding(ids, embedding, idsChecked);
         var pastMask = cache.PastMask(); // one [B, P] upload per step, shared by every layer
         cache.Reserve(seq); // before the past views are taken: the blocks write their keys and values after them
         for (int i = 0; i < Config.NumLayers; i++)
