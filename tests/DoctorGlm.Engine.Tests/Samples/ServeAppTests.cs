@@ -60,6 +60,9 @@ public sealed class ServeAppTests : IDisposable
         var log = new StringBuilder();
         server.OutputDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
         server.ErrorDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
+        // The server's output arrives on other threads while a message is built: read it under the same lock (an
+        // unlocked ToString racing an append threw from the finally below and hid the test's outcome).
+        string Log() { lock (log) return log.ToString(); }
         server.BeginOutputReadLine();
         server.BeginErrorReadLine();
         try
@@ -68,10 +71,10 @@ public sealed class ServeAppTests : IDisposable
             var started = Stopwatch.StartNew();
             while (true)
             {
-                Assert.False(server.HasExited, $"the server exited: {log}");
+                Assert.False(server.HasExited, $"the server exited: {Log()}");
                 try { if ((await http.GetStringAsync("/health", ct)) == "ok") break; }
                 catch (HttpRequestException) { }
-                Assert.True(started.Elapsed < TimeSpan.FromSeconds(60), $"the server did not answer /health in 60 s: {log}");
+                Assert.True(started.Elapsed < TimeSpan.FromSeconds(60), $"the server did not answer /health in 60 s: {Log()}");
                 await Task.Delay(100, ct);
             }
             Assert.Contains("\"fixture\"", await http.GetStringAsync("/v1/models", ct));
@@ -120,7 +123,7 @@ public sealed class ServeAppTests : IDisposable
         finally
         {
             if (!server.HasExited) Process.Start("kill", ["-TERM", server.Id.ToString()])!.WaitForExit();
-            Assert.True(server.WaitForExit(TimeSpan.FromSeconds(30)), $"the server did not stop on SIGTERM: {log}");
+            Assert.True(server.WaitForExit(TimeSpan.FromSeconds(30)), $"the server did not stop on SIGTERM: {Log()}");
         }
     }
 }
