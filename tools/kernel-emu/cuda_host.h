@@ -75,10 +75,9 @@ struct Block {
     std::vector<Slot> exchange; // one slot per thread, grouped by warp
     int vote[2] = {0, 0};
     // For the race check (device/racecheck.cpp): the block's serial number (unique over every block of every
-    // launch), and how many block barriers (and barriers of each warp) have completed. Two accesses of one block
-    // are ordered when a barrier of the block (or, within a warp, of the warp) completed between them.
+    // launch), and how many block barriers have completed: two accesses of one block are ordered when a barrier
+    // completed between them.
     unsigned serial = 0, epoch = 0;
-    std::vector<unsigned> warpEpoch;
 };
 
 inline Block* block = nullptr;
@@ -96,7 +95,6 @@ inline void fail(const std::string& what) {
 
 inline void release(int w) {
     if (w < 0) block->epoch++;
-    else block->warpEpoch[w]++;
     for (auto& f : block->fibers)
         if (f.state == Fiber::Waiting && f.waitingOn == w) f.state = Fiber::Runnable;
 }
@@ -161,7 +159,6 @@ inline bool launch(dglm_dim3 grid, dglm_dim3 blk, size_t shared, const std::func
                 b.warpLive.resize(warps);
                 b.warpArrived.assign(warps, 0);
                 for (int w = 0; w < warps; w++) b.warpLive[w] = std::min(32, threads - 32 * w);
-                b.warpEpoch.assign(warps, 0);
                 b.serial = ++generation;
                 b.shared.assign(shared + 16, 0xff);
                 if (char *lo = __start_dglm_shared, *hi = __stop_dglm_shared; hi > lo) std::memset(lo, 0xff, (size_t)(hi - lo));

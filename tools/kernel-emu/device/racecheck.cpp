@@ -8,9 +8,10 @@
 // runtime is not linked, so it works inside any host process, .NET's included). Without --racecheck nothing calls
 // them.
 //
-// Ordering, as the hardware defines it: within a block, a __syncthreads orders everything before it against
-// everything after it; within a warp, a warp collective (shuffle, mma, ldmatrix) does too (leniently: CUDA only
-// promises that for __syncwarp). Different blocks of one launch are never ordered, so they may share read-only
+// Ordering, as CUDA defines it: within a block, a __syncthreads orders everything before it against everything
+// after it. Nothing else does: a shuffle, an mma or an ldmatrix synchronises a warp's lanes but does not order their
+// memory accesses (CUDA promises that only for __syncwarp, which no kernel uses), so lanes of one warp that share
+// memory need a block barrier too. Different blocks of one launch are never ordered, so they may share read-only
 // data but not a byte one of them writes. Atomics (atomicAdd, ...) of different threads do not race with each
 // other, only with plain accesses.
 // Launches are ordered with each other (one stream).
@@ -32,7 +33,6 @@ struct Access {
     unsigned block = 0;  // the block's serial
     unsigned tid = 0;    // thread index within the block
     unsigned epoch = 0;  // block barriers completed before the access
-    unsigned wepoch = 0; // barriers of the thread's warp completed before it
     bool atomic = false; // an atomic read-modify-write (recorded as the write)
 };
 
@@ -106,7 +106,6 @@ bool concurrent(const Access& x, unsigned readers, const Access& me) {
     if (x.block != me.block) return true;
     if (readers == 0 && x.tid == me.tid) return false;
     if (x.epoch != me.epoch) return false;
-    if (readers <= 1 && warpOf(x.tid) == warpOf(me.tid) && x.wepoch != me.wepoch) return false;
     return true;
 }
 
@@ -191,7 +190,7 @@ void access(const void* p, size_t n, bool write, bool atomic = false) {
     if (k == Kind::None) return;
     auto* b = dglm_emu::block;
     auto* f = dglm_emu::current;
-    Access me{k == Kind::Device ? dglm_emu::launchSerial : b->serial, b->serial, (unsigned)f->tid, b->epoch, b->warpEpoch[f->warp], atomic};
+    Access me{k == Kind::Device ? dglm_emu::launchSerial : b->serial, b->serial, (unsigned)f->tid, b->epoch, atomic};
     for (size_t i = 0; i < n; i++) check(a + i, me, write, k);
 }
 
