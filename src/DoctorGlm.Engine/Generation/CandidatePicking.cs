@@ -22,12 +22,17 @@ internal static class CandidatePicking
     /// <summary>Candidate slots per row beyond the largest top-k: room for ties with the k-th score.</summary>
     internal const int TieSlack = 64;
 
-    /// <summary>Each row's pick from <paramref name="logits"/> [rows, V] (F32; overwritten with penalised scores).</summary>
-    public static int[] PickAll(GlmGenerator generator, IReadOnlyList<GlmGenerator.RowState> rows, Tensor logits)
+    /// <summary>
+    /// What a step's picking sends to the device, laid out on the host before the logits exist (so a decoding step can
+    /// send it in the same copy as its own tokens): [penalised ids (batch·L, −1 pads) | top-k (batch) | penalty,
+    /// temperature bits (2·batch)], and the candidate buffer's rows (<see cref="Capacity"/>).
+    /// </summary>
+    internal sealed record Plan(int Batch, int V, int L, int Capacity, int[] Packed);
+
+    /// <summary>The <see cref="Plan"/> of <paramref name="rows"/> over a vocabulary of <paramref name="v"/> scores.</summary>
+    public static Plan Prepare(IReadOnlyList<GlmGenerator.RowState> rows, int v)
     {
-        int batch = rows.Count, v = logits.Shape[^1];
-        var device = logits.Device;
-        var scores = logits.Reshape(batch, v);
+        int batch = rows.Count;
         var settings = new float[2 * batch];
         var topK = new int[batch];
         var penalised = new int[batch][];
@@ -44,19 +49,40 @@ internal static class CandidatePicking
         }
         int l = Math.Max(1, penalised.Max(p => p.Length));
         int capacity = (int)Math.Min(v, (long)maxK + TieSlack);
-
-        // The inputs cross the bus in one copy and the results in another (each small copy costs a round trip, and
-        // decoding makes one pick a step): [penalised ids (batch·l) | top-k (batch) | penalty, temperature bits
-        // (2·batch)] up, [counts (batch) | candidate ids (batch·capacity) | their scores' bits (batch·capacity)] down.
         var packed = new int[batch * l + 3 * batch];
         Array.Fill(packed, -1, 0, batch * l);
         for (int b = 0; b < batch; b++) penalised[b].CopyTo(packed, b * l);
         topK.CopyTo(packed, batch * l);
         for (int i = 0; i < settings.Length; i++) packed[batch * l + batch + i] = BitConverter.SingleToInt32Bits(settings[i]);
-        using var input = Tensor.FromArray(packed, new Shape(packed.Length), device);
-        using var ids = input.Reinterpret(DType.I32, new Shape(batch, l), 0);
-        using var topKs = input.Reinterpret(DType.I32, new Shape(batch), batch * l);
-        using var rowSettings = input.Reinterpret(DType.F32, new Shape(batch, 2), batch * l + batch);
+        return new Plan(batch, v, l, capacity, packed);
+    }
+
+    /// <summary>Each row's pick from <paramref name="logits"/> [rows, V] (F32; overwritten with penalised scores).</summary>
+    public static int[] PickAll(GlmGenerator generator, IReadOnlyList<GlmGenerator.RowState> rows, Tensor logits)
+    {
+        var plan = Prepare(rows, logits.Shape[^1]);
+        using var input = Tensor.FromArray(plan.Packed, new Shape(plan.Packed.Length), logits.Device);
+        return PickAll(generator, rows, logits, plan, input);
+    }
+
+    /// <summary>
+    /// <see cref="PickAll(GlmGenerator, IReadOnlyList{GlmGenerator.RowState}, Tensor)"/> with the plan's
+    /// <see cref="Plan.Packed"/> already on the device (<paramref name="input"/>, I32, contiguous).
+    /// </summary>
+    public static int[] PickAll(GlmGenerator generator, IReadOnlyList<GlmGenerator.RowState> rows, Tensor logits, Plan plan, Tensor input)
+    {
+        int batch = plan.Batch, v = plan.V, l = plan.L, capacity = plan.Capacity;
+        if (rows.Count != batch || logits.Shape[^1] != v || input.NumElements != plan.Packed.Length)
+            throw new ArgumentException($"CandidatePicking: a plan for {batch} rows of {v} scores ({plan.Packed.Length} inputs), given {rows.Count} rows of {logits.Shape[^1]} ({input.NumElements} inputs)");
+        var device = logits.Device;
+        var scores = logits.Reshape(batch, v);
+        // The inputs crossed the bus in one copy and the results come back in another (each small copy costs a round
+        // trip, and decoding makes one pick a step): [counts (batch) | candidate ids (batch·capacity) | their scores'
+        // bits (batch·capacity)] down. Views at the input's own offset: it may sit inside a larger upload.
+        long at = input.Offset;
+        using var ids = input.Reinterpret(DType.I32, new Shape(batch, l), at);
+        using var topKs = input.Reinterpret(DType.I32, new Shape(batch), at + batch * l);
+        using var rowSettings = input.Reinterpret(DType.F32, new Shape(batch, 2), at + batch * l + batch);
         using var output = Tensor.Empty(new Shape(checked(batch + 2 * batch * capacity)), DType.I32, device);
         using var counts = output.Reinterpret(DType.I32, new Shape(batch), 0);
         using var candidateIds = output.Reinterpret(DType.I32, new Shape(batch, capacity), batch);

@@ -190,7 +190,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
             if (live.Count > 0)
             {
                 var rows = live.Select(r => r.Row).ToArray();
-                var picks = _generator.PickAll(rows, _generator.BatchLogits(rows, _cache!));
+                var picks = _generator.StepPicks(rows, _cache!);
                 for (int i = 0; i < live.Count; i++) Emit(live[i], picks[i]);
             }
             if (admitted.Count > 0)
@@ -199,7 +199,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
                 try
                 {
                     var rows = admitted.Select(r => r.Row).ToArray();
-                    var picks = _generator.PickAll(rows, _generator.BatchLogits(rows, fresh));
+                    var picks = _generator.StepPicks(rows, fresh);
                     for (int i = 0; i < admitted.Count; i++) Emit(admitted[i], picks[i]);
                     if (_cache is null)
                     {

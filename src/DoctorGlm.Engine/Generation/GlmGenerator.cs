@@ -90,7 +90,7 @@ public sealed class GlmGenerator
             int[] picks;
             using (GradMode.NoGrad())
             using (TensorScope.Begin())
-                picks = PickAll(live, cache is null ? BatchLogits(live) : BatchLogits(live, cache));
+                picks = StepPicks(live, cache);
             for (int i = 0; i < live.Length; i++)
                 if (live[i].Accept(picks[i])) live[i].Output.Add(picks[i]);
             // Finished rows leave the batch (and the cache), so later steps compute the live rows only.
@@ -164,7 +164,7 @@ public sealed class GlmGenerator
             int pick;
             using (GradMode.NoGrad())
             using (TensorScope.Begin())
-                pick = PickAll([row], NextLogits(row.Sequence, row.Ctx, row.MaskPos, cache))[0];
+                pick = StepPicks([row], cache)[0];
             if (row.Accept(pick)) yield return row.Sequence[^1];
         }
     }
@@ -278,9 +278,16 @@ public sealed class GlmGenerator
             cache.SetLeftPadding(inputs.PadLeft);
             return Model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true);
         }
-        var ids = new int[batch];
-        var pos = new int[batch * 2];
-        for (int b = 0; b < batch; b++)
+        var (ids, pos) = StepTokens(rows);
+        return Model.ForwardStep(ids, pos, cache);
+    }
+
+    /// <summary>Per row the newest token and its §4.2 positions (mask position, block position t − ctx + 1).</summary>
+    private static (int[] Ids, int[] Positions) StepTokens(RowState[] rows)
+    {
+        var ids = new int[rows.Length];
+        var pos = new int[rows.Length * 2];
+        for (int b = 0; b < rows.Length; b++)
         {
             var r = rows[b];
             int t = r.Sequence.Count - 1; // the newest token
@@ -288,7 +295,22 @@ public sealed class GlmGenerator
             pos[2 * b] = r.MaskPos;
             pos[2 * b + 1] = t - r.Ctx + 1;
         }
-        return Model.ForwardStep(ids, pos, cache);
+        return (ids, pos);
+    }
+
+    /// <summary>
+    /// One step of a batch: each row's next token. A cached step that picks on the device sends its tokens, their
+    /// positions and the picking's inputs in one copy, so the host waits twice a step (that copy, the candidates);
+    /// otherwise <see cref="PickAll"/> of <see cref="BatchLogits(RowState[], GlmKvCache)"/>.
+    /// </summary>
+    internal int[] StepPicks(RowState[] rows, GlmKvCache? cache)
+    {
+        if (cache is null) return PickAll(rows, BatchLogits(rows));
+        if (!SelectOnDevice || cache.TokenCount == 0) return PickAll(rows, BatchLogits(rows, cache));
+        var plan = CandidatePicking.Prepare(rows, Model.Config.VocabSize);
+        var (ids, pos) = StepTokens(rows);
+        var logits = Model.ForwardStep(ids, pos, cache, plan.Packed, out var input);
+        return CandidatePicking.PickAll(this, rows, logits, plan, input!);
     }
 
     /// <summary>The logits [1, 1, V] of the token after one sequence (the single-row <see cref="BatchLogits(RowState[], GlmKvCache)"/>).</summary>

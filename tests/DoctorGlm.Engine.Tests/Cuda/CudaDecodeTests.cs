@@ -219,6 +219,19 @@ public class CudaDecodeTests(ITestOutputHelper output)
             var device = onDevice.GenerateBatch(prompts, o, ct);
             for (int b = 0; b < prompts.Length; b++) Assert.Equal(host[b], device[b]);
         }
+        // A cached step that picks on the device waits for it twice: one copy up (the token, its positions and the
+        // picking's inputs together), the candidates down.
+        var greedy = new GenerationOptions { DoSample = false, RepetitionPenalty = 1.5f };
+        (long Transfers, int Tokens) Run(int n)
+        {
+            long before = gpu.HostTransfers;
+            int tokens = onDevice.Generate(prompts[0], greedy with { MaxNewTokens = n }, ct).Length;
+            return (gpu.HostTransfers - before, tokens);
+        }
+        var (t4, n4) = Run(4);
+        var (t8, n8) = Run(8);
+        Assert.True(n8 > n4, $"the longer run stopped early: {n4} and {n8} tokens");
+        Assert.Equal(2 * (n8 - n4), t8 - t4);
     }
 
     /// <summary>

@@ -735,11 +735,20 @@ public sealed partial class GlmModel : IDisposable
     /// positions cross to the device in one copy, so the step costs a single upload and the embedding no device check
     /// (each a round trip on a GPU). Returns logits [B, 1, V] F32.
     /// </summary>
-    internal Tensor ForwardStep(ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, GlmKvCache cache)
+    internal Tensor ForwardStep(ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, GlmKvCache cache) =>
+        ForwardStep(ids, positions, cache, default, out _);
+
+    /// <summary>
+    /// <see cref="ForwardStep(ReadOnlySpan{int}, ReadOnlySpan{int}, GlmKvCache)"/> that also takes
+    /// <paramref name="alongside"/> to the device in the same copy (the step's sampling inputs), returned as
+    /// <paramref name="alongsideOnDevice"/> (I32, null when empty).
+    /// </summary>
+    internal Tensor ForwardStep(ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, GlmKvCache cache, ReadOnlySpan<int> alongside,
+        out Tensor? alongsideOnDevice)
     {
         int batch = ids.Length, rows = _params[EmbeddingKey].Shape[0];
         if (positions.Length != 2 * batch) throw new ArgumentException($"GlmModel.ForwardStep: {positions.Length} position ids for {batch} rows (two each)");
-        var packed = new int[3 * batch];
+        var packed = new int[3 * batch + alongside.Length];
         for (int b = 0; b < batch; b++)
         {
             if ((uint)ids[b] >= (uint)rows)
@@ -747,9 +756,11 @@ public sealed partial class GlmModel : IDisposable
             packed[b] = ids[b];
         }
         positions.CopyTo(packed.AsSpan(batch));
+        alongside.CopyTo(packed.AsSpan(3 * batch));
         using var input = Tensor.FromArray(packed, new Shape(packed.Length), Device);
         using var idTensor = input.Reinterpret(DType.I32, new Shape(batch, 1), 0);
         using var posTensor = input.Reinterpret(DType.I32, new Shape(batch, 2, 1), batch);
+        alongsideOnDevice = alongside.IsEmpty ? null : input.Reinterpret(DType.I32, new Shape(alongside.Length), 3 * batch);
         return Forward(idTensor, posTensor, null, cache, lastOnly: true, idsChecked: true);
     }
 
