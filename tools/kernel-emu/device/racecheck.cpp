@@ -46,7 +46,7 @@ struct Cell {
 
 constexpr int PageBits = 12;
 constexpr size_t PageBytes = size_t(1) << PageBits;
-constexpr size_t MaxPages = 2048; // shadow pages kept (each 4096 cells) before they are dropped between launches
+constexpr size_t MaxPages = 256; // shadow pages kept (each 4096 cells, 192 KiB) before they are dropped between launches
 
 std::unordered_map<uintptr_t, std::unique_ptr<Cell[]>> pages;
 uintptr_t lastPage = ~uintptr_t(0);
