@@ -103,7 +103,7 @@ public static class ChatApp
         try
         {
             options.Validate();
-            weightDType = TrainerOptions.ParseWeightDType(dtypeName, quantized: quantize is not null);
+            weightDType = TrainerOptions.ParseWeightDType(dtypeName, quantize ?? 0, modelFolder: null); // checked here, resolved below
             if (job.Batch < 1) throw new ArgumentException($"--batch {job.Batch}: must be at least 1");
             if (job.Answers is not null && job.Questions is null) throw new ArgumentException("--answers needs --questions");
             if (job.Questions is not null)
@@ -145,7 +145,7 @@ public static class ChatApp
             return 1;
         }
 
-        if (quantize is null && IsPreQuantized(dir)) weightDType = TrainerOptions.ParseWeightDType(dtypeName, quantized: true);
+        weightDType = TrainerOptions.ParseWeightDType(dtypeName, quantize ?? 0, dir); // auto: bf16 beside a pre-quantized folder's linears too
 
         Device device;
         GlmModel model;
@@ -236,19 +236,10 @@ public static class ChatApp
             ? b.GetString() : null;
     }
 
-    /// <summary>Attaches a LoRA adapter (folder with adapter_config.json) or a P-Tuning v2 prefix (file or folder).</summary>
     /// <summary>
     /// Loads the model folder, with a progress bar (GB read of the checkpoint) when the output is a live terminal:
     /// ChatGLM-6B takes tens of seconds, longer when quantized while loading.
     /// </summary>
-    /// <summary>Whether the folder's config.json declares a pre-quantized checkpoint (a bad file is left to the loader to report).</summary>
-    private static bool IsPreQuantized(string dir)
-    {
-        string path = Path.Combine(dir, "config.json");
-        try { return File.Exists(path) && GlmConfig.FromJson(path).QuantizationBit != 0; }
-        catch (Exception e) when (e is InvalidDataException or IOException or System.Text.Json.JsonException) { return false; }
-    }
-
     private static GlmModel Load(TextWriter output, string dir, GlmLoadOptions options, Device device)
     {
         if (!ReferenceEquals(output, Console.Out) || Console.IsOutputRedirected) return GlmModel.FromPretrained(dir, options, device);
@@ -288,6 +279,7 @@ public static class ChatApp
     /// <summary>A LoRA adapter folder (PEFT or DoctorGLM's), as opposed to a P-Tuning checkpoint.</summary>
     private static bool IsLoraAdapter(string path) => Directory.Exists(path) && File.Exists(Path.Combine(path, "adapter_config.json"));
 
+    /// <summary>Attaches a LoRA adapter (folder with adapter_config.json) or a P-Tuning v2 prefix (file or folder).</summary>
     private static void AttachAdapter(IAnsiConsole console, GlmModel model, string path, bool merge)
     {
         if (IsLoraAdapter(path))

@@ -42,9 +42,7 @@ root.SetAction(async (parse, ct) =>
         bool lora = adapter is not null && File.Exists(Path.Combine(adapter, "adapter_config.json"));
         model = GlmModel.FromPretrained(dir, new GlmLoadOptions
         {
-            // auto: bf16 beside quantized block linears, whether quantized now or in the checkpoint (config.json).
-            WeightDType = TrainerOptions.ParseWeightDType(parse.GetValue(dtypeOpt)!,
-                quantized: bits is not null || GlmConfig.FromJson(Path.Combine(dir, "config.json")).QuantizationBit != 0),
+            WeightDType = TrainerOptions.ParseWeightDType(parse.GetValue(dtypeOpt)!, bits ?? 0, dir),
             QuantizeBits = bits ?? 0,
             MergeLoraAdapter = lora ? adapter : null,
         }, device);

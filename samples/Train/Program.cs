@@ -95,7 +95,7 @@ int Run(ParseResult p)
     bool random = initMode == "random" || (initMode == "auto" && modelDir is null);
     if (!random && modelDir is null) throw new ArgumentException("--init pretrained needs --model DIR");
     var trainingMethod = p.GetValue(method) is { } m ? TrainerOptions.ParseMethod(m) : random ? TrainingMethod.Full : TrainingMethod.Lora;
-    var exportType = TrainerOptions.ParseWeightDType(p.GetValue(dtype)!, quantized: p.GetValue(quantize) != 0);
+    var exportType = TrainerOptions.ParseWeightDType(p.GetValue(dtype)!, p.GetValue(quantize), modelDir);
     var dev = DeviceSelector.Resolve(p.GetValue(device)!, out var deviceNote);
     if (deviceNote is not null) AnsiConsole.MarkupLineInterpolated($"[yellow]{deviceNote}[/]");
 

@@ -270,11 +270,9 @@ public sealed class GlmGenerator
     /// </summary>
     internal Tensor BatchLogits(RowState[] rows, GlmKvCache cache)
     {
-        var device = Model.Device;
-        int batch = rows.Length;
         if (cache.TokenCount == 0)
         {
-            using var inputs = GlmInputs.Build([.. rows.Select(r => r.Sequence.ToArray())], Model.Config, device: device);
+            using var inputs = GlmInputs.Build([.. rows.Select(r => r.Sequence.ToArray())], Model.Config, device: Model.Device);
             cache.SetLeftPadding(inputs.PadLeft);
             return Model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true);
         }

@@ -201,15 +201,26 @@ public sealed record TrainerOptions
 
     /// <summary>
     /// A weight storage type for the samples' <c>--dtype</c>: bf16, fp16, fp32, or <c>auto</c> — fp32, but bf16 when
-    /// the block linears are INT8/INT4 (<paramref name="quantized"/>: quantized while loading or a pre-quantized
-    /// checkpoint). The float weights left beside them, above all ChatGLM-6B's 130,528 × 4096 embedding that is also the
-    /// head, then take 16 bits as THUDM's quantized checkpoints keep them: 1 GB instead of 2 for the 6B model, and a
-    /// quarter fewer bytes for every decoded token to read.
+    /// the block linears are INT8/INT4: quantized while loading (<paramref name="quantizeBits"/>) or already in the
+    /// checkpoint (<c>quantization_bit</c> in <paramref name="modelFolder"/>'s config.json; a missing or bad file counts
+    /// as not quantized and is left to the loader to report). The float weights left beside them, above all
+    /// ChatGLM-6B's 130,528 × 4096 embedding that is also the head, then take 16 bits as THUDM's quantized checkpoints
+    /// keep them: 1 GB instead of 2 for the 6B model, and a quarter fewer bytes for every decoded token to read.
     /// </summary>
-    public static DType ParseWeightDType(string text, bool quantized, string option = "--dtype")
+    public static DType ParseWeightDType(string text, int quantizeBits, string? modelFolder, string option = "--dtype")
     {
-        if (text.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase)) return quantized ? DType.BF16 : DType.F32;
-        try { return ParseDType(text, option); }
-        catch (ArgumentException) { throw new ArgumentException($"{option} {text}: must be auto, bf16, fp16 or fp32"); }
+        if (!text.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            try { return ParseDType(text, option); }
+            catch (ArgumentException) { throw new ArgumentException($"{option} {text}: must be auto, bf16, fp16 or fp32"); }
+        }
+        return quantizeBits != 0 || IsPreQuantized(modelFolder) ? DType.BF16 : DType.F32;
+    }
+
+    private static bool IsPreQuantized(string? modelFolder)
+    {
+        string? path = modelFolder is null ? null : Path.Combine(modelFolder, "config.json");
+        try { return path is not null && File.Exists(path) && GlmConfig.FromJson(path).QuantizationBit != 0; }
+        catch (InvalidDataException) { return false; }
     }
 }

@@ -292,11 +292,12 @@ public sealed class TrainerTests : IDisposable
         Assert.Equal(DType.BF16, TrainerOptions.ParseDType("bf16"));
         Assert.Contains("--dtype int8", Assert.Throws<ArgumentException>(() => TrainerOptions.ParseDType("int8")).Message);
         // The samples' --dtype auto: fp32, bf16 beside quantized block linears; explicit names win either way.
-        Assert.Equal(DType.F32, TrainerOptions.ParseWeightDType("auto", quantized: false));
-        Assert.Equal(DType.BF16, TrainerOptions.ParseWeightDType("Auto", quantized: true));
-        Assert.Equal(DType.F32, TrainerOptions.ParseWeightDType("fp32", quantized: true));
-        Assert.Equal(DType.F16, TrainerOptions.ParseWeightDType("fp16", quantized: false));
-        Assert.Contains("--dtype int4: must be auto, bf16, fp16 or fp32", Assert.Throws<ArgumentException>(() => TrainerOptions.ParseWeightDType("int4", true)).Message);
+        Assert.Equal(DType.F32, TrainerOptions.ParseWeightDType("auto", 0, null));
+        Assert.Equal(DType.BF16, TrainerOptions.ParseWeightDType("Auto", 4, null));
+        Assert.Equal(DType.F32, TrainerOptions.ParseWeightDType("fp32", 8, null));
+        Assert.Equal(DType.F16, TrainerOptions.ParseWeightDType("fp16", 0, null));
+        Assert.Equal(DType.F32, TrainerOptions.ParseWeightDType("auto", 0, Path.Combine(Path.GetTempPath(), "no-such-model-folder")));
+        Assert.Contains("--dtype int4: must be auto, bf16, fp16 or fp32", Assert.Throws<ArgumentException>(() => TrainerOptions.ParseWeightDType("int4", 4, null)).Message);
         Assert.Contains("--lora-rank", Assert.Throws<ArgumentException>(() => new TrainerOptions { LoraRank = 0 }.Validate()).Message);
         Assert.Contains("--lora-target", Assert.Throws<ArgumentException>(() => new TrainerOptions { LoraTarget = "dense" }.Validate()).Message);
         Assert.Contains("--batch-size", Assert.Throws<ArgumentException>(() => new TrainerOptions { BatchSize = 0 }.Validate()).Message);

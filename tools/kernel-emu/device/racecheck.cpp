@@ -137,10 +137,26 @@ std::string who(const Access& a) {
     return "thread " + dim(a.tid, dglm_emu::blockDim_) + " of block " + dim(linear, dglm_emu::gridDim_);
 }
 
+// Where a device address lies ("the N-byte allocation at P, byte O"), for messages.
+std::string describe(uintptr_t a) {
+    auto it = device.upper_bound(a);
+    if (it != device.begin()) {
+        --it;
+        if (a < it->first + it->second) {
+            char text[96];
+            std::snprintf(text, sizeof text, "the %zu-byte allocation at %p, byte %zu", it->second, (void*)it->first, (size_t)(a - it->first));
+            return text;
+        }
+    }
+    char text[32];
+    std::snprintf(text, sizeof text, "%p", (void*)a);
+    return text;
+}
+
 void report(const char* what, const Access& earlier, unsigned readers, const Access& me, uintptr_t a, Kind k) {
     std::string where = k == Kind::Shared ? "dynamic shared memory, byte " + std::to_string(a - (uintptr_t)dglm_emu::block->shared.data())
                       : k == Kind::StaticShared ? staticShared(a - (uintptr_t)__start_dglm_shared)
-                                                : dglm_race::describe(a);
+                                                : describe(a);
     std::string first = who(earlier) + (readers == 1 ? " (and other threads of its warp)" : readers == 2 ? " (and threads of other warps)" : "");
     std::string barrier = earlier.block == me.block ? "with no barrier between them" : "from another block of the same launch";
     dglm_emu::fail(std::string("data race (") + what + ") on " + where + ": " + who(me) + " after " + first + ", " + barrier);
@@ -205,21 +221,6 @@ void track(uintptr_t user, size_t bytes) { device[user] = bytes; }
 void untrack(uintptr_t user) {
     device.erase(user);
     deviceLo = deviceHi = 0;
-}
-
-std::string describe(uintptr_t a) {
-    auto it = device.upper_bound(a);
-    if (it != device.begin()) {
-        --it;
-        if (a < it->first + it->second) {
-            char text[96];
-            std::snprintf(text, sizeof text, "the %zu-byte allocation at %p, byte %zu", it->second, (void*)it->first, (size_t)(a - it->first));
-            return text;
-        }
-    }
-    char text[32];
-    std::snprintf(text, sizeof text, "%p", (void*)a);
-    return text;
 }
 
 } // namespace dglm_race

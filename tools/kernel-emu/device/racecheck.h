@@ -3,7 +3,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 namespace dglm_race {
 
@@ -13,8 +12,5 @@ bool enabled();
 // Device memory the kernels may share: cuMemAlloc_v2 registers each allocation, cuMemFree_v2 forgets it.
 void track(uintptr_t user, size_t bytes);
 void untrack(uintptr_t user);
-
-// Names where an address lies ("allocation of N bytes at P + offset"), for messages.
-std::string describe(uintptr_t address);
 
 } // namespace dglm_race
