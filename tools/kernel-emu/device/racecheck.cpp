@@ -15,6 +15,9 @@
 // data but not a byte one of them writes. Atomics (atomicAdd, ...) of different threads do not race with each
 // other, only with plain accesses.
 // Launches are ordered with each other (one stream).
+//
+// The same hooks check alignment: an access the compiler emitted as naturally aligned (__tsan_read4 for a float, not
+// __tsan_unaligned_read4) is one transaction on a GPU, which faults when its address is not a multiple of its size.
 #include "racecheck.h"
 
 #include <cstdio>
@@ -153,13 +156,17 @@ std::string describe(uintptr_t a) {
     return text;
 }
 
+// Where a byte of kernel memory lies, for messages.
+std::string where(uintptr_t a, Kind k) {
+    return k == Kind::Shared ? "dynamic shared memory, byte " + std::to_string(a - (uintptr_t)dglm_emu::block->shared.data())
+         : k == Kind::StaticShared ? staticShared(a - (uintptr_t)__start_dglm_shared)
+                                   : describe(a);
+}
+
 void report(const char* what, const Access& earlier, unsigned readers, const Access& me, uintptr_t a, Kind k) {
-    std::string where = k == Kind::Shared ? "dynamic shared memory, byte " + std::to_string(a - (uintptr_t)dglm_emu::block->shared.data())
-                      : k == Kind::StaticShared ? staticShared(a - (uintptr_t)__start_dglm_shared)
-                                                : describe(a);
     std::string first = who(earlier) + (readers == 1 ? " (and other threads of its warp)" : readers == 2 ? " (and threads of other warps)" : "");
     std::string barrier = earlier.block == me.block ? "with no barrier between them" : "from another block of the same launch";
-    dglm_emu::fail(std::string("data race (") + what + ") on " + where + ": " + who(me) + " after " + first + ", " + barrier);
+    dglm_emu::fail(std::string("data race (") + what + ") on " + where(a, k) + ": " + who(me) + " after " + first + ", " + barrier);
 }
 
 void check(uintptr_t a, const Access& me, bool write, Kind k) {
@@ -199,7 +206,10 @@ void check(uintptr_t a, const Access& me, bool write, Kind k) {
     }
 }
 
-void access(const void* p, size_t n, bool write, bool atomic = false) {
+// `aligned`: the compiler emitted the access as naturally aligned (an n-byte load or store of a type whose alignment
+// is n: a float, a u32, a float4). A GPU executes it as one n-byte transaction, which must be n-byte aligned, and
+// faults otherwise (CUDA_ERROR_MISALIGNED_ADDRESS, which ends the context); x86 does not care, so it is checked here.
+void access(const void* p, size_t n, bool write, bool atomic = false, bool aligned = false) {
     if (!dglm_emu::error.empty()) return; // the launch fails already; its first problem is the one to report
     uintptr_t a = (uintptr_t)p;
     Kind k = classify(a);
@@ -207,6 +217,11 @@ void access(const void* p, size_t n, bool write, bool atomic = false) {
     auto* b = dglm_emu::block;
     auto* f = dglm_emu::current;
     Access me{k == Kind::Device ? dglm_emu::launchSerial : b->serial, b->serial, (unsigned)f->tid, b->epoch, atomic};
+    if (aligned && (a & (n - 1)) != 0) {
+        dglm_emu::fail("misaligned address: " + who(me) + " makes a " + std::to_string(n) + "-byte " + (write ? "write" : "read") +
+                       " at " + where(a, k) + ", which is not " + std::to_string(n) + "-byte aligned (a GPU faults here)");
+        return;
+    }
     for (size_t i = 0; i < n; i++) check(a + i, me, write, k);
 }
 
@@ -236,8 +251,8 @@ void dglm_race_atomic(const void* p, unsigned long bytes) {
 void __tsan_func_entry(void*) {}
 void __tsan_func_exit() {}
 #define DGLM_RACE_HOOKS(n)                                                      \
-    void __tsan_read##n(void* p) { access(p, n, false); }                     \
-    void __tsan_write##n(void* p) { access(p, n, true); }                     \
+    void __tsan_read##n(void* p) { access(p, n, false, false, true); }        \
+    void __tsan_write##n(void* p) { access(p, n, true, false, true); }        \
     void __tsan_unaligned_read##n(void* p) { access(p, n, false); }           \
     void __tsan_unaligned_write##n(void* p) { access(p, n, true); }
 DGLM_RACE_HOOKS(1)
