@@ -33,7 +33,9 @@
 // memory): a read before the block's first write sees NaN, not the previous block's data.
 #define __shared__ static
 #define __align__(n) alignas(n)
+#ifndef __launch_bounds__ // device/build.sh defines it while it lists the kernels, to read each one's bound
 #define __launch_bounds__(...)
+#endif
 
 // CUDA's integer min/max overloads (device code calls them unqualified).
 template <typename A, typename B> inline std::common_type_t<A, B> min(A a, B b) { return b < a ? b : a; }

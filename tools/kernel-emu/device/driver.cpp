@@ -4,7 +4,8 @@
 // It reports one sm_80 device. Device pointers are host pointers; work runs synchronously at launch, so stream
 // order holds trivially. Checks a real device would make become errors with the driver's status codes: launches
 // with a zero grid, more than 1024 threads, or more than 48 KiB of dynamic shared memory without the function's
-// opt-in (cuFuncSetAttribute) fail with CUDA_ERROR_INVALID_VALUE; a kernel that deadlocks fails with
+// opt-in (cuFuncSetAttribute) fail with CUDA_ERROR_INVALID_VALUE, more threads than the kernel's __launch_bounds__
+// with CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES; a kernel that deadlocks fails with
 // CUDA_ERROR_LAUNCH_FAILED. Allocations carry guard bands checked after every launch and at cuMemFree, so a kernel
 // writing past its buffer fails with CUDA_ERROR_ILLEGAL_ADDRESS naming the kernel. New memory is filled with 0xff
 // bytes (NaN) as uninitialised device memory would hold garbage. Messages go to stderr.
@@ -24,7 +25,7 @@ namespace {
 
 enum {
     SUCCESS = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, NOT_INITIALIZED = 3, NO_DEVICE = 100, INVALID_DEVICE = 101,
-    INVALID_HANDLE = 400, NOT_FOUND = 500, ILLEGAL_ADDRESS = 700, LAUNCH_FAILED = 719,
+    INVALID_HANDLE = 400, NOT_FOUND = 500, ILLEGAL_ADDRESS = 700, LAUNCH_OUT_OF_RESOURCES = 701, LAUNCH_FAILED = 719,
 };
 
 constexpr size_t Guard = 256;                  // bytes of guard band on each side of an allocation
@@ -40,6 +41,7 @@ struct Allocation {
 struct Function {
     std::string name;
     dglm_emu::Invoker run;
+    int maxThreads; // its __launch_bounds__ (the compiler planned its registers for no more)
     int maxDynamicShared = SharedDefault;
 };
 
@@ -72,6 +74,7 @@ const char* statusName(int s) {
         case INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
         case NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
         case ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
+        case LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
         case LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
         default: return nullptr;
     }
@@ -88,6 +91,7 @@ const char* statusText(int s) {
         case INVALID_HANDLE: return "invalid resource handle";
         case NOT_FOUND: return "named symbol not found";
         case ILLEGAL_ADDRESS: return "an illegal memory access was encountered";
+        case LAUNCH_OUT_OF_RESOURCES: return "too many resources requested for launch";
         case LAUNCH_FAILED: return "unspecified launch failure";
         default: return nullptr;
     }
@@ -206,7 +210,7 @@ int cuModuleGetFunction(void** function, void* module, const char* name) {
     auto it = table.find(name);
     if (it == table.end()) return NOT_FOUND;
     auto& f = functions[name];
-    if (!f) f = new Function{name, it->second};
+    if (!f) f = new Function{name, it->second.run, it->second.maxThreads};
     *function = f;
     return SUCCESS;
 }
@@ -232,6 +236,12 @@ int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsign
     if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535 || bx * by * bz == 0 || bx * by * bz > 1024) {
         std::fprintf(stderr, "emulated device: %s launched with grid (%u,%u,%u), block (%u,%u,%u)\n", f->name.c_str(), gx, gy, gz, bx, by, bz);
         return INVALID_VALUE;
+    }
+    if ((int)(bx * by * bz) > f->maxThreads) {
+        // What a GPU answers when a block has more threads than the kernel's __launch_bounds__ promised.
+        std::fprintf(stderr, "emulated device: %s launched with %u threads a block; its __launch_bounds__ allow %d\n",
+                     f->name.c_str(), bx * by * bz, f->maxThreads);
+        return LAUNCH_OUT_OF_RESOURCES;
     }
     if ((int)shared > f->maxDynamicShared) {
         std::fprintf(stderr, "emulated device: %s asks for %u bytes of dynamic shared memory; its limit is %d (cuFuncSetAttribute raises it)\n",
