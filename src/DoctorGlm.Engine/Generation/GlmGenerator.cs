@@ -179,12 +179,7 @@ public sealed class GlmGenerator
     public float[] NextLogits(IReadOnlyList<int> sequence, GlmKvCache? cache)
     {
         ArgumentNullException.ThrowIfNull(sequence);
-        var ids = sequence as List<int> ?? [.. sequence];
-        var (ctx, maskPos) = GlmInputs.ContextAndMask(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(ids), Model.Config);
-        if (ctx == ids.Count) throw new ArgumentException($"GlmGenerator.NextLogits: the sequence has no <sop> ({Model.Config.BosTokenId})", nameof(sequence));
-        using (GradMode.NoGrad())
-        using (TensorScope.Begin())
-            return NextLogits(ids, ctx, maskPos, cache).ToFloatArray();
+        return RowsLogits("GlmGenerator.NextLogits", [sequence], cache, single: true)[0];
     }
 
     /// <summary>
@@ -196,20 +191,31 @@ public sealed class GlmGenerator
     /// </summary>
     public float[][] NextLogitsBatch(IReadOnlyList<IReadOnlyList<int>> sequences, GlmKvCache? cache)
     {
-        const string op = "GlmGenerator.NextLogitsBatch";
         ArgumentNullException.ThrowIfNull(sequences);
+        return RowsLogits("GlmGenerator.NextLogitsBatch", sequences, cache, single: false);
+    }
+
+    /// <summary>
+    /// <see cref="NextLogits"/> and <see cref="NextLogitsBatch"/>: the rows' sequences checked (messages name
+    /// <paramref name="op"/>, and the row unless <paramref name="single"/>), then the step that
+    /// <see cref="GenerateBatch"/> takes, so a caller that picks its own tokens sees exactly the logits generation does.
+    /// </summary>
+    private float[][] RowsLogits(string op, IReadOnlyList<IReadOnlyList<int>> sequences, GlmKvCache? cache, bool single)
+    {
         if (sequences.Count == 0) throw new ArgumentException($"{op}: there are no sequences", nameof(sequences));
-        if (cache is not null && cache.Batch != sequences.Count) throw new ArgumentException($"{op}: the cache holds {cache.Batch} rows, there are {sequences.Count} sequences", nameof(cache));
+        if (cache is not null && cache.Batch != sequences.Count)
+            throw new ArgumentException($"{op}: the cache holds {cache.Batch} rows, there {(single ? "is one sequence" : $"are {sequences.Count} sequences")}", nameof(cache));
         var rows = new RowState[sequences.Count];
         for (int b = 0; b < rows.Length; b++)
         {
-            var ids = sequences[b]?.ToArray() ?? throw new ArgumentNullException(nameof(sequences), $"{op}: sequence {b} is null");
-            if (ids.Length == 0) throw new ArgumentException($"{op}: sequence {b} is empty", nameof(sequences));
+            string what = single ? "the sequence" : $"sequence {b}";
+            var ids = sequences[b]?.ToArray() ?? throw new ArgumentNullException(nameof(sequences), $"{op}: {what} is null");
+            if (ids.Length == 0) throw new ArgumentException($"{op}: {what} is empty", nameof(sequences));
             var (ctx, maskPos) = GlmInputs.ContextAndMask(ids, Model.Config, b);
-            if (ctx == ids.Length) throw new ArgumentException($"{op}: sequence {b} has no <sop> ({Model.Config.BosTokenId})", nameof(sequences));
+            if (ctx == ids.Length) throw new ArgumentException($"{op}: {what} has no <sop> ({Model.Config.BosTokenId})", nameof(sequences));
             // After the prompt pass the cache holds pads + prompt + the tokens fed since: the newest token is the one to add.
             if (cache is { TokenCount: > 0 } && cache.PadLeft[b] + ids.Length - 1 != cache.TokenCount)
-                throw new InvalidOperationException($"{op}: the cache holds {cache.TokenCount - cache.PadLeft[b]} tokens of row {b}, its sequence {ids.Length - 1} before the newest");
+                throw new InvalidOperationException($"{op}: the cache holds {cache.TokenCount - cache.PadLeft[b]} tokens{(single ? "" : $" of row {b}")}, {what} {ids.Length - 1} before the newest");
             rows[b] = new RowState(ids, ctx, maskPos, GenerationOptions.Greedy, -1, int.MaxValue, null!); // only stepped, never picked from
         }
         var v = Model.Config.VocabSize;
@@ -309,34 +315,5 @@ public sealed class GlmGenerator
         var (ids, pos) = StepTokens(rows);
         var logits = Model.ForwardStep(ids, pos, cache, plan.Packed, out var input);
         return CandidatePicking.PickAll(this, rows, logits, plan, input!);
-    }
-
-    /// <summary>The logits [1, 1, V] of the token after one sequence (the single-row <see cref="BatchLogits(RowState[], GlmKvCache)"/>).</summary>
-    private Tensor NextLogits(List<int> sequence, int ctx, int maskPos, GlmKvCache? cache)
-    {
-        var device = Model.Device;
-        int n = sequence.Count;
-        Tensor logits;
-        if (cache is null)
-        {
-            // Reference path: the whole sequence again, built exactly like a prompt (§4.1).
-            using var inputs = GlmInputs.Build([sequence.ToArray()], Model.Config, device: device);
-            logits = Model.Forward(inputs).Narrow(1, n - 1, 1);
-        }
-        else if (cache.TokenCount == 0)
-        {
-            // Prompt pass: prefix-LM mask among the prompt tokens; the P-Tuning prefix (if any) is the initial past.
-            var ids = Tensor.FromArray(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequence), new Shape(1, n), device);
-            var pos = PositionIds.Glm([ctx], [maskPos], n, device: device);
-            var mask = AttentionMask.PrefixLm([ctx], n, device: device);
-            logits = Model.Forward(ids, pos, mask, cache, lastOnly: true);
-        }
-        else
-        {
-            // §4.2: the newest token t = n − 1 has pos = mask_pos, blk = t − ctx + 1, and sees every past key.
-            if (cache.TokenCount != n - 1) throw new InvalidOperationException($"GlmGenerator: the cache holds {cache.TokenCount} tokens, the sequence {n - 1} before the newest");
-            logits = Model.ForwardStep([sequence[n - 1]], [maskPos, n - 1 - ctx + 1], cache);
-        }
-        return logits.Contiguous();
     }
 }
