@@ -138,7 +138,7 @@ public static class ChatApp
             dir = baseDir;
             console.MarkupLineInterpolated($"[grey]model {dir} with the adapter trained in {adapterPath}[/]");
         }
-        string? tokPath = tokenizerFile?.FullName ?? new[] { "ice_text.model", "tokenizer.model" }.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists);
+        string? tokPath = tokenizerFile?.FullName ?? ChatGlmTokenizer.FindModelFile(dir);
         if (tokPath is null || !File.Exists(tokPath))
         {
             console.MarkupLineInterpolated($"[red]error:[/] no tokenizer: {(tokPath ?? Path.Combine(dir, "ice_text.model"))} not found (pass --tokenizer FILE)");

@@ -47,9 +47,7 @@ root.SetAction(async (parse, ct) =>
             MergeLoraAdapter = lora ? adapter : null,
         }, device);
         if (adapter is not null && !lora) model.LoadPrefixEncoder(adapter);
-        string tokPath = new[] { "ice_text.model", "tokenizer.model" }.Select(f => Path.Combine(dir, f)).FirstOrDefault(File.Exists)
-            ?? throw new FileNotFoundException($"no tokenizer in {dir} (ice_text.model or tokenizer.model)");
-        tok = ChatGlmTokenizer.Load(tokPath, model.Config.NumImageTokens);
+        tok = ChatGlmTokenizer.FromPretrained(dir, model.Config.NumImageTokens);
     }
     catch (Exception e) when (e is IOException or InvalidDataException or InvalidOperationException or ArgumentException or NotSupportedException)
     {

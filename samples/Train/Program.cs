@@ -100,7 +100,7 @@ int Run(ParseResult p)
     if (deviceNote is not null) AnsiConsole.MarkupLineInterpolated($"[yellow]{deviceNote}[/]");
 
     string tokPath = p.GetValue(tokenizer)
-        ?? new[] { "ice_text.model", "tokenizer.model" }.Select(f => modelDir is null ? null : Path.Combine(modelDir, f)).FirstOrDefault(File.Exists)
+        ?? (modelDir is null ? null : ChatGlmTokenizer.FindModelFile(modelDir))
         ?? Path.Combine(shippedBase, "tokenizer.model");
     var tok = ChatGlmTokenizer.Load(tokPath, modelDir is null ? 0 : GlmConfigFor(modelDir).NumImageTokens);
 

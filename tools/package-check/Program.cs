@@ -18,7 +18,7 @@ try
 
     // Chat with a model.
     using var model = GlmModel.FromPretrained(modelDir);
-    var tokenizer = ChatGlmTokenizer.Load(Path.Combine(modelDir, "tokenizer.model"));
+    var tokenizer = ChatGlmTokenizer.FromPretrained(modelDir);
     var chat = new GlmChat(model, tokenizer);
     var (answer, history) = chat.Chat("高血压患者能吃党参吗？", options: GenerationOptions.Greedy with { MaxNewTokens = 24 });
     if (answer.Length == 0 || history.Count != 1) throw new Exception($"chat gave '{answer}' and {history.Count} turns");

@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Json;
 
 namespace DoctorGlm.Engine.Tokenization;
 
@@ -52,6 +53,53 @@ public sealed class ChatGlmTokenizer
 
     /// <summary>Loads <c>ice_text.model</c> (or any SentencePiece model with ChatGLM's special pieces).</summary>
     public static ChatGlmTokenizer Load(string path, int numImageTokens = 0) => new(SentencePieceModel.Load(path), numImageTokens);
+
+    /// <summary>The tokenizer file names a model folder may hold, in the order they are looked for: Hugging Face's, then ours.</summary>
+    public static IReadOnlyList<string> ModelFileNames { get; } = ["ice_text.model", "tokenizer.model"];
+
+    /// <summary>The tokenizer file of a model folder (<see cref="ModelFileNames"/>, the first present), or null.</summary>
+    public static string? FindModelFile(string folder)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        return ModelFileNames.Select(f => Path.Combine(folder, f)).FirstOrDefault(File.Exists);
+    }
+
+    /// <summary>
+    /// The tokenizer of a model folder: a Hugging Face ChatGLM-6B folder (<c>ice_text.model</c>) or one this library
+    /// wrote (<c>tokenizer.model</c>). The image-token offset, unless given, is the folder's: <c>num_image_tokens</c>
+    /// of <c>tokenizer_config.json</c>, else of <c>config.json</c>, else 20000 when <c>config.json</c>'s
+    /// <c>vocab_size</c> is the old 150528 (as <see cref="Models.ChatGlm.GlmConfig.FromJson"/> infers it), else 0.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The folder holds no tokenizer file (the message names both).</exception>
+    /// <exception cref="InvalidDataException">A JSON file of the folder is malformed or has a field of the wrong type (named).</exception>
+    public static ChatGlmTokenizer FromPretrained(string folder, int? numImageTokens = null)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        string path = FindModelFile(folder)
+            ?? throw new FileNotFoundException($"{folder}: no tokenizer ({string.Join(" or ", ModelFileNames)})", Path.Combine(folder, ModelFileNames[0]));
+        return new(SentencePieceModel.Load(path), numImageTokens ?? ImageTokensOf(folder));
+    }
+
+    private static int ImageTokensOf(string folder)
+    {
+        int? Read(string file, string field)
+        {
+            string path = Path.Combine(folder, file);
+            if (!File.Exists(path)) return null;
+            try
+            {
+                using var doc = JsonDocument.Parse(File.ReadAllText(path),
+                    new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+                if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty(field, out var v)
+                    || v.ValueKind == JsonValueKind.Null) return null;
+                return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 0 ? n
+                    : throw new InvalidDataException($"{path}: field '{field}' must be a non-negative integer (got {v.GetRawText()})");
+            }
+            catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e); }
+        }
+        return Read("tokenizer_config.json", "num_image_tokens") ?? Read("config.json", "num_image_tokens")
+            ?? (Read("config.json", "vocab_size") == 150528 ? 20000 : 0);
+    }
 
     /// <summary>The SentencePiece model.</summary>
     public SentencePieceModel Model { get; }
