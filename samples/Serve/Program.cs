@@ -20,13 +20,18 @@ var deviceOpt = new Option<string>("--device") { Description = "cpu, cuda, cuda:
 var batchOpt = new Option<int>("--batch") { Description = "most requests decoded together", DefaultValueFactory = _ => 8 };
 var urlsOpt = new Option<string>("--urls") { Description = "where to listen", DefaultValueFactory = _ => "http://127.0.0.1:8000" };
 var nameOpt = new Option<string>("--name") { Description = "model id reported to clients", DefaultValueFactory = _ => "doctorglm" };
+var apiKeyOpt = new Option<string?>("--api-key")
+{
+    Description = "require 'Authorization: Bearer KEY' on /v1/ (default: the DOCTORGLM_API_KEY variable, which keeps the key out of the process list; neither: no key)",
+};
 var root = new RootCommand("DoctorGlm.Serve — an OpenAI-compatible chat API over a ChatGLM model, with continuous batching.")
 {
-    modelOpt, adapterOpt, quantizeOpt, dtypeOpt, deviceOpt, batchOpt, urlsOpt, nameOpt,
+    modelOpt, adapterOpt, quantizeOpt, dtypeOpt, deviceOpt, batchOpt, urlsOpt, nameOpt, apiKeyOpt,
 };
 root.SetAction(async (parse, ct) =>
 {
     string dir = parse.GetValue(modelOpt)!.FullName;
+    string? apiKey = parse.GetValue(apiKeyOpt) ?? (Environment.GetEnvironmentVariable("DOCTORGLM_API_KEY") is { Length: > 0 } k ? k : null);
     string? adapter = parse.GetValue(adapterOpt);
     int? bits = parse.GetValue(quantizeOpt);
     GlmModel model;
@@ -36,6 +41,7 @@ root.SetAction(async (parse, ct) =>
     {
         if (bits is not null and not (8 or 4)) throw new ArgumentException($"--quantize {bits}: use 8 or 4");
         if (parse.GetValue(batchOpt) < 1) throw new ArgumentException("--batch must be at least 1");
+        if (apiKey is not null && (apiKey.Length == 0 || apiKey.Any(char.IsWhiteSpace))) throw new ArgumentException("--api-key (or DOCTORGLM_API_KEY) is empty or holds white space");
         device = DeviceSelector.Resolve(parse.GetValue(deviceOpt)!, out string? note);
         if (note is not null) Console.Error.WriteLine(note);
         // A LoRA adapter (a folder with adapter_config.json) is merged while the weights stream in; a P-Tuning prefix attaches after.
@@ -58,11 +64,24 @@ root.SetAction(async (parse, ct) =>
     using (model)
     {
         await using var scheduler = new GlmBatchScheduler(new GlmChat(model, tok), parse.GetValue(batchOpt));
-        var api = new OpenAiChatCompletions(scheduler, parse.GetValue(nameOpt)!);
+        var api = new OpenAiChatCompletions(scheduler, parse.GetValue(nameOpt)!, apiKey);
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls(parse.GetValue(urlsOpt)!);
         var app = builder.Build();
-        app.MapGet("/health", () => Results.Text("ok"));
+        app.MapGet("/health", () => Results.Text("ok")); // open: a load balancer's probe carries no key
+        // Every /v1/ request shows its key first; a refusal is OpenAI's 401 body.
+        app.Use(async (http, next) =>
+        {
+            if (http.Request.Path.StartsWithSegments("/v1"))
+                try { api.Authorize(http.Request.Headers.Authorization.Count == 0 ? null : http.Request.Headers.Authorization.ToString()); }
+                catch (ChatCompletionException e)
+                {
+                    http.Response.Headers.WWWAuthenticate = "Bearer";
+                    await WriteError(http, e);
+                    return;
+                }
+            await next(http);
+        });
         app.MapGet("/v1/models", () => Results.Text(api.Models(), "application/json"));
         app.MapPost("/v1/chat/completions", async (HttpContext http) =>
         {
@@ -72,9 +91,7 @@ root.SetAction(async (parse, ct) =>
             try { request = api.Parse(body); }
             catch (ChatCompletionException e)
             {
-                http.Response.StatusCode = e.Status;
-                http.Response.ContentType = "application/json";
-                await http.Response.WriteAsync(e.ToJson(), aborted);
+                await WriteError(http, e);
                 return;
             }
             if (!request.Stream)
@@ -93,9 +110,16 @@ root.SetAction(async (parse, ct) =>
             }
         });
         Console.WriteLine($"ChatGLM ({model.Config.NumLayers} layers, hidden {model.Config.HiddenSize}) on {device}, up to {scheduler.MaxBatch} requests decoded together.");
-        Console.WriteLine($"OpenAI-compatible API at {parse.GetValue(urlsOpt)}/v1 (model \"{api.ModelName}\"); Ctrl+C stops.");
+        Console.WriteLine($"OpenAI-compatible API at {parse.GetValue(urlsOpt)}/v1 (model \"{api.ModelName}\"{(api.RequiresApiKey ? ", API key required" : "")}); Ctrl+C stops.");
         await app.RunAsync(ct);
     }
     return 0;
 });
 return await root.Parse(args).InvokeAsync();
+
+static Task WriteError(HttpContext http, ChatCompletionException e)
+{
+    http.Response.StatusCode = e.Status;
+    http.Response.ContentType = "application/json";
+    return http.Response.WriteAsync(e.ToJson(), http.RequestAborted);
+}

@@ -10,13 +10,16 @@ namespace DoctorGlm.Engine.Serving;
 /// <summary>
 /// A bad chat-completions request: the HTTP status to answer with, the field at fault, and OpenAI's error body.
 /// </summary>
-public sealed class ChatCompletionException(int status, string message, string? param = null) : Exception(message)
+public sealed class ChatCompletionException(int status, string message, string? param = null, string? code = null) : Exception(message)
 {
-    /// <summary>HTTP status (400 for a bad request).</summary>
+    /// <summary>HTTP status (400 for a bad request, 401 for a missing or wrong API key).</summary>
     public int Status { get; } = status;
 
     /// <summary>The request field at fault, or null.</summary>
     public string? Param { get; } = param;
+
+    /// <summary>OpenAI's error code (<c>invalid_api_key</c>), or null.</summary>
+    public string? Code { get; } = code;
 
     /// <summary>OpenAI's error body: <c>{"error": {"message", "type", "param", "code"}}</c>.</summary>
     public string ToJson() => OpenAiChatCompletions.Json(w =>
@@ -25,7 +28,7 @@ public sealed class ChatCompletionException(int status, string message, string? 
         w.WriteString("message", Message);
         w.WriteString("type", "invalid_request_error");
         if (Param is null) w.WriteNull("param"); else w.WriteString("param", Param);
-        w.WriteNull("code");
+        if (Code is null) w.WriteNull("code"); else w.WriteString("code", Code);
         w.WriteEndObject();
     });
 }
@@ -59,12 +62,40 @@ public sealed class OpenAiChatCompletions
     private static readonly JsonWriterOptions WriterOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     private readonly GlmChat _chat;
 
-    /// <summary>Serves <paramref name="scheduler"/> (made from a <see cref="GlmChat"/>) under the name <paramref name="modelName"/>.</summary>
-    public OpenAiChatCompletions(GlmBatchScheduler scheduler, string modelName)
+    /// <summary>
+    /// Serves <paramref name="scheduler"/> (made from a <see cref="GlmChat"/>) under the name <paramref name="modelName"/>.
+    /// With <paramref name="apiKey"/>, <see cref="Authorize"/> admits only requests that carry it, as OpenAI's API
+    /// does: <c>Authorization: Bearer KEY</c>.
+    /// </summary>
+    public OpenAiChatCompletions(GlmBatchScheduler scheduler, string modelName, string? apiKey = null)
     {
         Scheduler = scheduler ?? throw new ArgumentNullException(nameof(scheduler));
         _chat = scheduler.Chat ?? throw new ArgumentException("OpenAiChatCompletions: the scheduler has no tokenizer; construct it from a GlmChat", nameof(scheduler));
         ModelName = string.IsNullOrWhiteSpace(modelName) ? throw new ArgumentException("OpenAiChatCompletions: the model name is empty", nameof(modelName)) : modelName;
+        if (apiKey is not null && (apiKey.Length == 0 || apiKey.Any(char.IsWhiteSpace)))
+            throw new ArgumentException("OpenAiChatCompletions: the API key is empty or holds white space", nameof(apiKey));
+        _apiKey = apiKey is null ? null : Encoding.UTF8.GetBytes(apiKey);
+    }
+
+    private readonly byte[]? _apiKey;
+
+    /// <summary>Whether requests must carry an API key (<see cref="Authorize"/>).</summary>
+    public bool RequiresApiKey => _apiKey is not null;
+
+    /// <summary>
+    /// Checks a request's <c>Authorization</c> header (null when absent) against the API key, if one was set: throws
+    /// <see cref="ChatCompletionException"/> 401 with OpenAI's code <c>invalid_api_key</c> unless it is
+    /// <c>Bearer KEY</c>. The comparison takes the same time wherever the given key differs. Without a key, admits all.
+    /// </summary>
+    public void Authorize(string? authorizationHeader)
+    {
+        if (_apiKey is null) return;
+        const string scheme = "Bearer ";
+        if (authorizationHeader is null || !authorizationHeader.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
+            throw new ChatCompletionException(401, "no API key was given: send the header 'Authorization: Bearer KEY'", code: "invalid_api_key");
+        var given = Encoding.UTF8.GetBytes(authorizationHeader[scheme.Length..].Trim());
+        if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(given, _apiKey))
+            throw new ChatCompletionException(401, "the API key is not valid", code: "invalid_api_key");
     }
 
     /// <summary>The scheduler every request goes through.</summary>

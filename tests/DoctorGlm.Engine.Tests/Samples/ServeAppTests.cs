@@ -56,6 +56,7 @@ public sealed class ServeAppTests : IDisposable
         };
         foreach (var a in new[] { "exec", dll, "--model", _dir, "--urls", url, "--batch", "3", "--name", "fixture" }) psi.ArgumentList.Add(a);
         psi.Environment["DOCTORGLM_TEST_CUDA"] = "0";
+        psi.Environment["DOCTORGLM_API_KEY"] = "sk-test-serve"; // the variable's way (--api-key is the other)
         using var server = Process.Start(psi)!;
         var log = new StringBuilder();
         server.OutputDataReceived += (_, e) => { lock (log) log.AppendLine(e.Data); };
@@ -77,6 +78,14 @@ public sealed class ServeAppTests : IDisposable
                 Assert.True(started.Elapsed < TimeSpan.FromSeconds(60), $"the server did not answer /health in 60 s: {Log()}");
                 await Task.Delay(100, ct);
             }
+            // /health answered without a key; /v1/ wants it.
+            using (var refused = await http.GetAsync("/v1/models", ct))
+            {
+                Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+                using var doc = JsonDocument.Parse(await refused.Content.ReadAsStringAsync(ct));
+                Assert.Equal("invalid_api_key", doc.RootElement.GetProperty("error").GetProperty("code").GetString());
+            }
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "sk-test-serve");
             Assert.Contains("\"fixture\"", await http.GetStringAsync("/v1/models", ct));
 
             const string body = """{"messages": [{"role": "user", "content": "头疼怎么办"}], "temperature": 0, "max_tokens": 16, "repetition_penalty": 5}""";

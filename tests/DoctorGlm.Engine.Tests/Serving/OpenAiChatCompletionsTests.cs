@@ -159,4 +159,28 @@ public sealed class OpenAiChatCompletionsTests : IAsyncDisposable
         await using var tokensOnly = new GlmBatchScheduler(_chat.Generator);
         Assert.Contains("no tokenizer", Assert.Throws<ArgumentException>(() => new OpenAiChatCompletions(tokensOnly, "x")).Message);
     }
+
+    [Fact]
+    public void With_an_api_key_only_requests_that_carry_it_are_admitted()
+    {
+        _api.Authorize(null); // no key set: everyone
+        Assert.False(_api.RequiresApiKey);
+
+        var keyed = new OpenAiChatCompletions(_scheduler, "doctorglm-test", apiKey: "sk-ward-7");
+        Assert.True(keyed.RequiresApiKey);
+        keyed.Authorize("Bearer sk-ward-7");
+        keyed.Authorize("bearer  sk-ward-7 "); // the scheme is case-insensitive; spaces around the key are not part of it
+        foreach (var header in new string?[] { null, "", "sk-ward-7", "Basic sk-ward-7", "Bearer sk-ward-8", "Bearer sk-ward-77", "Bearer " })
+        {
+            var e = Assert.Throws<ChatCompletionException>(() => keyed.Authorize(header));
+            Assert.Equal(401, e.Status);
+            using var doc = JsonDocument.Parse(e.ToJson());
+            var error = doc.RootElement.GetProperty("error");
+            Assert.Equal("invalid_api_key", error.GetProperty("code").GetString());
+            Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+            Assert.DoesNotContain("sk-ward-7", e.Message); // the key never reaches a response
+        }
+        foreach (var bad in new[] { "", "two words", "tab\tkey" })
+            Assert.Throws<ArgumentException>(() => new OpenAiChatCompletions(_scheduler, "doctorglm-test", apiKey: bad));
+    }
 }
