@@ -303,14 +303,14 @@ public sealed unsafe class Tensor : IDisposable
     }
 
     /// <summary>
-    /// A contiguous view of <paramref name="shape"/> at element <paramref name="offset"/> of this tensor's storage,
-    /// read as <paramref name="dtype"/> (same element size: I32 ↔ F32): several small arrays of mixed types packed
-    /// into one buffer cross the bus in one copy.
+    /// A contiguous view of <paramref name="shape"/> read as <paramref name="dtype"/>, at element
+    /// <paramref name="offset"/> of this tensor's storage counted in <paramref name="dtype"/>'s elements (so always
+    /// aligned to its size): several small arrays of mixed types (I32, F32, U8) packed into one buffer cross the bus
+    /// in one copy.
     /// </summary>
     internal Tensor Reinterpret(DType dtype, Shape shape, long offset)
     {
         ThrowIfDisposed();
-        if (dtype.SizeOf() != DType.SizeOf()) throw new ArgumentException($"Tensor.Reinterpret: {DType} and {dtype} differ in size");
         if (offset < 0 || (offset + shape.NumElements) * dtype.SizeOf() > Storage.ByteLength)
             throw new ArgumentOutOfRangeException(nameof(offset), $"Tensor.Reinterpret: {shape} at element {offset} runs past the {Storage.ByteLength}-byte storage");
         Storage.AddRef();

@@ -280,7 +280,7 @@ public sealed class GlmGenerator
         {
             using var inputs = GlmInputs.Build([.. rows.Select(r => r.Sequence.ToArray())], Model.Config, device: Model.Device);
             cache.SetLeftPadding(inputs.PadLeft);
-            return Model.Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly: true);
+            return Model.Forward(inputs, cache, lastOnly: true);
         }
         var (ids, pos) = StepTokens(rows);
         return Model.ForwardStep(ids, pos, cache);

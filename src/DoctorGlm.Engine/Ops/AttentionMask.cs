@@ -15,10 +15,18 @@ public static class AttentionMask
     /// <param name="device">Where to create the tensor (CPU by default).</param>
     public static Tensor PrefixLm(int[] ctx, int seqLen, int[]? padLeft = null, Device? device = null)
     {
+        var m = new byte[ctx.Length * seqLen * seqLen];
+        Fill(m, ctx, seqLen, padLeft);
+        return Tensor.FromArray(m, new Shape(ctx.Length, seqLen, seqLen), device);
+    }
+
+    /// <summary><see cref="PrefixLm"/>'s values written into <paramref name="m"/> (B·S·S bytes; a caller packing several inputs into one upload).</summary>
+    internal static void Fill(Span<byte> m, int[] ctx, int seqLen, int[]? padLeft)
+    {
         const string op = "AttentionMask.PrefixLm";
         PositionIds.CheckPadding(op, ctx, seqLen, padLeft);
         int batch = ctx.Length;
-        var m = new byte[batch * seqLen * seqLen];
+        if (m.Length != (long)batch * seqLen * seqLen) throw new ArgumentException($"{op}: {m.Length} bytes for [{batch}, {seqLen}, {seqLen}]");
         for (int b = 0; b < batch; b++)
         {
             int pad = padLeft?[b] ?? 0;
@@ -30,6 +38,5 @@ public static class AttentionMask
                     m[(b * seqLen + i) * seqLen + j] = blocked ? (byte)1 : (byte)0;
                 }
         }
-        return Tensor.FromArray(m, new Shape(batch, seqLen, seqLen), device);
     }
 }

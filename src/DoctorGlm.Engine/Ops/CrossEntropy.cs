@@ -16,7 +16,11 @@ public static partial class Ops
     /// when a kept row's loss is not finite (naming the rows whose logits are NaN/infinite). Ignored rows are not
     /// inspected. Only the per-row log-sum-exp ([N] floats) is saved; backward recomputes the softmax from the logits.</para>
     /// </remarks>
-    public static Tensor CrossEntropy(Tensor logits, Tensor labels, int ignoreIndex = -100)
+    public static Tensor CrossEntropy(Tensor logits, Tensor labels, int ignoreIndex = -100) => CrossEntropy(logits, labels, null, ignoreIndex);
+
+    /// <summary><see cref="CrossEntropy(Tensor, Tensor, int)"/> for labels whose values the caller also holds on the
+    /// host (<paramref name="hostLabels"/>, the same values), so they are checked there without a copy from the device.</summary>
+    internal static Tensor CrossEntropy(Tensor logits, Tensor labels, int[]? hostLabels, int ignoreIndex = -100)
     {
         const string op = "CrossEntropy";
         SameDevice(op, ("logits", logits), ("labels", labels));
@@ -30,7 +34,8 @@ public static partial class Ops
         var be = logits.Backend;
         // Labels are one int per row: checking them on the host is one small copy on a GPU, done here once for every
         // backend, with messages that name the row.
-        var hostLabels = lc.ToIntArray();
+        if (hostLabels is not null && hostLabels.Length != n) throw new ArgumentException($"{op}: {hostLabels.Length} host labels for {n} rows");
+        hostLabels ??= lc.ToIntArray();
         int kept = 0;
         for (int r = 0; r < n; r++)
         {

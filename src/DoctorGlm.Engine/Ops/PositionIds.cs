@@ -16,11 +16,20 @@ public static class PositionIds
     /// <param name="device">Where to create the tensor (CPU by default).</param>
     public static Tensor Glm(int[] ctx, int[] maskPos, int seqLen, int[]? padLeft = null, Device? device = null)
     {
+        var ids = new int[ctx.Length * 2 * seqLen];
+        Fill(ids, ctx, maskPos, seqLen, padLeft);
+        return Tensor.FromArray(ids, new Shape(ctx.Length, 2, seqLen), device);
+    }
+
+    /// <summary><see cref="Glm"/>'s values written into <paramref name="ids"/> (B·2·S ints; a caller packing several inputs into one upload).</summary>
+    internal static void Fill(Span<int> ids, int[] ctx, int[] maskPos, int seqLen, int[]? padLeft)
+    {
         const string op = "PositionIds.Glm";
         int batch = ctx.Length;
         if (maskPos.Length != batch) throw new ArgumentException($"{op}: maskPos has {maskPos.Length} entries but ctx has {batch} (one per sample)");
         CheckPadding(op, ctx, seqLen, padLeft);
-        var ids = new int[batch * 2 * seqLen];
+        if (ids.Length != batch * 2 * seqLen) throw new ArgumentException($"{op}: {ids.Length} ids for [{batch}, 2, {seqLen}]");
+        ids.Clear();
         for (int b = 0; b < batch; b++)
         {
             int pad = padLeft?[b] ?? 0;
@@ -31,7 +40,6 @@ public static class PositionIds
                 ids[(b * 2 + 1) * seqLen + pad + s] = s < ctx[b] ? 0 : s - ctx[b] + 1;
             }
         }
-        return Tensor.FromArray(ids, new Shape(batch, 2, seqLen), device);
     }
 
     internal static void CheckPadding(string op, int[] ctx, int seqLen, int[]? padLeft)

@@ -105,7 +105,7 @@ public class TensorTests
         Assert.True(after.PooledBytes >= CpuAllocator.SizeClass(123457 * 4));
     }
     [Fact]
-    public void Reinterpret_views_packed_arrays_of_mixed_four_byte_types_and_checks_bounds()
+    public void Reinterpret_views_packed_arrays_of_mixed_types_and_checks_bounds()
     {
         using var scope = TensorScope.Begin();
         int[] packed = [7, -1, 3, BitConverter.SingleToInt32Bits(1.5f), BitConverter.SingleToInt32Bits(-0.25f)];
@@ -116,6 +116,12 @@ public class TensorTests
         Assert.Equal([1.5f, -0.25f], floats.ToFloatArray());
         Assert.True(floats.IsContiguous);
         Assert.Throws<ArgumentOutOfRangeException>(() => t.Reinterpret(DType.F32, new Shape(3), 3));
-        Assert.Throws<ArgumentException>(() => t.Reinterpret(DType.BF16, new Shape(2), 0));
+        // Another element size: the offset counts the view's elements (bytes of a U8 view, halves of a BF16 one).
+        using var bytes = t.Reinterpret(DType.U8, new Shape(2, 3), 3); // the last byte of 7, the four of −1, the first of 3
+        Assert.Equal(new byte[] { 0, 0xff, 0xff, 0xff, 0xff, 3 }, bytes.ToBytes());
+        using var upper = t.Reinterpret(DType.BF16, new Shape(1), 7); // the upper half of 1.5f: bf16 1.5
+        Assert.Equal([1.5f], upper.ToFloatArray());
+        Assert.Throws<ArgumentOutOfRangeException>(() => t.Reinterpret(DType.U8, new Shape(5), 16));
+        Assert.Throws<ArgumentOutOfRangeException>(() => t.Reinterpret(DType.U8, new Shape(1), -1));
     }
 }

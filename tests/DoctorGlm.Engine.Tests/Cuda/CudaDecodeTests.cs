@@ -162,6 +162,51 @@ public class CudaDecodeTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A left-padded batch's round trips (fp32, three rows of different lengths): the prompt pass sends its ids,
+    /// positions and mask up in one copy (<see cref="GlmInputs.Build"/> checked the ids, so the embedding makes no
+    /// device check) and brings the logits down; each step after it sends the tokens, their positions and the past's
+    /// pad mask in one copy. Two transfers each, and the logits are the CPU's.
+    /// </summary>
+    [Fact]
+    public void A_padded_batch_waits_twice_for_its_prompt_pass_and_for_each_step()
+    {
+        var gpu = CudaTestSetup.Require();
+        var config = GlmConfig.Tiny(vocabSize: 256, hiddenSize: 128, numLayers: 2, numHeads: 2);
+        using var gpuModel = GlmModel.CreateRandom(config, new RandomGenerator(6), gpu.Device, std: 0.1f);
+        using var cpuModel = GlmModel.CreateRandom(config, new RandomGenerator(6), Device.Cpu, std: 0.1f);
+        gpuModel.Training = cpuModel.Training = false;
+        List<int>[] Prompts() =>
+        [
+            [10, 11, 12, 13, 14, 15, 16, config.GMaskTokenId, config.BosTokenId],
+            [20, 21, config.GMaskTokenId, config.BosTokenId],
+            [30, 31, 32, 33, config.GMaskTokenId, config.BosTokenId],
+        ];
+        var (gpuSeqs, cpuSeqs) = (Prompts(), Prompts());
+        using var gpuCache = gpuModel.CreateCache(3);
+        using var cpuCache = cpuModel.CreateCache(3);
+        var (gpuGen, cpuGen) = (new GlmGenerator(gpuModel), new GlmGenerator(cpuModel));
+        for (int step = 0; step < 4; step++)
+        {
+            long before = gpu.HostTransfers;
+            var logits = gpuGen.NextLogitsBatch(gpuSeqs, gpuCache);
+            long transfers = gpu.HostTransfers - before;
+            var expected = cpuGen.NextLogitsBatch(cpuSeqs, cpuCache);
+            output.WriteLine($"{(step == 0 ? "prompt pass" : $"step {step}")}: {transfers} host transfers");
+            Assert.Equal(2, transfers);
+            for (int b = 0; b < 3; b++)
+            {
+                double worst = 0;
+                for (int v = 0; v < config.VocabSize; v++) worst = Math.Max(worst, Math.Abs(logits[b][v] - expected[b][v]));
+                Assert.True(worst < 1e-4, $"step {step}, row {b}: max |GPU − CPU| = {worst:E3}");
+                int next = LogitsProcessing.ArgMax(expected[b]);
+                gpuSeqs[b].Add(next);
+                cpuSeqs[b].Add(next);
+            }
+        }
+        Assert.True(gpuCache.PastMask() is not null, "the rows were padded: the past has a pad mask");
+    }
+
+    /// <summary>
     /// <see cref="GlmGenerator.GenerateBatch"/> on the GPU (fp32 weights: logits within 1e-6 of the CPU's, so greedy
     /// picks agree) with a stop token that ends row 0 early: the row leaves the batch and the device cache
     /// (<see cref="GlmKvCache.KeepRows"/>) while the others go on; every row's answer must be the CPU's.

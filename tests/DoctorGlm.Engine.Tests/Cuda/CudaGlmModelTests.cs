@@ -1,3 +1,4 @@
+using DoctorGlm.Engine.Models.ChatGlm;
 using DoctorGlm.Engine.Tests.Models;
 
 namespace DoctorGlm.Engine.Tests.Cuda;
@@ -28,6 +29,42 @@ public class CudaGlmModelTests(ITestOutputHelper output)
         Assert.True(lossErr <= lossTol, $"{type} loss relative error {lossErr:E3} > {lossTol:E1}");
         Assert.True(gradErr <= gradTol, $"{type} LoRA gradient relative error {gradErr:E3} > {gradTol:E1}");
         Assert.Equal(cpu.BaseBytes, cuda.BaseBytes);
+    }
+
+    /// <summary>
+    /// What a training step's forward and loss wait for on the GPU: the batch goes up in one copy
+    /// (<see cref="GlmInputs.Build"/>: ids, positions, labels, the loss's shifted targets and the mask together, the
+    /// ids and targets checked on the host), and the per-row losses come down (their mean is filled in on the device).
+    /// Measured on a second step: the first also pays one-time work (kernel modules, pools). The loss is the one
+    /// <see cref="GlmModel.LanguageModelLoss"/> gives from the labels.
+    /// </summary>
+    [Fact]
+    public void A_training_forward_and_loss_wait_twice()
+    {
+        var gpu = CudaTestSetup.Require();
+        var config = GlmConfig.Tiny(vocabSize: 256, hiddenSize: 128, numLayers: 2, numHeads: 2);
+        using var model = GlmModel.CreateRandom(config, new RandomGenerator(8), gpu.Device, std: 0.1f);
+        model.AttachLora(new LoraSettings(4, 8f), new RandomGenerator(9));
+        int[][] ids = [[5, 6, 7, config.GMaskTokenId, config.BosTokenId, 40, 41, 42, config.EosTokenId], [9, 8, config.GMaskTokenId, config.BosTokenId, 50, 51, config.EosTokenId]];
+        int[][] labels = [.. ids.Select(r => r.Select((t, i) => i > Array.IndexOf(r, config.BosTokenId) ? t : -100).ToArray())];
+        using (TensorScope.Begin())
+        using (var warmUp = GlmInputs.Build(ids, config, labels, gpu.Device))
+            model.Loss(warmUp).Backward();
+        gpu.Synchronize();
+        long before = gpu.HostTransfers;
+        float loss;
+        using (TensorScope.Begin())
+        {
+            using var batch = GlmInputs.Build(ids, config, labels, gpu.Device);
+            var l = model.Loss(batch);
+            long transfers = gpu.HostTransfers - before;
+            output.WriteLine($"forward + loss: {transfers} host transfers");
+            Assert.Equal(2, transfers);
+            loss = l.Item();
+            float reference = GlmModel.LanguageModelLoss(model.Forward(batch), batch.Labels!).Item();
+            Assert.Equal(reference, loss);
+        }
+        Assert.True(float.IsFinite(loss) && loss > 0, $"loss {loss}");
     }
 
     /// <summary>

@@ -12,6 +12,17 @@ public sealed class GlmInputs : IDisposable
         Ids = ids; PositionIds = positionIds; Mask = mask; Labels = labels; PadLeft = padLeft; Ctx = ctx; MaskPos = maskPos;
     }
 
+    /// <summary>Every id was checked to lie in [0, this) on the host (the config's vocabulary), so a model whose table
+    /// has at least these rows may skip the embedding's own check, a round trip on a GPU.</summary>
+    internal int CheckedVocabSize { get; private init; }
+
+    /// <summary>With labels: the causal-LM targets [B·S] I32, labels shifted left by one (the last position −100), as
+    /// <see cref="GlmModel.LanguageModelLoss"/> builds them; on the device with the rest, and on the host for the loss's checks.</summary>
+    internal Tensor? Targets { get; private init; }
+
+    /// <inheritdoc cref="Targets"/>
+    internal int[]? HostTargets { get; private init; }
+
     /// <summary>Token ids [B, S] I32 (left-padded with the pad id).</summary>
     public Tensor Ids { get; }
 
@@ -64,11 +75,17 @@ public sealed class GlmInputs : IDisposable
                 throw new ArgumentException($"{op}: sequence {b} has {ids[b].Length} ids but {labels[b].Length} labels", nameof(labels));
             seq = Math.Max(seq, ids[b].Length);
         }
+        // One host buffer, one upload (each is a round trip on a GPU): ids, positions, then labels and the loss's
+        // shifted targets as I32, then the mask's bytes; the tensors are views of it.
+        long tokens = (long)batch * seq;
+        long ints = tokens * (labels is null ? 3 : 5), maskBytes = tokens * seq;
+        var packed = GC.AllocateUninitializedArray<byte>(checked((int)(4 * ints + maskBytes)));
+        var all = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(packed.AsSpan(0, (int)(4 * ints)));
+        var flat = all[..(int)tokens];
+        var flatLabels = labels is null ? default : all.Slice((int)(3 * tokens), (int)tokens);
         var padLeft = new int[batch];
         var ctx = new int[batch];
         var maskPos = new int[batch];
-        var flat = new int[batch * seq];
-        var flatLabels = labels is null ? null : new int[batch * seq];
         for (int b = 0; b < batch; b++)
         {
             var s = ids[b];
@@ -77,19 +94,37 @@ public sealed class GlmInputs : IDisposable
                 if (s[i] < 0 || s[i] >= config.VocabSize)
                     throw new ArgumentOutOfRangeException(nameof(ids), $"{op}: sequence {b} token {i} = {s[i]} is outside the vocabulary [0, {config.VocabSize})");
             (ctx[b], maskPos[b]) = ContextAndMask(s, config, b);
-            Array.Fill(flat, config.PadTokenId, b * seq, padLeft[b]);
-            s.CopyTo(flat, b * seq + padLeft[b]);
-            if (flatLabels is not null)
+            flat.Slice(b * seq, padLeft[b]).Fill(config.PadTokenId);
+            s.CopyTo(flat[(b * seq + padLeft[b])..]);
+            if (labels is not null)
             {
-                Array.Fill(flatLabels, -100, b * seq, padLeft[b]);
-                labels![b].CopyTo(flatLabels, b * seq + padLeft[b]);
+                flatLabels.Slice(b * seq, padLeft[b]).Fill(-100);
+                labels[b].CopyTo(flatLabels[(b * seq + padLeft[b])..]);
             }
         }
-        var idsT = Tensor.FromArray(flat, new Shape(batch, seq), device);
-        var pos = DoctorGlm.Engine.PositionIds.Glm(ctx, maskPos, seq, padLeft, device);
-        var mask = AttentionMask.PrefixLm(ctx, seq, padLeft, device);
-        var lab = flatLabels is null ? null : Tensor.FromArray(flatLabels, new Shape(batch, seq), device);
-        return new GlmInputs(idsT, pos, mask, lab, padLeft, ctx, maskPos);
+        DoctorGlm.Engine.PositionIds.Fill(all.Slice((int)tokens, (int)(2 * tokens)), ctx, maskPos, seq, padLeft);
+        AttentionMask.Fill(packed.AsSpan((int)(4 * ints)), ctx, seq, padLeft);
+        int[]? hostTargets = null;
+        if (labels is not null)
+        {
+            // Position t predicts label t + 1 (spec §5.1); the last position predicts nothing.
+            var targets = all.Slice((int)(4 * tokens), (int)tokens);
+            for (int b = 0; b < batch; b++)
+                for (int t = 0; t < seq; t++)
+                    targets[b * seq + t] = t + 1 < seq ? flatLabels[b * seq + t + 1] : -100;
+            hostTargets = targets.ToArray();
+        }
+        using var upload = Tensor.FromArray(packed, new Shape(packed.Length), device);
+        var idsT = upload.Reinterpret(DType.I32, new Shape(batch, seq), 0);
+        var pos = upload.Reinterpret(DType.I32, new Shape(batch, 2, seq), tokens);
+        var lab = labels is null ? null : upload.Reinterpret(DType.I32, new Shape(batch, seq), 3 * tokens);
+        var mask = upload.Reinterpret(DType.U8, new Shape(batch, seq, seq), 4 * ints);
+        return new GlmInputs(idsT, pos, mask, lab, padLeft, ctx, maskPos)
+        {
+            CheckedVocabSize = config.VocabSize,
+            Targets = labels is null ? null : upload.Reinterpret(DType.I32, new Shape(batch * seq), 4 * tokens),
+            HostTargets = hostTargets,
+        };
     }
 
     /// <summary>
@@ -148,5 +183,6 @@ public sealed class GlmInputs : IDisposable
         PositionIds.Dispose();
         Mask.Dispose();
         Labels?.Dispose();
+        Targets?.Dispose();
     }
 }

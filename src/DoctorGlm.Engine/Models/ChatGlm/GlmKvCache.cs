@@ -117,7 +117,11 @@ public sealed class GlmKvCache : IDisposable
     /// The mask of the past for the next forward: U8 [B, <see cref="Length"/>] with 1 on each row's pad positions
     /// (the prefix and every real token are visible), or null when nothing in the past is a pad.
     /// </summary>
-    public Tensor? PastMask()
+    public Tensor? PastMask() => PastMaskBytes() is { } m ? Tensor.FromArray(m, new Shape(Batch, Length), Device) : null;
+
+    /// <summary><see cref="PastMask"/>'s bytes on the host (null when nothing in the past is a pad), for a caller that
+    /// sends them up with the step's other inputs.</summary>
+    internal byte[]? PastMaskBytes()
     {
         ThrowIfDisposed();
         if (_padCount is null) return null;
@@ -128,7 +132,7 @@ public sealed class GlmKvCache : IDisposable
             int end = Math.Min(Length, PrefixLength + _padCount[b]);
             for (int j = PrefixLength; j < end; j++) { m[b * Length + j] = 1; any = true; }
         }
-        return any ? Tensor.FromArray(m, new Shape(Batch, Length), Device) : null;
+        return any ? m : null;
     }
 
     /// <summary>

@@ -627,20 +627,25 @@ public sealed partial class GlmModel : IDisposable
     public Tensor Forward(GlmInputs inputs)
     {
         ArgumentNullException.ThrowIfNull(inputs);
-        return Forward(inputs.Ids, inputs.PositionIds, inputs.Mask);
+        return Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, IdsChecked(inputs));
     }
 
     /// <summary>
     /// Logits [B, S, V] F32 from token ids [B, S] I32, position ids [B, 2, S] I32 and the attention mask
     /// [B, S, S] U8 (1 = blocked; the P-Tuning prefix columns are always visible and need no mask entries).
     /// </summary>
-    public Tensor Forward(Tensor ids, Tensor positionIds, Tensor mask)
+    public Tensor Forward(Tensor ids, Tensor positionIds, Tensor mask) => Forward(ids, positionIds, mask, idsChecked: false);
+
+    /// <summary>Whether <see cref="GlmInputs.Build"/> checked the inputs' ids against a vocabulary this model's table covers.</summary>
+    private bool IdsChecked(GlmInputs inputs) => inputs.CheckedVocabSize > 0 && inputs.CheckedVocabSize <= _params[EmbeddingKey].Shape[0];
+
+    private Tensor Forward(Tensor ids, Tensor positionIds, Tensor mask, bool idsChecked)
     {
         ArgumentNullException.ThrowIfNull(mask);
         var (batch, _) = CheckInputs("GlmModel.Forward", ids, positionIds, mask, "[B, S, S], 1 = blocked");
 
         var embedding = _params[EmbeddingKey];
-        var h = Ops.Cast(Ops.Embedding(ids, embedding), ActivationDType); // a no-op for F32
+        var h = Ops.Cast(Ops.Embedding(ids, embedding, idsChecked), ActivationDType); // a no-op for F32
         var prefix = PrefixKeyValues(batch);
         var generators = Lora is { Merged: false } && Training && Lora.Settings.Dropout > 0 ? new[] { Rng } : [];
         for (int i = 0; i < Config.NumLayers; i++)
@@ -729,11 +734,15 @@ public sealed partial class GlmModel : IDisposable
     public Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly = false) =>
         Forward(ids, positionIds, mask, cache, lastOnly, idsChecked: false);
 
+    /// <summary>The cached forward of a prompt batch built by <see cref="GlmInputs.Build"/> (whose ids it checked).</summary>
+    internal Tensor Forward(GlmInputs inputs, GlmKvCache cache, bool lastOnly) =>
+        Forward(inputs.Ids, inputs.PositionIds, inputs.Mask, cache, lastOnly, IdsChecked(inputs));
+
     /// <summary>
     /// One decoding step of <paramref name="ids"/>.Length rows, one new token each (host arrays: the token of row b
-    /// and its two position ids at 2b, 2b + 1): the tokens are checked against the vocabulary here, and tokens and
-    /// positions cross to the device in one copy, so the step costs a single upload and the embedding no device check
-    /// (each a round trip on a GPU). Returns logits [B, 1, V] F32.
+    /// and its two position ids at 2b, 2b + 1): the tokens are checked against the vocabulary here, and tokens,
+    /// positions and the past's pad mask (a left-padded batch's) cross to the device in one copy, so the step costs a
+    /// single upload and the embedding no device check (each a round trip on a GPU). Returns logits [B, 1, V] F32.
     /// </summary>
     internal Tensor ForwardStep(ReadOnlySpan<int> ids, ReadOnlySpan<int> positions, GlmKvCache cache) =>
         ForwardStep(ids, positions, cache, default, out _);
@@ -757,14 +766,24 @@ public sealed partial class GlmModel : IDisposable
         }
         positions.CopyTo(packed.AsSpan(batch));
         alongside.CopyTo(packed.AsSpan(3 * batch));
+        var pastMask = cache.PastMaskBytes();
+        int ints = packed.Length;
+        if (pastMask is not null)
+        {
+            Array.Resize(ref packed, ints + (pastMask.Length + 3) / 4);
+            pastMask.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(packed.AsSpan(ints)));
+        }
         using var input = Tensor.FromArray(packed, new Shape(packed.Length), Device);
         using var idTensor = input.Reinterpret(DType.I32, new Shape(batch, 1), 0);
         using var posTensor = input.Reinterpret(DType.I32, new Shape(batch, 2, 1), batch);
+        using var pastMaskTensor = pastMask is null ? null : input.Reinterpret(DType.U8, new Shape(batch, cache.Length), 4L * ints);
         alongsideOnDevice = alongside.IsEmpty ? null : input.Reinterpret(DType.I32, new Shape(alongside.Length), 3 * batch);
-        return Forward(idTensor, posTensor, null, cache, lastOnly: true, idsChecked: true);
+        return Forward(idTensor, posTensor, null, cache, lastOnly: true, idsChecked: true, pastMaskTensor, pastMaskGiven: true);
     }
 
-    private Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly, bool idsChecked)
+    // pastMaskGiven: the caller passes the cache's past mask (pastMask, null for none) instead of this making it.
+    private Tensor Forward(Tensor ids, Tensor positionIds, Tensor? mask, GlmKvCache cache, bool lastOnly, bool idsChecked,
+        Tensor? pastMask = null, bool pastMaskGiven = false)
     {
         const string op = "GlmModel.Forward(cache)";
         ArgumentNullException.ThrowIfNull(cache);
@@ -778,7 +797,7 @@ public sealed partial class GlmModel : IDisposable
         using var _ = GradMode.NoGrad(); // the cache copies are outside autograd anyway
         var embedding = _params[EmbeddingKey];
         var h = Ops.Embedding(ids, embedding, idsChecked);
-        var pastMask = cache.PastMask(); // one [B, P] upload per step, shared by every layer
+        if (!pastMaskGiven) pastMask = cache.PastMask(); // one [B, P] upload, shared by every layer
         cache.Reserve(seq); // before the past views are taken: the blocks write their keys and values after them
         for (int i = 0; i < Config.NumLayers; i++)
         {
@@ -904,7 +923,11 @@ public sealed partial class GlmModel : IDisposable
     {
         ArgumentNullException.ThrowIfNull(inputs);
         var labels = inputs.Labels ?? throw new ArgumentException("GlmModel.Loss: the inputs have no labels (pass them to GlmInputs.Build)");
-        return LanguageModelLoss(Forward(inputs), labels);
+        var logits = Forward(inputs);
+        if (inputs.Targets is not { } targets) return LanguageModelLoss(logits, labels);
+        // The shifted targets came up with the ids and are known on the host: no labels go down and back up.
+        int batch = logits.Shape[0], seq = logits.Shape[1];
+        return Ops.CrossEntropy(logits.Reshape(batch * seq, logits.Shape[2]), targets, inputs.HostTargets!);
     }
 
     /// <summary>
