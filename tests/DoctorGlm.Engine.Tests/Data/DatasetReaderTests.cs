@@ -9,13 +9,8 @@ public sealed class DatasetReaderTests : IDisposable
     /// <summary>The project's shared data folder sits beside the checkout (../shared), on developers' machines and in CI.</summary>
     private static readonly string CmdDir = FindSharedData();
 
-    private static string FindSharedData()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "DoctorGlm.Engine.sln")))
-                return Path.Combine(dir.FullName, "..", "shared", "data", "cmd-internal-medicine");
-        return Path.Combine("..", "shared", "data", "cmd-internal-medicine");
-    }
+    private static string FindSharedData() =>
+        Path.Combine(Checkout.FindRoot() is { } root ? Path.Combine(root, "..") : "..", "shared", "data", "cmd-internal-medicine");
     private readonly string _dir = Directory.CreateTempSubdirectory("dglm-data-").FullName;
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

@@ -10,18 +10,10 @@ namespace DoctorGlm.Engine.Tests.Evaluation;
 /// </summary>
 public sealed class PackageTargetsTests
 {
-    private static string RepositoryRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "DoctorGlm.Engine.sln"))) return d.FullName;
-        Assert.Skip($"not run from a checkout (no DoctorGlm.Engine.sln above {AppContext.BaseDirectory})");
-        return "";
-    }
-
     [Fact]
     public void The_targets_copy_the_dictionaries_of_the_jieba_version_the_package_depends_on()
     {
-        string root = RepositoryRoot(), src = Path.Combine(root, "src", "DoctorGlm.Engine");
+        string src = Path.Combine(Checkout.Root("the project files are not here"), "src", "DoctorGlm.Engine");
         var project = XDocument.Load(Path.Combine(src, "DoctorGlm.Engine.csproj"));
         string? version = project.Descendants("JiebaNetVersion").SingleOrDefault()?.Value;
         Assert.False(string.IsNullOrEmpty(version), "DoctorGlm.Engine.csproj sets no JiebaNetVersion");

@@ -21,20 +21,6 @@ public sealed class ServeAppTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static string ServeDll()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "DoctorGlm.Engine.sln")))
-            {
-                string configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
-                string dll = Path.Combine(d.FullName, "samples", "Serve", "bin", configuration, "net10.0", "DoctorGlm.Serve.dll");
-                Assert.True(File.Exists(dll), $"{dll} was not built (the tests' project reference builds it)");
-                return dll;
-            }
-        Assert.Skip($"not run from a checkout (no DoctorGlm.Engine.sln above {AppContext.BaseDirectory}): the Serve sample is not built here");
-        return "";
-    }
-
     private static int FreePort()
     {
         using var l = new TcpListener(IPAddress.Loopback, 0);
@@ -46,7 +32,7 @@ public sealed class ServeAppTests : IDisposable
     public async Task Serves_the_openai_chat_api_and_stops_on_sigterm()
     {
         var ct = TestContext.Current.CancellationToken;
-        string dll = ServeDll();
+        string dll = Checkout.SampleDll("Serve", "DoctorGlm.Serve");
         int port = FreePort();
         string url = $"http://127.0.0.1:{port}";
         var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")

@@ -15,16 +15,8 @@ namespace DoctorGlm.Engine.Tests.Samples;
 /// </summary>
 public sealed class ShippedBaseModelTests
 {
-    // The checkout's samples/Train, found by walking up from the test assembly (the files are not copied next to it).
-    private static string SampleDir()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-        {
-            string candidate = Path.Combine(d.FullName, "samples", "Train");
-            if (File.Exists(Path.Combine(candidate, "base", "config.json"))) return candidate;
-        }
-        throw new DirectoryNotFoundException($"no samples/Train/base/config.json above {AppContext.BaseDirectory}");
-    }
+    // The checkout's samples/Train (the files are not copied next to the tests).
+    private static string SampleDir() => Path.Combine(Checkout.Root("the shipped base model is not here"), "samples", "Train");
 
     private static string BaseDir => Path.Combine(SampleDir(), "base");
 

@@ -12,25 +12,9 @@ public sealed class TrainAppTests : IDisposable
 
     public void Dispose() { if (Directory.Exists(_out)) Directory.Delete(_out, recursive: true); }
 
-    /// <summary>
-    /// The checkout's root (the folder holding the solution), found upward from the test assembly. A published test
-    /// program (the GPU runner) lives outside any checkout and has no Train build: the tests skip there.
-    /// </summary>
-    private static string RepositoryRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "DoctorGlm.Engine.sln"))) return d.FullName;
-        Assert.Skip($"not run from a checkout (no DoctorGlm.Engine.sln above {AppContext.BaseDirectory}): the Train sample is not built here");
-        return "";
-    }
-
     private static (int Code, string Output) RunTrain(params string[] args)
     {
-        string root = RepositoryRoot();
-        // Built next to the tests by the ProjectReference, in the same configuration.
-        string configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
-        string dll = Path.Combine(root, "samples", "Train", "bin", configuration, "net10.0", "DoctorGlm.Train.dll");
-        Assert.True(File.Exists(dll), $"{dll} was not built");
+        string dll = Checkout.SampleDll("Train", "DoctorGlm.Train"), root = Checkout.Root("the Train sample is not built here");
         var psi = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
         {
             WorkingDirectory = root,
