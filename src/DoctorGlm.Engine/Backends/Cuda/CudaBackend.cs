@@ -219,6 +219,9 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         Interlocked.Increment(ref _launches);
         var f = Function(file, kernel);
         MakeCurrent();
+        // Beyond 48 KiB of dynamic shared memory a function must opt in. (Strictly, static + dynamic must fit the
+        // 48 KiB; the kernels that take dynamic shared memory — the attention kernels — declare no static shared
+        // variables, so the dynamic size alone decides. A kernel with both would have to count its static bytes.)
         if (sharedBytes > DefaultSharedLimit)
             lock (_moduleLock)
                 if (!_sharedOptIn.TryGetValue(f, out var allowed) || allowed < sharedBytes)
