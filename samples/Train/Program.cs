@@ -64,6 +64,7 @@ var maxSteps = Opt("--max-steps", "Optimizer steps (0 = from --epochs).", 0);
 var seed = Opt("--seed", "Seed of the data order, initialisation and dropout.", 42UL);
 var checkpointing = Opt("--gradient-checkpointing", "Recompute each GLM block in backward (less memory, ~30% more time).", false);
 var saveSteps = Opt("--save-steps", "Write a checkpoint every N steps (0 = only at the end and on Ctrl+C).", 50);
+var evalSteps = Opt("--eval-steps", "Evaluate the held-out loss every N steps too (eval.csv, loss.png, the progress line); 0 = only before and after training.", 0);
 var output = Opt("--output", "Output folder: adapter / prefix / model, trainer_options.json, loss.csv, loss.png, checkpoints/.", Path.Combine("out", "train"));
 var evalGenerate = Opt("--eval-generate", "Answer the first N evaluation prompts (greedy, up to --max-target-length new tokens) before and after training and report BLEU-4 and ROUGE-1/2/L as ChatGLM's P-Tuning evaluation computes them (0 = off).", 16);
 var evalBatch = Opt("--eval-batch", "Evaluation prompts answered together in one left-padded batch (the reference's per_device_eval_batch_size); the answers are those each prompt gets alone. 0 = 8 on a GPU, 1 on the CPU (where the small default model's decoding is compute-bound and batching does not pay).", 0);
@@ -188,7 +189,7 @@ int Run(ParseResult p)
         WeightDecay = p.GetValue(weightDecay), Schedule = TrainerOptions.ParseSchedule(p.GetValue(schedule)!), WarmupSteps = p.GetValue(warmup),
         BatchSize = p.GetValue(batch), GradientAccumulation = p.GetValue(accum), MaxGradNorm = p.GetValue(clip),
         Epochs = p.GetValue(epochs), MaxSteps = p.GetValue(maxSteps), Seed = p.GetValue(seed),
-        GradientCheckpointing = p.GetValue(checkpointing), SaveSteps = p.GetValue(saveSteps),
+        GradientCheckpointing = p.GetValue(checkpointing), SaveSteps = p.GetValue(saveSteps), EvalSteps = p.GetValue(evalSteps),
         ActivationDType = TrainerOptions.ParseDType(p.GetValue(activations)!, "--activations"),
     }.Validate();
     string outDir = Path.GetFullPath(p.GetValue(output)!);
@@ -234,7 +235,9 @@ int Run(ParseResult p)
             trainer.Progress = r =>
             {
                 task.Value = r.Step;
-                task.Description = $"step {r.Step}/{r.TotalSteps}  loss {r.SmoothedLoss:F3}  lr {r.LearningRate:G2}  {r.TokensPerSecond:N0} tok/s  ETA {r.Remaining:mm\\:ss}  mem {r.PeakMemoryBytes / 1048576.0:N0} MiB"
+                task.Description = $"step {r.Step}/{r.TotalSteps}  loss {r.SmoothedLoss:F3}"
+                    + (r.LastEval is { Step: > 0 } e ? $"  eval {e.Loss:F3} @{e.Step}" : "")
+                    + $"  lr {r.LearningRate:G2}  {r.TokensPerSecond:N0} tok/s  ETA {r.Remaining:mm\\:ss}  mem {r.PeakMemoryBytes / 1048576.0:N0} MiB"
                     + (cts.IsCancellationRequested ? "  (stopping: saving a checkpoint)" : "");
             };
             result = trainer.Run(p.GetValue(resume), cts.Token);

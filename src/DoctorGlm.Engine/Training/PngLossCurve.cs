@@ -85,7 +85,7 @@ public static class PngLossCurve
     /// <paramref name="width"/>×<paramref name="height"/> RGB image and returns its PNG bytes.
     /// </summary>
     /// <param name="losses">Training loss of steps 1..n (non-finite values are skipped).</param>
-    /// <param name="evalPoints">(step, loss) pairs drawn as red squares, or null.</param>
+    /// <param name="evalPoints">(step, loss) pairs drawn as red squares joined by a red line, or null.</param>
     /// <param name="width">Image width in pixels (≥ 120).</param>
     /// <param name="height">Image height in pixels (≥ 80).</param>
     public static byte[] Render(IReadOnlyList<double> losses, IReadOnlyList<(int Step, double Loss)>? evalPoints = null, int width = 800, int height = 480)
@@ -140,11 +140,17 @@ public static class PngLossCurve
         }
         Polyline(img, smooth, X, Y, 20, 60, 160);
         if (evalPoints is not null)
+        {
+            // Consecutive evaluations (--eval-steps) joined into the held-out curve, under their markers.
+            var ordered = evalPoints.Where(p => double.IsFinite(p.Loss)).OrderBy(p => p.Step).ToList();
+            for (int i = 1; i < ordered.Count; i++)
+                img.Line(X(Math.Max(1, ordered[i - 1].Step)), Y(ordered[i - 1].Loss), X(Math.Max(1, ordered[i].Step)), Y(ordered[i].Loss), 220, 30, 30);
             foreach (var (step, loss) in evalPoints)
                 if (double.IsFinite(loss))
                     for (int dy = -3; dy <= 3; dy++)
                         for (int dx = -3; dx <= 3; dx++)
                             img.Set(X(Math.Max(1, step)) + dx, Y(loss) + dy, 220, 30, 30);
+        }
         return EncodePng(width, height, img.Pixels);
     }
 

@@ -21,8 +21,9 @@ namespace DoctorGlm.Engine.Training;
 /// <param name="Elapsed">Wall time of this session.</param>
 /// <param name="Remaining">Estimated time to the last step.</param>
 /// <param name="PeakMemoryBytes">Peak bytes of the device's allocator.</param>
+/// <param name="LastEval">The latest held-out loss so far (before training, or at the last <see cref="TrainerOptions.EvalSteps"/>), or null without evaluation samples.</param>
 public sealed record TrainingProgress(int Step, int TotalSteps, double Loss, double SmoothedLoss, double LearningRate, double Epoch,
-    double TokensPerSecond, TimeSpan Elapsed, TimeSpan Remaining, long PeakMemoryBytes);
+    double TokensPerSecond, TimeSpan Elapsed, TimeSpan Remaining, long PeakMemoryBytes, EvalRecord? LastEval = null);
 
 /// <summary>How a <see cref="Trainer.Run"/> ended.</summary>
 /// <param name="StepsDone">Optimizer steps done in total (resumed ones included).</param>
@@ -264,6 +265,10 @@ public sealed class Trainer : IDisposable
             _history.Add(new StepRecord(step + 1, meanLoss, lr, norm, tokens));
             sessionTokens += tokens;
 
+            // Before the checkpoint of the same step, which then holds this evaluation too (a resumed run does not redo it).
+            if (Options.EvalSteps > 0 && (step + 1) % Options.EvalSteps == 0 && step + 1 < TotalSteps && _eval.Count > 0)
+                _evals.Add(new EvalRecord(step + 1, Evaluate()));
+
             if (Options.SaveSteps > 0 && (step + 1) % Options.SaveSteps == 0 && step + 1 < TotalSteps)
                 lastCheckpoint = SaveCheckpoint(step + 1);
 
@@ -273,7 +278,8 @@ public sealed class Trainer : IDisposable
                 int doneHere = step + 1 - start;
                 var remaining = TimeSpan.FromSeconds(secs / doneHere * (TotalSteps - step - 1));
                 report(new TrainingProgress(step + 1, TotalSteps, meanLoss, _history.TakeLast(20).Average(r => r.Loss), lr,
-                    (double)(step + 1) * perStep / _train.Count, secs > 0 ? sessionTokens / secs : 0, clock.Elapsed, remaining, backend.Memory.PeakBytes));
+                    (double)(step + 1) * perStep / _train.Count, secs > 0 ? sessionTokens / secs : 0, clock.Elapsed, remaining, backend.Memory.PeakBytes,
+                    _evals.Count > 0 ? _evals[^1] : null));
             }
         }
 
@@ -384,6 +390,7 @@ public sealed class Trainer : IDisposable
             w.WriteNumber("seed", o.Seed);
             w.WriteBoolean("gradient_checkpointing", o.GradientCheckpointing);
             w.WriteNumber("save_steps", o.SaveSteps);
+            w.WriteNumber("eval_steps", o.EvalSteps);
             w.WriteNumber("train_samples", _train.Count);
             w.WriteNumber("eval_samples", _eval.Count);
             w.WriteNumber("trainable_parameters", TrainableParameterCount);

@@ -119,6 +119,13 @@ public sealed record TrainerOptions
     /// <summary>Write a checkpoint every N optimizer steps; 0 only at the end and on cancellation (<c>--save-steps</c>).</summary>
     public int SaveSteps { get; init; }
 
+    /// <summary>
+    /// Evaluate the held-out loss every N optimizer steps as well as before and after training (HF's
+    /// <c>evaluation_strategy="steps"</c>); 0 only before and after (<c>--eval-steps</c>). The losses go to
+    /// <c>eval.csv</c> and <c>loss.png</c>; training itself is unchanged (evaluation leaves the RNG as it was).
+    /// </summary>
+    public int EvalSteps { get; init; }
+
     /// <summary>Evaluation micro-batch size (<c>--eval-batch-size</c>).</summary>
     public int EvalBatchSize { get; init; } = 8;
 
@@ -160,6 +167,7 @@ public sealed record TrainerOptions
         if (MaxSteps < 0) Fail("--max-steps", MaxSteps, "must be non-negative (0 = from --epochs)");
         if (MaxSteps == 0 && !(Epochs > 0 && double.IsFinite(Epochs))) Fail("--epochs", Epochs, "must be finite and positive when --max-steps is 0");
         if (SaveSteps < 0) Fail("--save-steps", SaveSteps, "must be non-negative (0 = only at the end)");
+        if (EvalSteps < 0) Fail("--eval-steps", EvalSteps, "must be non-negative (0 = only before and after training)");
         if (ActivationDType is not (DType.F32 or DType.BF16 or DType.F16)) Fail("--activations", ActivationDType, "must be bf16, fp16 or fp32");
         return this;
     }

@@ -92,6 +92,42 @@ public sealed class TrainerTests : IDisposable
         Assert.Equal(whole.Evals, second.Evals);
     }
 
+    /// <summary>
+    /// --eval-steps: the held-out loss every N steps too, into the result, eval.csv and the progress reports; the
+    /// training is bit-identical to a run without it (evaluation runs without dropout and restores the RNG), and a run
+    /// cancelled and resumed between two evaluations ends with the same evaluations as an uninterrupted one.
+    /// </summary>
+    [Fact]
+    public void Evaluating_every_few_steps_records_the_curve_and_changes_no_training_step()
+    {
+        string plain = Path.Combine(_dir, "plain"), every = Path.Combine(_dir, "every"), resumed = Path.Combine(_dir, "resumed");
+        var o = Options(TrainingMethod.Lora, steps: 7);
+        var without = Train(plain, o);
+        var progress = new List<EvalRecord?>();
+        TrainingResult with;
+        using (var model = Model())
+        using (var trainer = new Trainer(model, o with { EvalSteps = 3 }, Samples(10, 1), Samples(20, 2), every))
+        {
+            trainer.Progress = p => progress.Add(p.LastEval);
+            with = trainer.Run(cancellationToken: TestContext.Current.CancellationToken);
+        }
+        Assert.Equal([0, 3, 6, 7], with.Evals.Select(e => e.Step));
+        Assert.Equal(without.Evals[0], with.Evals[0]);
+        Assert.Equal(without.Evals[^1], with.Evals[^1]);
+        Assert.Equal(File.ReadAllText(Path.Combine(plain, "loss.csv")), File.ReadAllText(Path.Combine(every, "loss.csv")));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(plain, "adapter_model.safetensors")), File.ReadAllBytes(Path.Combine(every, "adapter_model.safetensors")));
+        Assert.Equal(["step,eval_loss", .. with.Evals.Select(e => $"{e.Step},{e.Loss.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}")],
+            File.ReadAllLines(Path.Combine(every, "eval.csv")));
+        // Each report carries the latest evaluation: before training for steps 1–2, step 3's from 3 on, step 6's from 6 on.
+        Assert.Equal([0, 0, 3, 3, 3, 6, 6], progress.Select(e => e!.Value.Step));
+        Assert.Contains("\"eval_steps\": 3", File.ReadAllText(Path.Combine(every, "trainer_options.json")));
+
+        Train(resumed, o with { EvalSteps = 3, SaveSteps = 2 }, cancelAfter: 4);
+        var second = Train(resumed, o with { EvalSteps = 3, SaveSteps = 2 }, resume: true);
+        Assert.Equal(with.Evals, second.Evals);
+        Assert.Throws<ArgumentException>(() => (o with { EvalSteps = -1 }).Validate());
+    }
+
     [Fact]
     public void Training_lowers_the_eval_loss_and_writes_the_csv_per_step()
     {
