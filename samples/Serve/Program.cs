@@ -18,6 +18,7 @@ var quantizeOpt = new Option<int?>("--quantize") { Description = "8 or 4: INT8/I
 var dtypeOpt = new Option<string>("--dtype") { Description = "auto, fp32, bf16 or fp16 weight matrices (auto: fp32, but bf16 beside INT8/INT4 block linears)", DefaultValueFactory = _ => "auto" };
 var deviceOpt = new Option<string>("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "cpu" };
 var batchOpt = new Option<int>("--batch") { Description = "most requests decoded together", DefaultValueFactory = _ => 8 };
+var maxWaitingOpt = new Option<int>("--max-waiting") { Description = "most requests waiting for a place in the batch; more are refused with 503 and Retry-After", DefaultValueFactory = _ => 64 };
 var urlsOpt = new Option<string>("--urls") { Description = "where to listen", DefaultValueFactory = _ => "http://127.0.0.1:8000" };
 var nameOpt = new Option<string>("--name") { Description = "model id reported to clients", DefaultValueFactory = _ => "doctorglm" };
 var apiKeyOpt = new Option<string?>("--api-key")
@@ -26,7 +27,7 @@ var apiKeyOpt = new Option<string?>("--api-key")
 };
 var root = new RootCommand("DoctorGlm.Serve — an OpenAI-compatible chat API over a ChatGLM model, with continuous batching.")
 {
-    modelOpt, adapterOpt, quantizeOpt, dtypeOpt, deviceOpt, batchOpt, urlsOpt, nameOpt, apiKeyOpt,
+    modelOpt, adapterOpt, quantizeOpt, dtypeOpt, deviceOpt, batchOpt, maxWaitingOpt, urlsOpt, nameOpt, apiKeyOpt,
 };
 root.SetAction(async (parse, ct) =>
 {
@@ -41,6 +42,7 @@ root.SetAction(async (parse, ct) =>
     {
         if (bits is not null and not (8 or 4)) throw new ArgumentException($"--quantize {bits}: use 8 or 4");
         if (parse.GetValue(batchOpt) < 1) throw new ArgumentException("--batch must be at least 1");
+        if (parse.GetValue(maxWaitingOpt) < 0) throw new ArgumentException("--max-waiting must be at least 0");
         if (apiKey is not null && (apiKey.Length == 0 || apiKey.Any(char.IsWhiteSpace))) throw new ArgumentException("--api-key (or DOCTORGLM_API_KEY) is empty or holds white space");
         device = DeviceSelector.Resolve(parse.GetValue(deviceOpt)!, out string? note);
         if (note is not null) Console.Error.WriteLine(note);
@@ -63,7 +65,7 @@ root.SetAction(async (parse, ct) =>
 
     using (model)
     {
-        await using var scheduler = new GlmBatchScheduler(new GlmChat(model, tok), parse.GetValue(batchOpt));
+        await using var scheduler = new GlmBatchScheduler(new GlmChat(model, tok), parse.GetValue(batchOpt), parse.GetValue(maxWaitingOpt));
         var api = new OpenAiChatCompletions(scheduler, parse.GetValue(nameOpt)!, apiKey);
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls(parse.GetValue(urlsOpt)!);
@@ -96,16 +98,31 @@ root.SetAction(async (parse, ct) =>
             }
             if (!request.Stream)
             {
-                string json = await api.CompleteAsync(request, aborted);
+                string json;
+                try { json = await api.CompleteAsync(request, aborted); }
+                catch (ChatCompletionException e)
+                {
+                    await WriteError(http, e);
+                    return;
+                }
                 http.Response.ContentType = "application/json";
                 await http.Response.WriteAsync(json, aborted);
                 return;
             }
+            // The first chunk decides between an error answer (e.g. 503, the model busy) and the event stream.
+            await using var chunks = api.StreamAsync(request, aborted).GetAsyncEnumerator(aborted);
+            bool more;
+            try { more = await chunks.MoveNextAsync(); }
+            catch (ChatCompletionException e)
+            {
+                await WriteError(http, e);
+                return;
+            }
             http.Response.ContentType = "text/event-stream";
             http.Response.Headers.CacheControl = "no-cache";
-            await foreach (string payload in api.StreamAsync(request, aborted))
+            for (; more; more = await chunks.MoveNextAsync())
             {
-                await http.Response.WriteAsync($"data: {payload}\n\n", aborted);
+                await http.Response.WriteAsync($"data: {chunks.Current}\n\n", aborted);
                 await http.Response.Body.FlushAsync(aborted);
             }
         });
@@ -120,6 +137,7 @@ return await root.Parse(args).InvokeAsync();
 static Task WriteError(HttpContext http, ChatCompletionException e)
 {
     http.Response.StatusCode = e.Status;
+    if (e.Status == 503) http.Response.Headers.RetryAfter = "1";
     http.Response.ContentType = "application/json";
     return http.Response.WriteAsync(e.ToJson(), http.RequestAborted);
 }

@@ -28,23 +28,36 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
     private readonly Task _loop;
     private GlmKvCache? _cache; // the running batch's past; only the loop touches it
     private int _active;
+    private int _waiting;
 
     /// <summary>Starts the scheduling loop over <paramref name="chat"/>'s model and tokenizer (not owned): text and token requests.</summary>
     /// <param name="chat">The model and tokenizer to serve.</param>
     /// <param name="maxBatch">Most rows decoded together; more requests wait for a row to finish.</param>
-    public GlmBatchScheduler(GlmChat chat, int maxBatch = 8)
-        : this((chat ?? throw new ArgumentNullException(nameof(chat))).Generator, maxBatch) => Chat = chat;
+    /// <param name="maxWaiting">Most requests waiting for a row beyond the free ones; a request that would wait
+    /// beyond it is refused with <see cref="GlmSchedulerBusyException"/> (a server answers "busy, retry" instead of a
+    /// wait that only grows). 0: only as many as there are free rows. Unbounded by default.</param>
+    public GlmBatchScheduler(GlmChat chat, int maxBatch = 8, int maxWaiting = int.MaxValue)
+        : this((chat ?? throw new ArgumentNullException(nameof(chat))).Generator, maxBatch, maxWaiting) => Chat = chat;
 
     /// <summary>Starts the scheduling loop over <paramref name="generator"/>'s model (not owned): token requests only.</summary>
     /// <param name="generator">The model to serve.</param>
     /// <param name="maxBatch">Most rows decoded together; more requests wait for a row to finish.</param>
-    public GlmBatchScheduler(GlmGenerator generator, int maxBatch = 8)
+    /// <param name="maxWaiting">Most requests waiting for a row (see the other constructor).</param>
+    public GlmBatchScheduler(GlmGenerator generator, int maxBatch = 8, int maxWaiting = int.MaxValue)
     {
         _generator = generator ?? throw new ArgumentNullException(nameof(generator));
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxWaiting, 0);
         MaxBatch = maxBatch;
+        MaxWaiting = maxWaiting;
         _loop = Task.Run(LoopAsync);
     }
+
+    /// <summary>Most requests waiting for a row before new ones are refused.</summary>
+    public int MaxWaiting { get; }
+
+    /// <summary>Requests queued and not yet in the batch (a snapshot).</summary>
+    public int Waiting => Volatile.Read(ref _waiting);
 
     /// <summary>The model and tokenizer served (null when made from a <see cref="GlmGenerator"/>: token requests only).</summary>
     public GlmChat? Chat { get; }
@@ -54,7 +67,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
     /// <summary>Most rows decoded together.</summary>
     public int MaxBatch { get; }
 
-    /// <summary>Rows in the running batch (a snapshot).</summary>
+    /// <summary>Rows in the running batch, those joining it at the current step included (a snapshot).</summary>
     public int Active => Volatile.Read(ref _active);
 
     /// <summary>Times newly arrived prompts joined a batch that was already decoding (tests check the path ran).</summary>
@@ -92,12 +105,16 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
 
     /// <summary>
     /// Queues a prompt (token ids ending in [gMASK] &lt;sop&gt;) and streams its new token ids, the stop token
-    /// excluded, as <see cref="GlmGenerator.Stream"/> would yield them. Validation errors throw at the call.
+    /// excluded, as <see cref="GlmGenerator.Stream"/> would yield them. Validation errors throw at the call, and so
+    /// does <see cref="GlmSchedulerBusyException"/> when <see cref="MaxWaiting"/> requests already wait (a bound that
+    /// requests arriving at the same instant may overshoot by a few).
     /// </summary>
     public IAsyncEnumerable<int> StreamTokens(IReadOnlyList<int> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ObjectDisposedException.ThrowIf(_stop.IsCancellationRequested, this);
+        // Free places take requests at the next step: only those beyond them wait.
+        if (Waiting - (MaxBatch - Active) >= MaxWaiting) throw new GlmSchedulerBusyException(Waiting, MaxBatch);
         var o = options ?? new GenerationOptions();
         o.Validate();
         _generator.CheckModel();
@@ -113,7 +130,12 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         // The loop reads the request's token; cancelling it (the caller's token, or leaving the loop early) frees the row.
         using var link = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         request.Cancel = link.Token;
-        if (!_incoming.Writer.TryWrite(request)) throw new ObjectDisposedException(nameof(GlmBatchScheduler));
+        Interlocked.Increment(ref _waiting); // before the loop can read it (and count it out)
+        if (!_incoming.Writer.TryWrite(request))
+        {
+            Interlocked.Decrement(ref _waiting);
+            throw new ObjectDisposedException(nameof(GlmBatchScheduler));
+        }
         try
         {
             await foreach (int id in request.Tokens.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -150,9 +172,11 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
                 var admitted = new List<Request>();
                 while (live.Count + admitted.Count < MaxBatch && _incoming.Reader.TryRead(out var r))
                 {
+                    Interlocked.Decrement(ref _waiting);
                     if (r.Cancel.IsCancellationRequested) r.Tokens.Writer.TryComplete(new OperationCanceledException(r.Cancel));
                     else admitted.Add(r);
                 }
+                Volatile.Write(ref _active, live.Count + admitted.Count); // the places taken, for the waiting bound
                 try { Step(live, admitted); }
                 catch (Exception e)
                 {
@@ -173,7 +197,11 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
             _cache = null;
             var gone = new ObjectDisposedException(nameof(GlmBatchScheduler));
             foreach (var r in live) r.Tokens.Writer.TryComplete(gone);
-            while (_incoming.Reader.TryRead(out var r)) r.Tokens.Writer.TryComplete(gone);
+            while (_incoming.Reader.TryRead(out var r))
+            {
+                Interlocked.Decrement(ref _waiting);
+                r.Tokens.Writer.TryComplete(gone);
+            }
         }
     }
 
@@ -245,4 +273,15 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         try { await _loop.ConfigureAwait(false); }
         finally { _stop.Dispose(); }
     }
+}
+
+/// <summary>
+/// A <see cref="GlmBatchScheduler"/> refused a request because <see cref="GlmBatchScheduler.MaxWaiting"/> requests
+/// already wait for a row: the caller may retry shortly (an HTTP server answers 503 with Retry-After).
+/// </summary>
+public sealed class GlmSchedulerBusyException(int waiting, int maxBatch)
+    : InvalidOperationException($"the model is busy: {waiting} requests are waiting for one of its {maxBatch} places; try again shortly")
+{
+    /// <summary>Requests that were waiting.</summary>
+    public int Waiting { get; } = waiting;
 }

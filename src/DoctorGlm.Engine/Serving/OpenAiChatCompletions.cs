@@ -12,7 +12,7 @@ namespace DoctorGlm.Engine.Serving;
 /// </summary>
 public sealed class ChatCompletionException(int status, string message, string? param = null, string? code = null) : Exception(message)
 {
-    /// <summary>HTTP status (400 for a bad request, 401 for a missing or wrong API key).</summary>
+    /// <summary>HTTP status (400 for a bad request, 401 for a missing or wrong API key, 503 when the model is busy).</summary>
     public int Status { get; } = status;
 
     /// <summary>The request field at fault, or null.</summary>
@@ -26,7 +26,7 @@ public sealed class ChatCompletionException(int status, string message, string? 
     {
         w.WriteStartObject("error");
         w.WriteString("message", Message);
-        w.WriteString("type", "invalid_request_error");
+        w.WriteString("type", Status >= 500 ? "server_error" : "invalid_request_error");
         if (Param is null) w.WriteNull("param"); else w.WriteString("param", Param);
         if (Code is null) w.WriteNull("code"); else w.WriteString("code", Code);
         w.WriteEndObject();
@@ -165,13 +165,14 @@ public sealed class OpenAiChatCompletions
         }
     }
 
-    /// <summary>Answers a request in one piece: OpenAI's <c>chat.completion</c> object, with usage in tokens.</summary>
+    /// <summary>Answers a request in one piece: OpenAI's <c>chat.completion</c> object, with usage in tokens. A busy
+    /// scheduler (<see cref="GlmBatchScheduler.MaxWaiting"/>) throws <see cref="ChatCompletionException"/> 503.</summary>
     public async Task<string> CompleteAsync(ChatCompletionRequest request, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
         var prompt = _chat.EncodePrompt(request.Query, request.History);
         var ids = new List<int>();
-        await foreach (int id in Scheduler.StreamTokens(prompt, request.Options, cancellationToken).ConfigureAwait(false)) ids.Add(id);
+        await foreach (int id in Tokens(prompt, request, cancellationToken).ConfigureAwait(false)) ids.Add(id);
         string content = ResponseText.Process(_chat.Tokenizer.Decode([.. ids]));
         string id0 = NewId();
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -193,7 +194,8 @@ public sealed class OpenAiChatCompletions
     /// Answers a request as it decodes: the payloads of the server-sent events, each to be written as
     /// <c>data: PAYLOAD\n\n</c> — <c>chat.completion.chunk</c> objects (the role first, then text deltas that never
     /// split a character, then the finish reason; with <see cref="ChatCompletionRequest.IncludeUsage"/> every chunk has
-    /// <c>"usage": null</c> and one more, with no choices, carries the token counts) and finally <c>[DONE]</c>.
+    /// <c>"usage": null</c> and one more, with no choices, carries the token counts) and finally <c>[DONE]</c>. A busy
+    /// scheduler throws <see cref="ChatCompletionException"/> 503 from the first <c>MoveNextAsync</c>, before any chunk.
     /// </summary>
     public async IAsyncEnumerable<string> StreamAsync(ChatCompletionRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -213,10 +215,11 @@ public sealed class OpenAiChatCompletions
             });
             if (request.IncludeUsage) w.WriteNull("usage");
         });
+        var tokens = Tokens(prompt, request, cancellationToken); // before the first chunk: a busy model fails the request, not the stream
         yield return Chunk("assistant", "", null);
         var streamer = new ResponseStreamer(_chat.Tokenizer);
         int count = 0;
-        await foreach (int token in Scheduler.StreamTokens(prompt, request.Options, cancellationToken).ConfigureAwait(false))
+        await foreach (int token in tokens.ConfigureAwait(false))
         {
             count++;
             string delta = streamer.Push(token);
@@ -237,6 +240,13 @@ public sealed class OpenAiChatCompletions
                 WriteUsage(w, prompt.Length, count);
             });
         yield return "[DONE]";
+    }
+
+    /// <summary>The request's queued tokens; a busy scheduler is OpenAI's 503 (<c>server_error</c>, code <c>overloaded</c>).</summary>
+    private IAsyncEnumerable<int> Tokens(int[] prompt, ChatCompletionRequest request, CancellationToken cancellationToken)
+    {
+        try { return Scheduler.StreamTokens(prompt, request.Options, cancellationToken); }
+        catch (GlmSchedulerBusyException e) { throw new ChatCompletionException(503, e.Message, code: "overloaded"); }
     }
 
     /// <summary>OpenAI's model list: this one model.</summary>

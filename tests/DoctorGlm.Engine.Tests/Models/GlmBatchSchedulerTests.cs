@@ -170,6 +170,48 @@ public sealed class GlmBatchSchedulerTests(ITestOutputHelper output)
         Assert.Equal(gen.Generate(Prompt("p1"), o, ct), await Collect(again));
     }
 
+    /// <summary>
+    /// maxWaiting: with the batch full (one place) and two requests waiting, a third is refused at the call with
+    /// <see cref="GlmSchedulerBusyException"/>; the waiting ones are served with their own answers, and once the queue
+    /// has drained new requests are taken again.
+    /// </summary>
+    [Fact]
+    public async Task Requests_beyond_the_waiting_bound_are_refused_and_the_rest_are_served()
+    {
+        using var model = ModelFixture.LoadModel();
+        var gen = new GlmGenerator(model);
+        var ct = TestContext.Current.CancellationToken;
+        var o = new GenerationOptions { DoSample = false, RepetitionPenalty = 3f, MaxNewTokens = 6 };
+        string[] names = ["p0", "p1", "p2", "turn2"];
+        var expected = names.Select(n => gen.Generate(Prompt(n), o, ct)).ToArray();
+
+        await using var scheduler = new GlmBatchScheduler(gen, maxBatch: 1, maxWaiting: 2);
+        using var gate = new ManualResetEventSlim(false);
+        scheduler.BeforeStep = live => { if (live > 0) gate.Wait(ct); };
+        var a = scheduler.StreamTokens(Prompt("p0"), o, ct).GetAsyncEnumerator(ct);
+        var first = new List<int>();
+        Task<List<int>>[] waiting;
+        try
+        {
+            Assert.True(await a.MoveNextAsync()); // A holds the one place; the loop now waits at its next step
+            first.Add(a.Current);
+            waiting = [.. new[] { "p1", "p2" }.Select(n => Collect(scheduler.StreamTokens(Prompt(n), o, ct)))];
+            Assert.Equal(2, scheduler.Waiting);
+            var busy = Assert.Throws<GlmSchedulerBusyException>(() => scheduler.StreamTokens(Prompt("turn2"), o, ct));
+            Assert.Equal(2, busy.Waiting);
+            Assert.Contains("busy", busy.Message);
+        }
+        finally { gate.Set(); } // a failed assertion must not leave the loop waiting (the disposal would hang)
+        while (await a.MoveNextAsync()) first.Add(a.Current);
+        await a.DisposeAsync();
+        Assert.Equal(expected[0], first);
+        Assert.Equal(expected[1], await waiting[0]);
+        Assert.Equal(expected[2], await waiting[1]);
+        Assert.Equal(0, scheduler.Waiting);
+        Assert.Equal(expected[3], await Collect(scheduler.StreamTokens(Prompt("turn2"), o, ct)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GlmBatchScheduler(gen, maxWaiting: -1));
+    }
+
     [Fact]
     public async Task Bad_requests_throw_at_the_call_and_disposal_ends_unfinished_ones()
     {

@@ -183,4 +183,42 @@ public sealed class OpenAiChatCompletionsTests : IAsyncDisposable
         foreach (var bad in new[] { "", "two words", "tab\tkey" })
             Assert.Throws<ArgumentException>(() => new OpenAiChatCompletions(_scheduler, "doctorglm-test", apiKey: bad));
     }
+
+    [Fact]
+    public async Task A_busy_model_is_a_503_before_any_chunk()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var scheduler = new GlmBatchScheduler(_chat, maxBatch: 1, maxWaiting: 1);
+        var api = new OpenAiChatCompletions(scheduler, "doctorglm-test");
+        var request = api.Parse(Conversation);
+        // One request holds the one place (the loop waits at its step), one waits: the next is refused.
+        using var gate = new ManualResetEventSlim(false);
+        using var entered = new SemaphoreSlim(0);
+        scheduler.BeforeStep = _ => { entered.Release(); gate.Wait(ct); };
+        Task<string> held, blocked;
+        try
+        {
+            held = api.CompleteAsync(request, ct);
+            await entered.WaitAsync(ct);
+            blocked = api.CompleteAsync(request, ct);
+            Assert.Equal(1, scheduler.Waiting);
+
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            bounded.CancelAfter(TimeSpan.FromSeconds(30)); // were it queued instead, it would wait for the gate: fail, not hang
+            var e = await Assert.ThrowsAsync<ChatCompletionException>(() => api.CompleteAsync(request, bounded.Token));
+            Assert.Equal(503, e.Status);
+            using (var doc = JsonDocument.Parse(e.ToJson()))
+            {
+                Assert.Equal("server_error", doc.RootElement.GetProperty("error").GetProperty("type").GetString());
+                Assert.Equal("overloaded", doc.RootElement.GetProperty("error").GetProperty("code").GetString());
+            }
+            await using (var chunks = api.StreamAsync(request with { Stream = true }, bounded.Token).GetAsyncEnumerator(bounded.Token))
+                Assert.Equal(503, (await Assert.ThrowsAsync<ChatCompletionException>(async () => await chunks.MoveNextAsync())).Status);
+        }
+        finally { gate.Set(); } // a failed assertion must not leave the loop waiting (the disposal would hang)
+        using var first = JsonDocument.Parse(await held);
+        using var second = JsonDocument.Parse(await blocked);
+        Assert.Equal(first.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString(),
+            second.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+    }
 }
