@@ -64,6 +64,7 @@ var maxSteps = Opt("--max-steps", "Optimizer steps (0 = from --epochs).", 0);
 var seed = Opt("--seed", "Seed of the data order, initialisation and dropout.", 42UL);
 var checkpointing = Opt("--gradient-checkpointing", "Recompute each GLM block in backward (less memory, ~30% more time).", false);
 var saveSteps = Opt("--save-steps", "Write a checkpoint every N steps (0 = only at the end and on Ctrl+C).", 50);
+var saveBest = Opt("--save-best", "Export the adapter / prefix / model into OUTPUT/best whenever the held-out loss reaches a new low (with --eval-steps, during training too).", false);
 var evalSteps = Opt("--eval-steps", "Evaluate the held-out loss every N steps too (eval.csv, loss.png, the progress line); 0 = only before and after training.", 0);
 var output = Opt("--output", "Output folder: adapter / prefix / model, trainer_options.json, loss.csv, loss.png, checkpoints/.", Path.Combine("out", "train"));
 var evalGenerate = Opt("--eval-generate", "Answer the first N evaluation prompts (greedy, up to --max-target-length new tokens) before and after training and report BLEU-4 and ROUGE-1/2/L as ChatGLM's P-Tuning evaluation computes them (0 = off).", 16);
@@ -189,7 +190,7 @@ int Run(ParseResult p)
         WeightDecay = p.GetValue(weightDecay), Schedule = TrainerOptions.ParseSchedule(p.GetValue(schedule)!), WarmupSteps = p.GetValue(warmup),
         BatchSize = p.GetValue(batch), GradientAccumulation = p.GetValue(accum), MaxGradNorm = p.GetValue(clip),
         Epochs = p.GetValue(epochs), MaxSteps = p.GetValue(maxSteps), Seed = p.GetValue(seed),
-        GradientCheckpointing = p.GetValue(checkpointing), SaveSteps = p.GetValue(saveSteps), EvalSteps = p.GetValue(evalSteps),
+        GradientCheckpointing = p.GetValue(checkpointing), SaveSteps = p.GetValue(saveSteps), EvalSteps = p.GetValue(evalSteps), SaveBest = p.GetValue(saveBest),
         ActivationDType = TrainerOptions.ParseDType(p.GetValue(activations)!, "--activations"),
     }.Validate();
     string outDir = Path.GetFullPath(p.GetValue(output)!);
@@ -265,6 +266,11 @@ int Run(ParseResult p)
     if (result.Generation is { } g)
         foreach (var (k, v) in g)
             table.AddRow($"{k} (×100, {nGenerate} answers)", generationBefore is { } gb && gb.TryGetValue(k, out var vb) ? $"{vb:F2} → {v:F2}" : $"{v:F2}");
+    if (options.SaveBest && result.Evals.Count > 0)
+    {
+        var best = result.Evals.MinBy(e => e.Loss);
+        table.AddRow("best eval loss", $"{best.Loss:F4} at step {best.Step} → {trainer.BestDir}");
+    }
     table.AddRow("output", outDir);
     AnsiConsole.Write(table);
     if (generationEval is { LastAnswers.Count: > 0 })

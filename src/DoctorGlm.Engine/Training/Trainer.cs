@@ -226,7 +226,7 @@ public sealed class Trainer : IDisposable
         }
         WriteOptions();
 
-        if (start == 0 && _eval.Count > 0) _evals.Add(new EvalRecord(0, Evaluate()));
+        if (start == 0 && _eval.Count > 0) RecordEval(0);
         _model.Training = true;
         var clock = Stopwatch.StartNew();
         long sessionTokens = 0;
@@ -267,7 +267,7 @@ public sealed class Trainer : IDisposable
 
             // Before the checkpoint of the same step, which then holds this evaluation too (a resumed run does not redo it).
             if (Options.EvalSteps > 0 && (step + 1) % Options.EvalSteps == 0 && step + 1 < TotalSteps && _eval.Count > 0)
-                _evals.Add(new EvalRecord(step + 1, Evaluate()));
+                RecordEval(step + 1);
 
             if (Options.SaveSteps > 0 && (step + 1) % Options.SaveSteps == 0 && step + 1 < TotalSteps)
                 lastCheckpoint = SaveCheckpoint(step + 1);
@@ -284,7 +284,7 @@ public sealed class Trainer : IDisposable
         }
 
         _model.Training = false;
-        if (_eval.Count > 0 && !_evals.Any(e => e.Step == TotalSteps)) _evals.Add(new EvalRecord(TotalSteps, Evaluate()));
+        if (_eval.Count > 0 && !_evals.Any(e => e.Step == TotalSteps)) RecordEval(TotalSteps);
         lastCheckpoint = SaveCheckpoint(TotalSteps);
         var generation = GenerationEvaluator?.Evaluate(_model);
         Export();
@@ -333,14 +333,36 @@ public sealed class Trainer : IDisposable
     private string BaseWeights => (_model.IsQuantized ? $"int{_model.QuantizationBits}+" : "") + ModelExport.DTypeName(_model.WeightDType);
 
     /// <summary>Writes the trained weights into <see cref="OutputDir"/> (see <see cref="ModelExport"/>).</summary>
-    public void Export()
+    public void Export() => ExportTo(OutputDir);
+
+    private void ExportTo(string dir)
     {
         switch (Options.Method)
         {
-            case TrainingMethod.Lora: ModelExport.SaveLora(OutputDir, _model.Lora!, ExportDType, RunInfo.TryGetValue("model", out var m) ? m : null); break;
-            case TrainingMethod.PTuning: ModelExport.SavePrefix(OutputDir, _model.Prefix!, ExportDType); break;
-            default: ModelExport.SaveFull(OutputDir, _model, ExportDType); break;
+            case TrainingMethod.Lora: ModelExport.SaveLora(dir, _model.Lora!, ExportDType, RunInfo.TryGetValue("model", out var m) ? m : null); break;
+            case TrainingMethod.PTuning: ModelExport.SavePrefix(dir, _model.Prefix!, ExportDType); break;
+            default: ModelExport.SaveFull(dir, _model, ExportDType); break;
         }
+    }
+
+    /// <summary>The folder <see cref="TrainerOptions.SaveBest"/> exports into: <c>OutputDir/best</c>.</summary>
+    public string BestDir => Path.Combine(OutputDir, "best");
+
+    /// <summary>
+    /// Evaluates at <paramref name="step"/> and records it; with <see cref="TrainerOptions.SaveBest"/>, a loss below
+    /// every earlier one (a resumed run's included) exports the trained part into <see cref="BestDir"/> with
+    /// <c>best.json</c> (its step and loss). Training is unchanged: the export only reads the weights.
+    /// </summary>
+    private void RecordEval(int step)
+    {
+        double best = _evals.Count > 0 ? _evals.Min(e => e.Loss) : double.PositiveInfinity;
+        var record = new EvalRecord(step, Evaluate());
+        _evals.Add(record);
+        if (!Options.SaveBest || !(record.Loss < best)) return;
+        Directory.CreateDirectory(BestDir);
+        ExportTo(BestDir);
+        AtomicFile.WriteAllText(Path.Combine(BestDir, "best.json"), string.Create(CultureInfo.InvariantCulture,
+            $"{{\n  \"step\": {step},\n  \"eval_loss\": {record.Loss:R},\n  \"total_steps\": {TotalSteps}\n}}\n"));
     }
 
     private void WriteCurves()
@@ -391,6 +413,7 @@ public sealed class Trainer : IDisposable
             w.WriteBoolean("gradient_checkpointing", o.GradientCheckpointing);
             w.WriteNumber("save_steps", o.SaveSteps);
             w.WriteNumber("eval_steps", o.EvalSteps);
+            w.WriteBoolean("save_best", o.SaveBest);
             w.WriteNumber("train_samples", _train.Count);
             w.WriteNumber("eval_samples", _eval.Count);
             w.WriteNumber("trainable_parameters", TrainableParameterCount);

@@ -126,6 +126,13 @@ public sealed record TrainerOptions
     /// </summary>
     public int EvalSteps { get; init; }
 
+    /// <summary>
+    /// Export the trained part (adapter, prefix or model) into <c>OUTPUT/best</c>, with <c>best.json</c>, whenever an
+    /// evaluation (before, every <see cref="EvalSteps"/>, after) reaches a new low of the held-out loss: the checkpoint
+    /// HF's <c>load_best_model_at_end</c> would pick (<c>--save-best</c>).
+    /// </summary>
+    public bool SaveBest { get; init; }
+
     /// <summary>Evaluation micro-batch size (<c>--eval-batch-size</c>).</summary>
     public int EvalBatchSize { get; init; } = 8;
 

@@ -128,6 +128,38 @@ public sealed class TrainerTests : IDisposable
         Assert.Throws<ArgumentException>(() => (o with { EvalSteps = -1 }).Validate());
     }
 
+    /// <summary>
+    /// --save-best: OUTPUT/best holds the adapter of the lowest held-out loss, and best.json its step and loss; loaded
+    /// into a fresh model, that adapter gives exactly the recorded loss again.
+    /// </summary>
+    [Fact]
+    public void The_best_evaluation_is_exported_and_reproduces_its_loss()
+    {
+        // A learning rate high enough that the held-out loss does not fall all the way: the best is not always the last.
+        var o = Options(TrainingMethod.Lora, steps: 12) with { EvalSteps = 2, SaveBest = true, LearningRate = 0.3 };
+        TrainingResult r;
+        string bestDir;
+        using (var model = Model())
+        using (var trainer = new Trainer(model, o, Samples(10, 1), Samples(20, 2), _dir))
+        {
+            r = trainer.Run(cancellationToken: TestContext.Current.CancellationToken);
+            bestDir = trainer.BestDir;
+        }
+        var best = r.Evals.MinBy(e => e.Loss);
+        TestContext.Current.TestOutputHelper?.WriteLine($"evals {string.Join(", ", r.Evals.Select(e => $"{e.Step}:{e.Loss:F4}"))}; best at {best.Step}");
+        using (var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(bestDir, "best.json"))))
+        {
+            Assert.Equal(best.Step, doc.RootElement.GetProperty("step").GetInt32());
+            Assert.Equal(best.Loss, doc.RootElement.GetProperty("eval_loss").GetDouble());
+        }
+        using var again = Model();
+        again.LoadLoraAdapter(bestDir);
+        again.Training = false;
+        using var evaluator = new Trainer(again, o, Samples(10, 1), Samples(20, 2), Path.Combine(_dir, "again"));
+        Assert.Equal(best.Loss, evaluator.Evaluate());
+        Assert.Contains("\"save_best\": true", File.ReadAllText(Path.Combine(_dir, "trainer_options.json")));
+    }
+
     [Fact]
     public void Training_lowers_the_eval_loss_and_writes_the_csv_per_step()
     {
