@@ -53,7 +53,7 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
         _loop = Task.Run(LoopAsync);
     }
 
-    /// <summary>Most requests waiting for a row before new ones are refused.</summary>
+    /// <summary>Most requests waiting for a row, beyond the batch's free rows, before new ones are refused.</summary>
     public int MaxWaiting { get; }
 
     /// <summary>Requests queued and not yet in the batch (a snapshot).</summary>
@@ -106,8 +106,8 @@ public sealed class GlmBatchScheduler : IAsyncDisposable
     /// <summary>
     /// Queues a prompt (token ids ending in [gMASK] &lt;sop&gt;) and streams its new token ids, the stop token
     /// excluded, as <see cref="GlmGenerator.Stream"/> would yield them. Validation errors throw at the call, and so
-    /// does <see cref="GlmSchedulerBusyException"/> when <see cref="MaxWaiting"/> requests already wait (a bound that
-    /// requests arriving at the same instant may overshoot by a few).
+    /// does <see cref="GlmSchedulerBusyException"/> when <see cref="MaxWaiting"/> requests already wait beyond the
+    /// batch's free rows (a bound that requests arriving at the same instant may overshoot by a few).
     /// </summary>
     public IAsyncEnumerable<int> StreamTokens(IReadOnlyList<int> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {

@@ -15,6 +15,7 @@ public static class AttentionMask
     /// <param name="device">Where to create the tensor (CPU by default).</param>
     public static Tensor PrefixLm(int[] ctx, int seqLen, int[]? padLeft = null, Device? device = null)
     {
+        PositionIds.CheckPadding("AttentionMask.PrefixLm", ctx, seqLen, padLeft); // before the allocation: a bad size gets its message
         var m = new byte[ctx.Length * seqLen * seqLen];
         Fill(m, ctx, seqLen, padLeft);
         return Tensor.FromArray(m, new Shape(ctx.Length, seqLen, seqLen), device);

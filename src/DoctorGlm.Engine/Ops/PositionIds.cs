@@ -16,6 +16,7 @@ public static class PositionIds
     /// <param name="device">Where to create the tensor (CPU by default).</param>
     public static Tensor Glm(int[] ctx, int[] maskPos, int seqLen, int[]? padLeft = null, Device? device = null)
     {
+        CheckPadding("PositionIds.Glm", ctx, seqLen, padLeft); // before the allocation: a bad size gets its message
         var ids = new int[ctx.Length * 2 * seqLen];
         Fill(ids, ctx, maskPos, seqLen, padLeft);
         return Tensor.FromArray(ids, new Shape(ctx.Length, 2, seqLen), device);
