@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Packs DoctorGlm.Engine and uses the package as a user's project would: tools/package-check/PackageConsumer.csproj
 # restores it from the packed .nupkg (not the source tree), builds, and runs the package readme's steps (chat, a few
-# LoRA steps and their export, BLEU/ROUGE's jieba segmentation) on the Train sample's small model. Ends with the
-# plain line "package check: ok (...)" or "package check: FAILED ...", and the exit code says the same.
+# LoRA steps and their export, BLEU/ROUGE's jieba segmentation) on the Train sample's small model, then publishes it
+# and looks for the dictionaries in the published folder. Ends with the plain line "package check: ok (...)" or
+# "package check: FAILED ...", and the exit code says the same.
 #   tools/package-check/check.sh
 # The version packed is 0.0.0-check.<time>, so a copy of an earlier check in the NuGet cache is never used; the
 # packages it leaves there are removed at the end.
@@ -50,6 +51,17 @@ CONFIG
 echo "== package check: dotnet run (PackageConsumer against DoctorGlm.Engine $version)"
 (cd "$work/consumer" && dotnet run -c Release -p:DoctorGlmVersion="$version" -- "$root/samples/Train/base" "$root/samples/Train/data/train.jsonl") 2>&1 | tee "$work/run.log"
 rc=${PIPESTATUS[0]}
-grep -q '^package check: ok' "$work/run.log" && [ "$rc" = 0 ] && exit 0
+if grep -q '^package check: ok' "$work/run.log" && [ "$rc" = 0 ]; then
+  # An application is deployed with dotnet publish: the dictionaries must travel into that folder too.
+  echo "== package check: dotnet publish (PackageConsumer)"
+  if ! (cd "$work/consumer" && dotnet publish -c Release -p:DoctorGlmVersion="$version" -o "$work/published") >"$work/publish.log" 2>&1; then
+    cat "$work/publish.log"; echo "package check: FAILED (dotnet publish)"; exit 1
+  fi
+  for f in dict.txt prob_trans.json prob_emit.json; do
+    [ -f "$work/published/jieba/$f" ] || { echo "package check: FAILED (the published application lacks jieba/$f)"; exit 1; }
+  done
+  echo "package check: ok (published with jieba/ beside it)"
+  exit 0
+fi
 grep -q '^package check: FAILED' "$work/run.log" || echo "package check: FAILED (the consumer did not build or run; exit code $rc)"
 exit 1
