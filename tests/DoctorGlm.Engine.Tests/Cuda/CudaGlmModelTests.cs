@@ -35,7 +35,7 @@ public class CudaGlmModelTests(ITestOutputHelper output)
     /// What a training step's forward and loss wait for on the GPU: the batch goes up in one copy
     /// (<see cref="GlmInputs.Build"/>: ids, positions, labels, the loss's shifted targets and the mask together, the
     /// ids and targets checked on the host), and the per-row losses come down (their mean is filled in on the device).
-    /// Measured on a second step: the first also pays one-time work (kernel modules, pools). The loss is the one
+    /// Measured on a second step: the first also uploads the backend's rotary table for this head size, once. The loss is the one
     /// <see cref="GlmModel.LanguageModelLoss"/> gives from the labels.
     /// </summary>
     [Fact]
