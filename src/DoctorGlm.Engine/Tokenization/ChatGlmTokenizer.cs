@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using DoctorGlm.Engine.Models.ChatGlm;
 
 namespace DoctorGlm.Engine.Tokenization;
 
@@ -67,8 +68,8 @@ public sealed class ChatGlmTokenizer
     /// <summary>
     /// The tokenizer of a model folder: a Hugging Face ChatGLM-6B folder (<c>ice_text.model</c>) or one this library
     /// wrote (<c>tokenizer.model</c>). The image-token offset, unless given, is the folder's: <c>num_image_tokens</c>
-    /// of <c>tokenizer_config.json</c>, else of <c>config.json</c>, else 20000 when <c>config.json</c>'s
-    /// <c>vocab_size</c> is the old 150528 (as <see cref="Models.ChatGlm.GlmConfig.FromJson"/> infers it), else 0.
+    /// of <c>tokenizer_config.json</c>, else the model config's (<see cref="GlmConfig.FromJson"/>: stated, or 20000 for
+    /// the old 150528 vocabulary), else 0 without a <c>config.json</c>.
     /// </summary>
     /// <exception cref="FileNotFoundException">The folder holds no tokenizer file (the message names both).</exception>
     /// <exception cref="InvalidDataException">A JSON file of the folder is malformed or has a field of the wrong type (named).</exception>
@@ -82,23 +83,23 @@ public sealed class ChatGlmTokenizer
 
     private static int ImageTokensOf(string folder)
     {
-        int? Read(string file, string field)
+        string path = Path.Combine(folder, "tokenizer_config.json");
+        if (File.Exists(path))
         {
-            string path = Path.Combine(folder, file);
-            if (!File.Exists(path)) return null;
             try
             {
                 using var doc = JsonDocument.Parse(File.ReadAllText(path),
                     new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
-                if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty(field, out var v)
-                    || v.ValueKind == JsonValueKind.Null) return null;
-                return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 0 ? n
-                    : throw new InvalidDataException($"{path}: field '{field}' must be a non-negative integer (got {v.GetRawText()})");
+                if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("num_image_tokens", out var v)
+                    && v.ValueKind != JsonValueKind.Null)
+                    return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n >= 0 ? n
+                        : throw new InvalidDataException($"{path}: field 'num_image_tokens' must be a non-negative integer (got {v.GetRawText()})");
             }
             catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON: {e.Message}", e); }
         }
-        return Read("tokenizer_config.json", "num_image_tokens") ?? Read("config.json", "num_image_tokens")
-            ?? (Read("config.json", "vocab_size") == 150528 ? 20000 : 0);
+        // The model config's rule, read by the model config (one place decides it for model and tokenizer).
+        string config = Path.Combine(folder, "config.json");
+        return File.Exists(config) ? GlmConfig.FromJson(config).NumImageTokens : 0;
     }
 
     /// <summary>The SentencePiece model.</summary>

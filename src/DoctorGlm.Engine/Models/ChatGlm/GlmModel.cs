@@ -757,7 +757,10 @@ public sealed partial class GlmModel : IDisposable
     {
         int batch = ids.Length, rows = _params[EmbeddingKey].Shape[0];
         if (positions.Length != 2 * batch) throw new ArgumentException($"GlmModel.ForwardStep: {positions.Length} position ids for {batch} rows (two each)");
-        var packed = new int[3 * batch + alongside.Length];
+        // ids, positions, the picking's inputs, then the past's pad mask as bytes (a left-padded batch's).
+        var pastMask = cache.PastMaskBytes();
+        int ints = 3 * batch + alongside.Length;
+        var packed = new int[ints + ((pastMask?.Length ?? 0) + 3) / 4];
         for (int b = 0; b < batch; b++)
         {
             if ((uint)ids[b] >= (uint)rows)
@@ -766,13 +769,7 @@ public sealed partial class GlmModel : IDisposable
         }
         positions.CopyTo(packed.AsSpan(batch));
         alongside.CopyTo(packed.AsSpan(3 * batch));
-        var pastMask = cache.PastMaskBytes();
-        int ints = packed.Length;
-        if (pastMask is not null)
-        {
-            Array.Resize(ref packed, ints + (pastMask.Length + 3) / 4);
-            pastMask.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(packed.AsSpan(ints)));
-        }
+        pastMask?.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(packed.AsSpan(ints)));
         using var input = Tensor.FromArray(packed, new Shape(packed.Length), Device);
         using var idTensor = input.Reinterpret(DType.I32, new Shape(batch, 1), 0);
         using var posTensor = input.Reinterpret(DType.I32, new Shape(batch, 2, 1), batch);
